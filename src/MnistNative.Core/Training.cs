@@ -1,0 +1,88 @@
+using System.Diagnostics;
+
+namespace MnistNative.Core;
+
+public sealed record TrainingOptions(int Iterations, double LearningRate, int LogEvery)
+{
+    public static TrainingOptions Seed { get; } = new(1000, 0.1, 50);
+}
+
+/// <summary>One logged iteration: accuracy and mean loss of that iteration's forward pass, before its update.</summary>
+public sealed record LogEntry(int Iteration, double TrainAccuracy, double Loss);
+
+public sealed record TrainingResult(IReadOnlyList<LogEntry> Log, MlpParameters Weights, TimeSpan TrainTime, int Iterations)
+{
+    public double MillisecondsPerIteration => Iterations == 0 ? 0 : TrainTime.TotalMilliseconds / Iterations;
+}
+
+/// <summary>Full-batch gradient descent, the seed's loop, on any backend.</summary>
+public static class Trainer
+{
+    public static TrainingResult Run(ITrainingBackend backend, TrainingOptions options, Action<LogEntry>? onLog = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(options.Iterations);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.LogEvery, 1);
+        var log = new List<LogEntry>(options.Iterations / options.LogEvery + 1);
+        var clock = Stopwatch.StartNew();
+        for (int i = 0; i < options.Iterations; i++)
+        {
+            bool measure = i % options.LogEvery == 0;
+            StepMetrics m = backend.Step(options.LearningRate, measure);
+            if (!measure) continue;
+            if (!double.IsFinite(m.LossSum))
+                throw new DivergenceException($"training diverged at iteration {i}: the loss is {m.Loss} (learning rate {options.LearningRate} is too high?)");
+            var entry = new LogEntry(i, m.Accuracy, m.Loss);
+            log.Add(entry);
+            onLog?.Invoke(entry);
+        }
+        clock.Stop();
+        MlpParameters weights = backend.GetWeights();
+        if (!weights.AllFinite())
+            throw new DivergenceException($"training diverged: the weights are not finite after {options.Iterations} iterations (learning rate {options.LearningRate} is too high?)");
+        return new TrainingResult(log, weights, clock.Elapsed, options.Iterations);
+    }
+}
+
+public static class Evaluation
+{
+    /// <summary>Index of the largest value; the first one on ties, as numpy's argmax.</summary>
+    public static int ArgMax(ReadOnlySpan<double> values)
+    {
+        int best = 0;
+        for (int i = 1; i < values.Length; i++)
+            if (values[i] > values[best]) best = i;
+        return best;
+    }
+
+    /// <summary>Predicted class of every image through the backend's forward-only path.</summary>
+    public static int[] Predict(ITrainingBackend backend, ReadOnlySpan<byte> images, int count)
+    {
+        const int chunk = 2048;
+        var predictions = new int[count];
+        var probs = new double[Math.Min(chunk, Math.Max(count, 1)) * MlpParameters.Classes];
+        for (int start = 0; start < count; start += chunk)
+        {
+            int n = Math.Min(chunk, count - start);
+            Span<double> p = probs.AsSpan(0, n * MlpParameters.Classes);
+            backend.Predict(images.Slice(start * LabeledImages.PixelsPerImage, n * LabeledImages.PixelsPerImage), p);
+            for (int i = 0; i < n; i++)
+                predictions[start + i] = ArgMax(p.Slice(i * MlpParameters.Classes, MlpParameters.Classes));
+        }
+        return predictions;
+    }
+
+    /// <summary>confusion[true, predicted] counts.</summary>
+    public static int[,] ConfusionMatrix(ReadOnlySpan<int> predictions, ReadOnlySpan<byte> labels)
+    {
+        var m = new int[MlpParameters.Classes, MlpParameters.Classes];
+        for (int i = 0; i < labels.Length; i++) m[labels[i], predictions[i]]++;
+        return m;
+    }
+
+    public static double Accuracy(ReadOnlySpan<int> predictions, ReadOnlySpan<byte> labels)
+    {
+        int correct = 0;
+        for (int i = 0; i < labels.Length; i++) if (predictions[i] == labels[i]) correct++;
+        return labels.Length == 0 ? 0 : (double)correct / labels.Length;
+    }
+}

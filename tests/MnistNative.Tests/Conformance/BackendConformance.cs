@@ -1,0 +1,151 @@
+using MnistNative.Backends.Cpu.Reference;
+using MnistNative.Core;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace MnistNative.Tests.Conformance;
+
+/// <summary>
+/// One suite, instantiated once per backend and vector width: forward probabilities, gradients and one
+/// update compared with the float64 scalar reference on random MNIST-like data, with odd shapes on purpose
+/// (hidden widths and sample counts that are not multiples of any vector width or work-group size).
+/// A backend this machine cannot run is skipped, except under CI=true, where it fails.
+/// </summary>
+public abstract class BackendConformance(ITestOutputHelper output)
+{
+    /// <summary>Creates the backend under test; throws <see cref="BackendUnavailableException"/> when it cannot run here.</summary>
+    protected abstract ITrainingBackend Create(int hidden);
+
+    /// <summary>|got - want| must be at most AbsoluteTolerance + RelativeTolerance * |want|.</summary>
+    protected virtual double AbsoluteTolerance => 2e-5;
+    protected virtual double RelativeTolerance => 2e-3;
+
+    public static TheoryData<int, int> Shapes => new()
+    {
+        { 1, 37 }, { 7, 100 }, { 10, 257 }, { 33, 63 }, { 64, 50 }, { 128, 129 }, { 256, 31 },
+    };
+
+    [SkippableTheory]
+    [MemberData(nameof(Shapes))]
+    public void ForwardProbabilitiesMatchReference(int hidden, int n)
+    {
+        var (data, weights) = RandomProblem(hidden, n, seed: 1);
+        using var reference = Reference(hidden, data, weights);
+        using var backend = Open(hidden, data, weights);
+        var want = new double[n * 10];
+        var got = new double[n * 10];
+        reference.Predict(data.Pixels, want);
+        backend.Predict(data.Pixels, got);
+        AssertClose("probabilities", want, got);
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Shapes))]
+    public void GradientsMatchReference(int hidden, int n)
+    {
+        var (data, weights) = RandomProblem(hidden, n, seed: 2);
+        using var reference = Reference(hidden, data, weights);
+        using var backend = Open(hidden, data, weights);
+        var want = MlpParameters.ForHidden(hidden);
+        var got = MlpParameters.ForHidden(hidden);
+        StepMetrics wantMetrics = reference.ComputeGradients(want);
+        StepMetrics gotMetrics = backend.ComputeGradients(got);
+        Assert.Equal(wantMetrics.Correct, gotMetrics.Correct);
+        AssertClose("loss", [wantMetrics.LossSum / n], [gotMetrics.LossSum / n]);
+        AssertParameters("gradient", want, got);
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Shapes))]
+    public void OneUpdateMatchesReference(int hidden, int n)
+    {
+        var (data, weights) = RandomProblem(hidden, n, seed: 3);
+        using var reference = Reference(hidden, data, weights);
+        using var backend = Open(hidden, data, weights);
+        StepMetrics wantMetrics = reference.Step(0.5, measure: true);
+        StepMetrics gotMetrics = backend.Step(0.5, measure: true);
+        Assert.Equal(wantMetrics.Correct, gotMetrics.Correct);
+        Assert.Equal(n, gotMetrics.Count);
+        AssertClose("loss", [wantMetrics.LossSum / n], [gotMetrics.LossSum / n]);
+        AssertParameters("updated weight", reference.GetWeights(), backend.GetWeights());
+        Assert.Equal(default, backend.Step(0.5, measure: false));
+    }
+
+    [SkippableFact]
+    public void SetThenGetWeightsRoundTrips()
+    {
+        var (data, weights) = RandomProblem(10, 20, seed: 4);
+        using var backend = Open(10, data, weights);
+        AssertParameters("weight", weights, backend.GetWeights());
+    }
+
+    private ITrainingBackend Open(int hidden, LabeledImages data, MlpParameters weights)
+    {
+        ITrainingBackend backend;
+        try
+        {
+            backend = Create(hidden);
+        }
+        catch (BackendUnavailableException e) when (Environment.GetEnvironmentVariable("CI") != "true")
+        {
+            Skip.If(true, $"backend unavailable on this machine: {e.Message}");
+            throw;
+        }
+        backend.Upload(data);
+        backend.SetWeights(weights);
+        return backend;
+    }
+
+    private static ReferenceBackend<double> Reference(int hidden, LabeledImages data, MlpParameters weights)
+    {
+        var r = new ReferenceBackend<double>(hidden);
+        r.Upload(data);
+        r.SetWeights(weights);
+        return r;
+    }
+
+    /// <summary>MNIST-like: about 80% zero pixels, the rest uniform 1..255; labels uniform 0..9.</summary>
+    public static (LabeledImages Data, MlpParameters Weights) RandomProblem(int hidden, int n, int seed)
+    {
+        var rng = new Random(seed);
+        var pixels = new byte[n * 784];
+        for (int i = 0; i < pixels.Length; i++) pixels[i] = rng.NextDouble() < 0.8 ? (byte)0 : (byte)rng.Next(1, 256);
+        var labels = new byte[n];
+        for (int i = 0; i < n; i++) labels[i] = (byte)rng.Next(10);
+        return (new LabeledImages(pixels, labels), MlpParameters.Initialize([784, hidden, 10], (uint)seed));
+    }
+
+    private void AssertParameters(string what, MlpParameters want, MlpParameters got)
+    {
+        Assert.Equal(want.Sizes, got.Sizes);
+        for (int l = 0; l < want.LayerCount; l++)
+        {
+            AssertClose($"{what} w{l + 1}", want.W[l], got.W[l]);
+            AssertClose($"{what} b{l + 1}", want.B[l], got.B[l]);
+        }
+    }
+
+    private void AssertClose(string what, double[] want, double[] got)
+    {
+        Assert.Equal(want.Length, got.Length);
+        double maxDiff = 0;
+        int worst = -1;
+        for (int i = 0; i < want.Length; i++)
+        {
+            double diff = Math.Abs(got[i] - want[i]);
+            if (double.IsNaN(got[i])) diff = double.PositiveInfinity;
+            double excess = diff - (AbsoluteTolerance + RelativeTolerance * Math.Abs(want[i]));
+            if (diff > maxDiff) maxDiff = diff;
+            if (excess > 0 && worst < 0) worst = i;
+        }
+        output.WriteLine($"{what}: max |difference| {maxDiff:E2} over {want.Length} values");
+        if (worst >= 0)
+            Assert.Fail($"{what}[{worst}] = {got[worst]:R}, reference {want[worst]:R} (max |difference| {maxDiff:E2}, tolerance {AbsoluteTolerance:E1} + {RelativeTolerance:E1} * |reference|)");
+    }
+}
+
+/// <summary>The float32 scalar reference against the float64 one: checks the suite itself.</summary>
+public sealed class ScalarF32Conformance(ITestOutputHelper output) : BackendConformance(output)
+{
+    protected override ITrainingBackend Create(int hidden) => new ReferenceBackend<float>(hidden);
+}
