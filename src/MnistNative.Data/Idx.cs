@@ -1,3 +1,4 @@
+using MnistNative.Formats;
 using System.Buffers.Binary;
 using System.IO.Compression;
 using MnistNative.Core;

@@ -1,3 +1,4 @@
+using MnistNative.Formats;
 using System.Security.Cryptography;
 using MnistNative.Core;
 

@@ -1,3 +1,4 @@
+using MnistNative.Formats;
 using MnistNative.Core;
 
 namespace MnistNative.Data;

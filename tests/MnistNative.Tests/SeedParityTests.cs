@@ -1,3 +1,4 @@
+using MnistNative.Formats;
 using System.Text.Json;
 using MnistNative.Backends.Cpu.Reference;
 using MnistNative.Core;

@@ -4,7 +4,7 @@ using System.IO.Compression;
 using System.Text;
 using System.Text.RegularExpressions;
 
-namespace MnistNative.Data;
+namespace MnistNative.Formats;
 
 /// <summary>One array from a .npy / .npz file: its dtype, shape (C order) and little-endian value bytes.</summary>
 public sealed class NpyArray(string descr, int[] shape, byte[] data)

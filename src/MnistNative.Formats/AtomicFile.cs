@@ -1,4 +1,4 @@
-namespace MnistNative.Data;
+namespace MnistNative.Formats;
 
 /// <summary>Writes a file through a temp file in the same directory, then renames it into place, so a
 /// crash or an error never leaves a half-written file under the final name.</summary>
