@@ -2,5 +2,5 @@ namespace MnistNative.Cli;
 
 public static class Program
 {
-    public static int Main(string[] args) => 0;
+    public static int Main(string[] args) => new CliApp(Console.Out, Console.Error).Run(args);
 }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Bootstraps a fresh machine, then runs build.cake: ./build.sh --target=Train | Test | Data | Build | ...
+# It installs what is missing (as root, with apt-get): the OpenCL runtime (PoCL's CPU device) and npm, which
+# the data fetcher uses; then the local dotnet tools (Cake) from .config/dotnet-tools.json.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need_apt=()
+if ! ldconfig -p 2>/dev/null | grep -q 'libOpenCL\.so\.1'; then need_apt+=(ocl-icd-libopencl1); fi
+if ! ls /etc/OpenCL/vendors/*.icd >/dev/null 2>&1; then need_apt+=(pocl-opencl-icd); fi
+if ! command -v npm >/dev/null 2>&1; then need_apt+=(npm); fi
+if ! command -v cc >/dev/null 2>&1; then need_apt+=(gcc libc6-dev); fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "build.sh: installing ${need_apt[*]} (apt-get)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "build.sh: missing ${need_apt[*]}; install them (Debian: sudo apt-get install ${need_apt[*]}) - OpenCL backends and data fetching need them" >&2
+  fi
+fi
+
+if ! command -v dotnet >/dev/null 2>&1; then
+  echo "build.sh: the .NET 10 SDK is required (https://dot.net); dotnet was not found on PATH" >&2
+  exit 1
+fi
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+dotnet tool restore >/dev/null
+exec dotnet cake build.cake "$@"

@@ -1,0 +1,102 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
+using MnistNative.Core;
+using MnistNative.Formats;
+
+namespace MnistNative.Cli;
+
+/// <summary>
+/// The `mnistnative` command line. The only part of MnistNative that prints: results on stdout, progress
+/// and explanations on stderr (so `--json` keeps stdout to exactly one JSON object).
+/// </summary>
+public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
+{
+    public TextWriter Out { get; } = stdout;
+    public TextWriter Err { get; } = stderr;
+
+    public int Run(string[] args)
+    {
+        RootCommand root = BuildRoot();
+        ParseResult parse = root.Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            foreach (ParseError error in parse.Errors) Err.WriteLine($"mnistnative: {OneLine(error.Message)}");
+            Err.WriteLine("Run 'mnistnative --help' (or 'mnistnative COMMAND --help') for usage.");
+            return ExitCodes.BadInput;
+        }
+        return parse.Invoke(new InvocationConfiguration { Output = Out, Error = Err, EnableDefaultExceptionHandler = false });
+    }
+
+    private RootCommand BuildRoot()
+    {
+        var root = new RootCommand(
+            "MnistNative: trains and serves the seed notebook's MNIST MLP (784-H-10, ReLU, softmax) on a scalar reference, " +
+            "hand-vectorized CPU paths and OpenCL. Data is fetched and verified on first use.");
+        root.Subcommands.Add(TrainCommand());
+        root.Subcommands.Add(EvalCommand());
+        root.Subcommands.Add(DataCommand());
+        return root;
+    }
+
+    /// <summary>Runs a command body, turning the failures a user can cause into one line and an exit code.</summary>
+    private int Guard(Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (DataFormatException e) { return Fail(ExitCodes.BadInput, e.Message); }
+        catch (BackendUnavailableException e) { return Fail(ExitCodes.BadInput, e.Message); }
+        catch (ArgumentException e) { return Fail(ExitCodes.BadInput, e.Message); }
+        catch (DivergenceException e) { return Fail(ExitCodes.Diverged, e.Message + "; no model was written"); }
+        catch (OperationCanceledException) { return Fail(ExitCodes.Cancelled, "cancelled"); }
+        catch (Exception e)
+        {
+            if (Environment.GetEnvironmentVariable("MNISTNATIVE_DEBUG") == "1") Err.WriteLine(e);
+            return Fail(ExitCodes.Unexpected, $"unexpected {e.GetType().Name}: {e.Message} (set MNISTNATIVE_DEBUG=1 for the stack trace)");
+        }
+    }
+
+    private static string OneLine(string message) =>
+        string.Join(' ', message.Split(['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+
+    private int Fail(int code, string message)
+    {
+        Err.WriteLine($"mnistnative: error: {OneLine(message)}");
+        return code;
+    }
+
+    // ---- option helpers -------------------------------------------------------------------------
+
+    private static Option<int> IntOption(string name, string description, int defaultValue, int min, int max, string? helpName = null)
+    {
+        var o = new Option<int>(name) { Description = description, DefaultValueFactory = _ => defaultValue, HelpName = helpName };
+        o.Validators.Add(r =>
+        {
+            int v = r.GetValueOrDefault<int>();
+            if (v < min || v > max) r.AddError($"{name} must be between {min} and {max}, got {v}");
+        });
+        return o;
+    }
+
+    private static Option<double> PositiveDoubleOption(string name, string description, double defaultValue)
+    {
+        var o = new Option<double>(name) { Description = description, DefaultValueFactory = _ => defaultValue };
+        o.Validators.Add(r =>
+        {
+            double v = r.GetValueOrDefault<double>();
+            if (!double.IsFinite(v) || v <= 0) r.AddError($"{name} must be a positive number, got {v}");
+        });
+        return o;
+    }
+
+    private static Option<string?> DataOption() => new("--data")
+    {
+        Description = "Directory holding the MNIST files (default: MNIST_DATA_DIR, else data/mnist in the checkout). Missing files are fetched into it.",
+        HelpName = "DIR",
+    };
+
+    private static Option<bool> JsonOption(string what) => new("--json") { Description = $"Print {what} as one JSON object on stdout; progress goes to stderr." };
+
+    private static Precision ParsePrecision(string p) => p == "f64" ? Precision.F64 : Precision.F32;
+}

@@ -1,0 +1,50 @@
+using System.CommandLine;
+using System.Text.Json;
+using MnistNative.Backends.Cpu.Reference;
+using MnistNative.Core;
+using MnistNative.Data;
+
+namespace MnistNative.Cli;
+
+public sealed partial class CliApp
+{
+    private Command EvalCommand()
+    {
+        var model = new Option<FileInfo>("--model") { Description = "The model .npz to evaluate (as written by train).", Required = true, HelpName = "FILE" };
+        var data = DataOption();
+        var json = JsonOption("the accuracy and the confusion matrix");
+        var command = new Command("eval", "Evaluate a model on the 10,000 MNIST test images: accuracy and confusion matrix.") { model, data, json };
+        command.SetAction(parse => Guard(() =>
+        {
+            FileInfo file = parse.GetValue(model)!;
+            MlpParameters weights = ModelFile.Load(file.FullName);
+            if (weights.LayerCount != 2) throw new ArgumentException($"--model {file.Name}: eval takes one hidden layer (784-H-10), the model has {weights.LayerCount} layers");
+            var (_, test) = LoadData(parse.GetValue(data));
+            using var engine = new ReferenceBackend<double>(weights.Hidden);
+            engine.SetWeights(weights);
+            int[] predictions = Evaluation.Predict(engine, test.Pixels, test.Count);
+            double accuracy = Evaluation.Accuracy(predictions, test.Labels);
+            int[,] confusion = Evaluation.ConfusionMatrix(predictions, test.Labels);
+            if (parse.GetValue(json))
+            {
+                var rows = Enumerable.Range(0, 10).Select(t => Enumerable.Range(0, 10).Select(p => confusion[t, p]).ToArray()).ToArray();
+                Out.WriteLine(JsonSerializer.Serialize(new EvalSummary(file.FullName, weights.Hidden, test.Count, accuracy, rows), JsonOutput.Options));
+                return ExitCodes.Ok;
+            }
+            Out.WriteLine($"Model {file.Name} (784-{weights.Hidden}-10) on {test.Count} test images");
+            Out.WriteLine($"Test accuracy = {accuracy:F4}");
+            Out.WriteLine();
+            Out.WriteLine("Confusion matrix (rows: true digit, columns: predicted)");
+            Out.WriteLine("       " + string.Concat(Enumerable.Range(0, 10).Select(p => $"{p,6}")) + "  recall");
+            for (int t = 0; t < 10; t++)
+            {
+                int total = Enumerable.Range(0, 10).Sum(p => confusion[t, p]);
+                Out.WriteLine($"  {t,3}  " + string.Concat(Enumerable.Range(0, 10).Select(p => $"{confusion[t, p],6}")) + $"  {(total == 0 ? 0 : (double)confusion[t, t] / total),6:F3}");
+            }
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+}
+
+public sealed record EvalSummary(string Model, int Hidden, int TestCount, double TestAccuracy, int[][] Confusion);

@@ -1,0 +1,126 @@
+using System.CommandLine;
+using System.Text.Json;
+using MnistNative.Core;
+using MnistNative.Data;
+
+namespace MnistNative.Cli;
+
+public sealed partial class CliApp
+{
+    private Command TrainCommand()
+    {
+        var backend = new Option<string>("--backend") { Description = "Where the passes run. auto picks the fastest backend this machine can run and says why on stderr.", DefaultValueFactory = _ => "auto" };
+        backend.AcceptOnlyFromAmong([.. BackendSelector.Names]);
+        var precision = new Option<string>("--precision") { Description = "Floating-point precision (f64 only on the scalar reference).", DefaultValueFactory = _ => "f32" };
+        precision.AcceptOnlyFromAmong("f32", "f64");
+        var hidden = IntOption("--hidden", "Hidden units H of the 784-H-10 MLP.", 10, 1, 4096, "H");
+        var iterations = IntOption("--iterations", "Full-batch gradient-descent iterations.", 1000, 0, 10_000_000, "N");
+        var lr = PositiveDoubleOption("--lr", "Learning rate.", 0.1);
+        var trainCount = IntOption("--train-count", "Train on the first N training images (the seed uses 10000).", 10_000, 1, 60_000, "N");
+        var logEvery = IntOption("--log-every", "Log train accuracy and loss every N iterations (measured on that iteration's forward pass, before its update).", 50, 1, int.MaxValue, "N");
+        var seed = new Option<uint>("--seed") { Description = "Seed of the initialisation (numpy's legacy generator: seed 0 gives the notebook's np.random.seed(0) weights).", DefaultValueFactory = _ => 0u };
+        var threads = IntOption("--threads", "Worker threads for the multi-threaded backends (default: all cores).", Environment.ProcessorCount, 1, 1024, "N");
+        var init = new Option<FileInfo?>("--init-weights") { Description = "Start from w1, b1, w2, b2 in this .npz (float64 or float32) instead of --seed.", HelpName = "FILE" };
+        var output = new Option<string>("--out") { Description = "Where to save the trained model (.npz with the seed's names and orientation).", DefaultValueFactory = _ => "model.npz", HelpName = "FILE" };
+        var data = DataOption();
+        var json = JsonOption("the run's summary");
+
+        var command = new Command("train", "Train the MLP by full-batch gradient descent, as the seed notebook does, and save it.")
+        {
+            backend, precision, hidden, iterations, lr, trainCount, logEvery, seed, threads, init, output, data, json,
+        };
+        command.SetAction(parse => Guard(() =>
+        {
+            bool asJson = parse.GetValue(json);
+            TextWriter human = asJson ? Err : Out;
+            var (train, test) = LoadData(parse.GetValue(data));
+            int count = parse.GetValue(trainCount);
+            if (count > train.Count) throw new ArgumentException($"--train-count {count} is more than the {train.Count} training images available");
+            train = train.Take(count);
+
+            MlpParameters weights;
+            int h = parse.GetValue(hidden);
+            if (parse.GetValue(init) is FileInfo initFile)
+            {
+                weights = ModelFile.Load(initFile.FullName);
+                if (weights.LayerCount != 2)
+                    throw new ArgumentException($"--init-weights {initFile.Name}: holds {weights.LayerCount} layers; training takes one hidden layer (784-H-10)");
+                bool hiddenGiven = parse.GetResult(hidden) is { Implicit: false };
+                if (hiddenGiven && weights.Hidden != h)
+                    throw new ArgumentException($"--hidden {h} does not match --init-weights {initFile.Name}, which has {weights.Hidden} hidden units");
+                h = weights.Hidden;
+            }
+            else weights = MlpParameters.Initialize([MlpParameters.InputSize, h, MlpParameters.Classes], parse.GetValue(seed));
+
+            var request = new BackendRequest(parse.GetValue(backend)!, ParsePrecision(parse.GetValue(precision)!), h,
+                parse.GetResult(threads) is { Implicit: false } ? parse.GetValue(threads) : null);
+            using ITrainingBackend engine = BackendSelector.Create(request, line => Err.WriteLine(line));
+            engine.Upload(train);
+            engine.SetWeights(weights);
+            var options = new TrainingOptions(parse.GetValue(iterations), parse.GetValue(lr), parse.GetValue(logEvery));
+            human.WriteLine($"Training 784-{h}-10 on {train.Count} images: {options.Iterations} iterations, lr {options.LearningRate}, backend {engine.Info.Name} ({engine.Info.Precision.ToString().ToLowerInvariant()}, {engine.Info.Threads} thread{(engine.Info.Threads == 1 ? "" : "s")}, {engine.Info.Device})");
+            TrainingResult result = Trainer.Run(engine, options,
+                e => human.WriteLine($"Iteration {e.Iteration}: Accuracy = {e.TrainAccuracy:F4}  Loss = {e.Loss:F6}"));
+            int[] predictions = Evaluation.Predict(engine, test.Pixels, test.Count);
+            double testAccuracy = Evaluation.Accuracy(predictions, test.Labels);
+
+            string outPath = parse.GetValue(output)!;
+            ModelFile.Save(outPath, result.Weights);
+            human.WriteLine($"Test accuracy = {testAccuracy:F4}");
+            human.WriteLine($"Trained in {result.TrainTime.TotalSeconds:F3} s ({result.MillisecondsPerIteration:F3} ms per iteration); model saved to {outPath}");
+            if (asJson)
+            {
+                var summary = new TrainSummary(engine.Info.Name, engine.Info.Precision.ToString().ToLowerInvariant(), h, train.Count,
+                    options.Iterations, options.LearningRate, engine.Info.Threads, engine.Info.Device,
+                    result.Log.Select(e => new TrainLogEntry(e.Iteration, e.TrainAccuracy, e.Loss)).ToList(),
+                    testAccuracy, result.TrainTime.TotalSeconds, result.MillisecondsPerIteration, Path.GetFullPath(outPath));
+                Out.WriteLine(JsonSerializer.Serialize(summary, JsonOutput.Options));
+            }
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+
+    private (LabeledImages Train, LabeledImages Test) LoadData(string? dataOption)
+    {
+        string dir = MnistAcquisition.ResolveDirectory(dataOption);
+        var progress = Console.IsErrorRedirected || !ReferenceEquals(Err, Console.Error) ? null : new TerminalProgress(Err);
+        new MnistAcquisition(AcquisitionOptions.FromEnvironment(), line => Err.WriteLine(line), progress).Ensure(dir);
+        progress?.Finish();
+        return MnistFiles.Load(dir, verify: false);
+    }
+}
+
+public sealed record TrainLogEntry(int Iteration, double TrainAccuracy, double Loss);
+
+public sealed record TrainSummary(
+    string Backend, string Precision, int Hidden, int TrainCount, int Iterations, double LearningRate, int Threads, string Device,
+    IReadOnlyList<TrainLogEntry> Log, double TestAccuracy, double TrainSeconds, double MsPerIteration, string Model);
+
+public static class JsonOutput
+{
+    public static JsonSerializerOptions Options { get; } = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+}
+
+/// <summary>Download progress on a terminal: one line rewritten in place, at most a few times a second.</summary>
+public sealed class TerminalProgress(TextWriter err) : IProgress<DownloadProgress>
+{
+    private long _lastTicks;
+    private bool _dirty;
+
+    public void Report(DownloadProgress value)
+    {
+        long now = Environment.TickCount64;
+        if (now - _lastTicks < 200 && value.Received != value.Total) return;
+        _lastTicks = now;
+        string size = value.Total is long t ? $"{value.Received * 100 / Math.Max(1, t),3}% of {t / 1e6:F1} MB" : $"{value.Received / 1e6:F1} MB";
+        err.Write($"\r  {value.File}: {size}   ");
+        _dirty = true;
+    }
+
+    public void Finish()
+    {
+        if (_dirty) err.WriteLine();
+        _dirty = false;
+    }
+}
