@@ -73,10 +73,25 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
         var o = new Option<int>(name) { Description = description, DefaultValueFactory = _ => defaultValue, HelpName = helpName };
         o.Validators.Add(r =>
         {
-            int v = r.GetValueOrDefault<int>();
+            if (!TryGetValue(r, out int v)) return;
             if (v < min || v > max) r.AddError($"{name} must be between {min} and {max}, got {v}");
         });
         return o;
+    }
+
+    /// <summary>The option's value, or false when it did not parse (the parser reports that error itself).</summary>
+    private static bool TryGetValue<T>(OptionResult r, out T value)
+    {
+        try
+        {
+            value = r.GetValueOrDefault<T>();
+            return true;
+        }
+        catch (InvalidOperationException)
+        {
+            value = default!;
+            return false;
+        }
     }
 
     private static Option<double> PositiveDoubleOption(string name, string description, double defaultValue)
@@ -84,7 +99,7 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
         var o = new Option<double>(name) { Description = description, DefaultValueFactory = _ => defaultValue };
         o.Validators.Add(r =>
         {
-            double v = r.GetValueOrDefault<double>();
+            if (!TryGetValue(r, out double v)) return;
             if (!double.IsFinite(v) || v <= 0) r.AddError($"{name} must be a positive number, got {v}");
         });
         return o;

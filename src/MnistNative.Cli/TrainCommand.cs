@@ -15,7 +15,7 @@ public sealed partial class CliApp
         precision.AcceptOnlyFromAmong("f32", "f64");
         var hidden = IntOption("--hidden", "Hidden units H of the 784-H-10 MLP.", 10, 1, 4096, "H");
         var iterations = IntOption("--iterations", "Full-batch gradient-descent iterations.", 1000, 0, 10_000_000, "N");
-        var lr = PositiveDoubleOption("--lr", "Learning rate.", 0.1);
+        var lr = PositiveDoubleOption("--lr", "Learning rate. Training stops with exit code 3, writing no model, if the loss becomes NaN or infinite or grows past 10x its first logged value.", 0.1);
         var trainCount = IntOption("--train-count", "Train on the first N training images (the seed uses 10000).", 10_000, 1, 60_000, "N");
         var logEvery = IntOption("--log-every", "Log train accuracy and loss every N iterations (measured on that iteration's forward pass, before its update).", 50, 1, int.MaxValue, "N");
         var seed = new Option<uint>("--seed") { Description = "Seed of the initialisation (numpy's legacy generator: seed 0 gives the notebook's np.random.seed(0) weights).", DefaultValueFactory = _ => 0u };

@@ -18,6 +18,13 @@ public sealed record TrainingResult(IReadOnlyList<LogEntry> Log, MlpParameters W
 /// <summary>Full-batch gradient descent, the seed's loop, on any backend.</summary>
 public static class Trainer
 {
+    /// <summary>
+    /// A logged loss above this multiple of the first logged loss counts as divergence. A softmax over 10
+    /// classes starts near ln 10 = 2.3; a run at 10x that has lost all it learned and keeps oscillating
+    /// (the seed at --lr 1000 wanders between losses of 300 and 500 without ever reaching NaN).
+    /// </summary>
+    public const double DivergenceFactor = 10;
+
     public static TrainingResult Run(ITrainingBackend backend, TrainingOptions options, Action<LogEntry>? onLog = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(options.Iterations);
@@ -31,6 +38,8 @@ public static class Trainer
             if (!measure) continue;
             if (!double.IsFinite(m.LossSum))
                 throw new DivergenceException($"training diverged at iteration {i}: the loss is {m.Loss} (learning rate {options.LearningRate} is too high?)");
+            if (log.Count > 0 && m.Loss > DivergenceFactor * log[0].Loss)
+                throw new DivergenceException($"training diverged at iteration {i}: the loss {m.Loss:G4} is over {DivergenceFactor}x its first value {log[0].Loss:G4} (learning rate {options.LearningRate} is too high?)");
             var entry = new LogEntry(i, m.Accuracy, m.Loss);
             log.Add(entry);
             onLog?.Invoke(entry);

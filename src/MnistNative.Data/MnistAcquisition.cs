@@ -142,9 +142,14 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
                 catch (Exception e) when (e is HttpRequestException or IOException or InvalidDataException or DataFormatException or TaskCanceledException or TimeoutException)
                 {
                     cancel.ThrowIfCancellationRequested();
-                    string reason = e is TaskCanceledException ? "timed out" : e.Message;
-                    _log($"{url}: {reason}");
-                    failures.Add($"{url}: {reason}");
+                    string reason = e switch
+                    {
+                        TaskCanceledException => $"{url}: timed out",
+                        DataFormatException d => d.Message,
+                        _ => $"{url}: {e.Message}",
+                    };
+                    _log(reason);
+                    failures.Add(reason);
                     break; // this mirror is not working; try the next one for the remaining files
                 }
             }
