@@ -24,10 +24,12 @@ public sealed partial class CliApp
         var output = new Option<string>("--out") { Description = "Where to save the trained model (.npz with the seed's names and orientation).", DefaultValueFactory = _ => "model.npz", HelpName = "FILE" };
         var data = DataOption();
         var json = JsonOption("the run's summary");
+        var profile = new Option<bool>("--profile") { Description = "Print where the training time went: per phase (forward, backward, reduce, update, metrics, transfers, kernels) total ms, share and calls." };
+        var trace = new Option<string?>("--trace") { Description = "Write the phases as a Chrome trace (JSON) that Perfetto (ui.perfetto.dev) and chrome://tracing open.", HelpName = "FILE.json" };
 
         var command = new Command("train", "Train the MLP by full-batch gradient descent, as the seed notebook does, and save it.")
         {
-            backend, precision, hidden, iterations, lr, trainCount, logEvery, seed, threads, init, output, data, json,
+            backend, precision, hidden, iterations, lr, trainCount, logEvery, seed, threads, init, output, data, json, profile, trace,
         };
         command.SetAction(parse => Guard(() =>
         {
@@ -59,8 +61,16 @@ public sealed partial class CliApp
             engine.SetWeights(weights);
             var options = new TrainingOptions(parse.GetValue(iterations), parse.GetValue(lr), parse.GetValue(logEvery));
             human.WriteLine($"Training 784-{h}-10 on {train.Count} images: {options.Iterations} iterations, lr {options.LearningRate}, backend {engine.Info.Name} ({engine.Info.Precision.ToString().ToLowerInvariant()}, {engine.Info.Threads} thread{(engine.Info.Threads == 1 ? "" : "s")}, {engine.Info.Device})");
+            string? tracePath = parse.GetValue(trace);
+            Profiler? profiler = parse.GetValue(profile) || tracePath != null ? new Profiler() : null;
             TrainingResult result = Trainer.Run(engine, options,
-                e => human.WriteLine($"Iteration {e.Iteration}: Accuracy = {e.TrainAccuracy:F4}  Loss = {e.Loss:F6}"));
+                e => human.WriteLine($"Iteration {e.Iteration}: Accuracy = {e.TrainAccuracy:F4}  Loss = {e.Loss:F6}"), profiler);
+            if (profiler != null && parse.GetValue(profile)) PrintProfile(human, profiler, result);
+            if (profiler != null && tracePath != null)
+            {
+                Formats.AtomicFile.Write(tracePath, stream => profiler.WriteChromeTrace(stream));
+                human.WriteLine($"Trace written to {tracePath} (open it in https://ui.perfetto.dev or chrome://tracing)");
+            }
             int[] predictions = Evaluation.Predict(engine, test.Pixels, test.Count);
             double testAccuracy = Evaluation.Accuracy(predictions, test.Labels);
 
@@ -79,6 +89,20 @@ public sealed partial class CliApp
             return ExitCodes.Ok;
         }));
         return command;
+    }
+
+    private static void PrintProfile(TextWriter w, Profiler profiler, TrainingResult result)
+    {
+        double total = result.TrainTime.TotalMilliseconds;
+        IReadOnlyList<PhaseStat> phases = profiler.Summary();
+        w.WriteLine();
+        w.WriteLine($"Where the time went ({result.Iterations} iterations, {total:F1} ms of training):");
+        w.WriteLine($"  {"phase",-28} {"total ms",10} {"share",7} {"calls",8} {"ms/call",9}");
+        foreach (PhaseStat p in phases)
+            w.WriteLine($"  {p.Phase,-28} {p.TotalMilliseconds,10:F1} {p.TotalMilliseconds / total,7:P1} {p.Calls,8} {p.TotalMilliseconds / Math.Max(1, p.Calls),9:F3}");
+        double rest = total - phases.Where(p => !p.Phase.Contains('/')).Sum(p => p.TotalMilliseconds);
+        if (rest > 0) w.WriteLine($"  {"other (host loop, logging)",-28} {rest,10:F1} {rest / total,7:P1}");
+        w.WriteLine();
     }
 
     private (LabeledImages Train, LabeledImages Test) LoadData(string? dataOption)

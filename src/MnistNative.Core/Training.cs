@@ -25,17 +25,50 @@ public static class Trainer
     /// </summary>
     public const double DivergenceFactor = 10;
 
-    public static TrainingResult Run(ITrainingBackend backend, TrainingOptions options, Action<LogEntry>? onLog = null)
+    /// <summary>
+    /// Runs the loop. With a <paramref name="profiler"/>, a backend that can record its own phases does so;
+    /// any other backend's steps are recorded whole as "step".
+    /// </summary>
+    public static TrainingResult Run(ITrainingBackend backend, TrainingOptions options, Action<LogEntry>? onLog = null, Profiler? profiler = null)
+    {
+        var profiled = backend as IProfiledBackend;
+        if (profiled != null) profiled.Profiler = profiler;
+        Profiler? stepProfiler = profiled == null ? profiler : null;
+        try
+        {
+            return RunLoop(backend, options, onLog, stepProfiler);
+        }
+        finally
+        {
+            if (profiled != null) profiled.Profiler = null;
+        }
+    }
+
+    private static TrainingResult RunLoop(ITrainingBackend backend, TrainingOptions options, Action<LogEntry>? onLog, Profiler? stepProfiler)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(options.Iterations);
         ArgumentOutOfRangeException.ThrowIfLessThan(options.LogEvery, 1);
         var log = new List<LogEntry>(options.Iterations / options.LogEvery + 1);
+        int hidden = backend.GetWeights().Hidden;
+        int samples = 0; // known from the first step's metrics (iteration 0 is always measured)
         var clock = Stopwatch.StartNew();
+        long rateStart = clock.ElapsedTicks;
+        int rateIterations = 0;
         for (int i = 0; i < options.Iterations; i++)
         {
             bool measure = i % options.LogEvery == 0;
+            long t = Profiler.Now();
             StepMetrics m = backend.Step(options.LearningRate, measure);
+            stepProfiler?.Record("step", t);
+            if (measure) samples = m.Count;
+            EngineMetrics.Iterations.Add(1);
+            EngineMetrics.SamplesTrained.Add(samples);
+            rateIterations++;
             if (!measure) continue;
+            double seconds = (clock.ElapsedTicks - rateStart) / (double)Stopwatch.Frequency;
+            if (seconds > 0) EngineMetrics.TrainingRate(rateIterations / seconds, rateIterations * FlopCount.TrainingStep(samples, hidden) / seconds / 1e9);
+            rateStart = clock.ElapsedTicks;
+            rateIterations = 0;
             if (!double.IsFinite(m.LossSum))
                 throw new DivergenceException($"training diverged at iteration {i}: the loss is {m.Loss} (learning rate {options.LearningRate} is too high?)");
             if (log.Count > 0 && m.Loss > DivergenceFactor * log[0].Loss)

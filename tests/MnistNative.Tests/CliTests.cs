@@ -157,6 +157,23 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public void ProfilePrintsPhasesAndTraceIsAChromeTrace()
+    {
+        string trace = Path_("t.json");
+        var (code, stdout, stderr) = Run("train", "--backend", "scalar", "--train-count", "100", "--iterations", "4",
+            "--data", TestPaths.MnistDir, "--out", Path_("m.npz"), "--profile", "--trace", trace);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Where the time went (4 iterations", stdout);
+        foreach (string phase in new[] { "forward", "backward", "update", "metrics" })
+            Assert.Matches($@"\n  {phase} +[0-9.]+ +[0-9.]+ % +4 ", stdout);
+        using var doc = JsonDocument.Parse(File.ReadAllText(trace));
+        var events = doc.RootElement.GetProperty("traceEvents").EnumerateArray().Where(e => e.GetProperty("ph").GetString() == "X").ToList();
+        Assert.Equal(16, events.Count);
+        Assert.Equal(4, events.Count(e => e.GetProperty("name").GetString() == "forward"));
+        Assert.All(events, e => Assert.True(e.GetProperty("dur").GetDouble() >= 0 && e.GetProperty("ts").GetDouble() >= 0));
+    }
+
+    [Fact]
     public void EvalOfAMissingModelIsOneLine()
     {
         string missing = Path_("missing.npz");

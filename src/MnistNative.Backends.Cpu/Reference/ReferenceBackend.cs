@@ -8,7 +8,7 @@ namespace MnistNative.Backends.Cpu.Reference;
 /// float32. Every faster backend is tested against it. Shapes follow the seed with samples as rows:
 /// x (n,784), z1/a1 (n,h), z2/probs (n,10); w1 (h,784), b1 (h), w2 (10,h), b2 (10).
 /// </summary>
-public sealed class ReferenceBackend<T> : ITrainingBackend where T : unmanaged, IFloatingPointIeee754<T>
+public sealed class ReferenceBackend<T> : ITrainingBackend, IProfiledBackend where T : unmanaged, IFloatingPointIeee754<T>
 {
     private const int In = MlpParameters.InputSize;
     private const int Out = MlpParameters.Classes;
@@ -31,6 +31,8 @@ public sealed class ReferenceBackend<T> : ITrainingBackend where T : unmanaged, 
     }
 
     public BackendInfo Info { get; }
+
+    public Profiler? Profiler { get; set; }
 
     public void Upload(LabeledImages train)
     {
@@ -60,9 +62,11 @@ public sealed class ReferenceBackend<T> : ITrainingBackend where T : unmanaged, 
     public StepMetrics Step(double learningRate, bool measure)
     {
         StepMetrics m = ForwardBackward();
+        long t = Profiler.Now();
         T lr = T.CreateChecked(learningRate);
         Update(_w1, _dw1, lr); Update(_b1, _db1, lr);
         Update(_w2, _dw2, lr); Update(_b2, _db2, lr);
+        Profiler?.Record("update", t);
         return measure ? m : default;
     }
 
@@ -93,12 +97,18 @@ public sealed class ReferenceBackend<T> : ITrainingBackend where T : unmanaged, 
     private StepMetrics ForwardBackward()
     {
         if (_n == 0) throw new InvalidOperationException("Upload the training set before training");
+        long t = Profiler.Now();
         HiddenForward(_z1, _a1, _x, _w1, _b1, _n, _h);
         OutputForward(_z2, _a1, _w2, _b2, _n, _h);
-        StepMetrics m = CrossEntropyMetrics(_z2, _y, _n);
         Softmax(_probs, _z2, _n);
+        Profiler?.Record("forward", t);
+        t = Profiler.Now();
+        StepMetrics m = CrossEntropyMetrics(_z2, _y, _n);
+        Profiler?.Record("metrics", t);
+        t = Profiler.Now();
         OutputBackward(_dz2, _dw2, _db2, _probs, _y, _a1, _n, _h);
         HiddenBackward(_dw1, _db1, _dz2, _w2, _z1, _x, _n, _h);
+        Profiler?.Record("backward", t);
         return m;
     }
 
