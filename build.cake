@@ -2,7 +2,10 @@
 //   ./build.sh --target=Train     fetch MNIST, build in Release, train the seed configuration
 //   ./build.sh --target=Test      run the test suite (all but the Long category) and write TRX results
 //   ./build.sh --target=Data      fetch and verify MNIST into data/mnist
-// Arguments: --configuration=Release|Debug, --train-args="..." (extra flags for Train), --filter="..." (Test).
+//   ./build.sh --target=Bench     BenchmarkDotNet suite (--bench-filter="*Training*"); tables in artifacts/benchmarks
+//   ./build.sh --target=Compare   the seed's numpy run side by side with `mnistnative train` on each backend
+// Arguments: --configuration=Release|Debug, --train-args="..." (extra flags for Train), --filter="..." (Test),
+//   --backends=scalar,avx2,avx512,opencl and --iterations=N (Compare).
 
 var target = Argument("target", "Train");
 var configuration = Argument("configuration", "Release");
@@ -50,6 +53,50 @@ Task("Test").IsDependentOn("Data").Does(() =>
     if (failure != null) throw failure;
 });
 
+Task("Bench").IsDependentOn("Data").Does(() =>
+{
+    var output = artifacts.Combine("benchmarks");
+    int code = StartProcess("dotnet", new ProcessSettings
+    {
+        Arguments = $"run -c Release --project ./benchmarks/MnistNative.Benchmarks/MnistNative.Benchmarks.csproj -- --filter \"{Argument("bench-filter", "*")}\" --artifacts \"{output}\"",
+    });
+    if (code != 0) throw new Exception($"the benchmarks exited with {code}");
+    Information($"Tables (markdown, CSV) are in {output}/results");
+});
+
+Task("Compare").IsDependentOn("Data").Does(() =>
+{
+    var iterations = Argument("iterations", 1000);
+    var backends = Argument("backends", "scalar,avx2,avx512,opencl").Split(',', StringSplitOptions.RemoveEmptyEntries);
+    string python = "/usr/bin/python3";
+    if (StartProcess(python, new ProcessSettings { Arguments = "-c \"import numpy\"", Silent = true }) != 0)
+    {
+        Information("Compare: numpy is missing; installing Debian's python3-numpy (apt-get)");
+        if (StartProcess("bash", new ProcessSettings { Arguments = "-c \"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-numpy >/dev/null\"" }) != 0)
+            throw new Exception("could not install python3-numpy; install it (sudo apt-get install python3-numpy) and run Compare again");
+    }
+    EnsureDirectoryExists(artifacts);
+    var dataDir = MakeAbsolute(Directory("./data/mnist")).FullPath;
+    var rows = new List<(string Name, double Ms, double Accuracy)>();
+    var numpy = RunJson(python, $"benchmarks/reference/seed_numpy.py {dataDir} --iterations {iterations} --json");
+    rows.Add(("numpy (seed, float64)", numpy.GetProperty("ms_per_iteration").GetDouble(), numpy.GetProperty("test_accuracy").GetDouble()));
+    foreach (var backend in backends)
+    {
+        try
+        {
+            var run = RunJson("dotnet", $"{cliDll} train --backend {backend} --iterations {iterations} --out {artifacts}/compare-{backend}.npz --json");
+            rows.Add(($"mnistnative {backend} ({run.GetProperty("precision").GetString()}, {run.GetProperty("threads").GetInt32()} threads)",
+                run.GetProperty("ms_per_iteration").GetDouble(), run.GetProperty("test_accuracy").GetDouble()));
+        }
+        catch (Exception e) { Warning($"{backend}: skipped ({e.Message})"); }
+    }
+    double baseline = rows[0].Ms;
+    Console.WriteLine();
+    Console.WriteLine($"{"run",-44} {"ms/iteration",13} {"vs numpy",9} {"test acc",9}");
+    foreach (var r in rows)
+        Console.WriteLine($"{r.Name,-44} {r.Ms,13:F3} {baseline / r.Ms,8:F1}x {r.Accuracy,9:F4}");
+});
+
 Task("Default").IsDependentOn("Train");
 
 RunTarget(target);
@@ -58,6 +105,13 @@ void RunCli(string arguments)
 {
     int code = StartProcess("dotnet", new ProcessSettings { Arguments = $"{cliDll} {arguments}" });
     if (code != 0) throw new Exception($"mnistnative {arguments} exited with {code}");
+}
+
+System.Text.Json.JsonElement RunJson(string tool, string arguments)
+{
+    int code = StartProcess(tool, new ProcessSettings { Arguments = arguments, RedirectStandardOutput = true }, out IEnumerable<string> stdout);
+    if (code != 0) throw new Exception($"{tool} {arguments} exited with {code}");
+    return System.Text.Json.JsonDocument.Parse(string.Join("\n", stdout)).RootElement.Clone();
 }
 
 // One line from the TRX files: N passed, N failed, N skipped.
@@ -71,5 +125,5 @@ void PrintCounts(DirectoryPath results)
         passed += int.Parse(counters.Attribute("passed").Value);
         failed += int.Parse(counters.Attribute("failed").Value);
     }
-    Information($"{passed} passed, {failed} failed, {total - passed - failed} skipped");
+    Console.WriteLine($"{passed} passed, {failed} failed, {total - passed - failed} skipped");
 }
