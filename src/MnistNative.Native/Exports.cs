@@ -1,0 +1,2 @@
+namespace MnistNative.Native;
+internal static class Exports { }
