@@ -74,7 +74,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         Sizes = sizes;
         _maxInputs = sizes[..^1].Max();
         _maxOutPad = _layers.Max(x => x.OutPad);
-        _scratchBytes = _maxInputs * (sizeof(int) + sizeof(float)) + _maxOutPad * sizeof(float);
+        _scratchBytes = (_maxInputs + ForwardKernels.CompactSlack) * (sizeof(int) + sizeof(float)) + _maxOutPad * sizeof(float);
     }
 
     ~MnistClassifier() => Free();
@@ -97,6 +97,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable
 
     /// <summary>Layer sizes, input first: [784, H1, ..., 10].</summary>
     public IReadOnlyList<int> Sizes { get; }
+
+    /// <summary>The widest kernel this CPU (and, under NativeAOT, the compiled instruction set) supports.</summary>
+    public static InferenceKernel BestKernel => ForwardKernels.Best;
 
     /// <summary>The inner kernel in use (the widest the CPU supports).</summary>
     public InferenceKernel Kernel => _kernel;
@@ -221,8 +224,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     private float* Forward(byte* pixels, float* x, byte* scratch)
     {
         int* idx = (int*)scratch;
-        float* val = (float*)(idx + _maxInputs);
-        float* z = val + _maxInputs;
+        float* val = (float*)(idx + _maxInputs + ForwardKernels.CompactSlack);
+        float* z = val + _maxInputs + ForwardKernels.CompactSlack;
         InferenceKernel kernel = _kernel;
         int n = pixels != null ? ForwardKernels.CompactPixels(pixels, idx, val) : ForwardKernels.CompactFloats(x, PixelCount, idx, val);
         Layer[] layers = _layers;
