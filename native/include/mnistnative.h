@@ -33,7 +33,7 @@ typedef enum mn_status {
 
 typedef uint64_t mn_model; /* 0 is never a valid model */
 
-/* The library version, e.g. "0.1.0": static storage, never freed. */
+/* The library version and the kernel this CPU runs, e.g. "0.1.0 (avx512 kernel)": static storage, never freed. */
 const char* mn_version(void);
 
 /* The message of the last failed call on this thread ("" if none). Valid until the next failing call

@@ -16,10 +16,13 @@ internal static unsafe class Exports
     private const int Ok = 0, NullPointer = 1, BadLength = 2, InvalidHandle = 3, NotFound = 4, BadModel = 5, OutOfMemory = 6, Internal = 7;
 
     [UnmanagedCallersOnly(EntryPoint = "mn_version")]
-    public static byte* Version() => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(VersionText));
-
-    // u8 literals live in the image's read-only data: a stable address for the life of the process.
-    private static ReadOnlySpan<byte> VersionText => "0.1.0\0"u8;
+    public static byte* Version() => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(MnistClassifier.BestKernel switch
+    {
+        // u8 literals live in the image's read-only data: a stable address for the life of the process.
+        InferenceKernel.Avx512 => "0.1.0 (avx512 kernel)\0"u8,
+        InferenceKernel.Avx2 => "0.1.0 (avx2 kernel)\0"u8,
+        _ => "0.1.0 (scalar kernel)\0"u8,
+    }));
 
     [UnmanagedCallersOnly(EntryPoint = "mn_last_error")]
     public static byte* LastError() => LastErrorStore.Pointer();
