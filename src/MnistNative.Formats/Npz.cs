@@ -52,20 +52,32 @@ public static partial class Npz
         if (!File.Exists(path)) throw new DataFormatException(path, "file not found");
         try
         {
-            using var zip = ZipFile.OpenRead(path);
+            using var file = File.OpenRead(path);
+            return Read(file, path);
+        }
+        catch (IOException e) when (e is not FileNotFoundException and not EndOfStreamException) { throw new DataFormatException(path, $"cannot be read ({e.Message})"); }
+    }
+
+    /// <summary>Reads a .npz from a seekable stream (e.g. a model held in memory); <paramref name="name"/>
+    /// stands for the file in error messages.</summary>
+    public static Dictionary<string, NpyArray> Read(Stream stream, string name)
+    {
+        try
+        {
+            using var zip = new ZipArchive(stream, ZipArchiveMode.Read, leaveOpen: true);
             var arrays = new Dictionary<string, NpyArray>(StringComparer.Ordinal);
             foreach (var entry in zip.Entries)
             {
                 if (!entry.FullName.EndsWith(".npy", StringComparison.Ordinal)) continue;
-                string name = entry.FullName[..^4];
+                string arrayName = entry.FullName[..^4];
                 using Stream s = entry.Open();
-                arrays[name] = ReadNpy(path, name, s, entry.Length);
+                arrays[arrayName] = ReadNpy(name, arrayName, s, entry.Length);
             }
             return arrays;
         }
-        catch (InvalidDataException e) { throw new DataFormatException(path, $"is not a valid .npz (zip) file ({e.Message})"); }
-        catch (EndOfStreamException) { throw new DataFormatException(path, "is truncated"); }
-        catch (IOException e) when (e is not FileNotFoundException) { throw new DataFormatException(path, $"cannot be read ({e.Message})"); }
+        catch (InvalidDataException e) { throw new DataFormatException(name, $"is not a valid .npz (zip) file ({e.Message})"); }
+        catch (EndOfStreamException) { throw new DataFormatException(name, "is truncated"); }
+        catch (IOException e) when (e is not FileNotFoundException) { throw new DataFormatException(name, $"cannot be read ({e.Message})"); }
     }
 
     private static NpyArray ReadNpy(string path, string name, Stream s, long entryLength)

@@ -1,0 +1,328 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Text.RegularExpressions;
+using MnistNative.Formats;
+
+[module: SkipLocalsInit] // per-call scratch is stackalloc'd and fully written before it is read
+
+namespace MnistNative.Inference;
+
+/// <summary>
+/// A trained MNIST MLP (784 -> hidden layers -> 10, ReLU, softmax) ready to classify images.
+/// Loads the seed's .npz format: w1 (H1,784), b1 (H1,1) or (H1,), ..., wL (10,H_{L-1}), bL (10,1);
+/// float64 or float32 arrays, kept as float32 in 64-byte aligned native memory.
+/// All prediction methods allocate nothing, may be called from many threads at once on one instance,
+/// and throw <see cref="ObjectDisposedException"/> after <see cref="Dispose"/>; a Dispose that races with
+/// calls in flight frees the memory only when the last of them returns.
+/// </summary>
+public sealed unsafe partial class MnistClassifier : IDisposable
+{
+    public const int PixelCount = 784;
+    public const int ClassCount = 10;
+    private const int MaxWidth = 1 << 16;
+    private const int StackScratchBytes = 48 * 1024;
+
+    private readonly Layer[] _layers;
+    private readonly int _scratchBytes;
+    private readonly int _maxInputs;
+    private readonly int _maxOutPad;
+    private nint _memory;
+    private int _refs = 1;   // the owner's reference, plus one per call in flight
+    private int _disposed;
+    private InferenceKernel _kernel = ForwardKernels.Best;
+
+    // One layer: wt (In, OutPad) is W transposed with each row padded to a 64-byte line, bias (OutPad).
+    private readonly struct Layer(int inputs, int outputs, int outPad, float* wt, float* bias)
+    {
+        public readonly int In = inputs, Out = outputs, OutPad = outPad;
+        public readonly float* Wt = wt, Bias = bias;
+    }
+
+    private MnistClassifier(string source, Dictionary<string, NpyArray> arrays)
+    {
+        int[] sizes = Validate(source, arrays);
+        int layerCount = sizes.Length - 1;
+        var offsets = new long[layerCount * 2];
+        long floats = 0;
+        for (int l = 0; l < layerCount; l++)
+        {
+            int outPad = Pad(sizes[l + 1]);
+            offsets[2 * l] = floats; floats += (long)sizes[l] * outPad;
+            offsets[2 * l + 1] = floats; floats += outPad;
+        }
+        if (floats > (1L << 28)) throw new DataFormatException(source, $"holds {floats} weights; more than this library accepts (2^28)");
+        nuint bytes = (nuint)(floats * sizeof(float));
+        _memory = (nint)NativeMemory.AlignedAlloc(bytes, 64);
+        NativeMemory.Clear((void*)_memory, bytes); // the padding columns must be 0: they feed ReLU and the next layer
+        float* basePtr = (float*)_memory;
+        _layers = new Layer[layerCount];
+        for (int l = 0; l < layerCount; l++)
+        {
+            int inputs = sizes[l], outputs = sizes[l + 1], outPad = Pad(outputs);
+            float* wt = basePtr + offsets[2 * l], bias = basePtr + offsets[2 * l + 1];
+            NpyArray w = arrays[$"w{l + 1}"], b = arrays[$"b{l + 1}"];
+            for (int j = 0; j < outputs; j++)
+                for (int k = 0; k < inputs; k++)
+                    wt[(long)k * outPad + j] = ReadFloat(w, (long)j * inputs + k);
+            for (int j = 0; j < outputs; j++) bias[j] = ReadFloat(b, j);
+            for (long i = 0; i < (long)inputs * outPad; i++)
+                if (!float.IsFinite(wt[i])) { Free(); throw new DataFormatException(source, $"w{l + 1} holds NaN or infinite values (or values beyond float32 range)"); }
+            for (int j = 0; j < outputs; j++)
+                if (!float.IsFinite(bias[j])) { Free(); throw new DataFormatException(source, $"b{l + 1} holds NaN or infinite values (or values beyond float32 range)"); }
+            _layers[l] = new Layer(inputs, outputs, outPad, wt, bias);
+        }
+        Sizes = sizes;
+        _maxInputs = sizes[..^1].Max();
+        _maxOutPad = _layers.Max(x => x.OutPad);
+        _scratchBytes = (_maxInputs + ForwardKernels.CompactSlack) * (sizeof(int) + sizeof(float)) + _maxOutPad * sizeof(float);
+    }
+
+    ~MnistClassifier() => Free();
+
+    /// <summary>Loads a model from a .npz file.</summary>
+    /// <exception cref="DataFormatException">The file is missing, unreadable or not a valid model.</exception>
+    public static MnistClassifier Load(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        return new MnistClassifier(path, Npz.Read(path));
+    }
+
+    /// <summary>Loads a model from the bytes of a .npz file held in memory.</summary>
+    /// <exception cref="DataFormatException">The bytes are not a valid model.</exception>
+    public static MnistClassifier Load(ReadOnlySpan<byte> npzBytes)
+    {
+        using var stream = new MemoryStream(npzBytes.ToArray(), writable: false);
+        return new MnistClassifier("<memory>", Npz.Read(stream, "<memory>"));
+    }
+
+    /// <summary>Layer sizes, input first: [784, H1, ..., 10].</summary>
+    public IReadOnlyList<int> Sizes { get; }
+
+    /// <summary>The widest kernel this CPU (and, under NativeAOT, the compiled instruction set) supports.</summary>
+    public static InferenceKernel BestKernel => ForwardKernels.Best;
+
+    /// <summary>The inner kernel in use (the widest the CPU supports).</summary>
+    public InferenceKernel Kernel => _kernel;
+
+    /// <summary>Tests force a narrower kernel to compare paths on one machine.</summary>
+    internal void ForceKernel(InferenceKernel kernel)
+    {
+        if (!ForwardKernels.IsSupported(kernel)) throw new PlatformNotSupportedException($"kernel {kernel} is not supported by this CPU");
+        _kernel = kernel;
+    }
+
+    /// <summary>Classifies one image of 784 raw pixels (0..255, row-major 28x28), scaled by 1/255 as the seed does.</summary>
+    public int Predict(ReadOnlySpan<byte> pixels)
+    {
+        CheckLength(pixels.Length, PixelCount, nameof(pixels));
+        Enter();
+        try
+        {
+            fixed (byte* p = pixels)
+            {
+                if (_scratchBytes <= StackScratchBytes)
+                {
+                    byte* scratch = stackalloc byte[_scratchBytes];
+                    return ArgMaxOf(p, null, scratch);
+                }
+                fixed (byte* scratch = ThreadScratch()) return ArgMaxOf(p, null, scratch);
+            }
+        }
+        finally { Exit(); }
+    }
+
+    /// <summary>Classifies one image of 784 pixels already scaled to [0, 1].</summary>
+    public int Predict(ReadOnlySpan<float> pixels)
+    {
+        CheckLength(pixels.Length, PixelCount, nameof(pixels));
+        Enter();
+        try
+        {
+            fixed (float* p = pixels)
+            {
+                if (_scratchBytes <= StackScratchBytes)
+                {
+                    byte* scratch = stackalloc byte[_scratchBytes];
+                    return ArgMaxOf(null, p, scratch);
+                }
+                fixed (byte* scratch = ThreadScratch()) return ArgMaxOf(null, p, scratch);
+            }
+        }
+        finally { Exit(); }
+    }
+
+    /// <summary>The softmax of the output layer for one image of 784 raw pixels; <paramref name="probs"/> holds 10 values.</summary>
+    public void Probabilities(ReadOnlySpan<byte> pixels, Span<float> probs)
+    {
+        CheckLength(pixels.Length, PixelCount, nameof(pixels));
+        CheckLength(probs.Length, ClassCount, nameof(probs));
+        Enter();
+        try
+        {
+            fixed (byte* p = pixels)
+            {
+                if (_scratchBytes <= StackScratchBytes)
+                {
+                    byte* scratch = stackalloc byte[_scratchBytes];
+                    ForwardKernels.Softmax(Forward(p, null, scratch), ClassCount, probs);
+                }
+                else
+                {
+                    fixed (byte* scratch = ThreadScratch()) ForwardKernels.Softmax(Forward(p, null, scratch), ClassCount, probs);
+                }
+            }
+        }
+        finally { Exit(); }
+    }
+
+    /// <summary>
+    /// Classifies n images stored back to back (n * 784 raw bytes) into <paramref name="labels"/> (n values).
+    /// Batches of <see cref="ParallelThreshold"/> images or more are spread over all cores.
+    /// </summary>
+    public void PredictBatch(ReadOnlySpan<byte> images, Span<int> labels)
+    {
+        if (images.Length % PixelCount != 0)
+            throw new ArgumentException($"images holds {images.Length} bytes, not a multiple of {PixelCount} (one 28x28 image)", nameof(images));
+        int count = images.Length / PixelCount;
+        CheckLength(labels.Length, count, nameof(labels));
+        Enter();
+        try
+        {
+            fixed (byte* p = images)
+            fixed (int* l = labels)
+            {
+                int threads = Math.Min(Environment.ProcessorCount, (count + BatchChunk - 1) / BatchChunk);
+                if (count < ParallelThreshold || threads < 2) PredictRange(p, l, 0, count);
+                else BatchJob.Run(this, p, l, count, threads);
+            }
+        }
+        finally { Exit(); }
+    }
+
+    /// <summary>Smallest batch that is spread over several threads.</summary>
+    public const int ParallelThreshold = 512;
+    internal const int BatchChunk = 128;
+
+    internal void PredictRange(byte* images, int* labels, int start, int end)
+    {
+        if (_scratchBytes <= StackScratchBytes)
+        {
+            byte* scratch = stackalloc byte[_scratchBytes];
+            for (int i = start; i < end; i++) labels[i] = ArgMaxOf(images + (long)i * PixelCount, null, scratch);
+        }
+        else
+        {
+            fixed (byte* scratch = ThreadScratch())
+                for (int i = start; i < end; i++) labels[i] = ArgMaxOf(images + (long)i * PixelCount, null, scratch);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int ArgMaxOf(byte* pixels, float* x, byte* scratch) => ForwardKernels.ArgMax(Forward(pixels, x, scratch), ClassCount);
+
+    // pixels (784 bytes) or x (784 floats) -> logits (10, inside scratch)
+    private float* Forward(byte* pixels, float* x, byte* scratch)
+    {
+        int* idx = (int*)scratch;
+        float* val = (float*)(idx + _maxInputs + ForwardKernels.CompactSlack);
+        float* z = val + _maxInputs + ForwardKernels.CompactSlack;
+        InferenceKernel kernel = _kernel;
+        int n = pixels != null ? ForwardKernels.CompactPixels(pixels, idx, val) : ForwardKernels.CompactFloats(x, PixelCount, idx, val);
+        Layer[] layers = _layers;
+        for (int l = 0; ; l++)
+        {
+            Layer layer = layers[l];
+            ForwardKernels.Accumulate(kernel, z, layer.Wt, layer.Bias, layer.OutPad, idx, val, n);
+            if (l == layers.Length - 1) return z;
+            ForwardKernels.Relu(z, layer.OutPad);
+            n = ForwardKernels.CompactFloats(z, layer.Out, idx, val);
+        }
+    }
+
+    [ThreadStatic] private static byte[]? t_scratch;
+
+    // For models too wide for the stack: one pinned buffer per thread, grown on demand, never shrunk.
+    private byte[] ThreadScratch()
+    {
+        byte[]? s = t_scratch;
+        if (s == null || s.Length < _scratchBytes) t_scratch = s = GC.AllocateUninitializedArray<byte>(_scratchBytes, pinned: true);
+        return s;
+    }
+
+    private static void CheckLength(int actual, int expected, string name)
+    {
+        if (actual != expected) ThrowLength(actual, expected, name);
+    }
+
+    private static void ThrowLength(int actual, int expected, string name) =>
+        throw new ArgumentException($"{name} holds {actual} values; exactly {expected} expected", name);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Enter()
+    {
+        Interlocked.Increment(ref _refs);
+        if (Volatile.Read(ref _disposed) != 0) { Exit(); ThrowDisposed(); }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Exit()
+    {
+        if (Interlocked.Decrement(ref _refs) == 0) Free();
+    }
+
+    private static void ThrowDisposed() => throw new ObjectDisposedException(nameof(MnistClassifier), "the model has been disposed");
+
+    /// <summary>Releases the native weights; calls in flight finish first. Idempotent.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        GC.SuppressFinalize(this);
+        Exit();
+    }
+
+    private void Free()
+    {
+        nint p = Interlocked.Exchange(ref _memory, 0);
+        if (p != 0) NativeMemory.AlignedFree((void*)p);
+    }
+
+    private static int Pad(int n) => (n + ForwardKernels.Lane - 1) / ForwardKernels.Lane * ForwardKernels.Lane;
+
+    private static float ReadFloat(NpyArray a, long i) => a.Descr == "<f8"
+        ? (float)BitConverter.Int64BitsToDouble(System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(a.Data.AsSpan((int)(8 * i))))
+        : System.Buffers.Binary.BinaryPrimitives.ReadSingleLittleEndian(a.Data.AsSpan((int)(4 * i)));
+
+    // w1..wL and b1..bL, nothing else; shapes chain from 784 to 10; float dtypes. Returns the layer sizes.
+    private static int[] Validate(string source, Dictionary<string, NpyArray> arrays)
+    {
+        int layers = 0;
+        while (arrays.ContainsKey($"w{layers + 1}")) layers++;
+        if (layers == 0) throw new DataFormatException(source, $"has no array 'w1' (found: {(arrays.Count == 0 ? "nothing" : string.Join(", ", arrays.Keys.Order()))})");
+        foreach (string name in arrays.Keys)
+        {
+            Match m = LayerArrayName().Match(name);
+            if (!m.Success || int.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture) is var i && (i < 1 || i > layers))
+                throw new DataFormatException(source, $"has an unexpected array '{name}'; a model holds exactly w1..w{layers} and b1..b{layers}");
+        }
+        var sizes = new List<int> { PixelCount };
+        for (int l = 1; l <= layers; l++)
+        {
+            NpyArray w = arrays[$"w{l}"];
+            if (!arrays.TryGetValue($"b{l}", out NpyArray? b)) throw new DataFormatException(source, $"has w{l} but no b{l}");
+            if (!w.IsFloat) throw new DataFormatException(source, $"w{l} has dtype {w.Descr}; float64 or float32 expected");
+            if (w.Shape.Length != 2) throw new DataFormatException(source, $"w{l} has shape ({string.Join(", ", w.Shape)}); a 2-D array expected");
+            if (w.Shape[1] != sizes[^1]) throw new DataFormatException(source, $"w{l} has shape ({w.Shape[0]}, {w.Shape[1]}); its second dimension must be {sizes[^1]}");
+            if (w.Shape[0] < 1 || w.Shape[0] > MaxWidth) throw new DataFormatException(source, $"w{l} has {w.Shape[0]} rows; 1..{MaxWidth} expected");
+            int rows = w.Shape[0];
+            bool biasOk = b.IsFloat && ((b.Shape.Length == 1 && b.Shape[0] == rows) || (b.Shape.Length == 2 && b.Shape[0] == rows && b.Shape[1] == 1));
+            if (!biasOk) throw new DataFormatException(source, $"b{l} has shape ({string.Join(", ", b.Shape)}) and dtype {b.Descr}; float ({rows},) or ({rows}, 1) expected");
+            sizes.Add(rows);
+        }
+        if (sizes[^1] != ClassCount)
+            throw new DataFormatException(source, $"w{layers} has {sizes[^1]} rows; the output layer must have {ClassCount}");
+        return sizes.ToArray();
+    }
+
+    [GeneratedRegex(@"^([wb])([0-9]{1,6})$")]
+    private static partial Regex LayerArrayName();
+}

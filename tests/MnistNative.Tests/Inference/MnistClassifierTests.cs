@@ -1,0 +1,319 @@
+using MnistNative.Data;
+using MnistNative.Formats;
+using MnistNative.Inference;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace MnistNative.Tests.Inference;
+
+public sealed class MnistClassifierTests(ITestOutputHelper output)
+{
+    private static readonly Lazy<MnistClassifier> Final = new(() => MnistClassifier.Load(InferenceFixtures.FinalModel));
+
+    public static TheoryData<InferenceKernel> Kernels()
+    {
+        var data = new TheoryData<InferenceKernel>();
+        foreach (InferenceKernel k in Enum.GetValues<InferenceKernel>()) data.Add(k);
+        return data;
+    }
+
+    private static MnistClassifier LoadWith(InferenceKernel kernel, string path)
+    {
+        Skip.IfNot(ForwardKernelsSupported(kernel), $"this CPU cannot run the {kernel} kernel");
+        var c = MnistClassifier.Load(path);
+        c.ForceKernel(kernel);
+        return c;
+    }
+
+    private static bool ForwardKernelsSupported(InferenceKernel k) => k switch
+    {
+        InferenceKernel.Avx512 => System.Runtime.Intrinsics.X86.Avx512F.IsSupported,
+        InferenceKernel.Avx2 => System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported,
+        _ => true,
+    };
+
+    [SkippableTheory]
+    [MemberData(nameof(Kernels))]
+    public void FinalModelReachesTheSeedsTestAccuracyAndMatchesTheFloat64Reference(InferenceKernel kernel)
+    {
+        var (images, labels) = InferenceFixtures.TestSet;
+        using var c = LoadWith(kernel, InferenceFixtures.FinalModel);
+        MlpParametersView p = MlpParametersView.Load(InferenceFixtures.FinalModel);
+        int correct = 0, disagree = 0;
+        double maxProbDiff = 0;
+        Span<float> probs = stackalloc float[10];
+        for (int i = 0; i < labels.Length; i++)
+        {
+            ReadOnlySpan<byte> image = images.AsSpan(i * 784, 784);
+            int label = c.Predict(image);
+            correct += label == labels[i] ? 1 : 0;
+            double[] reference = InferenceFixtures.Softmax(InferenceFixtures.ReferenceLogits(p.W, p.B, image));
+            if (label != Array.IndexOf(reference, reference.Max())) disagree++;
+            if (i % 10 == 0)
+            {
+                c.Probabilities(image, probs);
+                for (int j = 0; j < 10; j++) maxProbDiff = Math.Max(maxProbDiff, Math.Abs(probs[j] - reference[j]));
+            }
+        }
+        double accuracy = correct / (double)labels.Length;
+        output.WriteLine($"{kernel}: accuracy {accuracy:F4}, {disagree} disagreements with float64, max |prob diff| {maxProbDiff:E2}");
+        Assert.True(Math.Abs(accuracy - 0.9139) <= 0.0003, $"accuracy {accuracy} (seed: 0.9139)");
+        Assert.True(disagree <= 3, $"{disagree} predictions differ from the float64 reference (float32 near-ties only expected)");
+        Assert.True(maxProbDiff < 1e-5, $"max probability difference {maxProbDiff}");
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Kernels))]
+    public void OddWidthsAndDepthsMatchTheFloat64Reference(InferenceKernel kernel)
+    {
+        var (images, _) = InferenceFixtures.TestSet;
+        int[][] shapes = [[784, 1, 10], [784, 7, 10], [784, 33, 10], [784, 100, 10], [784, 33, 7, 17, 10], [784, 10], [784, 130, 65, 10]];
+        Skip.IfNot(ForwardKernelsSupported(kernel), $"this CPU cannot run the {kernel} kernel");
+        var probs = new float[10];
+        foreach (int[] sizes in shapes)
+            foreach (bool float32 in new[] { false, true })
+            {
+                var (w, b) = InferenceFixtures.RandomModel(sizes, seed: sizes.Sum());
+                using var c = MnistClassifier.Load(InferenceFixtures.NpzBytes(sizes, w, b, float32));
+                c.ForceKernel(kernel);
+                Assert.Equal(sizes, c.Sizes);
+                double maxDiff = 0;
+                for (int i = 0; i < 200; i++)
+                {
+                    ReadOnlySpan<byte> image = images.AsSpan(i * 784, 784);
+                    double[] reference = InferenceFixtures.Softmax(InferenceFixtures.ReferenceLogits(w, b, image));
+                    c.Probabilities(image, probs);
+                    for (int j = 0; j < 10; j++) maxDiff = Math.Max(maxDiff, Math.Abs(probs[j] - reference[j]));
+                    int label = c.Predict(image);
+                    double top = reference.Max();
+                    double second = reference.Where((v, j) => j != Array.IndexOf(reference, top)).Max();
+                    if (top - second > 1e-4) Assert.Equal(Array.IndexOf(reference, top), label);
+                }
+                output.WriteLine($"{kernel} {string.Join("-", sizes)} {(float32 ? "f4" : "f8")}: max |prob diff| {maxDiff:E2}");
+                Assert.True(maxDiff < 1e-4, $"{string.Join("-", sizes)}: max probability difference {maxDiff}");
+            }
+    }
+
+    [SkippableFact]
+    public void AllEntryPointsAgree()
+    {
+        var (images, _) = InferenceFixtures.TestSet;
+        MnistClassifier c = Final.Value;
+        using var fromMemory = MnistClassifier.Load(File.ReadAllBytes(InferenceFixtures.FinalModel));
+        int n = 2000;
+        var batch = new int[n];
+        c.PredictBatch(images.AsSpan(0, n * 784), batch);
+        var big = new int[10000];
+        c.PredictBatch(images.AsSpan(0, 10000 * 784), big);
+        var scaled = new float[784];
+        for (int i = 0; i < n; i++)
+        {
+            ReadOnlySpan<byte> image = images.AsSpan(i * 784, 784);
+            for (int k = 0; k < 784; k++) scaled[k] = image[k] * (1f / 255f);
+            int label = c.Predict(image);
+            Assert.Equal(label, batch[i]);
+            Assert.Equal(label, big[i]);
+            Assert.Equal(label, fromMemory.Predict(image));
+            Assert.Equal(label, c.Predict(scaled));
+        }
+    }
+
+    [SkippableFact]
+    public void CallsAfterLoadAllocateNothing()
+    {
+        var (images, _) = InferenceFixtures.TestSet;
+        MnistClassifier c = Final.Value;
+        var labels = new int[10000];
+        var small = new int[100];
+        var scaled = new float[784];
+        var probs = new float[10];
+        void Run()
+        {
+            for (int i = 0; i < 1000; i++)
+            {
+                c.Predict(images.AsSpan(i * 784, 784));
+                c.Predict(scaled);
+                c.Probabilities(images.AsSpan(i * 784, 784), probs);
+            }
+            c.PredictBatch(images.AsSpan(0, 100 * 784), small);
+            c.PredictBatch(images, labels);
+        }
+        Run(); Run(); // JIT, tiering, the thread's batch job
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int r = 0; r < 5; r++) Run();
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated == 0, $"{allocated} bytes allocated by prediction calls");
+    }
+
+    [SkippableFact]
+    public void ManyThreadsOnOneClassifierGetIdenticalAnswers()
+    {
+        var (images, _) = InferenceFixtures.TestSet;
+        MnistClassifier c = Final.Value;
+        var expected = new int[10000];
+        for (int i = 0; i < expected.Length; i++) expected[i] = c.Predict(images.AsSpan(i * 784, 784));
+        int failures = 0;
+        var threads = Enumerable.Range(0, 8).Select(t => new Thread(() =>
+        {
+            var labels = new int[10000];
+            for (int rep = 0; rep < 2; rep++)
+            {
+                if ((t & 1) == 0)
+                    for (int i = 0; i < labels.Length; i++) labels[i] = c.Predict(images.AsSpan(i * 784, 784));
+                else c.PredictBatch(images, labels);
+                if (!labels.AsSpan().SequenceEqual(expected)) Interlocked.Increment(ref failures);
+            }
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        Assert.Equal(0, failures);
+    }
+
+    [SkippableFact]
+    public void DisposeWhileOtherThreadsPredictIsSafe()
+    {
+        var (images, _) = InferenceFixtures.TestSet;
+        for (int round = 0; round < 5; round++)
+        {
+            var c = MnistClassifier.Load(InferenceFixtures.FinalModel);
+            int unexpected = 0;
+            using var started = new CountdownEvent(4);
+            var threads = Enumerable.Range(0, 4).Select(t => new Thread(() =>
+            {
+                started.Signal();
+                var labels = new int[1000];
+                try
+                {
+                    while (true)
+                    {
+                        c.Predict(images.AsSpan(0, 784));
+                        c.PredictBatch(images.AsSpan(0, 1000 * 784), labels);
+                    }
+                }
+                catch (ObjectDisposedException) { }
+                catch { Interlocked.Increment(ref unexpected); }
+            })).ToList();
+            threads.ForEach(t => t.Start());
+            started.Wait();
+            Thread.Sleep(5);
+            c.Dispose();
+            threads.ForEach(t => t.Join());
+            Assert.Equal(0, unexpected);
+        }
+    }
+
+    [Fact]
+    public void WrongLengthsAndDisposedModelsThrowClearly()
+    {
+        var c = MnistClassifier.Load(InferenceFixtures.FinalModel);
+        var e = Assert.Throws<ArgumentException>(() => c.Predict(new byte[783]));
+        Assert.Contains("784", e.Message);
+        Assert.Throws<ArgumentException>(() => c.Predict(new float[785]));
+        Assert.Throws<ArgumentException>(() => c.Probabilities(new byte[784], new float[9]));
+        Assert.Throws<ArgumentException>(() => c.PredictBatch(new byte[784 * 2 + 1], new int[2]));
+        Assert.Throws<ArgumentException>(() => c.PredictBatch(new byte[784 * 2], new int[3]));
+        c.PredictBatch([], []);
+        c.Dispose();
+        c.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => c.Predict(new byte[784]));
+        Assert.Throws<ObjectDisposedException>(() => c.Predict(new float[784]));
+        Assert.Throws<ObjectDisposedException>(() => c.PredictBatch(new byte[784], new int[1]));
+        Assert.Throws<ObjectDisposedException>(() => c.Probabilities(new byte[784], new float[10]));
+    }
+
+    public static TheoryData<string, string> BadModels() => new()
+    {
+        { "no-b1", "has w1 but no b1" },
+        { "w1-shape", "second dimension must be 784" },
+        { "nan", "NaN or infinite" },
+        { "overflow", "NaN or infinite" },
+        { "extra", "unexpected array 'extra'" },
+        { "b3", "unexpected array 'b3'" },
+        { "int", "dtype <i4" },
+        { "bias-shape", "b2 has shape" },
+        { "out-9", "output layer must have 10" },
+        { "empty", "has no array 'w1'" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadModels))]
+    public void InvalidModelsAreRefusedWithTheProblemNamed(string kind, string expected)
+    {
+        int[] sizes = kind == "out-9" ? [784, 10, 9] : [784, 10, 10];
+        var (w, b) = InferenceFixtures.RandomModel(sizes, 1);
+        byte[] bytes = InferenceFixtures.NpzBytes(sizes, w, b, float32: false, arrays =>
+        {
+            switch (kind)
+            {
+                case "no-b1": arrays.RemoveAll(a => a.Name == "b1"); break;
+                case "w1-shape": arrays[0] = ("w1", "<f8", [10, 783], arrays[0].Data.AsSpan(0, 10 * 783 * 8).ToArray()); break;
+                case "nan": w[1][3] = double.NaN; arrays[2] = ("w2", "<f8", [10, 10], InferenceFixtures.Encode(w[1], false)); break;
+                case "overflow": w[0][3] = 1e300; arrays[0] = ("w1", "<f8", [10, 784], InferenceFixtures.Encode(w[0], false)); break;
+                case "extra": arrays.Add(("extra", "<f8", [1], new byte[8])); break;
+                case "b3": arrays.Add(("b3", "<f8", [10, 1], new byte[80])); break;
+                case "int": arrays[0] = ("w1", "<i4", [10, 784], new byte[10 * 784 * 4]); break;
+                case "bias-shape": arrays[3] = ("b2", "<f8", [1, 10], arrays[3].Data); break;
+                case "empty": arrays.Clear(); break;
+            }
+        });
+        var e = Assert.Throws<DataFormatException>(() => MnistClassifier.Load(bytes));
+        Assert.Contains(expected, e.Message);
+        Assert.StartsWith("<memory>", e.Message);
+    }
+
+    [Fact]
+    public void MissingAndCorruptFilesAreRefused()
+    {
+        Assert.Throws<DataFormatException>(() => MnistClassifier.Load("/nonexistent/model.npz"));
+        var e = Assert.Throws<DataFormatException>(() => MnistClassifier.Load("not a zip file"u8));
+        Assert.Contains("not a valid .npz", e.Message);
+        byte[] good = File.ReadAllBytes(InferenceFixtures.FinalModel);
+        Assert.Throws<DataFormatException>(() => MnistClassifier.Load(good.AsSpan(0, good.Length / 2)));
+    }
+
+    /// <summary>Report numbers (not a pass/fail benchmark): run with --filter Category=Timing.</summary>
+    [SkippableFact]
+    [Trait("Category", "Timing")]
+    public void Timing()
+    {
+        var (images, _) = InferenceFixtures.TestSet;
+        MnistClassifier c = Final.Value;
+        int n = 10000;
+        for (int w = 0; w < 30; w++) for (int i = 0; i < n; i++) c.Predict(images.AsSpan(i * 784, 784));
+        var single = new List<double>();
+        for (int r = 0; r < 21; r++)
+        {
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            for (int i = 0; i < n; i++) c.Predict(images.AsSpan(i * 784, 784));
+            single.Add(System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalNanoseconds / n);
+        }
+        var labels = new int[n];
+        var one = new List<double>();
+        for (int r = 0; r < 21; r++)
+        {
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            unsafe { fixed (byte* p = images) fixed (int* l = labels) c.PredictRange(p, l, 0, n); }
+            one.Add(System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+        }
+        var all = new List<double>();
+        for (int r = 0; r < 21; r++)
+        {
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            c.PredictBatch(images, labels);
+            all.Add(System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
+        }
+        static double Median(List<double> v) { v.Sort(); return v[v.Count / 2]; }
+        output.WriteLine($"kernel {c.Kernel}; single Predict median {Median(single):F1} ns (min {single.Min():F1}); " +
+            $"batch 10000 on 1 thread {Median(one):F2} ms, on {Environment.ProcessorCount} threads {Median(all):F2} ms");
+    }
+}
+
+/// <summary>The model's float64 arrays via the data layer (the test's oracle, not the library under test).</summary>
+public sealed record MlpParametersView(double[][] W, double[][] B)
+{
+    public static MlpParametersView Load(string path)
+    {
+        var p = ModelFile.Load(path);
+        return new MlpParametersView(p.W, p.B);
+    }
+}
