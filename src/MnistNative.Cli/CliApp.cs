@@ -34,6 +34,8 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
             "hand-vectorized CPU paths and OpenCL. Data is fetched and verified on first use.");
         root.Subcommands.Add(TrainCommand());
         root.Subcommands.Add(EvalCommand());
+        root.Subcommands.Add(PredictCommand());
+        root.Subcommands.Add(ExportCommand());
         root.Subcommands.Add(DataCommand());
         return root;
     }

@@ -1,8 +1,8 @@
 using System.CommandLine;
 using System.Text.Json;
-using MnistNative.Backends.Cpu.Reference;
 using MnistNative.Core;
 using MnistNative.Data;
+using MnistNative.Inference;
 
 namespace MnistNative.Cli;
 
@@ -17,21 +17,20 @@ public sealed partial class CliApp
         command.SetAction(parse => Guard(() =>
         {
             FileInfo file = parse.GetValue(model)!;
-            MlpParameters weights = ModelFile.Load(file.FullName);
-            if (weights.LayerCount != 2) throw new ArgumentException($"--model {file.Name}: eval takes one hidden layer (784-H-10), the model has {weights.LayerCount} layers");
+            using MnistClassifier classifier = MnistClassifier.Load(file.FullName);
             var (_, test) = LoadData(parse.GetValue(data));
-            using var engine = new ReferenceBackend<double>(weights.Hidden);
-            engine.SetWeights(weights);
-            int[] predictions = Evaluation.Predict(engine, test.Pixels, test.Count);
+            var predictions = new int[test.Count];
+            classifier.PredictBatch(test.Pixels, predictions);
+            string shape = string.Join('-', classifier.Sizes);
             double accuracy = Evaluation.Accuracy(predictions, test.Labels);
             int[,] confusion = Evaluation.ConfusionMatrix(predictions, test.Labels);
             if (parse.GetValue(json))
             {
                 var rows = Enumerable.Range(0, 10).Select(t => Enumerable.Range(0, 10).Select(p => confusion[t, p]).ToArray()).ToArray();
-                Out.WriteLine(JsonSerializer.Serialize(new EvalSummary(file.FullName, weights.Hidden, test.Count, accuracy, rows), JsonOutput.Options));
+                Out.WriteLine(JsonSerializer.Serialize(new EvalSummary(file.FullName, shape, test.Count, accuracy, rows), JsonOutput.Options));
                 return ExitCodes.Ok;
             }
-            Out.WriteLine($"Model {file.Name} (784-{weights.Hidden}-10) on {test.Count} test images");
+            Out.WriteLine($"Model {file.Name} ({shape}, {classifier.Kernel} kernel) on {test.Count} test images");
             Out.WriteLine($"Test accuracy = {accuracy:F4}");
             Out.WriteLine();
             Out.WriteLine("Confusion matrix (rows: true digit, columns: predicted)");
@@ -47,4 +46,4 @@ public sealed partial class CliApp
     }
 }
 
-public sealed record EvalSummary(string Model, int Hidden, int TestCount, double TestAccuracy, int[][] Confusion);
+public sealed record EvalSummary(string Model, string Shape, int TestCount, double TestAccuracy, int[][] Confusion);
