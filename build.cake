@@ -1,5 +1,7 @@
 // MnistNative build script (Cake). Run through ./build.sh, which installs what a fresh machine lacks.
-//   ./build.sh --target=Train     fetch MNIST, build in Release, train the seed configuration
+//   ./build.sh --target=Train     fetch MNIST, build in Release, train the seed configuration, classify the test set
+//                                 with the trained model through the C ABI (NativeAOT library + C example)
+//   ./build.sh --target=Native    publish libmnistnative.so (NativeAOT) and build native/examples/classify.c
 //   ./build.sh --target=Test      run the test suite (all but the Long category) and write TRX results
 //   ./build.sh --target=Data      fetch and verify MNIST into data/mnist
 //   ./build.sh --target=Bench     BenchmarkDotNet suite (--bench-filter="*Training*"); tables in artifacts/benchmarks
@@ -29,9 +31,29 @@ Task("Data").IsDependentOn("Build").Does(() =>
     RunCli("data verify");
 });
 
-Task("Train").IsDependentOn("Data").Does(() =>
+Task("Native").Does(() =>
+{
+    var output = artifacts.Combine("native");
+    DotNetPublish("./src/MnistNative.Native/MnistNative.Native.csproj", new DotNetPublishSettings
+    {
+        Configuration = "Release",
+        Runtime = "linux-x64",
+        OutputDirectory = output,
+    });
+    if (StartProcess("bash", new ProcessSettings { Arguments = $"native/examples/build.sh {output}" }) != 0)
+        throw new Exception("building native/examples/classify.c failed");
+});
+
+Task("Train").IsDependentOn("Data").IsDependentOn("Native").Does(() =>
 {
     RunCli($"train {trainArgs}");
+    // The same model through the C ABI: the NativeAOT library and the C example classify the test set.
+    var mnist = MakeAbsolute(Directory("./data/mnist"));
+    int code = StartProcess(artifacts.Combine("native").CombineWithFilePath("classify").FullPath, new ProcessSettings
+    {
+        Arguments = $"model.npz {mnist}/t10k-images-idx3-ubyte {mnist}/t10k-labels-idx1-ubyte",
+    });
+    if (code != 0) throw new Exception($"native/examples/classify exited with {code}");
 });
 
 Task("Test").IsDependentOn("Data").Does(() =>
