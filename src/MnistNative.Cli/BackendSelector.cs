@@ -1,4 +1,6 @@
+using MnistNative.Backends.Cpu;
 using MnistNative.Backends.Cpu.Reference;
+using MnistNative.Backends.Cpu.Simd;
 using MnistNative.Core;
 
 namespace MnistNative.Cli;
@@ -12,20 +14,48 @@ public sealed record BackendRequest(string Backend, Precision Precision, int Hid
 /// </summary>
 public static class BackendSelector
 {
-    public static IReadOnlyList<string> Names { get; } = ["auto", "scalar"];
+    public static IReadOnlyList<string> Names { get; } = ["auto", "scalar", "avx2", "avx512"];
 
     public static ITrainingBackend Create(BackendRequest request, Action<string> explain)
     {
         switch (request.Backend)
         {
             case "auto":
-                explain("backend auto: picked scalar (the only backend in this build)");
-                return CreateScalar(request);
+                return CreateAuto(request, explain);
             case "scalar":
                 return CreateScalar(request);
+            case "avx2":
+                RequireF32(request);
+                return new Avx2Backend(request.Hidden, request.Threads ?? 0);
+            case "avx512":
+                RequireF32(request);
+                return new Avx512Backend(request.Hidden, request.Threads ?? 0);
             default:
                 throw new BackendUnavailableException($"unknown backend '{request.Backend}' (choose from {string.Join(", ", Names)})");
         }
+    }
+
+    private static ITrainingBackend CreateAuto(BackendRequest request, Action<string> explain)
+    {
+        var (simd, why) = CpuFeatures.BestSimdBackend();
+        if (request.Precision == Precision.F64)
+        {
+            explain("backend auto: picked scalar (f64 is only on the scalar backend)");
+            return CreateScalar(request);
+        }
+        if (simd == null)
+        {
+            explain($"backend auto: picked scalar ({why})");
+            return CreateScalar(request);
+        }
+        explain($"backend auto: picked {simd} ({why})");
+        return Create(request with { Backend = simd }, explain);
+    }
+
+    private static void RequireF32(BackendRequest request)
+    {
+        if (request.Precision != Precision.F32)
+            throw new BackendUnavailableException($"backend {request.Backend} is float32 only; f64 is only on the scalar backend (use --backend scalar --precision f64, or --precision f32)");
     }
 
     private static ITrainingBackend CreateScalar(BackendRequest request) => request.Precision == Precision.F64

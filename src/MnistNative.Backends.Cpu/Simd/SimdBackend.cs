@@ -1,0 +1,558 @@
+using System.Runtime.CompilerServices;
+using MnistNative.Core;
+
+namespace MnistNative.Backends.Cpu.Simd;
+
+/// <summary>How the training images are kept between iterations (see docs/cpu-backends.md for the measurements).</summary>
+internal enum InputLayout
+{
+    /// <summary>Raw bytes (n, 784); each tile is widened to float once, into a per-worker tile buffer that stays in L1/L2.</summary>
+    BytesPerTile,
+
+    /// <summary>Pre-converted float32 (n, 800); tiles are read in place, 4x the bytes streamed per iteration.</summary>
+    Float32,
+}
+
+/// <summary>
+/// The hand-vectorized training engine, generic over the vector width (<see cref="Avx2Width"/>,
+/// <see cref="Avx512Width"/>). It mirrors <see cref="Reference.ReferenceBackend{T}"/> pair by pair
+/// (HiddenForward / OutputForward / Softmax / OutputBackward / HiddenBackward), but fused per tile: a tile
+/// of <see cref="Tile"/> samples is widened to float once and then goes through the forward and the backward
+/// pass while it is in cache, so the training set is read once per iteration.
+///
+/// Layouts inside a tile: x (Tile, 800) sample-major with 16 zero pixels of padding per row, so the
+/// backward pass walks whole chunks of 5 vectors at both widths (800 = 5 * 10 * 16 = 5 * 20 * 8);
+/// the per-tile activations are hidden-major (a1T (Hp, Tile), z2T (10, Tile)) so the output layer, the
+/// softmax and the relu mask run with samples across the vector lanes and need no horizontal operations.
+/// Hp is H rounded up to even: the hidden kernels work on pairs of hidden units; the padded unit has zero
+/// weights, so its relu is off and it never gets a gradient.
+///
+/// Threads: tiles are split into one contiguous range per worker; each worker owns its gradient partials,
+/// and the partials are summed in worker order, so a backend with a given thread count is bitwise
+/// reproducible. Pixels stay 0..255 as floats; the 1/255 is folded into z1 and into the dw1 scale.
+/// </summary>
+internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
+    where TW : struct, IVectorWidth<TVec>
+    where TVec : unmanaged
+{
+    private const int In = MlpParameters.InputSize;
+    private const int Out = MlpParameters.Classes;
+
+    /// <summary>Row pitch of x and w1 in floats: 784 pixels + 16 zeros (whole chunks of 5 vectors at 8 and 16 lanes).</summary>
+    internal const int Pitch = 800;
+
+    /// <summary>
+    /// Samples per tile: a multiple of 16 (whole vectors of samples in the output layer at both widths) and of
+    /// 4 (the forward kernel's sample block). 32 samples are 100 KB of floats: in L2, and the 4-sample and
+    /// 5-vector slices the kernels walk stay in L1.
+    /// </summary>
+    internal const int Tile = 32;
+
+    private const int BackwardChunk = 5; // vectors of dw1 per register block
+    private const float PixelScale = 1f / 255f;
+
+    private readonly int _h, _hp;
+    private readonly InputLayout _layout;
+    private readonly NativeBuffer<float> _w1, _b1, _w2, _b2;     // w1 (Hp, Pitch), b1 (Hp), w2 (10, Hp), b2 (10)
+    private readonly NativeBuffer<float> _dw1, _db1, _dw2, _db2; // mean gradients, same shapes
+    private readonly WorkerScratch[] _scratch;
+    private readonly WorkerPool _pool;
+
+    private NativeBuffer<byte>? _pixels;  // (nPad, 784), rows past n are zero
+    private NativeBuffer<float>? _xf;     // (nPad, Pitch), only for InputLayout.Float32
+    private NativeBuffer<float>? _labels; // (nPad) labels as floats
+    private NativeBuffer<float>? _valid;  // (nPad) 1 for real samples, 0 for the padding of the last tile
+    private int _n, _tiles;
+
+    // The job the workers run next; written before WorkerPool.Run, read by the workers.
+    private bool _predicting, _measure;
+    private byte* _predictImages;
+    private double* _predictOut;
+    private int _predictCount;
+
+    public SimdBackend(string name, int hidden, int threads, InputLayout layout = InputLayout.BytesPerTile)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(hidden, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(threads);
+        if (threads == 0) threads = Environment.ProcessorCount;
+        _h = hidden;
+        _hp = (hidden + 1) & ~1;
+        _layout = layout;
+        _w1 = new(_hp * Pitch); _b1 = new(_hp); _w2 = new(Out * _hp); _b2 = new(16);
+        _dw1 = new(_hp * Pitch); _db1 = new(_hp); _dw2 = new(Out * _hp); _db2 = new(16);
+        _scratch = new WorkerScratch[threads];
+        for (int i = 0; i < threads; i++) _scratch[i] = new WorkerScratch(_hp, TW.Count);
+        _pool = new WorkerPool(threads, Work, name);
+        Info = new BackendInfo(name, Precision.F32, threads,
+            $"CPU, {TW.Count * 32}-bit vectors ({(TW.Count == 16 ? "AVX-512F" : "AVX2 + FMA")}), {threads} thread{(threads == 1 ? "" : "s")}");
+    }
+
+    public BackendInfo Info { get; }
+
+    /// <summary>Bytes the dedicated worker threads allocated on the managed heap (for the zero-allocation test).</summary>
+    internal long WorkerAllocatedBytes => _pool.WorkerAllocatedBytes;
+
+    public void Upload(LabeledImages train)
+    {
+        DisposeData();
+        _n = train.Count;
+        _tiles = (_n + Tile - 1) / Tile;
+        int nPad = _tiles * Tile;
+        _pixels = new NativeBuffer<byte>(nPad * In);
+        train.Pixels.CopyTo(_pixels.Span);
+        _labels = new NativeBuffer<float>(nPad);
+        _valid = new NativeBuffer<float>(nPad);
+        for (int i = 0; i < _n; i++)
+        {
+            _labels.Span[i] = train.Labels[i];
+            _valid.Span[i] = 1f;
+        }
+        if (_layout == InputLayout.Float32)
+        {
+            _xf = new NativeBuffer<float>(nPad * Pitch);
+            for (int t = 0; t < _tiles; t++) ConvertTile(_xf.Pointer + (long)t * Tile * Pitch, _pixels.Pointer + (long)t * Tile * In, Tile);
+        }
+    }
+
+    public void SetWeights(MlpParameters weights)
+    {
+        if (weights.LayerCount != 2 || weights.Sizes[0] != In || weights.Sizes[1] != _h || weights.Sizes[2] != Out)
+            throw new ArgumentException($"the {Info.Name} backend was built for 784-{_h}-10, got {string.Join('-', weights.Sizes)}");
+        _w1.Clear(); _b1.Clear(); _w2.Clear(); _b2.Clear();
+        for (int j = 0; j < _h; j++)
+        {
+            for (int k = 0; k < In; k++) _w1.Span[j * Pitch + k] = (float)weights.W[0][j * In + k];
+            _b1.Span[j] = (float)weights.B[0][j];
+        }
+        for (int c = 0; c < Out; c++)
+        {
+            for (int j = 0; j < _h; j++) _w2.Span[c * _hp + j] = (float)weights.W[1][c * _h + j];
+            _b2.Span[c] = (float)weights.B[1][c];
+        }
+    }
+
+    public MlpParameters GetWeights()
+    {
+        var p = MlpParameters.ForHidden(_h);
+        CopyOut(p, _w1, _b1, _w2, _b2);
+        return p;
+    }
+
+    public StepMetrics Step(double learningRate, bool measure)
+    {
+        StepMetrics m = ForwardBackward(measure);
+        float lr = (float)learningRate;
+        Update(_w1.Pointer, _dw1.Pointer, _hp * Pitch, lr);
+        Update(_b1.Pointer, _db1.Pointer, _hp, lr);
+        Update(_w2.Pointer, _dw2.Pointer, Out * _hp, lr);
+        Update(_b2.Pointer, _db2.Pointer, Out, lr);
+        return measure ? m : default;
+    }
+
+    public StepMetrics ComputeGradients(MlpParameters gradients)
+    {
+        if (!gradients.SameShape(MlpParameters.ForHidden(_h)))
+            throw new ArgumentException($"gradients must be 784-{_h}-10, got {string.Join('-', gradients.Sizes)}");
+        StepMetrics m = ForwardBackward(measure: true);
+        CopyOut(gradients, _dw1, _db1, _dw2, _db2);
+        return m;
+    }
+
+    public void Predict(ReadOnlySpan<byte> images, Span<double> probabilities)
+    {
+        int n = images.Length / In;
+        if (images.Length != n * In) throw new ArgumentException($"images must be rows of {In} bytes, got {images.Length} bytes");
+        if (probabilities.Length != n * Out) throw new ArgumentException($"need {n * Out} probabilities for {n} images, got {probabilities.Length}");
+        if (n == 0) return;
+        fixed (byte* pi = images)
+        fixed (double* po = probabilities)
+        {
+            _predicting = true;
+            _predictImages = pi;
+            _predictOut = po;
+            _predictCount = n;
+            try
+            {
+                _pool.Run();
+            }
+            finally
+            {
+                _predicting = false;
+                _predictImages = null;
+                _predictOut = null;
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        _pool.Dispose();
+        DisposeData();
+        foreach (NativeBuffer<float> b in new[] { _w1, _b1, _w2, _b2, _dw1, _db1, _dw2, _db2 }) b.Dispose();
+        foreach (WorkerScratch s in _scratch) s.Dispose();
+    }
+
+    private void DisposeData()
+    {
+        _pixels?.Dispose(); _xf?.Dispose(); _labels?.Dispose(); _valid?.Dispose();
+        _pixels = null; _xf = null; _labels = null; _valid = null;
+    }
+
+    private StepMetrics ForwardBackward(bool measure)
+    {
+        if (_pixels == null) throw new InvalidOperationException("Upload the training set before training");
+        _measure = measure;
+        _pool.Run();
+        return Reduce(measure);
+    }
+
+    /// <summary>One worker's share of the current job: a contiguous range of tiles, always the same for a given thread count.</summary>
+    private void Work(int worker)
+    {
+        if (_predicting)
+        {
+            int tiles = (_predictCount + Tile - 1) / Tile;
+            (int first, int end) = Share(worker, tiles);
+            for (int t = first; t < end; t++) PredictTile(_scratch[worker], t);
+        }
+        else
+        {
+            WorkerScratch s = _scratch[worker];
+            s.ClearPartials();
+            (int first, int end) = Share(worker, _tiles);
+            for (int t = first; t < end; t++) TrainTile(s, t);
+        }
+    }
+
+    private (int First, int End) Share(int worker, int tiles) =>
+        ((int)((long)tiles * worker / _scratch.Length), (int)((long)tiles * (worker + 1) / _scratch.Length));
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void TrainTile(WorkerScratch s, int tile)
+    {
+        float* x;
+        if (_layout == InputLayout.Float32)
+        {
+            x = _xf!.Pointer + (long)tile * Tile * Pitch;
+        }
+        else
+        {
+            x = s.X.Pointer;
+            ConvertTile(x, _pixels!.Pointer + (long)tile * Tile * In, Tile);
+        }
+        float* labels = _labels!.Pointer + tile * Tile;
+        float* valid = _valid!.Pointer + tile * Tile;
+        HiddenForward(s.A1.Pointer, x, _w1.Pointer, _b1.Pointer, _hp);
+        OutputForward(s.Z2.Pointer, s.A1.Pointer, _w2.Pointer, _b2.Pointer, _hp);
+        Softmax(s.Z2.Pointer, s.Z2.Pointer, labels, valid, _measure, ref s.Correct, ref s.LossSum);
+        OutputBackward(s.Z2.Pointer, s.Dw2.Pointer, s.Db2.Pointer, s.Z2.Pointer, labels, valid, s.A1.Pointer, _hp);
+        HiddenBackward(s.Dw1.Pointer, s.Db1.Pointer, s.Dz1.Pointer, s.Z2.Pointer, _w2.Pointer, s.A1.Pointer, x, _hp);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void PredictTile(WorkerScratch s, int tile)
+    {
+        int rows = Math.Min(Tile, _predictCount - tile * Tile);
+        float* x = s.X.Pointer;
+        ConvertTile(x, _predictImages + (long)tile * Tile * In, rows);
+        HiddenForward(s.A1.Pointer, x, _w1.Pointer, _b1.Pointer, _hp);
+        OutputForward(s.Z2.Pointer, s.A1.Pointer, _w2.Pointer, _b2.Pointer, _hp);
+        int ignoredCorrect = 0;
+        double ignoredLoss = 0;
+        Softmax(s.Z2.Pointer, s.Z2.Pointer, null, null, false, ref ignoredCorrect, ref ignoredLoss);
+        double* o = _predictOut + (long)tile * Tile * Out;
+        for (int i = 0; i < rows; i++)
+            for (int c = 0; c < Out; c++) o[i * Out + c] = s.Z2.Pointer[c * Tile + i];
+    }
+
+    // pixels (rows, 784) bytes -> x (Tile, Pitch) floats 0..255; rows past `rows` are zeroed, the 16 pad columns stay zero
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ConvertTile(float* x, byte* pixels, int rows)
+    {
+        int w = TW.Count;
+        for (int r = 0; r < rows; r++)
+        {
+            byte* p = pixels + r * In;
+            float* xr = x + r * Pitch;
+            for (int k = 0; k < In; k += w) TW.Store(xr + k, TW.LoadBytes(p + k));
+        }
+        for (int r = rows; r < Tile; r++) new Span<float>(x + r * Pitch, In).Clear();
+    }
+
+    // z1 = x w1^T / 255 + b1; a1 = relu(z1)       x (Tile, Pitch), w1 (Hp, Pitch), b1 (Hp) -> a1T (Hp, Tile)
+    // Register block: 4 samples x 2 hidden units = 8 accumulators (enough to cover the FMA latency at both
+    // widths); per step 6 loads feed 8 FMAs, and the 4 sample rows (12.5 KB) stay in L1 across all units.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void HiddenForward(float* a1T, float* x, float* w1, float* b1, int hp)
+    {
+        int w = TW.Count;
+        for (int s = 0; s < Tile; s += 4)
+        {
+            float* x0 = x + s * Pitch, x1 = x0 + Pitch, x2 = x1 + Pitch, x3 = x2 + Pitch;
+            for (int j = 0; j < hp; j += 2)
+            {
+                float* wa = w1 + j * Pitch, wb = wa + Pitch;
+                TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero;
+                TVec b0 = TW.Zero, b1v = TW.Zero, b2 = TW.Zero, b3 = TW.Zero;
+                for (int k = 0; k < In; k += w)
+                {
+                    TVec va = TW.Load(wa + k), vb = TW.Load(wb + k);
+                    TVec v = TW.Load(x0 + k);
+                    a0 = TW.MultiplyAdd(va, v, a0); b0 = TW.MultiplyAdd(vb, v, b0);
+                    v = TW.Load(x1 + k);
+                    a1 = TW.MultiplyAdd(va, v, a1); b1v = TW.MultiplyAdd(vb, v, b1v);
+                    v = TW.Load(x2 + k);
+                    a2 = TW.MultiplyAdd(va, v, a2); b2 = TW.MultiplyAdd(vb, v, b2);
+                    v = TW.Load(x3 + k);
+                    a3 = TW.MultiplyAdd(va, v, a3); b3 = TW.MultiplyAdd(vb, v, b3);
+                }
+                float ba = b1[j], bb = b1[j + 1];
+                float* ra = a1T + j * Tile + s, rb = ra + Tile;
+                ra[0] = Relu(TW.Sum(a0) * PixelScale + ba); rb[0] = Relu(TW.Sum(b0) * PixelScale + bb);
+                ra[1] = Relu(TW.Sum(a1) * PixelScale + ba); rb[1] = Relu(TW.Sum(b1v) * PixelScale + bb);
+                ra[2] = Relu(TW.Sum(a2) * PixelScale + ba); rb[2] = Relu(TW.Sum(b2) * PixelScale + bb);
+                ra[3] = Relu(TW.Sum(a3) * PixelScale + ba); rb[3] = Relu(TW.Sum(b3) * PixelScale + bb);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Relu(float z) => z > 0f ? z : 0f;
+
+    // z2 = a1 w2^T + b2                          a1T (Hp, Tile), w2 (10, Hp), b2 (10) -> z2T (10, Tile)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void OutputForward(float* z2T, float* a1T, float* w2, float* b2, int hp)
+    {
+        int w = TW.Count;
+        for (int sv = 0; sv < Tile; sv += w)
+            for (int c = 0; c < Out; c++)
+            {
+                float* wc = w2 + c * hp;
+                TVec acc = TW.Zero;
+                for (int j = 0; j < hp; j++) acc = TW.MultiplyAdd(TW.Create(wc[j]), TW.Load(a1T + j * Tile + sv), acc);
+                TW.Store(z2T + c * Tile + sv, TW.Add(acc, TW.Create(b2[c])));
+            }
+    }
+
+    // probs = softmax(z2) per sample (samples across lanes, shifted by the max as the seed does); when
+    // measuring, also the correct predictions (first argmax on ties) and the summed cross-entropy
+    // logsumexp(z2) - z2[y], added in sample order.       z2T (10, Tile) -> probsT (10, Tile), may alias
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Softmax(float* probsT, float* z2T, float* labels, float* valid, bool measure, ref int correct, ref double lossSum)
+    {
+        int w = TW.Count;
+        float* lossLanes = stackalloc float[16];
+        float* hitLanes = stackalloc float[16];
+        for (int sv = 0; sv < Tile; sv += w)
+        {
+            TVec max = TW.Load(z2T + sv);
+            for (int c = 1; c < Out; c++) max = TW.Max(max, TW.Load(z2T + c * Tile + sv));
+            if (measure)
+            {
+                TVec y = TW.Load(labels + sv);
+                TVec best = TW.Load(z2T + sv), bestIndex = TW.Zero, zy = TW.Zero;
+                for (int c = 0; c < Out; c++)
+                {
+                    TVec z = TW.Load(z2T + c * Tile + sv), cv = TW.Create(c);
+                    TVec greater = TW.GreaterThan(z, best);
+                    best = TW.Select(greater, z, best);
+                    bestIndex = TW.Select(greater, cv, bestIndex);
+                    zy = TW.Select(TW.Equal(y, cv), z, zy);
+                }
+                TVec sumExp = TW.Zero;
+                for (int c = 0; c < Out; c++) sumExp = TW.Add(sumExp, TW.Exp(TW.Subtract(TW.Load(z2T + c * Tile + sv), max)));
+                TW.Store(lossLanes, TW.Subtract(TW.Add(TW.Log(sumExp), max), zy));
+                TW.Store(hitLanes, TW.Equal(bestIndex, y));
+                for (int i = 0; i < w; i++)
+                {
+                    if (valid[sv + i] == 0f) continue;
+                    lossSum += lossLanes[i];
+                    if (BitConverter.SingleToInt32Bits(hitLanes[i]) != 0) correct++;
+                }
+            }
+            TVec sum = TW.Zero;
+            for (int c = 0; c < Out; c++)
+            {
+                TVec e = TW.Exp(TW.Subtract(TW.Load(z2T + c * Tile + sv), max));
+                TW.Store(probsT + c * Tile + sv, e);
+                sum = TW.Add(sum, e);
+            }
+            for (int c = 0; c < Out; c++) TW.Store(probsT + c * Tile + sv, TW.Divide(TW.Load(probsT + c * Tile + sv), sum));
+        }
+    }
+
+    // dz2 = (probs - onehot(y)) * valid; dw2 += dz2^T a1; db2 += sum(dz2), as per-lane partials (mean taken in Reduce)
+    //                                     probsT (10, Tile), a1T (Hp, Tile) -> dz2T (10, Tile), dw2 (10, Hp, W), db2 (10, W)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void OutputBackward(float* dz2T, float* dw2, float* db2, float* probsT, float* labels, float* valid, float* a1T, int hp)
+    {
+        int w = TW.Count;
+        TVec one = TW.Create(1f);
+        for (int sv = 0; sv < Tile; sv += w)
+        {
+            TVec y = TW.Load(labels + sv), v = TW.Load(valid + sv);
+            for (int c = 0; c < Out; c++)
+            {
+                TVec onehot = TW.Select(TW.Equal(y, TW.Create(c)), one, TW.Zero);
+                TVec d = TW.Multiply(TW.Subtract(TW.Load(probsT + c * Tile + sv), onehot), v);
+                TW.Store(dz2T + c * Tile + sv, d);
+                TW.Store(db2 + c * w, TW.Add(TW.Load(db2 + c * w), d));
+            }
+        }
+        for (int c = 0; c < Out; c++)
+            for (int j = 0; j < hp; j++)
+            {
+                float* acc = dw2 + (c * hp + j) * w;
+                TVec a = TW.Load(acc);
+                for (int sv = 0; sv < Tile; sv += w) a = TW.MultiplyAdd(TW.Load(dz2T + c * Tile + sv), TW.Load(a1T + j * Tile + sv), a);
+                TW.Store(acc, a);
+            }
+    }
+
+    // dz1 = (dz2 w2) * relu'(z1); dw1 += dz1^T x; db1 += sum(dz1)
+    //                  dz2T (10, Tile), w2 (10, Hp), a1T (Hp, Tile), x (Tile, Pitch) -> dw1 (Hp, Pitch), db1 (Hp, W)
+    // Register block for dw1: 2 hidden units x 5 vectors of pixels = 10 accumulators over the tile's samples;
+    // per sample 5 loads + 2 broadcasts feed 10 FMAs, and the 5-vector column slice of the tile stays in L1
+    // while the loop walks all hidden pairs.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void HiddenBackward(float* dw1, float* db1, float* dz1T, float* dz2T, float* w2, float* a1T, float* x, int hp)
+    {
+        int w = TW.Count;
+        for (int j = 0; j < hp; j++)
+        {
+            TVec acc = TW.Load(db1 + j * w);
+            for (int sv = 0; sv < Tile; sv += w)
+            {
+                TVec d = TW.Zero;
+                for (int c = 0; c < Out; c++) d = TW.MultiplyAdd(TW.Create(w2[c * hp + j]), TW.Load(dz2T + c * Tile + sv), d);
+                d = TW.Select(TW.GreaterThan(TW.Load(a1T + j * Tile + sv), TW.Zero), d, TW.Zero);
+                TW.Store(dz1T + j * Tile + sv, d);
+                acc = TW.Add(acc, d);
+            }
+            TW.Store(db1 + j * w, acc);
+        }
+
+        int chunk = BackwardChunk * w;
+        for (int k = 0; k < Pitch; k += chunk)
+        {
+            for (int j = 0; j < hp; j += 2)
+            {
+                TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero;
+                TVec b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero, b3 = TW.Zero, b4 = TW.Zero;
+                float* da = dz1T + j * Tile, db = da + Tile;
+                for (int s = 0; s < Tile; s++)
+                {
+                    TVec ga = TW.Create(da[s]), gb = TW.Create(db[s]);
+                    float* xs = x + s * Pitch + k;
+                    TVec v = TW.Load(xs);
+                    a0 = TW.MultiplyAdd(ga, v, a0); b0 = TW.MultiplyAdd(gb, v, b0);
+                    v = TW.Load(xs + w);
+                    a1 = TW.MultiplyAdd(ga, v, a1); b1 = TW.MultiplyAdd(gb, v, b1);
+                    v = TW.Load(xs + 2 * w);
+                    a2 = TW.MultiplyAdd(ga, v, a2); b2 = TW.MultiplyAdd(gb, v, b2);
+                    v = TW.Load(xs + 3 * w);
+                    a3 = TW.MultiplyAdd(ga, v, a3); b3 = TW.MultiplyAdd(gb, v, b3);
+                    v = TW.Load(xs + 4 * w);
+                    a4 = TW.MultiplyAdd(ga, v, a4); b4 = TW.MultiplyAdd(gb, v, b4);
+                }
+                float* ra = dw1 + j * Pitch + k, rb = ra + Pitch;
+                TW.Store(ra, TW.Add(TW.Load(ra), a0)); TW.Store(rb, TW.Add(TW.Load(rb), b0));
+                TW.Store(ra + w, TW.Add(TW.Load(ra + w), a1)); TW.Store(rb + w, TW.Add(TW.Load(rb + w), b1));
+                TW.Store(ra + 2 * w, TW.Add(TW.Load(ra + 2 * w), a2)); TW.Store(rb + 2 * w, TW.Add(TW.Load(rb + 2 * w), b2));
+                TW.Store(ra + 3 * w, TW.Add(TW.Load(ra + 3 * w), a3)); TW.Store(rb + 3 * w, TW.Add(TW.Load(rb + 3 * w), b3));
+                TW.Store(ra + 4 * w, TW.Add(TW.Load(ra + 4 * w), a4)); TW.Store(rb + 4 * w, TW.Add(TW.Load(rb + 4 * w), b4));
+            }
+        }
+    }
+
+    // Sums the workers' partials in worker order and takes the means: dw1 also carries the 1/255 of the pixels.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private StepMetrics Reduce(bool measure)
+    {
+        int w = TW.Count, workers = _scratch.Length;
+        float invN = 1f / _n;
+        TVec scale1 = TW.Create((float)(1.0 / (255.0 * _n)));
+        float* dw1 = _dw1.Pointer;
+        for (int i = 0; i < _hp * Pitch; i += w)
+        {
+            TVec acc = TW.Load(_scratch[0].Dw1.Pointer + i);
+            for (int p = 1; p < workers; p++) acc = TW.Add(acc, TW.Load(_scratch[p].Dw1.Pointer + i));
+            TW.Store(dw1 + i, TW.Multiply(acc, scale1));
+        }
+        for (int j = 0; j < _hp; j++) _db1.Pointer[j] = SumLanes(j, static s => s.Db1) * invN;
+        for (int c = 0; c < Out; c++)
+        {
+            for (int j = 0; j < _hp; j++) _dw2.Pointer[c * _hp + j] = SumLanes(c * _hp + j, static s => s.Dw2) * invN;
+            _db2.Pointer[c] = SumLanes(c, static s => s.Db2) * invN;
+        }
+        if (!measure) return default;
+        int correct = 0;
+        double loss = 0;
+        foreach (WorkerScratch s in _scratch)
+        {
+            correct += s.Correct;
+            loss += s.LossSum;
+        }
+        return new StepMetrics(correct, loss, _n);
+    }
+
+    // Sum over workers (in order) of the lane sums of one partial vector.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private float SumLanes(int index, Func<WorkerScratch, NativeBuffer<float>> partial)
+    {
+        int w = TW.Count;
+        float sum = 0;
+        foreach (WorkerScratch s in _scratch) sum += TW.Sum(TW.Load(partial(s).Pointer + index * w));
+        return sum;
+    }
+
+    // w -= lr * dw
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Update(float* wt, float* dw, int length, float lr)
+    {
+        int w = TW.Count, i = 0;
+        TVec rate = TW.Create(lr);
+        for (; i + w <= length; i += w) TW.Store(wt + i, TW.Subtract(TW.Load(wt + i), TW.Multiply(rate, TW.Load(dw + i))));
+        for (; i < length; i++) wt[i] -= lr * dw[i];
+    }
+
+    private void CopyOut(MlpParameters p, NativeBuffer<float> w1, NativeBuffer<float> b1, NativeBuffer<float> w2, NativeBuffer<float> b2)
+    {
+        for (int j = 0; j < _h; j++)
+        {
+            for (int k = 0; k < In; k++) p.W[0][j * In + k] = w1.Span[j * Pitch + k];
+            p.B[0][j] = b1.Span[j];
+        }
+        for (int c = 0; c < Out; c++)
+        {
+            for (int j = 0; j < _h; j++) p.W[1][c * _h + j] = w2.Span[c * _hp + j];
+            p.B[1][c] = b2.Span[c];
+        }
+    }
+
+    /// <summary>One worker's tile buffers and gradient partials (partials of db1, dw2 and db2 are per lane).</summary>
+    private sealed class WorkerScratch : IDisposable
+    {
+        public readonly NativeBuffer<float> X, A1, Dz1, Z2, Dw1, Db1, Dw2, Db2;
+        public int Correct;
+        public double LossSum;
+
+        public WorkerScratch(int hp, int width)
+        {
+            X = new(Tile * Pitch); A1 = new(hp * Tile); Dz1 = new(hp * Tile); Z2 = new(Out * Tile);
+            Dw1 = new(hp * Pitch); Db1 = new(hp * width); Dw2 = new(Out * hp * width); Db2 = new(Out * width);
+        }
+
+        public void ClearPartials()
+        {
+            Dw1.Clear(); Db1.Clear(); Dw2.Clear(); Db2.Clear();
+            Correct = 0;
+            LossSum = 0;
+        }
+
+        public void Dispose()
+        {
+            foreach (NativeBuffer<float> b in new[] { X, A1, Dz1, Z2, Dw1, Db1, Dw2, Db2 }) b.Dispose();
+        }
+    }
+}

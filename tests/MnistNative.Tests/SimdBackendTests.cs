@@ -1,0 +1,180 @@
+using System.Diagnostics;
+using MnistNative.Backends.Cpu;
+using MnistNative.Backends.Cpu.Simd;
+using MnistNative.Cli;
+using MnistNative.Core;
+using MnistNative.Data;
+using MnistNative.Tests.Conformance;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace MnistNative.Tests;
+
+/// <summary>The SIMD backends beyond the conformance suite: determinism, threads, seed parity, allocation, fallback.</summary>
+public sealed class SimdBackendTests(ITestOutputHelper output)
+{
+    public static TheoryData<string> Names => new() { "avx2", "avx512" };
+
+    internal static ITrainingBackend Create(string name, int hidden, int threads)
+    {
+        try
+        {
+            return name == "avx512" ? new Avx512Backend(hidden, threads) : new Avx2Backend(hidden, threads);
+        }
+        catch (BackendUnavailableException e) when (Environment.GetEnvironmentVariable("CI") != "true")
+        {
+            Skip.If(true, $"backend unavailable on this machine: {e.Message}");
+            throw;
+        }
+    }
+
+    private static MlpParameters Train(string name, int threads, int hidden, int steps)
+    {
+        var (data, weights) = BackendConformance.RandomProblem(hidden, 1000, seed: 7);
+        using ITrainingBackend b = Create(name, hidden, threads);
+        b.Upload(data);
+        b.SetWeights(weights);
+        for (int i = 0; i < steps; i++) b.Step(0.5, measure: i % 5 == 0);
+        return b.GetWeights();
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Names))]
+    public void SameThreadsGiveBitwiseIdenticalWeights(string name)
+    {
+        foreach (int threads in new[] { 1, 2, 3 })
+        {
+            MlpParameters a = Train(name, threads, 33, 20), b = Train(name, threads, 33, 20);
+            for (int l = 0; l < 2; l++)
+            {
+                Assert.Equal(a.W[l], b.W[l]);
+                Assert.Equal(a.B[l], b.B[l]);
+            }
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Names))]
+    public void OneAndTwoThreadsAgree(string name)
+    {
+        MlpParameters one = Train(name, 1, 10, 20), two = Train(name, 2, 10, 20);
+        double max = 0;
+        for (int l = 0; l < 2; l++)
+            for (int i = 0; i < one.W[l].Length; i++)
+            {
+                double diff = Math.Abs(one.W[l][i] - two.W[l][i]);
+                max = Math.Max(max, diff);
+                Assert.True(diff <= 1e-5 + 1e-4 * Math.Abs(one.W[l][i]), $"w{l + 1}[{i}]: 1 thread {one.W[l][i]:R}, 2 threads {two.W[l][i]:R}");
+            }
+        output.WriteLine($"{name}: max |1 thread - 2 threads| after 20 steps: {max:E2}");
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Names))]
+    public void Float32MatchesTheSeedFor1000Iterations(string name)
+    {
+        var (expected, expectedTest) = SeedParityTests.Expected();
+        using ITrainingBackend backend = Create(name, 10, 0);
+        backend.Upload(TestPaths.Train.Take(10_000));
+        backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
+        TrainingResult result = Trainer.Run(backend, TrainingOptions.Seed);
+        foreach (LogEntry got in result.Log)
+        {
+            SeedParityTests.ExpectedLog want = expected.Single(e => e.Iteration == got.Iteration);
+            output.WriteLine($"iteration {got.Iteration}: accuracy {got.TrainAccuracy:F4} (seed {want.TrainAccuracy:F4}), loss {got.Loss:F6} (seed {want.Loss:F6})");
+            Assert.InRange(got.TrainAccuracy, want.TrainAccuracy - 0.003, want.TrainAccuracy + 0.003);
+        }
+        Assert.Equal(20, result.Log.Count);
+        int[] predictions = Evaluation.Predict(backend, TestPaths.Test.Pixels, TestPaths.Test.Count);
+        double test = Evaluation.Accuracy(predictions, TestPaths.Test.Labels);
+        output.WriteLine($"{name}: test accuracy {test:F4} (seed {expectedTest:F4}), {result.MillisecondsPerIteration:F2} ms/iteration");
+        Assert.InRange(test, expectedTest - 0.003, expectedTest + 0.003);
+    }
+
+    [SkippableTheory]
+    [InlineData("avx512", "DOTNET_EnableAVX512", "avx2")]
+    [InlineData("avx2", "DOTNET_EnableAVX2", "none")]
+    public void DisabledInstructionSetIsAClearErrorAndTheNextBestIsChosen(string disabled, string variable, string expectedBest)
+    {
+        Skip.IfNot(CpuFeatures.CanRunAvx2 && CpuFeatures.CanRunAvx512, "needs a CPU with both AVX2 and AVX-512F to switch one off");
+        string probe = ProbePath();
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        start.ArgumentList.Add(probe);
+        start.Environment[variable] = "0";
+        using Process p = Process.Start(start)!;
+        string stdout = p.StandardOutput.ReadToEnd();
+        string stderr = p.StandardError.ReadToEnd();
+        Assert.True(p.WaitForExit(60_000), "the probe did not finish in 60 s");
+        output.WriteLine(stdout + stderr);
+        Assert.Equal(0, p.ExitCode);
+        string[] lines = stdout.Split('\n', StringSplitOptions.TrimEntries);
+        string line = lines.Single(l => l.StartsWith(disabled + ":", StringComparison.Ordinal));
+        Assert.StartsWith($"{disabled}: unavailable: backend {disabled} needs", line);
+        Assert.Contains(disabled == "avx512" ? "AVX-512F" : "AVX2", line);
+        Assert.Contains(lines, l => l.StartsWith($"best: {expectedBest}:", StringComparison.Ordinal));
+        if (disabled == "avx512") Assert.Contains("avx2: ok", lines);
+    }
+
+    private static string ProbePath()
+    {
+        var tfm = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        string config = tfm.Parent!.Name;
+        string path = Path.Combine(TestPaths.RepoRoot, "tests", "MnistNative.FeatureProbe", "bin", config, tfm.Name, "MnistNative.FeatureProbe.dll");
+        Assert.True(File.Exists(path), $"the feature probe is not built at {path}");
+        return path;
+    }
+
+    [SkippableFact]
+    public void AutoPicksTheWidestSimdBackendAndSaysWhy()
+    {
+        var said = new List<string>();
+        using ITrainingBackend b = BackendSelector.Create(new BackendRequest("auto", Precision.F32, 10, Threads: 1), said.Add);
+        var (best, _) = CpuFeatures.BestSimdBackend();
+        Assert.Equal(best ?? "scalar", b.Info.Name);
+        Assert.Contains(said, s => s.StartsWith($"backend auto: picked {best ?? "scalar"} (", StringComparison.Ordinal));
+        output.WriteLine(string.Join("\n", said));
+    }
+
+    [Theory]
+    [InlineData("avx2")]
+    [InlineData("avx512")]
+    public void F64OnASimdBackendIsAClearError(string name)
+    {
+        var e = Assert.Throws<BackendUnavailableException>(() => BackendSelector.Create(new BackendRequest(name, Precision.F64, 10), _ => { }));
+        Assert.Contains("f64 is only on the scalar backend", e.Message);
+    }
+
+    [Fact]
+    public void CpuFeaturesDescribeThemselves()
+    {
+        IReadOnlyList<string> lines = CpuFeatures.Describe();
+        foreach (string l in lines) output.WriteLine(l);
+        Assert.Contains(lines, l => l.Contains("AVX-512F", StringComparison.Ordinal));
+        Assert.Equal(CpuFeatures.CanRunAvx512, CpuFeatures.RunnableSimdBackends().Contains("avx512"));
+    }
+}
+
+/// <summary>Process-wide measurements, so these run alone.</summary>
+[Collection(nameof(SerialCollection))]
+public sealed class SimdAllocationTests(ITestOutputHelper output)
+{
+    [SkippableTheory]
+    [MemberData(nameof(SimdBackendTests.Names), MemberType = typeof(SimdBackendTests))]
+    public void TrainingAllocatesNothingAfterSetup(string name)
+    {
+        var (data, weights) = BackendConformance.RandomProblem(10, 1000, seed: 5);
+        using ITrainingBackend b = SimdBackendTests.Create(name, 10, 2);
+        b.Upload(data);
+        b.SetWeights(weights);
+        b.Step(0.1, measure: true); // first call: JIT and lazily created events
+        Func<long> workers = b is Avx2Backend a2 ? () => a2.WorkerAllocatedBytes : () => ((Avx512Backend)b).WorkerAllocatedBytes;
+        long workersBefore = workers();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 100; i++) b.Step(0.1, measure: i % 50 == 0);
+        long caller = GC.GetAllocatedBytesForCurrentThread() - before;
+        long worker = workers() - workersBefore;
+        output.WriteLine($"{name}: 100 steps allocated {caller} bytes on the calling thread, {worker} on the workers");
+        Assert.Equal(0, caller);
+        Assert.Equal(0, worker);
+    }
+}
