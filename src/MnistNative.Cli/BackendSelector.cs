@@ -35,6 +35,15 @@ public static class BackendSelector
         }
     }
 
+    /// <summary>Null when the backend can run here, else why not.</summary>
+    public static string? Availability(string name) => name switch
+    {
+        "scalar" => null,
+        "avx2" => CpuFeatures.Avx2UnavailableReason(),
+        "avx512" => CpuFeatures.Avx512UnavailableReason(),
+        _ => $"unknown backend '{name}'",
+    };
+
     private static ITrainingBackend CreateAuto(BackendRequest request, Action<string> explain)
     {
         var (simd, why) = CpuFeatures.BestSimdBackend();

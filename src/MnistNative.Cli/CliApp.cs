@@ -37,6 +37,8 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
         root.Subcommands.Add(PredictCommand());
         root.Subcommands.Add(ExportCommand());
         root.Subcommands.Add(DataCommand());
+        root.Subcommands.Add(DevicesCommand());
+        root.Subcommands.Add(BenchCommand());
         return root;
     }
 

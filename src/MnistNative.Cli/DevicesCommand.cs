@@ -1,0 +1,36 @@
+using System.CommandLine;
+using System.Text.Json;
+using MnistNative.Backends.Cpu;
+
+namespace MnistNative.Cli;
+
+public sealed partial class CliApp
+{
+    private Command DevicesCommand()
+    {
+        var json = JsonOption("the CPU features and backends");
+        var command = new Command("devices", "What this machine offers: CPU instruction sets and vector widths, OpenCL platforms and devices, and which backends can run.") { json };
+        command.SetAction(parse => Guard(() =>
+        {
+            if (parse.GetValue(json))
+            {
+                Out.WriteLine(JsonSerializer.Serialize(new
+                {
+                    machine = MachineInfo(),
+                    vector256_accelerated = CpuFeatures.Vector256Accelerated,
+                    vector512_accelerated = CpuFeatures.Vector512Accelerated,
+                    backends = BackendSelector.Names.Where(n => n != "auto").ToDictionary(n => n, n => BackendSelector.Availability(n) ?? "can run"),
+                }, JsonOutput.Options));
+                return ExitCodes.Ok;
+            }
+            Out.WriteLine($"CPU: {MachineInfo()["cpu"]}");
+            foreach (string line in CpuFeatures.Describe()) Out.WriteLine(line);
+            Out.WriteLine();
+            Out.WriteLine("Backends:");
+            foreach (string name in BackendSelector.Names.Where(n => n != "auto"))
+                Out.WriteLine($"  {name,-8} {BackendSelector.Availability(name) ?? "can run"}");
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+}
