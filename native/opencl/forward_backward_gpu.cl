@@ -115,12 +115,12 @@ void forward_backward_gpu(__global const uchar* pixels, __global const uchar* la
     lossl[lid] = loss;
     correctl[lid] = correct;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int half = WG / 2; half > 0; half /= 2)
+    for (int width = WG / 2; width > 0; width /= 2)
     {
-        if (lid < half)
+        if (lid < width)
         {
-            lossl[lid] += lossl[lid + half];
-            correctl[lid] += correctl[lid + half];
+            lossl[lid] += lossl[lid + width];
+            correctl[lid] += correctl[lid + width];
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
