@@ -1,11 +1,13 @@
 using MnistNative.Backends.OpenCL;
 using MnistNative.Core;
 using MnistNative.Tests.Conformance;
+using Xunit;
 using Xunit.Abstractions;
 
 namespace MnistNative.Tests.OpenCl;
 
 /// <summary>The conformance suite on the CPU-device kernels (explicit vector code, few work-items).</summary>
+[Collection(OpenClTestDevice.Collection)]
 public sealed class OpenClCpuVariantConformance(ITestOutputHelper output) : BackendConformance(output)
 {
     protected override ITrainingBackend Create(int hidden)
@@ -16,6 +18,7 @@ public sealed class OpenClCpuVariantConformance(ITestOutputHelper output) : Back
 }
 
 /// <summary>The conformance suite on the GPU kernels (work-groups, local memory); PoCL runs them too.</summary>
+[Collection(OpenClTestDevice.Collection)]
 public sealed class OpenClGpuVariantConformance(ITestOutputHelper output) : BackendConformance(output)
 {
     protected override ITrainingBackend Create(int hidden)
@@ -26,6 +29,7 @@ public sealed class OpenClGpuVariantConformance(ITestOutputHelper output) : Back
 }
 
 /// <summary>float64 kernels, where the device has cl_khr_fp64 (PoCL does); tolerances as the suite's.</summary>
+[Collection(OpenClTestDevice.Collection)]
 public sealed class OpenClF64Conformance(ITestOutputHelper output) : BackendConformance(output)
 {
     protected override ITrainingBackend Create(int hidden)

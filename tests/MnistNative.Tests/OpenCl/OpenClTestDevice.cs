@@ -9,6 +9,12 @@ namespace MnistNative.Tests.OpenCl;
 /// </summary>
 internal static class OpenClTestDevice
 {
+    /// <summary>
+    /// Every OpenCL test class joins this collection, so they run one at a time: the live-object count is
+    /// process-wide, and PoCL already uses every core.
+    /// </summary>
+    public const string Collection = "OpenCL";
+
     public static void RequireOpenCl()
     {
         if (OpenClRuntime.TryProbe(out string reason)) return;
