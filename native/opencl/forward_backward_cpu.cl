@@ -6,11 +6,11 @@
 //      group's samples, metrics (groups, 2) = (correct, loss sum).
 // A few work-items (a small multiple of the compute units), each owning a contiguous range of samples:
 // on a CPU device a work-item is a thread running explicit VW-wide vector code, so it wants a lot of work
-// and no barriers. A tile of TS samples shares every load of a w1 row (forward) and every load and store of
+// and no barriers. restrict matters: without it every += to a partial may alias the weights. A tile of TS samples shares every load of a w1 row (forward) and every load and store of
 // a dw1 row (backward); the tile's pixels, converted once from uchar, stay in L1.
-__kernel void forward_backward_cpu(__global const uchar* pixels, __global const uchar* labels, const int n,
-                                   const int samples_per_group, __global const real* params,
-                                   __global real* partials, const int partial_stride, __global real* metrics)
+__kernel void forward_backward_cpu(__global const uchar* restrict pixels, __global const uchar* restrict labels, const int n,
+                                   const int samples_per_group, __global const real* restrict params,
+                                   __global real* restrict partials, const int partial_stride, __global real* restrict metrics)
 {
     const int g = get_global_id(0);
     const int begin = min(n, g * samples_per_group);

@@ -25,7 +25,7 @@ public sealed class OpenClBenchmark(ITestOutputHelper output)
         OpenClTestDevice.RequireOpenCl();
         LabeledImages train = TestPaths.Train.Take(10_000);
         MlpParameters init = MlpParameters.Initialize([784, hidden, 10], 0);
-        using var backend = new OpenClBackend(hidden, new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = variant, Profiling = true, KernelsDirectory = Environment.GetEnvironmentVariable("MNISTNATIVE_KERNELS") });
+        using var backend = new OpenClBackend(hidden, new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = variant, Profiling = true, KernelsDirectory = Environment.GetEnvironmentVariable("MNISTNATIVE_KERNELS") is { Length: > 0 } k ? k : null });
         backend.Upload(train);
         backend.SetWeights(init);
         for (int i = 0; i < Math.Max(5, iterationsPerRun / 2); i++) backend.Step(0.1, measure: false);
