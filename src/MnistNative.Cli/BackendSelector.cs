@@ -1,12 +1,17 @@
 using MnistNative.Backends.Cpu;
 using MnistNative.Backends.Cpu.Reference;
 using MnistNative.Backends.Cpu.Simd;
+using MnistNative.Backends.OpenCL;
 using MnistNative.Core;
 
 namespace MnistNative.Cli;
 
-/// <summary>What the user asked for with --backend, --precision, --hidden, --threads and --device.</summary>
-public sealed record BackendRequest(string Backend, Precision Precision, int Hidden, int? Threads = null, string? Device = null);
+/// <summary>
+/// What the user asked for with --backend, --precision, --hidden, --threads, --device, --kernels,
+/// --opencl-variant and --profile.
+/// </summary>
+public sealed record BackendRequest(string Backend, Precision Precision, int Hidden, int? Threads = null, string? Device = null,
+    string? KernelsDir = null, string? OpenClVariant = null, bool Profiling = false);
 
 /// <summary>
 /// The one place that turns a request into a backend. `auto` explains what it picked and why; a forced
@@ -14,7 +19,7 @@ public sealed record BackendRequest(string Backend, Precision Precision, int Hid
 /// </summary>
 public static class BackendSelector
 {
-    public static IReadOnlyList<string> Names { get; } = ["auto", "scalar", "avx2", "avx512"];
+    public static IReadOnlyList<string> Names { get; } = ["auto", "scalar", "avx2", "avx512", "opencl"];
 
     public static ITrainingBackend Create(BackendRequest request, Action<string> explain)
     {
@@ -30,6 +35,8 @@ public static class BackendSelector
             case "avx512":
                 RequireF32(request);
                 return new Avx512Backend(request.Hidden, request.Threads ?? 0);
+            case "opencl":
+                return CreateOpenCl(request);
             default:
                 throw new BackendUnavailableException($"unknown backend '{request.Backend}' (choose from {string.Join(", ", Names)})");
         }
@@ -41,17 +48,32 @@ public static class BackendSelector
         "scalar" => null,
         "avx2" => CpuFeatures.Avx2UnavailableReason(),
         "avx512" => CpuFeatures.Avx512UnavailableReason(),
+        "opencl" => OpenClRuntime.TryProbe(out string reason) ? null : reason,
         _ => $"unknown backend '{name}'",
     };
 
+    /// <summary>
+    /// An OpenCL GPU first (it beats every CPU path); then the widest SIMD path of this CPU (an OpenCL CPU
+    /// device such as PoCL runs the same cores no faster); then the scalar reference. f64 is scalar only.
+    /// </summary>
     private static ITrainingBackend CreateAuto(BackendRequest request, Action<string> explain)
     {
-        var (simd, why) = CpuFeatures.BestSimdBackend();
         if (request.Precision == Precision.F64)
         {
             explain("backend auto: picked scalar (f64 is only on the scalar backend)");
             return CreateScalar(request);
         }
+        if (!OpenClRuntime.TryProbe(out string reason, out var devices))
+            explain($"backend auto: no OpenCL GPU ({reason})");
+        else if (devices.FirstOrDefault(d => d.Type == OpenClDeviceType.Gpu) is { } gpu)
+        {
+            explain($"backend auto: picked opencl on GPU {gpu.Id} {gpu.Name}");
+            return CreateOpenCl(request with { Device = request.Device ?? gpu.Id });
+        }
+        else
+            explain("backend auto: no OpenCL GPU (only " + string.Join(", ", devices.Select(d => $"{d.Name} ({d.Type})")) + ")");
+
+        var (simd, why) = CpuFeatures.BestSimdBackend();
         if (simd == null)
         {
             explain($"backend auto: picked scalar ({why})");
@@ -64,10 +86,19 @@ public static class BackendSelector
     private static void RequireF32(BackendRequest request)
     {
         if (request.Precision != Precision.F32)
-            throw new BackendUnavailableException($"backend {request.Backend} is float32 only; f64 is only on the scalar backend (use --backend scalar --precision f64, or --precision f32)");
+            throw new BackendUnavailableException($"backend {request.Backend} is float32 only; f64 is only on the scalar and opencl backends (use --backend scalar --precision f64, or --precision f32)");
     }
 
     private static ITrainingBackend CreateScalar(BackendRequest request) => request.Precision == Precision.F64
         ? new ReferenceBackend<double>(request.Hidden)
         : new ReferenceBackend<float>(request.Hidden);
+
+    private static ITrainingBackend CreateOpenCl(BackendRequest request) => new OpenClBackend(request.Hidden, new OpenClBackendOptions
+    {
+        Device = request.Device,
+        Variant = request.OpenClVariant,
+        KernelsDirectory = request.KernelsDir,
+        Precision = request.Precision,
+        Profiling = request.Profiling,
+    });
 }
