@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using MnistNative.Backends.Cpu;
+using MnistNative.Backends.OpenCL;
 
 namespace MnistNative.Cli;
 
@@ -12,6 +13,7 @@ public sealed partial class CliApp
         var command = new Command("devices", "What this machine offers: CPU instruction sets and vector widths, OpenCL platforms and devices, and which backends can run.") { json };
         command.SetAction(parse => Guard(() =>
         {
+            bool openCl = OpenClRuntime.TryProbe(out string openClReason, out var devices);
             if (parse.GetValue(json))
             {
                 Out.WriteLine(JsonSerializer.Serialize(new
@@ -19,12 +21,20 @@ public sealed partial class CliApp
                     machine = MachineInfo(),
                     vector256_accelerated = CpuFeatures.Vector256Accelerated,
                     vector512_accelerated = CpuFeatures.Vector512Accelerated,
+                    opencl = openCl ? (object)devices : new { unavailable = openClReason },
                     backends = BackendSelector.Names.Where(n => n != "auto").ToDictionary(n => n, n => BackendSelector.Availability(n) ?? "can run"),
                 }, JsonOutput.Options));
                 return ExitCodes.Ok;
             }
             Out.WriteLine($"CPU: {MachineInfo()["cpu"]}");
             foreach (string line in CpuFeatures.Describe()) Out.WriteLine(line);
+            Out.WriteLine();
+            if (openCl)
+            {
+                Out.WriteLine($"OpenCL: {devices.Count} device{(devices.Count == 1 ? "" : "s")} (select with --backend opencl --device P:D or part of the name)");
+                foreach (OpenClDeviceInfo d in devices) Out.WriteLine($"  {d}");
+            }
+            else Out.WriteLine($"OpenCL: none ({openClReason})");
             Out.WriteLine();
             Out.WriteLine("Backends:");
             foreach (string name in BackendSelector.Names.Where(n => n != "auto"))

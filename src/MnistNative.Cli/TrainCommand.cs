@@ -139,7 +139,11 @@ public sealed record TrainSummary(
 
 public static class JsonOutput
 {
-    public static JsonSerializerOptions Options { get; } = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+    public static JsonSerializerOptions Options { get; } = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
+    };
 }
 
 /// <summary>Download progress on a terminal: one line rewritten in place, at most a few times a second.</summary>

@@ -174,6 +174,46 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public void DevicesListsTheCpuTheOpenClDevicesAndTheBackends()
+    {
+        var (code, stdout, stderr) = Run("devices");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("AVX2: ", stdout);
+        Assert.Contains("AVX-512F: ", stdout);
+        Assert.Contains("OpenCL: ", stdout);
+        foreach (string backend in new[] { "scalar", "avx2", "avx512", "opencl" })
+            Assert.Matches($@"\n  {backend} +(can run|backend|no |OpenCL|the )", stdout);
+        var (jsonCode, json, _) = Run("devices", "--json");
+        Assert.Equal(0, jsonCode);
+        using var doc = JsonDocument.Parse(json);
+        Assert.Equal("can run", doc.RootElement.GetProperty("backends").GetProperty("scalar").GetString());
+    }
+
+    [Fact]
+    public void AForcedBackendThatCannotTakeF64IsAClearError()
+    {
+        var (code, _, stderr) = Run("train", "--backend", "avx2", "--precision", "f64", "--data", TestPaths.MnistDir, "--out", Path_("m.npz"));
+        Assert.Equal(ExitCodes.BadInput, code);
+        Assert.Contains("backend avx2 is float32 only", stderr);
+    }
+
+    [Fact]
+    public void OpenClFlagsWithACpuBackendAreRefused()
+    {
+        var (code, _, stderr) = Run("train", "--backend", "avx2", "--device", "0:0", "--data", TestPaths.MnistDir, "--out", Path_("m.npz"));
+        Assert.Equal(ExitCodes.BadInput, code);
+        Assert.Contains("--device, --kernels and --opencl-variant go with --backend opencl, not avx2", stderr);
+    }
+
+    [Fact]
+    public void AutoExplainsItsChoiceOnStderr()
+    {
+        var (code, _, stderr) = Run("train", "--train-count", "50", "--iterations", "2", "--data", TestPaths.MnistDir, "--out", Path_("m.npz"), "--json");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("backend auto: picked ", stderr);
+    }
+
+    [Fact]
     public void EvalOfAMissingModelIsOneLine()
     {
         string missing = Path_("missing.npz");

@@ -141,7 +141,7 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     public void F64OnASimdBackendIsAClearError(string name)
     {
         var e = Assert.Throws<BackendUnavailableException>(() => BackendSelector.Create(new BackendRequest(name, Precision.F64, 10), _ => { }));
-        Assert.Contains("f64 is only on the scalar backend", e.Message);
+        Assert.Contains("f64 is only on the scalar and opencl backends", e.Message);
     }
 
     [Fact]
@@ -178,3 +178,7 @@ public sealed class SimdAllocationTests(ITestOutputHelper output)
         Assert.Equal(0, worker);
     }
 }
+
+/// <summary>Tests that measure process-wide allocation run alone.</summary>
+[CollectionDefinition(nameof(SerialCollection), DisableParallelization = true)]
+public sealed class SerialCollection;
