@@ -287,6 +287,8 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IProfiledBackend
             .OrderByDescending(t => t.TotalMilliseconds).ToList();
     }
 
+    public void Synchronize() => Finish();
+
     /// <summary>Waits until every queued command has run (for timing from the host).</summary>
     public void Finish()
     {

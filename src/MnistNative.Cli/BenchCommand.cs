@@ -53,11 +53,13 @@ public sealed partial class CliApp
                     backend.Upload(train);
                     backend.SetWeights(init);
                     for (int i = 0; i < 3; i++) backend.Step(0.1, measure: false);
+                    backend.Synchronize();
                     var times = new double[steps];
                     for (int i = 0; i < steps; i++)
                     {
                         long t0 = Stopwatch.GetTimestamp();
                         backend.Step(0.1, measure: false);
+                        backend.Synchronize();
                         times[i] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
                     }
                     Array.Sort(times);

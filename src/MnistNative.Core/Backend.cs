@@ -55,6 +55,12 @@ public interface ITrainingBackend : IDisposable
     /// probabilities into <paramref name="probabilities"/> (length count * 10).
     /// </summary>
     void Predict(ReadOnlySpan<byte> images, Span<double> probabilities);
+
+    /// <summary>
+    /// Waits until every queued step has finished. Steps that do not measure may run asynchronously (OpenCL
+    /// enqueues them); timing from the host calls this before reading the clock. CPU backends are synchronous.
+    /// </summary>
+    void Synchronize() { }
 }
 
 /// <summary>A backend that cannot run here (missing instruction set, no OpenCL device, ...).</summary>
