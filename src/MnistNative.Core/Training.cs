@@ -100,16 +100,20 @@ public static class Evaluation
     public static int[] Predict(ITrainingBackend backend, ReadOnlySpan<byte> images, int count)
     {
         const int chunk = 2048;
+        long start = Stopwatch.GetTimestamp();
         var predictions = new int[count];
         var probs = new double[Math.Min(chunk, Math.Max(count, 1)) * MlpParameters.Classes];
-        for (int start = 0; start < count; start += chunk)
+        for (int begin = 0; begin < count; begin += chunk)
         {
-            int n = Math.Min(chunk, count - start);
+            int n = Math.Min(chunk, count - begin);
             Span<double> p = probs.AsSpan(0, n * MlpParameters.Classes);
-            backend.Predict(images.Slice(start * LabeledImages.PixelsPerImage, n * LabeledImages.PixelsPerImage), p);
+            backend.Predict(images.Slice(begin * LabeledImages.PixelsPerImage, n * LabeledImages.PixelsPerImage), p);
             for (int i = 0; i < n; i++)
-                predictions[start + i] = ArgMax(p.Slice(i * MlpParameters.Classes, MlpParameters.Classes));
+                predictions[begin + i] = ArgMax(p.Slice(i * MlpParameters.Classes, MlpParameters.Classes));
         }
+        EngineMetrics.SamplesInferred.Add(count);
+        double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+        if (seconds > 0) EngineMetrics.InferenceRate(count / seconds);
         return predictions;
     }
 
