@@ -16,10 +16,7 @@ public sealed partial class CliApp
         { fetchData };
         fetch.SetAction(parse => Guard(() =>
         {
-            string dir = MnistAcquisition.ResolveDirectory(parse.GetValue(fetchData));
-            var progress = Console.IsErrorRedirected || !ReferenceEquals(Err, Console.Error) ? null : new TerminalProgress(Err);
-            new MnistAcquisition(AcquisitionOptions.FromEnvironment(), line => Err.WriteLine(line), progress).Ensure(dir);
-            progress?.Finish();
+            string dir = EnsureData(parse.GetValue(fetchData));
             Out.WriteLine($"MNIST is ready in {Path.GetFullPath(dir)}");
             return ExitCodes.Ok;
         }));
@@ -33,9 +30,7 @@ public sealed partial class CliApp
             {
                 string path = Path.Combine(dir, name);
                 if (!File.Exists(path)) throw new Formats.DataFormatException(path, "file not found (run `mnistnative data fetch`)");
-                string hash = MnistFiles.HashFile(path);
-                if (hash != MnistFiles.Sha256[name]) throw new Formats.DataFormatException(path, $"checksum mismatch: SHA-256 {hash}, expected {MnistFiles.Sha256[name]}");
-                Out.WriteLine($"ok  {name}  {hash}");
+                Out.WriteLine($"ok  {name}  {MnistFiles.VerifyFile(path, name)}");
             }
             var (train, test) = MnistFiles.Load(dir, verify: false);
             Out.WriteLine($"MNIST in {Path.GetFullPath(dir)}: {train.Count} training and {test.Count} test images, all verified");

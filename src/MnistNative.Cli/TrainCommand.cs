@@ -121,13 +121,17 @@ public sealed partial class CliApp
         w.WriteLine();
     }
 
-    private (LabeledImages Train, LabeledImages Test) LoadData(string? dataOption)
+    private (LabeledImages Train, LabeledImages Test) LoadData(string? dataOption) =>
+        MnistFiles.Load(EnsureData(dataOption), verify: false);
+
+    /// <summary>The data directory once it holds verified MNIST files; fetches them with progress on a terminal.</summary>
+    private string EnsureData(string? dataOption)
     {
         string dir = MnistAcquisition.ResolveDirectory(dataOption);
         var progress = Console.IsErrorRedirected || !ReferenceEquals(Err, Console.Error) ? null : new TerminalProgress(Err);
         new MnistAcquisition(AcquisitionOptions.FromEnvironment(), line => Err.WriteLine(line), progress).Ensure(dir);
         progress?.Finish();
-        return MnistFiles.Load(dir, verify: false);
+        return dir;
     }
 }
 

@@ -91,12 +91,8 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         return dir;
     }
 
-    private static void VerifyExisting(string path, string name)
-    {
-        string actual = MnistFiles.HashFile(path);
-        if (actual != MnistFiles.Sha256[name])
-            throw new DataFormatException(path, $"checksum mismatch: SHA-256 {actual}, expected {MnistFiles.Sha256[name]} (delete it and run `mnistnative data fetch`)");
-    }
+    private static void VerifyExisting(string path, string name) =>
+        MnistFiles.VerifyFile(path, name, " (delete it and run `mnistnative data fetch`)");
 
     private void InstallFromGzip(string gzPath, string dir, string name)
     {

@@ -38,10 +38,17 @@ public static class MnistFiles
         {
             string path = Path.Combine(dir, name);
             if (!File.Exists(path)) throw new DataFormatException(path, "file not found");
-            string actual = HashFile(path);
-            if (actual != Sha256[name])
-                throw new DataFormatException(path, $"checksum mismatch: SHA-256 {actual}, expected {Sha256[name]}");
+            VerifyFile(path, name);
         }
+    }
+
+    /// <summary>Returns the file's SHA-256, or throws naming the file when it is not that of MNIST's <paramref name="name"/>.</summary>
+    public static string VerifyFile(string path, string name, string hint = "")
+    {
+        string actual = HashFile(path);
+        if (actual != Sha256[name])
+            throw new DataFormatException(path, $"checksum mismatch: SHA-256 {actual}, expected {Sha256[name]}{hint}");
+        return actual;
     }
 
     /// <summary>
