@@ -267,7 +267,7 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
 
     // pixels (rows, 784) bytes -> x (Tile, Pitch) floats 0..255; rows past `rows` are zeroed, the 16 pad columns stay zero
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ConvertTile(float* x, byte* pixels, int rows)
+    internal static void ConvertTile(float* x, byte* pixels, int rows)
     {
         int w = TW.Count;
         for (int r = 0; r < rows; r++)
@@ -347,10 +347,11 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
         {
             TVec max = TW.Load(z2T + sv);
             for (int c = 1; c < Out; c++) max = TW.Max(max, TW.Load(z2T + c * Tile + sv));
+            TVec y = TW.Zero, best = TW.Zero, bestIndex = TW.Zero, zy = TW.Zero;
             if (measure)
             {
-                TVec y = TW.Load(labels + sv);
-                TVec best = TW.Load(z2T + sv), bestIndex = TW.Zero, zy = TW.Zero;
+                y = TW.Load(labels + sv);
+                best = TW.Load(z2T + sv);
                 for (int c = 0; c < Out; c++)
                 {
                     TVec z = TW.Load(z2T + c * Tile + sv), cv = TW.Create(c);
@@ -359,9 +360,18 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
                     bestIndex = TW.Select(greater, cv, bestIndex);
                     zy = TW.Select(TW.Equal(y, cv), z, zy);
                 }
-                TVec sumExp = TW.Zero;
-                for (int c = 0; c < Out; c++) sumExp = TW.Add(sumExp, TW.Exp(TW.Subtract(TW.Load(z2T + c * Tile + sv), max)));
-                TW.Store(lossLanes, TW.Subtract(TW.Add(TW.Log(sumExp), max), zy));
+            }
+            // one exp per logit (the loss reuses the sum, same order as before)
+            TVec sum = TW.Zero;
+            for (int c = 0; c < Out; c++)
+            {
+                TVec e = TW.Exp(TW.Subtract(TW.Load(z2T + c * Tile + sv), max));
+                TW.Store(probsT + c * Tile + sv, e);
+                sum = TW.Add(sum, e);
+            }
+            if (measure)
+            {
+                TW.Store(lossLanes, TW.Subtract(TW.Add(TW.Log(sum), max), zy));
                 TW.Store(hitLanes, TW.Equal(bestIndex, y));
                 for (int i = 0; i < w; i++)
                 {
@@ -369,13 +379,6 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
                     lossSum += lossLanes[i];
                     if (BitConverter.SingleToInt32Bits(hitLanes[i]) != 0) correct++;
                 }
-            }
-            TVec sum = TW.Zero;
-            for (int c = 0; c < Out; c++)
-            {
-                TVec e = TW.Exp(TW.Subtract(TW.Load(z2T + c * Tile + sv), max));
-                TW.Store(probsT + c * Tile + sv, e);
-                sum = TW.Add(sum, e);
             }
             for (int c = 0; c < Out; c++) TW.Store(probsT + c * Tile + sv, TW.Divide(TW.Load(probsT + c * Tile + sv), sum));
         }
