@@ -7,6 +7,16 @@ using MnistNative.Data;
 // Prints the CPU features and one line per SIMD backend: "avx2: ok" or "avx2: unavailable: <message>",
 // then "best: <name or none>: <reason>". With `bench <mnist dir> <backend> <hidden> <threads> [iterations]`
 // it times the backend instead (median ms/iteration of 5 runs after warm-up), for quick measurements.
+if (args.Length >= 7 && args[0] == "ab")
+{
+    AbBench.Run(args);
+    return 0;
+}
+if (args.Length >= 3 && args[0] == "kernels")
+{
+    KernelBench.Run(args[1], int.Parse(args[2]));
+    return 0;
+}
 if (args.Length >= 5 && args[0] == "bench")
 {
     LabeledImages data = MnistFiles.Load(args[1]).Train.Take(10_000);

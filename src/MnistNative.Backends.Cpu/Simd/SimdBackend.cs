@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
 using MnistNative.Core;
 
 namespace MnistNative.Backends.Cpu.Simd;
@@ -242,11 +243,12 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
         }
         float* labels = _labels!.Pointer + tile * Tile;
         float* valid = _valid!.Pointer + tile * Tile;
+        byte* next = _layout == InputLayout.BytesPerTile && tile + 1 < _tiles ? _pixels!.Pointer + (long)(tile + 1) * Tile * In : null;
         HiddenForward(s.A1.Pointer, x, _w1.Pointer, _b1.Pointer, _hp);
         OutputForward(s.Z2.Pointer, s.A1.Pointer, _w2.Pointer, _b2.Pointer, _hp);
         Softmax(s.Z2.Pointer, s.Z2.Pointer, labels, valid, _measure, ref s.Correct, ref s.LossSum);
         OutputBackward(s.Z2.Pointer, s.Dw2.Pointer, s.Db2.Pointer, s.Z2.Pointer, labels, valid, s.A1.Pointer, _hp);
-        HiddenBackward(s.Dw1.Pointer, s.Db1.Pointer, s.Dz1.Pointer, s.Z2.Pointer, _w2.Pointer, s.A1.Pointer, x, _hp);
+        HiddenBackward(s.Dw1.Pointer, s.Db1.Pointer, s.Dz1.Pointer, s.Z2.Pointer, _w2.Pointer, s.A1.Pointer, x, _hp, next);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -267,7 +269,7 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
 
     // pixels (rows, 784) bytes -> x (Tile, Pitch) floats 0..255; rows past `rows` are zeroed, the 16 pad columns stay zero
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void ConvertTile(float* x, byte* pixels, int rows)
+    internal static void ConvertTile(float* x, byte* pixels, int rows)
     {
         int w = TW.Count;
         for (int r = 0; r < rows; r++)
@@ -347,10 +349,11 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
         {
             TVec max = TW.Load(z2T + sv);
             for (int c = 1; c < Out; c++) max = TW.Max(max, TW.Load(z2T + c * Tile + sv));
+            TVec y = TW.Zero, best = TW.Zero, bestIndex = TW.Zero, zy = TW.Zero;
             if (measure)
             {
-                TVec y = TW.Load(labels + sv);
-                TVec best = TW.Load(z2T + sv), bestIndex = TW.Zero, zy = TW.Zero;
+                y = TW.Load(labels + sv);
+                best = TW.Load(z2T + sv);
                 for (int c = 0; c < Out; c++)
                 {
                     TVec z = TW.Load(z2T + c * Tile + sv), cv = TW.Create(c);
@@ -359,9 +362,18 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
                     bestIndex = TW.Select(greater, cv, bestIndex);
                     zy = TW.Select(TW.Equal(y, cv), z, zy);
                 }
-                TVec sumExp = TW.Zero;
-                for (int c = 0; c < Out; c++) sumExp = TW.Add(sumExp, TW.Exp(TW.Subtract(TW.Load(z2T + c * Tile + sv), max)));
-                TW.Store(lossLanes, TW.Subtract(TW.Add(TW.Log(sumExp), max), zy));
+            }
+            // one exp per logit (the loss reuses the sum, same order as before)
+            TVec sum = TW.Zero;
+            for (int c = 0; c < Out; c++)
+            {
+                TVec e = TW.Exp(TW.Subtract(TW.Load(z2T + c * Tile + sv), max));
+                TW.Store(probsT + c * Tile + sv, e);
+                sum = TW.Add(sum, e);
+            }
+            if (measure)
+            {
+                TW.Store(lossLanes, TW.Subtract(TW.Add(TW.Log(sum), max), zy));
                 TW.Store(hitLanes, TW.Equal(bestIndex, y));
                 for (int i = 0; i < w; i++)
                 {
@@ -369,13 +381,6 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
                     lossSum += lossLanes[i];
                     if (BitConverter.SingleToInt32Bits(hitLanes[i]) != 0) correct++;
                 }
-            }
-            TVec sum = TW.Zero;
-            for (int c = 0; c < Out; c++)
-            {
-                TVec e = TW.Exp(TW.Subtract(TW.Load(z2T + c * Tile + sv), max));
-                TW.Store(probsT + c * Tile + sv, e);
-                sum = TW.Add(sum, e);
             }
             for (int c = 0; c < Out; c++) TW.Store(probsT + c * Tile + sv, TW.Divide(TW.Load(probsT + c * Tile + sv), sum));
         }
@@ -413,9 +418,11 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
     //                  dz2T (10, Tile), w2 (10, Hp), a1T (Hp, Tile), x (Tile, Pitch) -> dw1 (Hp, Pitch), db1 (Hp, W)
     // Register block for dw1: 2 hidden units x 5 vectors of pixels = 10 accumulators over the tile's samples;
     // per sample 5 loads + 2 broadcasts feed 10 FMAs, and the 5-vector column slice of the tile stays in L1
-    // while the loop walks all hidden pairs.
+    // while the loop walks all hidden pairs. `next`, when not null, is the next tile's bytes (Tile, 784): each
+    // column chunk prefetches its share of those 392 cache lines, spread over the FMA-dense loop, so the next
+    // ConvertTile reads them from cache instead of waiting on memory.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void HiddenBackward(float* dw1, float* db1, float* dz1T, float* dz2T, float* w2, float* a1T, float* x, int hp)
+    internal static void HiddenBackward(float* dw1, float* db1, float* dz1T, float* dz2T, float* w2, float* a1T, float* x, int hp, byte* next = null)
     {
         int w = TW.Count;
         for (int j = 0; j < hp; j++)
@@ -432,9 +439,14 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
             TW.Store(db1 + j * w, acc);
         }
 
-        int chunk = BackwardChunk * w;
+        int chunk = BackwardChunk * w, chunks = Pitch / chunk, lines = Tile * In / 64;
         for (int k = 0; k < Pitch; k += chunk)
         {
+            if (next != null)
+            {
+                int c = k / chunk;
+                for (int line = lines * c / chunks; line < lines * (c + 1) / chunks; line++) Sse.Prefetch1(next + line * 64);
+            }
             for (int j = 0; j < hp; j += 2)
             {
                 TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero;

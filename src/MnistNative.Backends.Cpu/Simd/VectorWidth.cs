@@ -34,6 +34,11 @@ internal interface IVectorWidth<TVec> where TVec : unmanaged
 
     /// <summary>The raw vmaxps (no NaN fix-up; the inputs are finite or training has already diverged).</summary>
     static abstract TVec Max(TVec a, TVec b);
+    /// <summary>
+    /// e^a for a in [-87.3, 88.3] (clamped outside), Cephes expf: round(a·log2 e) split off with a two-part
+    /// ln 2, a degree-6 polynomial on the remainder and the power of two built in the exponent bits. About
+    /// 1 ulp, ~12 vector instructions (Vector512.Exp widens to double and was ~100 ns per call here).
+    /// </summary>
     static abstract TVec Exp(TVec a);
     static abstract TVec Log(TVec a);
 
@@ -84,7 +89,21 @@ internal readonly struct Avx2Width : IVectorWidth<Vector256<float>>
     public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Avx.Max(a, b);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Exp(Vector256<float> a) => Vector256.Exp(a);
+    public static Vector256<float> Exp(Vector256<float> a)
+    {
+        a = Avx.Min(Avx.Max(a, Vector256.Create(ExpConstants.Low)), Vector256.Create(ExpConstants.High));
+        Vector256<float> n = Avx.RoundToNearestInteger(Avx.Multiply(a, Vector256.Create(ExpConstants.Log2E)));
+        Vector256<float> r = Fma.MultiplyAddNegated(n, Vector256.Create(ExpConstants.Ln2Hi), a);
+        r = Fma.MultiplyAddNegated(n, Vector256.Create(ExpConstants.Ln2Lo), r);
+        Vector256<float> p = Fma.MultiplyAdd(Vector256.Create(ExpConstants.P0), r, Vector256.Create(ExpConstants.P1));
+        p = Fma.MultiplyAdd(p, r, Vector256.Create(ExpConstants.P2));
+        p = Fma.MultiplyAdd(p, r, Vector256.Create(ExpConstants.P3));
+        p = Fma.MultiplyAdd(p, r, Vector256.Create(ExpConstants.P4));
+        p = Fma.MultiplyAdd(p, r, Vector256.Create(ExpConstants.P5));
+        p = Fma.MultiplyAdd(p, Avx.Multiply(r, r), Avx.Add(r, Vector256.Create(1f)));
+        Vector256<int> e = Avx2.ShiftLeftLogical(Avx2.Add(Avx.ConvertToVector256Int32(n), Vector256.Create(127)), 23);
+        return Avx.Multiply(p, e.AsSingle());
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Log(Vector256<float> a) => Vector256.Log(a);
@@ -146,7 +165,21 @@ internal readonly struct Avx512Width : IVectorWidth<Vector512<float>>
     public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Avx512F.Max(a, b);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Exp(Vector512<float> a) => Vector512.Exp(a);
+    public static Vector512<float> Exp(Vector512<float> a)
+    {
+        a = Avx512F.Min(Avx512F.Max(a, Vector512.Create(ExpConstants.Low)), Vector512.Create(ExpConstants.High));
+        Vector512<float> n = Avx512F.RoundScale(Avx512F.Multiply(a, Vector512.Create(ExpConstants.Log2E)), 0);
+        Vector512<float> r = Avx512F.FusedMultiplyAddNegated(n, Vector512.Create(ExpConstants.Ln2Hi), a);
+        r = Avx512F.FusedMultiplyAddNegated(n, Vector512.Create(ExpConstants.Ln2Lo), r);
+        Vector512<float> p = Avx512F.FusedMultiplyAdd(Vector512.Create(ExpConstants.P0), r, Vector512.Create(ExpConstants.P1));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(ExpConstants.P2));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(ExpConstants.P3));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(ExpConstants.P4));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(ExpConstants.P5));
+        p = Avx512F.FusedMultiplyAdd(p, Avx512F.Multiply(r, r), Avx512F.Add(r, Vector512.Create(1f)));
+        Vector512<int> e = Avx512F.ShiftLeftLogical(Avx512F.Add(Avx512F.ConvertToVector512Int32(n), Vector512.Create(127)), 23);
+        return Avx512F.Multiply(p, e.AsSingle());
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Log(Vector512<float> a) => Vector512.Log(a);
@@ -162,4 +195,14 @@ internal readonly struct Avx512Width : IVectorWidth<Vector512<float>>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector512<float> v) => Avx2Width.Sum(Avx.Add(v.GetLower(), v.GetUpper()));
+}
+
+/// <summary>Constants of the Cephes expf the widths share (polynomial for e^r - 1 - r over r^2, |r| &lt;= ln2/2).</summary>
+internal static class ExpConstants
+{
+    public const float Low = -87.3f, High = 88.3f; // 2^n stays a normal float: n in [-126, 127]
+    public const float Log2E = 1.44269504088896341f;
+    public const float Ln2Hi = 0.693359375f, Ln2Lo = -2.12194440e-4f;
+    public const float P0 = 1.9875691500e-4f, P1 = 1.3981999507e-3f, P2 = 8.3334519073e-3f;
+    public const float P3 = 4.1665795894e-2f, P4 = 1.6666665459e-1f, P5 = 5.0000001201e-1f;
 }

@@ -1,0 +1,74 @@
+using System.Diagnostics;
+using System.Reflection;
+using System.Runtime.Loader;
+using MnistNative.Core;
+using MnistNative.Data;
+
+/// <summary>
+/// `ab <mnist dir> <dirA> <dirB> <avx2|avx512> <hidden> <threads> [rounds] [iterations]`: interleaved A/B
+/// timing of two builds of MnistNative.Backends.Cpu.dll (e.g. a baseline commit and the working tree) in
+/// one process. Each build is loaded into its own AssemblyLoadContext (MnistNative.Core is shared, so both
+/// are ITrainingBackend); rounds alternate A, B, A, B... so both see the same machine load, and the
+/// per-round ms/iteration are summarised as median and min.
+/// </summary>
+internal static class AbBench
+{
+    private sealed class Context(string dir) : AssemblyLoadContext(Path.GetFileName(dir), isCollectible: false)
+    {
+        protected override Assembly? Load(AssemblyName name) =>
+            name.Name == "MnistNative.Backends.Cpu" ? LoadFromAssemblyPath(Path.Combine(dir, name.Name + ".dll")) : null;
+    }
+
+    private struct Timespec { public long Seconds, Nanoseconds; }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "clock_gettime")]
+    private static extern int ClockGetTime(int clock, out Timespec t);
+
+    /// <summary>CPU time of the calling thread in ms (CLOCK_THREAD_CPUTIME_ID): excludes time descheduled by other load.</summary>
+    public static double ThreadCpuMs()
+    {
+        ClockGetTime(3, out Timespec t);
+        return t.Seconds * 1e3 + t.Nanoseconds / 1e6;
+    }
+
+    public static void Run(string[] args)
+    {
+        LabeledImages data = MnistFiles.Load(args[1]).Train.Take(10_000);
+        string backend = args[4];
+        int hidden = int.Parse(args[5]), threads = int.Parse(args[6]);
+        int rounds = args.Length > 7 ? int.Parse(args[7]) : 10, iterations = args.Length > 8 ? int.Parse(args[8]) : 10;
+        var dirs = new[] { Path.GetFullPath(args[2]), Path.GetFullPath(args[3]) };
+        var backends = new ITrainingBackend[2];
+        for (int v = 0; v < 2; v++)
+        {
+            Assembly asm = new Context(dirs[v]).LoadFromAssemblyPath(Path.Combine(dirs[v], "MnistNative.Backends.Cpu.dll"));
+            Type t = asm.GetType(backend == "avx512" ? "MnistNative.Backends.Cpu.Simd.Avx512Backend" : "MnistNative.Backends.Cpu.Simd.Avx2Backend")!;
+            backends[v] = (ITrainingBackend)Activator.CreateInstance(t, hidden, threads)!;
+            if (Environment.GetEnvironmentVariable("AB_VERBOSE") == "1") Console.WriteLine($"{(v == 0 ? "A" : "B")}: {asm.Location} in {AssemblyLoadContext.GetLoadContext(asm)!.Name}, MVID {asm.ManifestModule.ModuleVersionId}");
+            backends[v].Upload(data);
+            backends[v].SetWeights(MlpParameters.Initialize([784, hidden, 10], 0));
+            for (int i = 0; i < 10; i++) backends[v].Step(0.1, false);
+        }
+        var times = new List<double>[] { new(), new() };
+        var cpu = new List<double>[] { new(), new() };
+        for (int r = 0; r < rounds; r++)
+            for (int v = 0; v < 2; v++)
+            {
+                double c0 = ThreadCpuMs();
+                long t0 = Stopwatch.GetTimestamp();
+                for (int i = 0; i < iterations; i++) backends[v].Step(0.1, false);
+                times[v].Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds / iterations);
+                cpu[v].Add((ThreadCpuMs() - c0) / iterations);
+            }
+        double flop = 4.0 * data.Count * hidden * 784;
+        for (int v = 0; v < 2; v++)
+        {
+            double[] s = times[v].Order().ToArray();
+            double median = s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
+            double[] c = cpu[v].Order().ToArray();
+            string cpuText = threads == 1 ? $"; caller CPU time median {c[c.Length / 2]:F3}, min {c[0]:F3}" : "";
+            Console.WriteLine($"{(v == 0 ? "A" : "B")} {backend} H={hidden} threads={threads}: wall median {median:F3} ms/iteration, min {s[0]:F3}, {flop / (median * 1e6):F1} GFLOP/s{cpuText}  ({Path.GetFileName(dirs[v])})");
+            backends[v].Dispose();
+        }
+    }
+}
