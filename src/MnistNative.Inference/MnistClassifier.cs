@@ -30,6 +30,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     private int _refs = 1;   // the owner's reference, plus one per call in flight
     private int _disposed;
     private InferenceKernel _kernel = ForwardKernels.Best;
+    private bool _small; // the seed's shape on AVX-512 VBMI2: ForwardKernels.ForwardSmall (see UseKernel)
 
     // One layer: wt (In, OutPad) is W transposed with each row padded to a 64-byte line, bias (OutPad).
     private readonly struct Layer(int inputs, int outputs, int outPad, float* wt, float* bias)
@@ -74,7 +75,17 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         Sizes = sizes;
         _maxInputs = sizes[..^1].Max();
         _maxOutPad = _layers.Max(x => x.OutPad);
-        _scratchBytes = (_maxInputs + ForwardKernels.CompactSlack) * (sizeof(int) + sizeof(float)) + _maxOutPad * sizeof(float);
+        _scratchBytes = (_maxInputs + ForwardKernels.CompactSlack) * (sizeof(int) + sizeof(float)) + _maxOutPad * sizeof(float)
+            + ForwardKernels.ByteScratch;
+        UseKernel(ForwardKernels.Best);
+    }
+
+    // One hidden layer of at most 16 units (W1t rows are one 64-byte line, W2t is (H, 16)) takes the fused path.
+    private void UseKernel(InferenceKernel kernel)
+    {
+        _kernel = kernel;
+        _small = kernel == InferenceKernel.Avx512 && ForwardKernels.CanCompactBytes
+            && _layers.Length == 2 && _layers[0].OutPad == ForwardKernels.Lane && _layers[1].OutPad == ForwardKernels.Lane;
     }
 
     ~MnistClassifier() => Free();
@@ -108,7 +119,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     internal void ForceKernel(InferenceKernel kernel)
     {
         if (!ForwardKernels.IsSupported(kernel)) throw new PlatformNotSupportedException($"kernel {kernel} is not supported by this CPU");
-        _kernel = kernel;
+        UseKernel(kernel);
     }
 
     /// <summary>Classifies one image of 784 raw pixels (0..255, row-major 28x28), scaled by 1/255 as the seed does.</summary>
@@ -177,10 +188,12 @@ public sealed unsafe partial class MnistClassifier : IDisposable
 
     /// <summary>
     /// Classifies n images stored back to back (n * 784 raw bytes) into <paramref name="labels"/> (n values).
-    /// Batches of <see cref="ParallelThreshold"/> images or more are spread over all cores.
+    /// Batches of <see cref="ParallelThreshold"/> images or more are spread over all cores, or over at most
+    /// <paramref name="maxThreads"/> threads (the calling thread included) when it is 1 or more; 0 means all cores.
     /// </summary>
-    public void PredictBatch(ReadOnlySpan<byte> images, Span<int> labels)
+    public void PredictBatch(ReadOnlySpan<byte> images, Span<int> labels, int maxThreads = 0)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxThreads);
         if (images.Length % PixelCount != 0)
             throw new ArgumentException($"images holds {images.Length} bytes, not a multiple of {PixelCount} (one 28x28 image)", nameof(images));
         int count = images.Length / PixelCount;
@@ -191,7 +204,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
             fixed (byte* p = images)
             fixed (int* l = labels)
             {
-                int threads = Math.Min(Environment.ProcessorCount, (count + BatchChunk - 1) / BatchChunk);
+                int threads = Math.Min(maxThreads > 0 ? maxThreads : Environment.ProcessorCount, (count + BatchChunk - 1) / BatchChunk);
                 if (count < ParallelThreshold || threads < 2) PredictRange(p, l, 0, count);
                 else BatchJob.Run(this, p, l, count, threads);
             }
@@ -218,7 +231,19 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private int ArgMaxOf(byte* pixels, float* x, byte* scratch) => ForwardKernels.ArgMax(Forward(pixels, x, scratch), ClassCount);
+    private int ArgMaxOf(byte* pixels, float* x, byte* scratch) =>
+        pixels != null && _small ? PredictSmall(pixels, scratch) : ForwardKernels.ArgMax(Forward(pixels, x, scratch), ClassCount);
+
+    // 784 -> H <= 16 -> 10 from bytes: compaction with byte offsets of W1t rows, then the fused kernel.
+    private int PredictSmall(byte* pixels, byte* scratch)
+    {
+        int* off = (int*)scratch;
+        float* val = (float*)(off + _maxInputs + ForwardKernels.CompactSlack);
+        float* h = val + _maxInputs + ForwardKernels.CompactSlack;
+        int n = ForwardKernels.CompactPixelsBytes(pixels, (byte*)(h + _maxOutPad), off, val, shift: 6);
+        Layer l1 = _layers[0], l2 = _layers[1];
+        return ForwardKernels.ForwardSmall(l1.Wt, l1.Bias, l1.Out, l2.Wt, l2.Bias, off, val, n, h);
+    }
 
     // pixels (784 bytes) or x (784 floats) -> logits (10, inside scratch)
     private float* Forward(byte* pixels, float* x, byte* scratch)
@@ -227,7 +252,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         float* val = (float*)(idx + _maxInputs + ForwardKernels.CompactSlack);
         float* z = val + _maxInputs + ForwardKernels.CompactSlack;
         InferenceKernel kernel = _kernel;
-        int n = pixels != null ? ForwardKernels.CompactPixels(pixels, idx, val) : ForwardKernels.CompactFloats(x, PixelCount, idx, val);
+        int n = pixels == null ? ForwardKernels.CompactFloats(x, PixelCount, idx, val)
+            : kernel == InferenceKernel.Avx512 && ForwardKernels.CanCompactBytes ? ForwardKernels.CompactPixelsBytes(pixels, (byte*)(z + _maxOutPad), idx, val, shift: 0)
+            : ForwardKernels.CompactPixels(pixels, idx, val);
         Layer[] layers = _layers;
         for (int l = 0; ; l++)
         {
