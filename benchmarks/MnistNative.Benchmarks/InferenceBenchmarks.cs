@@ -15,7 +15,7 @@ namespace MnistNative.Benchmarks;
 /// The C ABI rows need the published library (build.cake --target=Native, or MNISTNATIVE_NATIVE_LIB);
 /// without it Program leaves them out with a message.
 /// </summary>
-[MemoryDiagnoser]
+[MemoryDiagnoser, MedianColumn, MinColumn]
 public unsafe class InferenceBenchmarks
 {
     public const string CAbiCategory = "CAbi";

@@ -10,10 +10,11 @@ namespace MnistNative.Inference;
 /// <summary>
 /// A trained MNIST MLP (784 -> hidden layers -> 10, ReLU, softmax) ready to classify images.
 /// Loads the seed's .npz format: w1 (H1,784), b1 (H1,1) or (H1,), ..., wL (10,H_{L-1}), bL (10,1);
-/// float64 or float32 arrays, kept as float32 in 64-byte aligned native memory.
+/// float64 or float32 arrays, kept as float32, 64-byte aligned, in one pinned array (the pinned object heap).
 /// All prediction methods allocate nothing, may be called from many threads at once on one instance,
-/// and throw <see cref="ObjectDisposedException"/> after <see cref="Dispose"/>; a Dispose that races with
-/// calls in flight frees the memory only when the last of them returns.
+/// and throw <see cref="ObjectDisposedException"/> after <see cref="Dispose"/>. A call costs no interlocked
+/// operation: Dispose only marks the model, calls already in flight keep the instance (and so the weights)
+/// alive until they return, and the weights go with the instance when the GC collects it.
 /// </summary>
 public sealed unsafe partial class MnistClassifier : IDisposable
 {
@@ -26,8 +27,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     private readonly int _scratchBytes;
     private readonly int _maxInputs;
     private readonly int _maxOutPad;
-    private nint _memory;
-    private int _refs = 1;   // the owner's reference, plus one per call in flight
+    private readonly float[] _memory; // pinned; the layers point into it
     private int _disposed;
     private InferenceKernel _kernel = ForwardKernels.Best;
     private bool _small; // the seed's shape on AVX-512 VBMI2: ForwardKernels.ForwardSmall (see UseKernel)
@@ -52,10 +52,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable
             offsets[2 * l + 1] = floats; floats += outPad;
         }
         if (floats > (1L << 28)) throw new DataFormatException(source, $"holds {floats} weights; more than this library accepts (2^28)");
-        nuint bytes = (nuint)(floats * sizeof(float));
-        _memory = (nint)NativeMemory.AlignedAlloc(bytes, 64);
-        NativeMemory.Clear((void*)_memory, bytes); // the padding columns must be 0: they feed ReLU and the next layer
-        float* basePtr = (float*)_memory;
+        // zeroed: the padding columns must be 0, they feed ReLU and the next layer; + 15 floats to align to 64 bytes
+        _memory = GC.AllocateArray<float>((int)floats + 15, pinned: true);
+        float* basePtr = (float*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_memory)) + 63) & ~(nint)63);
         _layers = new Layer[layerCount];
         for (int l = 0; l < layerCount; l++)
         {
@@ -67,9 +66,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable
                     wt[(long)k * outPad + j] = ReadFloat(w, (long)j * inputs + k);
             for (int j = 0; j < outputs; j++) bias[j] = ReadFloat(b, j);
             for (long i = 0; i < (long)inputs * outPad; i++)
-                if (!float.IsFinite(wt[i])) { Free(); throw new DataFormatException(source, $"w{l + 1} holds NaN or infinite values (or values beyond float32 range)"); }
+                if (!float.IsFinite(wt[i])) throw new DataFormatException(source, $"w{l + 1} holds NaN or infinite values (or values beyond float32 range)");
             for (int j = 0; j < outputs; j++)
-                if (!float.IsFinite(bias[j])) { Free(); throw new DataFormatException(source, $"b{l + 1} holds NaN or infinite values (or values beyond float32 range)"); }
+                if (!float.IsFinite(bias[j])) throw new DataFormatException(source, $"b{l + 1} holds NaN or infinite values (or values beyond float32 range)");
             _layers[l] = new Layer(inputs, outputs, outPad, wt, bias);
         }
         Sizes = sizes;
@@ -87,8 +86,6 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         _small = kernel == InferenceKernel.Avx512 && ForwardKernels.CanCompactBytes
             && _layers.Length == 2 && _layers[0].OutPad == ForwardKernels.Lane && _layers[1].OutPad == ForwardKernels.Lane;
     }
-
-    ~MnistClassifier() => Free();
 
     /// <summary>Loads a model from a .npz file.</summary>
     /// <exception cref="DataFormatException">The file is missing, unreadable or not a valid model.</exception>
@@ -287,31 +284,20 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Enter()
     {
-        Interlocked.Increment(ref _refs);
-        if (Volatile.Read(ref _disposed) != 0) { Exit(); ThrowDisposed(); }
+        if (Volatile.Read(ref _disposed) != 0) ThrowDisposed();
     }
 
+    // The weights are reachable only through this instance: keep it alive until the call has finished with them.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void Exit()
-    {
-        if (Interlocked.Decrement(ref _refs) == 0) Free();
-    }
+    private void Exit() => GC.KeepAlive(this);
 
     private static void ThrowDisposed() => throw new ObjectDisposedException(nameof(MnistClassifier), "the model has been disposed");
 
-    /// <summary>Releases the native weights; calls in flight finish first. Idempotent.</summary>
-    public void Dispose()
-    {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        GC.SuppressFinalize(this);
-        Exit();
-    }
-
-    private void Free()
-    {
-        nint p = Interlocked.Exchange(ref _memory, 0);
-        if (p != 0) NativeMemory.AlignedFree((void*)p);
-    }
+    /// <summary>
+    /// Marks the model disposed: later calls throw <see cref="ObjectDisposedException"/>; calls in flight finish
+    /// normally. The weights are managed memory, released when the instance is collected. Idempotent.
+    /// </summary>
+    public void Dispose() => Volatile.Write(ref _disposed, 1);
 
     private static int Pad(int n) => (n + ForwardKernels.Lane - 1) / ForwardKernels.Lane * ForwardKernels.Lane;
 
