@@ -1,6 +1,7 @@
 using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Exporters;
 using BenchmarkDotNet.Exporters.Csv;
+using BenchmarkDotNet.Filters;
 using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Running;
 
@@ -11,6 +12,8 @@ public static class Program
     /// <summary>
     /// dotnet run -c Release -- --filter "*Training*" [--artifacts DIR]. Few, long iterations: one scalar step
     /// at H = 128 takes about a second, and the machine is shared, so medians over 10 iterations are reported.
+    /// dotnet run -c Release -- --filter "*Inference*": MnistClassifier, the C ABI (libmnistnative.so from
+    /// MNISTNATIVE_NATIVE_LIB or artifacts/native) and ONNX Runtime; the C ABI rows are left out when the library is missing.
     /// </summary>
     public static void Main(string[] args)
     {
@@ -18,6 +21,16 @@ public static class Program
             .AddJob(Job.Default.WithLaunchCount(1).WithWarmupCount(3).WithIterationCount(10))
             .AddExporter(MarkdownExporter.GitHub, CsvExporter.Default)
             .WithOptions(ConfigOptions.DisableOptimizationsValidator);
+        string lib = InferenceBenchmarks.NativeLibPath;
+        if (File.Exists(lib))
+            Environment.SetEnvironmentVariable("MNISTNATIVE_NATIVE_LIB", Path.GetFullPath(lib)); // the benchmark processes start elsewhere
+        else
+        {
+            Console.WriteLine($"C ABI benchmarks skipped: {lib} not found (run ./build.sh --target=Native or set MNISTNATIVE_NATIVE_LIB)");
+            config = config.AddFilter(new SimpleFilter(b => !b.Descriptor.Categories.Contains(InferenceBenchmarks.CAbiCategory)));
+        }
+        string model = InferenceBenchmarks.ModelPath;
+        if (File.Exists(model)) Environment.SetEnvironmentVariable("MNISTNATIVE_BENCH_MODEL", Path.GetFullPath(model));
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
     }
 }

@@ -10,10 +10,11 @@ namespace MnistNative.Inference;
 /// <summary>
 /// A trained MNIST MLP (784 -> hidden layers -> 10, ReLU, softmax) ready to classify images.
 /// Loads the seed's .npz format: w1 (H1,784), b1 (H1,1) or (H1,), ..., wL (10,H_{L-1}), bL (10,1);
-/// float64 or float32 arrays, kept as float32 in 64-byte aligned native memory.
+/// float64 or float32 arrays, kept as float32, 64-byte aligned, in one pinned array (the pinned object heap).
 /// All prediction methods allocate nothing, may be called from many threads at once on one instance,
-/// and throw <see cref="ObjectDisposedException"/> after <see cref="Dispose"/>; a Dispose that races with
-/// calls in flight frees the memory only when the last of them returns.
+/// and throw <see cref="ObjectDisposedException"/> after <see cref="Dispose"/>. A call costs no interlocked
+/// operation: Dispose only marks the model, calls already in flight keep the instance (and so the weights)
+/// alive until they return, and the weights go with the instance when the GC collects it.
 /// </summary>
 public sealed unsafe partial class MnistClassifier : IDisposable
 {
@@ -26,10 +27,10 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     private readonly int _scratchBytes;
     private readonly int _maxInputs;
     private readonly int _maxOutPad;
-    private nint _memory;
-    private int _refs = 1;   // the owner's reference, plus one per call in flight
+    private readonly float[] _memory; // pinned; the layers point into it
     private int _disposed;
     private InferenceKernel _kernel = ForwardKernels.Best;
+    private bool _small; // the seed's shape on AVX-512 VBMI2: ForwardKernels.ForwardSmall (see UseKernel)
 
     // One layer: wt (In, OutPad) is W transposed with each row padded to a 64-byte line, bias (OutPad).
     private readonly struct Layer(int inputs, int outputs, int outPad, float* wt, float* bias)
@@ -51,10 +52,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable
             offsets[2 * l + 1] = floats; floats += outPad;
         }
         if (floats > (1L << 28)) throw new DataFormatException(source, $"holds {floats} weights; more than this library accepts (2^28)");
-        nuint bytes = (nuint)(floats * sizeof(float));
-        _memory = (nint)NativeMemory.AlignedAlloc(bytes, 64);
-        NativeMemory.Clear((void*)_memory, bytes); // the padding columns must be 0: they feed ReLU and the next layer
-        float* basePtr = (float*)_memory;
+        // zeroed: the padding columns must be 0, they feed ReLU and the next layer; + 15 floats to align to 64 bytes
+        _memory = GC.AllocateArray<float>((int)floats + 15, pinned: true);
+        float* basePtr = (float*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_memory)) + 63) & ~(nint)63);
         _layers = new Layer[layerCount];
         for (int l = 0; l < layerCount; l++)
         {
@@ -66,18 +66,26 @@ public sealed unsafe partial class MnistClassifier : IDisposable
                     wt[(long)k * outPad + j] = ReadFloat(w, (long)j * inputs + k);
             for (int j = 0; j < outputs; j++) bias[j] = ReadFloat(b, j);
             for (long i = 0; i < (long)inputs * outPad; i++)
-                if (!float.IsFinite(wt[i])) { Free(); throw new DataFormatException(source, $"w{l + 1} holds NaN or infinite values (or values beyond float32 range)"); }
+                if (!float.IsFinite(wt[i])) throw new DataFormatException(source, $"w{l + 1} holds NaN or infinite values (or values beyond float32 range)");
             for (int j = 0; j < outputs; j++)
-                if (!float.IsFinite(bias[j])) { Free(); throw new DataFormatException(source, $"b{l + 1} holds NaN or infinite values (or values beyond float32 range)"); }
+                if (!float.IsFinite(bias[j])) throw new DataFormatException(source, $"b{l + 1} holds NaN or infinite values (or values beyond float32 range)");
             _layers[l] = new Layer(inputs, outputs, outPad, wt, bias);
         }
         Sizes = sizes;
         _maxInputs = sizes[..^1].Max();
         _maxOutPad = _layers.Max(x => x.OutPad);
-        _scratchBytes = (_maxInputs + ForwardKernels.CompactSlack) * (sizeof(int) + sizeof(float)) + _maxOutPad * sizeof(float);
+        _scratchBytes = (_maxInputs + ForwardKernels.CompactSlack) * (sizeof(int) + sizeof(float)) + _maxOutPad * sizeof(float)
+            + ForwardKernels.ByteScratch;
+        UseKernel(ForwardKernels.Best);
     }
 
-    ~MnistClassifier() => Free();
+    // One hidden layer of at most 16 units (W1t rows are one 64-byte line, W2t is (H, 16)) takes the fused path.
+    private void UseKernel(InferenceKernel kernel)
+    {
+        _kernel = kernel;
+        _small = kernel == InferenceKernel.Avx512 && ForwardKernels.CanCompactBytes
+            && _layers.Length == 2 && _layers[0].OutPad == ForwardKernels.Lane && _layers[1].OutPad == ForwardKernels.Lane;
+    }
 
     /// <summary>Loads a model from a .npz file.</summary>
     /// <exception cref="DataFormatException">The file is missing, unreadable or not a valid model.</exception>
@@ -108,7 +116,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     internal void ForceKernel(InferenceKernel kernel)
     {
         if (!ForwardKernels.IsSupported(kernel)) throw new PlatformNotSupportedException($"kernel {kernel} is not supported by this CPU");
-        _kernel = kernel;
+        UseKernel(kernel);
     }
 
     /// <summary>Classifies one image of 784 raw pixels (0..255, row-major 28x28), scaled by 1/255 as the seed does.</summary>
@@ -177,10 +185,12 @@ public sealed unsafe partial class MnistClassifier : IDisposable
 
     /// <summary>
     /// Classifies n images stored back to back (n * 784 raw bytes) into <paramref name="labels"/> (n values).
-    /// Batches of <see cref="ParallelThreshold"/> images or more are spread over all cores.
+    /// Batches of <see cref="ParallelThreshold"/> images or more are spread over all cores, or over at most
+    /// <paramref name="maxThreads"/> threads (the calling thread included) when it is 1 or more; 0 means all cores.
     /// </summary>
-    public void PredictBatch(ReadOnlySpan<byte> images, Span<int> labels)
+    public void PredictBatch(ReadOnlySpan<byte> images, Span<int> labels, int maxThreads = 0)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxThreads);
         if (images.Length % PixelCount != 0)
             throw new ArgumentException($"images holds {images.Length} bytes, not a multiple of {PixelCount} (one 28x28 image)", nameof(images));
         int count = images.Length / PixelCount;
@@ -191,7 +201,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
             fixed (byte* p = images)
             fixed (int* l = labels)
             {
-                int threads = Math.Min(Environment.ProcessorCount, (count + BatchChunk - 1) / BatchChunk);
+                int threads = Math.Min(maxThreads > 0 ? maxThreads : Environment.ProcessorCount, (count + BatchChunk - 1) / BatchChunk);
                 if (count < ParallelThreshold || threads < 2) PredictRange(p, l, 0, count);
                 else BatchJob.Run(this, p, l, count, threads);
             }
@@ -218,7 +228,19 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private int ArgMaxOf(byte* pixels, float* x, byte* scratch) => ForwardKernels.ArgMax(Forward(pixels, x, scratch), ClassCount);
+    private int ArgMaxOf(byte* pixels, float* x, byte* scratch) =>
+        pixels != null && _small ? PredictSmall(pixels, scratch) : ForwardKernels.ArgMax(Forward(pixels, x, scratch), ClassCount);
+
+    // 784 -> H <= 16 -> 10 from bytes: compaction with byte offsets of W1t rows, then the fused kernel.
+    private int PredictSmall(byte* pixels, byte* scratch)
+    {
+        int* off = (int*)scratch;
+        float* val = (float*)(off + _maxInputs + ForwardKernels.CompactSlack);
+        float* h = val + _maxInputs + ForwardKernels.CompactSlack;
+        int n = ForwardKernels.CompactPixelsBytes(pixels, (byte*)(h + _maxOutPad), off, val, shift: 6);
+        Layer l1 = _layers[0], l2 = _layers[1];
+        return ForwardKernels.ForwardSmall(l1.Wt, l1.Bias, l1.Out, l2.Wt, l2.Bias, off, val, n, h);
+    }
 
     // pixels (784 bytes) or x (784 floats) -> logits (10, inside scratch)
     private float* Forward(byte* pixels, float* x, byte* scratch)
@@ -227,7 +249,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         float* val = (float*)(idx + _maxInputs + ForwardKernels.CompactSlack);
         float* z = val + _maxInputs + ForwardKernels.CompactSlack;
         InferenceKernel kernel = _kernel;
-        int n = pixels != null ? ForwardKernels.CompactPixels(pixels, idx, val) : ForwardKernels.CompactFloats(x, PixelCount, idx, val);
+        int n = pixels == null ? ForwardKernels.CompactFloats(x, PixelCount, idx, val)
+            : kernel == InferenceKernel.Avx512 && ForwardKernels.CanCompactBytes ? ForwardKernels.CompactPixelsBytes(pixels, (byte*)(z + _maxOutPad), idx, val, shift: 0)
+            : ForwardKernels.CompactPixels(pixels, idx, val);
         Layer[] layers = _layers;
         for (int l = 0; ; l++)
         {
@@ -260,31 +284,20 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Enter()
     {
-        Interlocked.Increment(ref _refs);
-        if (Volatile.Read(ref _disposed) != 0) { Exit(); ThrowDisposed(); }
+        if (Volatile.Read(ref _disposed) != 0) ThrowDisposed();
     }
 
+    // The weights are reachable only through this instance: keep it alive until the call has finished with them.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void Exit()
-    {
-        if (Interlocked.Decrement(ref _refs) == 0) Free();
-    }
+    private void Exit() => GC.KeepAlive(this);
 
     private static void ThrowDisposed() => throw new ObjectDisposedException(nameof(MnistClassifier), "the model has been disposed");
 
-    /// <summary>Releases the native weights; calls in flight finish first. Idempotent.</summary>
-    public void Dispose()
-    {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        GC.SuppressFinalize(this);
-        Exit();
-    }
-
-    private void Free()
-    {
-        nint p = Interlocked.Exchange(ref _memory, 0);
-        if (p != 0) NativeMemory.AlignedFree((void*)p);
-    }
+    /// <summary>
+    /// Marks the model disposed: later calls throw <see cref="ObjectDisposedException"/>; calls in flight finish
+    /// normally. The weights are managed memory, released when the instance is collected. Idempotent.
+    /// </summary>
+    public void Dispose() => Volatile.Write(ref _disposed, 1);
 
     private static int Pad(int n) => (n + ForwardKernels.Lane - 1) / ForwardKernels.Lane * ForwardKernels.Lane;
 
