@@ -1,6 +1,4 @@
 using BenchmarkDotNet.Configs;
-using BenchmarkDotNet.Exporters;
-using BenchmarkDotNet.Exporters.Csv;
 using BenchmarkDotNet.Filters;
 using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Running;
@@ -17,9 +15,9 @@ public static class Program
     /// </summary>
     public static void Main(string[] args)
     {
+        // DefaultConfig already exports GitHub markdown, CSV and HTML tables into the artifacts' results folder.
         IConfig config = DefaultConfig.Instance
             .AddJob(Job.Default.WithLaunchCount(1).WithWarmupCount(3).WithIterationCount(10))
-            .AddExporter(MarkdownExporter.GitHub, CsvExporter.Default)
             .WithOptions(ConfigOptions.DisableOptimizationsValidator);
         string lib = InferenceBenchmarks.NativeLibPath;
         if (File.Exists(lib))
