@@ -75,7 +75,7 @@ Task("Test").IsDependentOn("Data").Does(() =>
     if (failure != null) throw failure;
 });
 
-Task("Bench").IsDependentOn("Data").Does(() =>
+Task("Bench").IsDependentOn("Data").IsDependentOn("Native").Does(() =>
 {
     var output = artifacts.Combine("benchmarks");
     int code = StartProcess("dotnet", new ProcessSettings
