@@ -48,10 +48,10 @@ internal sealed class BeyondOptions
 /// <summary>The fast98 recipe, chosen on a validation split (docs/beyond-the-seed.md).</summary>
 internal static class Fast98
 {
-    public static readonly int[] Hidden = [256];
+    public static readonly int[] Hidden = [1024];
     public const int BatchSize = 128;
-    public const int Epochs = 4;
-    public const double LearningRate = 2e-3;
+    public const int Epochs = 6;
+    public const double LearningRate = 1e-3;
     public const string Optimizer = "adam";
     public const string Schedule = "cosine";
     public const int Warmup = 0;
@@ -152,7 +152,7 @@ public sealed partial class CliApp
         engine.Upload(train);
         engine.SetWeights(MlpParameters.Initialize(sizes, seed));
         string shape = string.Join('-', sizes);
-        string runKey = $"{shape}|batch {batch}|seed {seed}|{optimizer}|{options.Schedule}|train {train.Count}|validation {validationCount}|{engine.Info.Name} {engine.Info.Precision}";
+        string runKey = $"{shape}|batch {batch}|seed {seed}|{optimizer}|{(options.Schedule.Kind == ScheduleKind.Constant && warmup == 0 ? $"constant {lr}" : options.Schedule.ToString())}|train {train.Count}|validation {validationCount}|{engine.Info.Name} {engine.Info.Precision}";
         TrainingCheckpoint? resumeFrom = resume ? CheckpointFile.Load(checkpointDir!) : null;
         string epochsText = options.Iterations is long it ? $"{it} steps" : $"{options.Epochs} epochs";
         human.WriteLine($"Training {shape} on {train.Count} images{(validation != null ? $" ({validation.Count} held out for validation)" : "")}: {epochsText} of batch {batch}, " +
