@@ -48,9 +48,9 @@ internal sealed class BeyondOptions
 /// <summary>The fast98 recipe, chosen on a validation split (docs/beyond-the-seed.md).</summary>
 internal static class Fast98
 {
-    public static readonly int[] Hidden = [1024];
+    public static readonly int[] Hidden = [512, 256];
     public const int BatchSize = 128;
-    public const int Epochs = 6;
+    public const int Epochs = 5;
     public const double LearningRate = 1e-3;
     public const string Optimizer = "adam";
     public const string Schedule = "cosine";

@@ -265,7 +265,9 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         Array.Clear(_correctW);
         for (int l = 0; l < _layers; l++)
         {
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
             BuildCsc(l);
+            PhaseTicks[20 + Math.Min(l, 3)] += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
             RunPhase(PhaseForward, l);
             if (ColumnMode(l)) RunPhase(PhasePost, l);
         }
@@ -296,10 +298,15 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
 
     private void RunPhase(int phase, int layer)
     {
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         _phase = phase;
         _layer = layer;
         _pool.Run();
+        PhaseTicks[phase * 4 + Math.Min(layer, 3)] += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
     }
+
+    /// <summary>Time spent per (phase, layer) since start, for bench-minibatch's breakdown (5 phases x 4 layers, then CSC builds).</summary>
+    internal static long[] PhaseTicks => SharedTicks.Values;
 
     /// <summary>Whether layer l's forward and weight gradient split output vectors among the workers (wide layers) rather than samples / input rows.</summary>
     private bool ColumnMode(int l) => _outP[l] / TW.Count >= _pool.Count;
@@ -499,11 +506,13 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
                 int* idx = _csrIdx[l + 1].Pointer + (long)s * cap;
                 float* val = _csrVal[l + 1].Pointer + (long)s * cap;
                 int count = 0;
+                // branch-free compaction: about half the ReLU outputs are zero, in no pattern a predictor could learn
                 for (int k = 0; k < nOut; k++)
                 {
-                    if (a[k] == 0) continue;
+                    float x = a[k];
                     idx[count] = k;
-                    val[count++] = a[k];
+                    val[count] = x;
+                    count += x != 0 ? 1 : 0;
                 }
                 _csrCount[l + 1].Pointer[s] = count;
             }
@@ -684,4 +693,10 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         _batchIndex.Dispose(); _batchLabel.Dispose();
         _trainStart.Dispose(); _trainIdx.Dispose(); _trainVal.Dispose();
     }
+}
+
+/// <summary>One tick array for every width's instantiation (a static field of a generic type is per instantiation).</summary>
+internal static class SharedTicks
+{
+    public static readonly long[] Values = new long[24];
 }

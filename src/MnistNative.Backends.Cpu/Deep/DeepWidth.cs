@@ -75,3 +75,9 @@ internal readonly struct Deep512 : IDeepWidth<Vector512<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Avx512F.Max(a, b);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector512<float> v) => Deep256.Sum(Avx.Add(v.GetLower(), v.GetUpper()));
 }
+
+/// <summary>Where the deep SIMD backend's step time goes (per phase and layer), summed over all instances; for bench-minibatch.</summary>
+public static class DeepPhases
+{
+    public static long[] Ticks => DeepSimdBackend<Deep256, Vector256<float>>.PhaseTicks;
+}
