@@ -39,6 +39,7 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
         root.Subcommands.Add(DataCommand());
         root.Subcommands.Add(DevicesCommand());
         root.Subcommands.Add(BenchCommand());
+        root.Subcommands.Add(BenchMiniBatchCommand());
         return root;
     }
 

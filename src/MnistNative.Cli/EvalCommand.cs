@@ -13,10 +13,14 @@ public sealed partial class CliApp
         var model = new Option<FileInfo>("--model") { Description = "The model .npz to evaluate (as written by train).", Required = true, HelpName = "FILE" };
         var data = DataOption();
         var json = JsonOption("the accuracy and the confusion matrix");
-        var command = new Command("eval", "Evaluate a model on the 10,000 MNIST test images: accuracy and confusion matrix.") { model, data, json };
+        var confusionPng = new Option<string?>("--confusion") { Description = "Also draw the confusion matrix as a heat map into this PNG.", HelpName = "FILE.png" };
+        var errorsPng = new Option<string?>("--errors") { Description = "Also draw a grid of misclassified test digits (true -> predicted) into this PNG.", HelpName = "FILE.png" };
+        var command = new Command("eval", "Evaluate a model on the 10,000 MNIST test images: accuracy and confusion matrix.") { model, data, json, confusionPng, errorsPng };
         command.SetAction(parse => Guard(() =>
         {
             FileInfo file = parse.GetValue(model)!;
+            foreach (string? png in new[] { parse.GetValue(confusionPng), parse.GetValue(errorsPng) })
+                if (png != null && !png.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) throw new ArgumentException($"{png}: the picture's file name must end in .png");
             using MnistClassifier classifier = MnistClassifier.Load(file.FullName);
             var (_, test) = LoadData(parse.GetValue(data));
             var predictions = new int[test.Count];
@@ -24,6 +28,16 @@ public sealed partial class CliApp
             string shape = string.Join('-', classifier.Sizes);
             double accuracy = Evaluation.Accuracy(predictions, test.Labels);
             int[,] confusion = Evaluation.ConfusionMatrix(predictions, test.Labels);
+            if (parse.GetValue(confusionPng) is string cpath)
+            {
+                EvalPictures.Confusion(cpath, confusion);
+                Err.WriteLine($"Confusion heat map drawn to {cpath}");
+            }
+            if (parse.GetValue(errorsPng) is string epath)
+            {
+                EvalPictures.Errors(epath, test.Pixels, test.Labels, predictions);
+                Err.WriteLine($"Misclassified digits drawn to {epath}");
+            }
             if (parse.GetValue(json))
             {
                 var rows = Enumerable.Range(0, 10).Select(t => Enumerable.Range(0, 10).Select(p => confusion[t, p]).ToArray()).ToArray();

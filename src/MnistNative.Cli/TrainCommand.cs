@@ -13,7 +13,7 @@ public sealed partial class CliApp
         backend.AcceptOnlyFromAmong([.. BackendSelector.Names]);
         var precision = new Option<string>("--precision") { Description = "Floating-point precision (f64 only on the scalar reference).", DefaultValueFactory = _ => "f32" };
         precision.AcceptOnlyFromAmong("f32", "f64");
-        var hidden = IntOption("--hidden", "Hidden units H of the 784-H-10 MLP.", 10, 1, 4096, "H");
+        var hidden = HiddenOption();
         var iterations = IntOption("--iterations", "Full-batch gradient-descent iterations.", 1000, 0, 10_000_000, "N");
         var lr = PositiveDoubleOption("--lr", "Learning rate. Training stops with exit code 3, writing no model, if the loss becomes NaN or infinite or grows past 10x its first logged value.", 0.1);
         var trainCount = IntOption("--train-count", "Train on the first N training images (the seed uses 10000).", 10_000, 1, 60_000, "N");
@@ -35,8 +35,12 @@ public sealed partial class CliApp
         {
             backend, precision, hidden, iterations, lr, trainCount, logEvery, seed, threads, device, kernels, variant, init, output, data, json, profile, trace,
         };
+        var beyond = new BeyondOptions();
+        beyond.AddTo(command);
         command.SetAction(parse => Guard(() =>
         {
+            if (beyond.Used(parse) || parse.GetValue(hidden)!.Length > 1)
+                return RunMiniBatch(parse, beyond, new SeedOptions(backend, precision, hidden, iterations, lr, trainCount, seed, threads, device, kernels, variant, init, output, data, json, profile, trace));
             bool asJson = parse.GetValue(json);
             TextWriter human = asJson ? Err : Out;
             var (train, test) = LoadData(parse.GetValue(data));
@@ -45,7 +49,7 @@ public sealed partial class CliApp
             train = train.Take(count);
 
             MlpParameters weights;
-            int h = parse.GetValue(hidden);
+            int h = parse.GetValue(hidden)![0];
             if (parse.GetValue(init) is FileInfo initFile)
             {
                 weights = ModelFile.Load(initFile.FullName);

@@ -1,0 +1,702 @@
+using System.Runtime.CompilerServices;
+using MnistNative.Backends.Cpu.Simd;
+using MnistNative.Core;
+
+namespace MnistNative.Backends.Cpu.Deep;
+
+/// <summary>Creates the deep SIMD backend at the widest vector width this CPU runs (or the one asked for).</summary>
+public static class DeepSimd
+{
+    /// <summary>"avx512", "avx2", or null when neither runs here.</summary>
+    public static string? BestWidth() => Deep512.IsSupported ? "avx512" : Deep256.IsSupported ? "avx2" : null;
+
+    public static IMiniBatchBackend Create(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch, int threads = 0, string? width = null)
+    {
+        width ??= BestWidth() ?? throw new BackendUnavailableException("the deep SIMD backend needs AVX2 + FMA or AVX-512F");
+        return width switch
+        {
+            "avx512" when Deep512.IsSupported => new DeepSimdBackend<Deep512, System.Runtime.Intrinsics.Vector512<float>>(sizes, optimizer, maxBatch, threads),
+            "avx2" when Deep256.IsSupported => new DeepSimdBackend<Deep256, System.Runtime.Intrinsics.Vector256<float>>(sizes, optimizer, maxBatch, threads),
+            _ => throw new BackendUnavailableException($"--backend {width}: this CPU or runtime does not offer it for deep training"),
+        };
+    }
+}
+
+/// <summary>
+/// Mini-batch training of an MLP of any depth, float32, multi-threaded and vectorized; it mirrors
+/// <see cref="DeepReferenceBackend{T}"/> layer by layer (LayerForward / LayerBackward, softmax, the optimizer).
+///
+/// The work is sparse where the data is: every layer's input is kept per batch as a list of its nonzero
+/// entries, per sample (CSR) and per input unit (CSC). MNIST images are about 19% nonzero pixels and ReLU
+/// outputs about half zeros, so
+///   forward   z[s, :]  = b + sum over nonzero a[s, k] of a[s, k] * Wt[k, :]       (CSR, Wt input-major)
+///   backward  dWt[k, :] = sum over nonzero a[s, k] of a[s, k] * dz[s, :]           (CSC, s ascending)
+///             dz_prev[s, k] = dot(dz[s, :], Wt[k, :]) only where a[s, k] > 0       (CSR; ReLU' is 0 elsewhere)
+/// which is exact: the skipped terms are zeros. Weights are stored transposed, Wt (in, outP) with outP the
+/// output width rounded up to the vector width; padded columns hold zeros and never get a gradient.
+///
+/// Threads: each phase splits either output columns (whole vectors) or samples or input rows among the
+/// workers, and every sum runs in a fixed order (samples ascending) whatever the split, so the weights are
+/// bitwise reproducible and independent of the thread count. The first layer's optimizer update is fused
+/// into its gradient pass (the gradient never leaves the registers); deeper layers update in the last phase.
+/// Nothing is allocated per step.
+/// </summary>
+internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
+    where TW : struct, IDeepWidth<TVec>
+    where TVec : unmanaged
+{
+    private const int In = MlpParameters.InputSize;
+    private const int Classes = MlpParameters.Classes;
+    private const float PixelScale = 1f / 255f;
+
+    private readonly int[] _sizes, _outP;
+    private readonly int _layers, _maxBatch;
+    private readonly NativeBuffer<float>[] _wt, _b, _dwt, _db;
+    private readonly NativeBuffer<float>[] _m1w, _m1b, _m2w, _m2b; // momentum / Adam moments (empty when unused)
+    private readonly NativeBuffer<float>[] _act;   // act[l] (B, outP[l-1]) for hidden l >= 1; act[L] = logits / probabilities (B, outP[L-1])
+    private readonly NativeBuffer<float>[] _dz;    // dz[l] (B, outP[l-1]) for l >= 1
+    private readonly NativeBuffer<int>[] _csrIdx, _cscSample, _cscStart, _csrCount;
+    private readonly NativeBuffer<float>[] _csrVal, _cscVal;
+    private readonly int[] _csrCap;
+    private readonly NativeBuffer<int> _batchIndex;
+    private readonly NativeBuffer<byte> _batchLabel;
+    private readonly WorkerPool _pool;
+    private readonly double[] _lossW;
+    private readonly int[] _correctW;
+
+    // the uploaded training set as CSR: row s is entries [start[s], start[s+1]) of (pixel index, pixel / 255)
+    private NativeBuffer<int> _trainStart = new(1);
+    private NativeBuffer<ushort> _trainIdx = new(0);
+    private NativeBuffer<float> _trainVal = new(0);
+    private byte[] _trainLabels = [];
+
+    // the current phase and its arguments (set before _pool.Run; the workers read them)
+    private int _phase, _layer, _batch;
+    private bool _training, _update;
+    private byte* _images;
+    private long _t;
+    private TVec _lrV, _wdV, _muV, _b1V, _b2V, _1mb1V, _1mb2V, _stepV, _invV, _epsV;
+
+    private const int PhaseGatherTrain = 0, PhaseGatherImages = 1, PhaseForward = 2, PhasePost = 3, PhaseBackward = 4;
+
+    public DeepSimdBackend(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch, int threads)
+    {
+        if (!TW.IsSupported) throw new BackendUnavailableException($"{TW.Name} is not available on this CPU or runtime");
+        if (sizes.Count < 2 || sizes[0] != In || sizes[^1] != Classes)
+            throw new ArgumentException($"sizes must run from {In} to {Classes}, got {string.Join('-', sizes)}");
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
+        optimizer.Validate();
+        Optimizer = optimizer;
+        _sizes = sizes.ToArray();
+        _layers = _sizes.Length - 1;
+        _maxBatch = maxBatch;
+        int workers = threads > 0 ? threads : Environment.ProcessorCount;
+        _outP = new int[_layers];
+        _wt = new NativeBuffer<float>[_layers]; _b = new NativeBuffer<float>[_layers];
+        _dwt = new NativeBuffer<float>[_layers]; _db = new NativeBuffer<float>[_layers];
+        _m1w = new NativeBuffer<float>[_layers]; _m1b = new NativeBuffer<float>[_layers];
+        _m2w = new NativeBuffer<float>[_layers]; _m2b = new NativeBuffer<float>[_layers];
+        for (int l = 0; l < _layers; l++)
+        {
+            int outP = (_sizes[l + 1] + TW.Count - 1) / TW.Count * TW.Count;
+            _outP[l] = outP;
+            int n = _sizes[l] * outP;
+            _wt[l] = new(n); _b[l] = new(outP); _dwt[l] = new(n); _db[l] = new(outP);
+            bool m1 = optimizer.MomentCount >= 1, m2 = optimizer.MomentCount >= 2;
+            _m1w[l] = new(m1 ? n : 0); _m1b[l] = new(m1 ? outP : 0);
+            _m2w[l] = new(m2 ? n : 0); _m2b[l] = new(m2 ? outP : 0);
+        }
+        _act = new NativeBuffer<float>[_layers + 1];
+        _dz = new NativeBuffer<float>[_layers + 1];
+        _act[0] = new(0); _dz[0] = new(0);
+        for (int l = 1; l <= _layers; l++) { _act[l] = new((long)maxBatch * _outP[l - 1] > int.MaxValue ? throw new ArgumentException("batch too large") : maxBatch * _outP[l - 1]); _dz[l] = new(maxBatch * _outP[l - 1]); }
+        _csrIdx = new NativeBuffer<int>[_layers]; _csrVal = new NativeBuffer<float>[_layers]; _csrCount = new NativeBuffer<int>[_layers];
+        _cscStart = new NativeBuffer<int>[_layers]; _cscSample = new NativeBuffer<int>[_layers]; _cscVal = new NativeBuffer<float>[_layers];
+        _csrCap = new int[_layers];
+        for (int l = 0; l < _layers; l++)
+        {
+            int cap = _sizes[l];
+            _csrCap[l] = cap;
+            long entries = (long)maxBatch * cap;
+            if (entries > int.MaxValue) throw new ArgumentException($"batch {maxBatch} is too large for the deep SIMD backend");
+            _csrIdx[l] = new((int)entries); _csrVal[l] = new((int)entries); _csrCount[l] = new(maxBatch);
+            _cscStart[l] = new(_sizes[l] + 1); _cscSample[l] = new((int)entries); _cscVal[l] = new((int)entries);
+        }
+        _batchIndex = new(maxBatch);
+        _batchLabel = new(maxBatch);
+        _lossW = new double[workers];
+        _correctW = new int[workers];
+        _pool = new WorkerPool(workers, Work, "deep-" + TW.Name);
+        Info = new BackendInfo(TW.Name, Precision.F32, workers, $"CPU, Vector{TW.Count * 32}, sparse inputs");
+    }
+
+    public BackendInfo Info { get; }
+    public IReadOnlyList<int> Sizes => _sizes;
+    public OptimizerSettings Optimizer { get; }
+    public int MaxBatch => _maxBatch;
+
+    /// <summary>Bytes the worker threads allocated since they started (for the zero-allocation test).</summary>
+    internal long WorkerAllocatedBytes => _pool.WorkerAllocatedBytes;
+
+    public void Upload(LabeledImages train)
+    {
+        int n = train.Count;
+        long nnz = 0;
+        foreach (byte p in train.Pixels) if (p != 0) nnz++;
+        _trainStart.Dispose(); _trainIdx.Dispose(); _trainVal.Dispose();
+        _trainStart = new(n + 1);
+        _trainIdx = new((int)nnz);
+        _trainVal = new((int)nnz);
+        int e = 0;
+        byte[] px = train.Pixels;
+        for (int s = 0; s < n; s++)
+        {
+            _trainStart.Pointer[s] = e;
+            for (int k = 0; k < In; k++)
+            {
+                byte p = px[s * In + k];
+                if (p == 0) continue;
+                _trainIdx.Pointer[e] = (ushort)k;
+                _trainVal.Pointer[e] = p * PixelScale;
+                e++;
+            }
+        }
+        _trainStart.Pointer[n] = e;
+        _trainLabels = train.Labels;
+    }
+
+    public void SetWeights(MlpParameters weights)
+    {
+        if (!weights.Sizes.AsSpan().SequenceEqual(_sizes))
+            throw new ArgumentException($"weights are {string.Join('-', weights.Sizes)}, the backend is {string.Join('-', _sizes)}");
+        for (int l = 0; l < _layers; l++) { ToDevice(weights.W[l], weights.B[l], l, _wt[l], _b[l]); }
+    }
+
+    public MlpParameters GetWeights() => FromDevice(_wt, _b);
+
+    public OptimizerState GetOptimizerState()
+    {
+        var moments = new List<MlpParameters>();
+        if (Optimizer.MomentCount >= 1) moments.Add(FromDevice(_m1w, _m1b));
+        if (Optimizer.MomentCount >= 2) moments.Add(FromDevice(_m2w, _m2b));
+        return new OptimizerState(_t, [.. moments]);
+    }
+
+    public void SetOptimizerState(OptimizerState state)
+    {
+        if (state.Moments.Length != Optimizer.MomentCount) throw new ArgumentException($"the optimizer state has {state.Moments.Length} moment buffers, {Optimizer.Kind} keeps {Optimizer.MomentCount}");
+        _t = state.Steps;
+        for (int l = 0; l < _layers; l++)
+        {
+            if (Optimizer.MomentCount >= 1) ToDevice(state.Moments[0].W[l], state.Moments[0].B[l], l, _m1w[l], _m1b[l]);
+            if (Optimizer.MomentCount >= 2) ToDevice(state.Moments[1].W[l], state.Moments[1].B[l], l, _m2w[l], _m2b[l]);
+        }
+    }
+
+    // W (out, in) row-major float64 -> Wt (in, outP) float32
+    private void ToDevice(double[] w, double[] b, int l, NativeBuffer<float> wt, NativeBuffer<float> bt)
+    {
+        int nIn = _sizes[l], nOut = _sizes[l + 1], outP = _outP[l];
+        wt.Clear(); bt.Clear();
+        for (int j = 0; j < nOut; j++)
+        {
+            for (int k = 0; k < nIn; k++) wt.Pointer[k * outP + j] = (float)w[j * nIn + k];
+            bt.Pointer[j] = (float)b[j];
+        }
+    }
+
+    private MlpParameters FromDevice(NativeBuffer<float>[] wt, NativeBuffer<float>[] bt)
+    {
+        var p = new MlpParameters(_sizes);
+        for (int l = 0; l < _layers; l++)
+        {
+            int nIn = _sizes[l], nOut = _sizes[l + 1], outP = _outP[l];
+            for (int j = 0; j < nOut; j++)
+            {
+                for (int k = 0; k < nIn; k++) p.W[l][j * nIn + k] = wt[l].Pointer[k * outP + j];
+                p.B[l][j] = bt[l].Pointer[j];
+            }
+        }
+        return p;
+    }
+
+    public StepMetrics StepBatch(ReadOnlySpan<int> sampleIndices, double learningRate, bool measure)
+    {
+        StepMetrics m = Run(sampleIndices, learningRate, update: true);
+        return measure ? m : default;
+    }
+
+    public StepMetrics ComputeGradients(ReadOnlySpan<int> sampleIndices, MlpParameters gradients)
+    {
+        StepMetrics m = Run(sampleIndices, 0, update: false);
+        MlpParameters g = FromDevice(_dwt, _db);
+        for (int l = 0; l < _layers; l++) { g.W[l].CopyTo(gradients.W[l], 0); g.B[l].CopyTo(gradients.B[l], 0); }
+        return m;
+    }
+
+    private StepMetrics Run(ReadOnlySpan<int> sampleIndices, double lr, bool update)
+    {
+        int n = sampleIndices.Length;
+        if (n < 1 || n > _maxBatch) throw new ArgumentOutOfRangeException(nameof(sampleIndices), $"a batch of {n} samples; this backend takes 1..{_maxBatch}");
+        int trainCount = _trainLabels.Length;
+        for (int i = 0; i < n; i++)
+        {
+            int s = sampleIndices[i];
+            if ((uint)s >= (uint)trainCount) throw new ArgumentOutOfRangeException(nameof(sampleIndices), $"sample {s} is not among the {trainCount} uploaded");
+            _batchIndex.Pointer[i] = s;
+            _batchLabel.Pointer[i] = _trainLabels[s];
+        }
+        _batch = n;
+        _training = true;
+        _update = update;
+        if (update) SetOptimizerConstants(lr);
+        RunPhase(PhaseGatherTrain, 0);
+        ForwardAll();
+        for (int l = _layers - 1; l >= 0; l--) RunPhase(PhaseBackward, l);
+        double loss = 0;
+        int correct = 0;
+        for (int w = 0; w < _lossW.Length; w++) { loss += _lossW[w]; correct += _correctW[w]; }
+        return new StepMetrics(correct, loss, n);
+    }
+
+    private void ForwardAll()
+    {
+        Array.Clear(_lossW);
+        Array.Clear(_correctW);
+        for (int l = 0; l < _layers; l++)
+        {
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            BuildCsc(l);
+            PhaseTicks[20 + Math.Min(l, 3)] += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
+            RunPhase(PhaseForward, l);
+            if (ColumnMode(l)) RunPhase(PhasePost, l);
+        }
+    }
+
+    public void Predict(ReadOnlySpan<byte> images, Span<double> probabilities)
+    {
+        int count = images.Length / In;
+        fixed (byte* p = images)
+        {
+            for (int start = 0; start < count; start += _maxBatch)
+            {
+                int n = Math.Min(_maxBatch, count - start);
+                _images = p + (long)start * In;
+                _batch = n;
+                _training = false;
+                _update = false;
+                RunPhase(PhaseGatherImages, 0);
+                ForwardAll();
+                float* probs = _act[_layers].Pointer;
+                int outP = _outP[_layers - 1];
+                for (int s = 0; s < n; s++)
+                    for (int c = 0; c < Classes; c++) probabilities[(start + s) * Classes + c] = probs[s * outP + c];
+            }
+        }
+        _images = null;
+    }
+
+    private void RunPhase(int phase, int layer)
+    {
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        _phase = phase;
+        _layer = layer;
+        _pool.Run();
+        PhaseTicks[phase * 4 + Math.Min(layer, 3)] += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
+    }
+
+    /// <summary>Time spent per (phase, layer) since start, for bench-minibatch's breakdown (5 phases x 4 layers, then CSC builds).</summary>
+    internal static long[] PhaseTicks => SharedTicks.Values;
+
+    /// <summary>Whether layer l's forward and weight gradient split output vectors among the workers (wide layers) rather than samples / input rows.</summary>
+    private bool ColumnMode(int l) => _outP[l] / TW.Count >= _pool.Count;
+
+    private static (int Start, int End) Share(int total, int parts, int index) =>
+        ((int)((long)total * index / parts), (int)((long)total * (index + 1) / parts));
+
+    private void Work(int w)
+    {
+        int l = _layer, workers = _pool.Count;
+        switch (_phase)
+        {
+            case PhaseGatherTrain:
+            {
+                var (s0, s1) = Share(_batch, workers, w);
+                GatherTrain(s0, s1);
+                break;
+            }
+            case PhaseGatherImages:
+            {
+                var (s0, s1) = Share(_batch, workers, w);
+                GatherImages(s0, s1);
+                break;
+            }
+            case PhaseForward:
+                if (ColumnMode(l))
+                {
+                    var (v0, v1) = Share(_outP[l] / TW.Count, workers, w);
+                    LayerForward(l, 0, _batch, v0, v1);
+                }
+                else
+                {
+                    var (s0, s1) = Share(_batch, workers, w);
+                    LayerForward(l, s0, s1, 0, _outP[l] / TW.Count);
+                    Post(l, s0, s1, w);
+                }
+                break;
+            case PhasePost:
+            {
+                var (s0, s1) = Share(_batch, workers, w);
+                Post(l, s0, s1, w);
+                break;
+            }
+            case PhaseBackward:
+            {
+                bool fuse = _update && l == 0;
+                if (ColumnMode(l))
+                {
+                    var (v0, v1) = Share(_outP[l] / TW.Count, workers, w);
+                    LayerBackwardWeights(l, 0, _sizes[l], v0, v1, fuse, bias: true);
+                }
+                else
+                {
+                    var (k0, k1) = Share(_sizes[l], workers, w);
+                    LayerBackwardWeights(l, k0, k1, 0, _outP[l] / TW.Count, fuse, bias: w == 0);
+                }
+                if (l > 0)
+                {
+                    var (s0, s1) = Share(_batch, workers, w);
+                    LayerBackwardInputs(l, s0, s1);
+                }
+                else if (_update)
+                {
+                    for (int u = 1; u < _layers; u++)
+                    {
+                        var (a0, a1) = Share(_sizes[u] * _outP[u] / TW.Count, workers, w);
+                        UpdateRange(_wt[u], _dwt[u], _m1w[u], _m2w[u], a0 * TW.Count, a1 * TW.Count);
+                        if (w == 0) UpdateRange(_b[u], _db[u], _m1b[u], _m2b[u], 0, _outP[u]);
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    // training CSR rows (batch index order) -> layer-0 CSR of the batch
+    private void GatherTrain(int s0, int s1)
+    {
+        int cap = _csrCap[0];
+        int* start = _trainStart.Pointer;
+        for (int s = s0; s < s1; s++)
+        {
+            int src = _batchIndex.Pointer[s];
+            int e0 = start[src], count = start[src + 1] - e0;
+            int* idx = _csrIdx[0].Pointer + (long)s * cap;
+            float* val = _csrVal[0].Pointer + (long)s * cap;
+            ushort* from = _trainIdx.Pointer + e0;
+            for (int e = 0; e < count; e++) idx[e] = from[e];
+            new ReadOnlySpan<float>(_trainVal.Pointer + e0, count).CopyTo(new Span<float>(val, count));
+            _csrCount[0].Pointer[s] = count;
+        }
+    }
+
+    private void GatherImages(int s0, int s1)
+    {
+        int cap = _csrCap[0];
+        for (int s = s0; s < s1; s++)
+        {
+            byte* px = _images + (long)s * In;
+            int* idx = _csrIdx[0].Pointer + (long)s * cap;
+            float* val = _csrVal[0].Pointer + (long)s * cap;
+            int count = 0;
+            for (int k = 0; k < In; k++)
+            {
+                if (px[k] == 0) continue;
+                idx[count] = k;
+                val[count++] = px[k] * PixelScale;
+            }
+            _csrCount[0].Pointer[s] = count;
+        }
+    }
+
+    /// <summary>The batch's CSR of layer l's input, transposed by a stable counting sort (samples stay ascending per input unit).</summary>
+    private void BuildCsc(int l)
+    {
+        if (!_training) return;
+        int nIn = _sizes[l], cap = _csrCap[l];
+        int* start = _cscStart[l].Pointer;
+        new Span<int>(start, nIn + 1).Clear();
+        int* counts = _csrCount[l].Pointer;
+        for (int s = 0; s < _batch; s++)
+        {
+            int* idx = _csrIdx[l].Pointer + (long)s * cap;
+            for (int e = 0, c = counts[s]; e < c; e++) start[idx[e] + 1]++;
+        }
+        for (int k = 0; k < nIn; k++) start[k + 1] += start[k];
+        // fill using start[k] as the cursor, then shift back
+        int* sample = _cscSample[l].Pointer;
+        float* val = _cscVal[l].Pointer;
+        for (int s = 0; s < _batch; s++)
+        {
+            int* idx = _csrIdx[l].Pointer + (long)s * cap;
+            float* v = _csrVal[l].Pointer + (long)s * cap;
+            for (int e = 0, c = counts[s]; e < c; e++)
+            {
+                int pos = start[idx[e]]++;
+                sample[pos] = s;
+                val[pos] = v[e];
+            }
+        }
+        for (int k = nIn; k > 0; k--) start[k] = start[k - 1];
+        start[0] = 0;
+    }
+
+    // CSR of a (B, in), Wt (in, outP), b (outP) -> act[l+1] (B, outP) = z, ReLU'd for hidden layers; output vectors [v0, v1)
+    private void LayerForward(int l, int s0, int s1, int v0, int v1)
+    {
+        int outP = _outP[l], cap = _csrCap[l];
+        bool relu = l + 1 < _layers;
+        float* wt = _wt[l].Pointer, bias = _b[l].Pointer, z = _act[l + 1].Pointer;
+        int vc = TW.Count;
+        for (int s = s0; s < s1; s++)
+        {
+            int* idx = _csrIdx[l].Pointer + (long)s * cap;
+            float* val = _csrVal[l].Pointer + (long)s * cap;
+            int nnz = _csrCount[l].Pointer[s];
+            float* zs = z + (long)s * outP;
+            int v = v0;
+            for (; v + 4 <= v1; v += 4)
+            {
+                int c = v * vc;
+                TVec a0 = TW.Load(bias + c), a1 = TW.Load(bias + c + vc), a2 = TW.Load(bias + c + 2 * vc), a3 = TW.Load(bias + c + 3 * vc);
+                for (int e = 0; e < nnz; e++)
+                {
+                    TVec x = TW.Create(val[e]);
+                    float* row = wt + (long)idx[e] * outP + c;
+                    a0 = TW.MultiplyAdd(x, TW.Load(row), a0);
+                    a1 = TW.MultiplyAdd(x, TW.Load(row + vc), a1);
+                    a2 = TW.MultiplyAdd(x, TW.Load(row + 2 * vc), a2);
+                    a3 = TW.MultiplyAdd(x, TW.Load(row + 3 * vc), a3);
+                }
+                if (relu) { a0 = TW.Max(a0, TW.Zero); a1 = TW.Max(a1, TW.Zero); a2 = TW.Max(a2, TW.Zero); a3 = TW.Max(a3, TW.Zero); }
+                TW.Store(zs + c, a0); TW.Store(zs + c + vc, a1); TW.Store(zs + c + 2 * vc, a2); TW.Store(zs + c + 3 * vc, a3);
+            }
+            for (; v < v1; v++)
+            {
+                int c = v * vc;
+                TVec a0 = TW.Load(bias + c);
+                for (int e = 0; e < nnz; e++) a0 = TW.MultiplyAdd(TW.Create(val[e]), TW.Load(wt + (long)idx[e] * outP + c), a0);
+                if (relu) a0 = TW.Max(a0, TW.Zero);
+                TW.Store(zs + c, a0);
+            }
+        }
+    }
+
+    /// <summary>After layer l's forward, per sample: the CSR of the next layer's input (hidden), or softmax, loss and dz (output).</summary>
+    private void Post(int l, int s0, int s1, int w)
+    {
+        int outP = _outP[l];
+        float* z = _act[l + 1].Pointer;
+        if (l + 1 < _layers)
+        {
+            int cap = _csrCap[l + 1], nOut = _sizes[l + 1];
+            for (int s = s0; s < s1; s++)
+            {
+                float* a = z + (long)s * outP;
+                int* idx = _csrIdx[l + 1].Pointer + (long)s * cap;
+                float* val = _csrVal[l + 1].Pointer + (long)s * cap;
+                int count = 0;
+                // branch-free compaction: about half the ReLU outputs are zero, in no pattern a predictor could learn
+                for (int k = 0; k < nOut; k++)
+                {
+                    float x = a[k];
+                    idx[count] = k;
+                    val[count] = x;
+                    count += x != 0 ? 1 : 0;
+                }
+                _csrCount[l + 1].Pointer[s] = count;
+            }
+            return;
+        }
+        float invN = 1f / _batch;
+        double loss = 0;
+        int correct = 0;
+        float* dz = _dz[_layers].Pointer;
+        for (int s = s0; s < s1; s++)
+        {
+            float* zs = z + (long)s * outP;
+            float max = zs[0];
+            int best = 0;
+            for (int c = 1; c < Classes; c++) if (zs[c] > max) { max = zs[c]; best = c; }
+            float sum = 0;
+            for (int c = 0; c < Classes; c++) { zs[c] = MathF.Exp(zs[c] - max); sum += zs[c]; }
+            float inv = 1f / sum;
+            for (int c = 0; c < Classes; c++) zs[c] *= inv;
+            if (!_training) continue;
+            int label = _batchLabel.Pointer[s];
+            if (best == label) correct++;
+            loss -= Math.Log(zs[label]);
+            float* d = dz + (long)s * outP;
+            for (int c = 0; c < Classes; c++) d[c] = (zs[c] - (c == label ? 1f : 0f)) * invN;
+        }
+        _lossW[w] += loss;
+        _correctW[w] += correct;
+    }
+
+    // CSC of a (in, B), dz[l+1] (B, outP) -> dWt[k, v-range] for k in [k0, k1) (or the optimizer applied to it in place when fused); db likewise
+    private void LayerBackwardWeights(int l, int k0, int k1, int v0, int v1, bool fuse, bool bias)
+    {
+        int outP = _outP[l], vc = TW.Count;
+        float* dz = _dz[l + 1].Pointer, dwt = _dwt[l].Pointer, wt = _wt[l].Pointer;
+        float* m1 = _m1w[l].Length > 0 ? _m1w[l].Pointer : null, m2 = _m2w[l].Length > 0 ? _m2w[l].Pointer : null;
+        int* start = _cscStart[l].Pointer, sample = _cscSample[l].Pointer;
+        float* val = _cscVal[l].Pointer;
+        for (int k = k0; k < k1; k++)
+        {
+            int e0 = start[k], e1 = start[k + 1];
+            long rowOff = (long)k * outP;
+            int v = v0;
+            for (; v + 4 <= v1; v += 4)
+            {
+                int c = v * vc;
+                TVec g0 = TW.Zero, g1 = TW.Zero, g2 = TW.Zero, g3 = TW.Zero;
+                for (int e = e0; e < e1; e++)
+                {
+                    TVec x = TW.Create(val[e]);
+                    float* d = dz + (long)sample[e] * outP + c;
+                    g0 = TW.MultiplyAdd(x, TW.Load(d), g0);
+                    g1 = TW.MultiplyAdd(x, TW.Load(d + vc), g1);
+                    g2 = TW.MultiplyAdd(x, TW.Load(d + 2 * vc), g2);
+                    g3 = TW.MultiplyAdd(x, TW.Load(d + 3 * vc), g3);
+                }
+                long o = rowOff + c;
+                if (fuse)
+                {
+                    Update(wt + o, m1 + o, m2 + o, g0);
+                    Update(wt + o + vc, m1 + o + vc, m2 + o + vc, g1);
+                    Update(wt + o + 2 * vc, m1 + o + 2 * vc, m2 + o + 2 * vc, g2);
+                    Update(wt + o + 3 * vc, m1 + o + 3 * vc, m2 + o + 3 * vc, g3);
+                }
+                else
+                {
+                    TW.Store(dwt + o, g0); TW.Store(dwt + o + vc, g1); TW.Store(dwt + o + 2 * vc, g2); TW.Store(dwt + o + 3 * vc, g3);
+                }
+            }
+            for (; v < v1; v++)
+            {
+                int c = v * vc;
+                TVec g0 = TW.Zero;
+                for (int e = e0; e < e1; e++) g0 = TW.MultiplyAdd(TW.Create(val[e]), TW.Load(dz + (long)sample[e] * outP + c), g0);
+                long o = rowOff + c;
+                if (fuse) Update(wt + o, m1 + o, m2 + o, g0);
+                else TW.Store(dwt + o, g0);
+            }
+        }
+        if (!bias) return;
+        float* b = _b[l].Pointer, db = _db[l].Pointer;
+        float* bm1 = _m1b[l].Length > 0 ? _m1b[l].Pointer : null, bm2 = _m2b[l].Length > 0 ? _m2b[l].Pointer : null;
+        for (int v = v0; v < v1; v++)
+        {
+            int c = v * vc;
+            TVec g = TW.Zero;
+            for (int s = 0; s < _batch; s++) g = TW.Add(g, TW.Load(dz + (long)s * outP + c));
+            if (fuse) Update(b + c, bm1 + c, bm2 + c, g);
+            else TW.Store(db + c, g);
+        }
+    }
+
+    // dz[l+1] (B, outP), Wt (in, outP), CSR of a (B, in) -> dz[l] (B, outP[l-1]): dot products only where a > 0 (ReLU')
+    private void LayerBackwardInputs(int l, int s0, int s1)
+    {
+        int outP = _outP[l], prevP = _outP[l - 1], cap = _csrCap[l], vectors = outP / TW.Count, vc = TW.Count;
+        float* dz = _dz[l + 1].Pointer, wt = _wt[l].Pointer, dprev = _dz[l].Pointer;
+        for (int s = s0; s < s1; s++)
+        {
+            float* d = dz + (long)s * outP;
+            float* dp = dprev + (long)s * prevP;
+            new Span<float>(dp, prevP).Clear();
+            int* idx = _csrIdx[l].Pointer + (long)s * cap;
+            int nnz = _csrCount[l].Pointer[s];
+            for (int e = 0; e < nnz; e++)
+            {
+                int k = idx[e];
+                float* row = wt + (long)k * outP;
+                TVec acc = TW.Multiply(TW.Load(d), TW.Load(row));
+                for (int v = 1; v < vectors; v++) acc = TW.MultiplyAdd(TW.Load(d + v * vc), TW.Load(row + v * vc), acc);
+                dp[k] = TW.Sum(acc);
+            }
+        }
+    }
+
+    private void UpdateRange(NativeBuffer<float> w, NativeBuffer<float> g, NativeBuffer<float> m1, NativeBuffer<float> m2, int start, int end)
+    {
+        float* pw = w.Pointer, pg = g.Pointer;
+        float* p1 = m1.Length > 0 ? m1.Pointer : null, p2 = m2.Length > 0 ? m2.Pointer : null;
+        for (int i = start; i < end; i += TW.Count) Update(pw + i, p1 + i, p2 + i, TW.Load(pg + i));
+    }
+
+    private void SetOptimizerConstants(double lr)
+    {
+        _t++;
+        OptimizerSettings o = Optimizer;
+        _lrV = TW.Create((float)lr);
+        _wdV = TW.Create((float)o.WeightDecay);
+        _muV = TW.Create((float)o.Momentum);
+        _b1V = TW.Create((float)o.Beta1);
+        _b2V = TW.Create((float)o.Beta2);
+        _1mb1V = TW.Create((float)(1 - o.Beta1));
+        _1mb2V = TW.Create((float)(1 - o.Beta2));
+        var (step, inv) = OptimizerMath.AdamScales(lr, o.Beta1, o.Beta2, _t);
+        _stepV = TW.Create((float)step);
+        _invV = TW.Create((float)inv);
+        _epsV = TW.Create((float)o.Epsilon);
+    }
+
+    /// <summary>One vector of <see cref="OptimizerMath.Apply{T}"/>: w, m1, m2 updated in place from the gradient g.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Update(float* w, float* m1, float* m2, TVec g)
+    {
+        TVec wv = TW.Load(w);
+        g = TW.MultiplyAdd(_wdV, wv, g);
+        switch (Optimizer.Kind)
+        {
+            case OptimizerKind.Gd:
+                TW.Store(w, TW.Subtract(wv, TW.Multiply(_lrV, g)));
+                break;
+            case OptimizerKind.Momentum:
+            {
+                TVec m = TW.MultiplyAdd(_muV, TW.Load(m1), g);
+                TW.Store(m1, m);
+                TW.Store(w, TW.Subtract(wv, TW.Multiply(_lrV, m)));
+                break;
+            }
+            default:
+            {
+                TVec m = TW.MultiplyAdd(_b1V, TW.Load(m1), TW.Multiply(_1mb1V, g));
+                TVec v = TW.MultiplyAdd(_b2V, TW.Load(m2), TW.Multiply(_1mb2V, TW.Multiply(g, g)));
+                TW.Store(m1, m);
+                TW.Store(m2, v);
+                TVec denom = TW.MultiplyAdd(TW.Sqrt(v), _invV, _epsV);
+                TW.Store(w, TW.Subtract(wv, TW.Divide(TW.Multiply(_stepV, m), denom)));
+                break;
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        _pool.Dispose();
+        foreach (var set in new[] { _wt, _b, _dwt, _db, _m1w, _m1b, _m2w, _m2b, _act, _dz, _csrVal, _cscVal })
+            foreach (var buf in set) buf.Dispose();
+        foreach (var set in new[] { _csrIdx, _cscSample, _cscStart, _csrCount })
+            foreach (var buf in set) buf.Dispose();
+        _batchIndex.Dispose(); _batchLabel.Dispose();
+        _trainStart.Dispose(); _trainIdx.Dispose(); _trainVal.Dispose();
+    }
+}
+
+/// <summary>One tick array for every width's instantiation (a static field of a generic type is per instantiation).</summary>
+internal static class SharedTicks
+{
+    public static readonly long[] Values = new long[24];
+}

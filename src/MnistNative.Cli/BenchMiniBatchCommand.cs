@@ -1,0 +1,58 @@
+using System.CommandLine;
+using System.Diagnostics;
+using MnistNative.Core;
+
+namespace MnistNative.Cli;
+
+public sealed partial class CliApp
+{
+    /// <summary>
+    /// Times mini-batch steps (forward, backward, Adam) of the deep backends and reports ms per step and GFLOP/s.
+    /// GFLOP/s counts the dense work of the step (2 * in * out per layer forward, the same for the weight
+    /// gradient, and again for the input gradient of every layer but the first), so a backend that skips zeros
+    /// shows the work it did not have to do as speed; "dense-equivalent" in the output says so.
+    /// </summary>
+    private Command BenchMiniBatchCommand()
+    {
+        var hidden = HiddenOption();
+        var batches = new Option<string>("--batch-sizes") { Description = "Comma list of batch sizes.", DefaultValueFactory = _ => "128,512" };
+        var backend = new Option<string>("--backend") { Description = "auto, avx512, avx2 or scalar.", DefaultValueFactory = _ => "auto" };
+        backend.AcceptOnlyFromAmong("auto", "avx512", "avx2", "scalar");
+        var threads = IntOption("--threads", "Worker threads.", Environment.ProcessorCount, 1, 1024, "N");
+        var steps = IntOption("--steps", "Timed steps per batch size (after 20 warm-up steps).", 200, 1, 1_000_000, "N");
+        var data = DataOption();
+        var command = new Command("bench-minibatch", "Time mini-batch training steps (Adam) of the deep backends: ms per step and dense-equivalent GFLOP/s.") { hidden, batches, backend, threads, steps, data };
+        command.SetAction(parse => Guard(() =>
+        {
+            var (train, _) = LoadData(parse.GetValue(data));
+            int[] sizes = [MlpParameters.InputSize, .. parse.GetValue(hidden)!, MlpParameters.Classes];
+            double flopsPerSample = 0;
+            for (int l = 0; l + 1 < sizes.Length; l++) flopsPerSample += 2.0 * sizes[l] * sizes[l + 1] * (l == 0 ? 2 : 3);
+            foreach (string b in parse.GetValue(batches)!.Split(','))
+            {
+                int batch = int.Parse(b);
+                var optimizer = new OptimizerSettings(OptimizerKind.Adam);
+                using IMiniBatchBackend engine = CreateMiniBatchBackend(parse.GetValue(backend)!, Precision.F32, sizes, optimizer, batch,
+                    parse.GetResult(threads) is { Implicit: false } ? parse.GetValue(threads) : null, _ => { });
+                engine.Upload(train);
+                engine.SetWeights(MlpParameters.Initialize(sizes, 0));
+                var order = new int[train.Count];
+                MiniBatchTrainer.Permutation(0, 0, order);
+                int n = parse.GetValue(steps), at = 0;
+                for (int i = 0; i < 20; i++) { engine.StepBatch(order.AsSpan(at, batch), 1e-3, false); at = (at + batch) % (train.Count - batch); }
+                Array.Clear(Backends.Cpu.Deep.DeepPhases.Ticks);
+                var clock = Stopwatch.StartNew();
+                TimeSpan cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
+                for (int i = 0; i < n; i++) { engine.StepBatch(order.AsSpan(at, batch), 1e-3, false); at = (at + batch) % (train.Count - batch); }
+                double seconds = clock.Elapsed.TotalSeconds;
+                double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds;
+                Out.WriteLine($"{engine.Info.Name,-7} {string.Join('-', sizes)} batch {batch,5}: {seconds * 1e3 / n,8:F3} ms/step  {flopsPerSample * batch * n / seconds / 1e9,7:F1} GFLOP/s dense-equivalent  ({cpu / seconds:F2} cores busy, {engine.Info.Threads} threads)");
+                long[] ticks = Backends.Cpu.Deep.DeepPhases.Ticks;
+                string[] names = ["gather", "gather-img", "forward", "post", "backward", "csc"];
+                Out.WriteLine("    " + string.Join("  ", Enumerable.Range(0, 24).Where(i => ticks[i] > 0).Select(i => $"{names[i / 4]}{i % 4}={ticks[i] * 1e3 / Stopwatch.Frequency / n:F3}")) + " ms/step");
+            }
+            return ExitCodes.Ok;
+        }));
+        return command;
+    }
+}
