@@ -101,9 +101,10 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IProfiledBackend
         if (Variant == OpenClVariant.Cpu)
         {
             int width = _device.PreferredFloatVectorWidth >= 16 && !f64 ? 16 : 8;
-            defines += $" -D VW={width} -D TS={CpuTile}";
+            _tile = EnvInt("MNISTNATIVE_OPENCL_CPU_TILE", CpuTile);
+            if (_tile is not (8 or 16)) throw new ArgumentException($"MNISTNATIVE_OPENCL_CPU_TILE must be 8 or 16, got {_tile}");
+            defines += $" -D VW={width} -D TS={_tile}";
             files = ["common.cl", "forward_backward_cpu.cl", "reduce_update.cl", "predict.cl"];
-            _tile = CpuTile;
             _workGroupSize = 1;
         }
         else
@@ -181,7 +182,7 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IProfiledBackend
         long sliceBytes = (long)_stride * _realSize;
         if (Variant == OpenClVariant.Cpu)
         {
-            int groups = Math.Clamp(_device.ComputeUnits * CpuGroupsPerUnit, 1, tiles);
+            int groups = Math.Clamp(EnvInt("MNISTNATIVE_OPENCL_CPU_GROUPS", _device.ComputeUnits * CpuGroupsPerUnit), 1, tiles);
             _samplesPerGroup = (tiles + groups - 1) / groups * _tile;
             _groups = (_n + _samplesPerGroup - 1) / _samplesPerGroup;
         }
@@ -459,6 +460,10 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IProfiledBackend
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    /// <summary>Experiment knobs (docs/opencl-backend.md): an integer environment variable, else the default.</summary>
+    private static int EnvInt(string name, int fallback) =>
+        int.TryParse(Environment.GetEnvironmentVariable(name), out int v) && v > 0 ? v : fallback;
 
     private static nuint RoundUp(int value, int multiple) => (nuint)((value + multiple - 1) / multiple * multiple);
 
