@@ -23,6 +23,16 @@ def read_idx(path):
     return np.frombuffer(data, np.uint8, offset=4 + 4 * len(dims)).reshape(dims)
 
 
+def loaded_blas():
+    """The BLAS library numpy actually loaded (Debian switches it with update-alternatives)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "blas" in line.lower() and "/" in line}
+        return ", ".join(sorted(paths)) or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data_dir")
@@ -79,14 +89,14 @@ def main():
             print(f"Iteration {i}: Accuracy = {acc:.4f}  Loss = {loss:.6f}", file=out)
     seconds = time.perf_counter() - start
     test_accuracy = float(np.mean(forward(x_test)[3].argmax(axis=0) == y_test))
-    summary = {"backend": "numpy", "numpy": np.__version__, "hidden": h, "train_count": m, "iterations": a.iterations,
+    summary = {"backend": "numpy", "numpy": np.__version__, "blas": loaded_blas(), "hidden": h, "train_count": m, "iterations": a.iterations,
                "log": log, "test_accuracy": test_accuracy, "train_seconds": seconds,
                "ms_per_iteration": 1000 * seconds / max(1, a.iterations)}
     if a.json:
         print(json.dumps(summary))
     else:
         print(f"Test accuracy = {test_accuracy:.4f}")
-        print(f"Trained in {seconds:.3f} s ({summary['ms_per_iteration']:.3f} ms per iteration)")
+        print(f"Trained in {seconds:.3f} s ({summary['ms_per_iteration']:.3f} ms per iteration); numpy {np.__version__}, BLAS {summary['blas']}")
 
 
 if __name__ == "__main__":
