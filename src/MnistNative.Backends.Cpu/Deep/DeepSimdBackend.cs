@@ -8,15 +8,15 @@ namespace MnistNative.Backends.Cpu.Deep;
 public static class DeepSimd
 {
     /// <summary>"avx512", "avx2", or null when neither runs here.</summary>
-    public static string? BestWidth() => Deep512.IsSupported ? "avx512" : Deep256.IsSupported ? "avx2" : null;
+    public static string? BestWidth() => Avx512Width.IsSupported ? "avx512" : Avx2Width.IsSupported ? "avx2" : null;
 
     public static IMiniBatchBackend Create(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch, int threads = 0, string? width = null)
     {
         width ??= BestWidth() ?? throw new BackendUnavailableException("the deep SIMD backend needs AVX2 + FMA or AVX-512F");
         return width switch
         {
-            "avx512" when Deep512.IsSupported => new DeepSimdBackend<Deep512, System.Runtime.Intrinsics.Vector512<float>>(sizes, optimizer, maxBatch, threads),
-            "avx2" when Deep256.IsSupported => new DeepSimdBackend<Deep256, System.Runtime.Intrinsics.Vector256<float>>(sizes, optimizer, maxBatch, threads),
+            "avx512" when Avx512Width.IsSupported => new DeepSimdBackend<Avx512Width, System.Runtime.Intrinsics.Vector512<float>>(sizes, optimizer, maxBatch, threads),
+            "avx2" when Avx2Width.IsSupported => new DeepSimdBackend<Avx2Width, System.Runtime.Intrinsics.Vector256<float>>(sizes, optimizer, maxBatch, threads),
             _ => throw new BackendUnavailableException($"--backend {width}: this CPU or runtime does not offer it for deep training"),
         };
     }
@@ -42,7 +42,7 @@ public static class DeepSimd
 /// Nothing is allocated per step.
 /// </summary>
 internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
-    where TW : struct, IDeepWidth<TVec>
+    where TW : struct, IVectorWidth<TVec>
     where TVec : unmanaged
 {
     private const int In = MlpParameters.InputSize;

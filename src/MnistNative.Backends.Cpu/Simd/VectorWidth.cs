@@ -34,6 +34,10 @@ internal interface IVectorWidth<TVec> where TVec : unmanaged
 
     /// <summary>The raw vmaxps (no NaN fix-up; the inputs are finite or training has already diverged).</summary>
     static abstract TVec Max(TVec a, TVec b);
+    static abstract TVec Sqrt(TVec a);
+
+    /// <summary>The backend name of this width: "avx2" or "avx512".</summary>
+    static abstract string Name { get; }
     /// <summary>
     /// e^a for a in [-87.3, 88.3] (clamped outside), Cephes expf: round(a·log2 e) split off with a two-part
     /// ln 2, a degree-6 polynomial on the remainder and the power of two built in the exponent bits. About
@@ -55,6 +59,10 @@ internal interface IVectorWidth<TVec> where TVec : unmanaged
 internal readonly struct Avx2Width : IVectorWidth<Vector256<float>>
 {
     public static int Count => Vector256<float>.Count;
+    public static string Name => "avx2";
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Sqrt(Vector256<float> a) => Avx.Sqrt(a);
     public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
     public static Vector256<float> Zero => Vector256<float>.Zero;
 
@@ -130,6 +138,11 @@ internal readonly struct Avx2Width : IVectorWidth<Vector256<float>>
 /// <summary>Vector512 with AVX-512F (FMA is part of AVX-512F).</summary>
 internal readonly struct Avx512Width : IVectorWidth<Vector512<float>>
 {
+    public static string Name => "avx512";
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Sqrt(Vector512<float> a) => Avx512F.Sqrt(a);
+
     public static int Count => Vector512<float>.Count;
     public static bool IsSupported => Avx512F.IsSupported;
     public static Vector512<float> Zero => Vector512<float>.Zero;

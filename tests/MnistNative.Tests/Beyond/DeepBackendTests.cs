@@ -1,3 +1,4 @@
+using MnistNative.Backends.Cpu.Simd;
 using MnistNative.Backends.Cpu.Deep;
 using MnistNative.Core;
 using MnistNative.Data;
@@ -13,7 +14,7 @@ namespace MnistNative.Tests.Beyond;
 public sealed class DeepBackendTests(ITestOutputHelper output)
 {
     public static IEnumerable<object[]> Widths() =>
-        new[] { "avx2", "avx512" }.Where(w => w == "avx2" ? Deep256.IsSupported : Deep512.IsSupported).Select(w => new object[] { w });
+        new[] { "avx2", "avx512" }.Where(w => w == "avx2" ? Avx2Width.IsSupported : Avx512Width.IsSupported).Select(w => new object[] { w });
 
     [Fact]
     public void ReferenceGradientsMatchFiniteDifferencesTwoHiddenLayers()
