@@ -31,7 +31,7 @@ public sealed partial class CliApp
         var profile = new Option<bool>("--profile") { Description = "Print where the training time went: per phase (forward, backward, reduce, update, metrics, transfers, kernels) total ms, share and calls." };
         var trace = new Option<string?>("--trace") { Description = "Write the phases as a Chrome trace (JSON) that Perfetto (ui.perfetto.dev) and chrome://tracing open.", HelpName = "FILE.json" };
 
-        var command = new Command("train", "Train the MLP by full-batch gradient descent, as the seed notebook does, and save it.")
+        var command = new Command("train", "Train the MLP and save it: by default full-batch gradient descent exactly as the seed notebook; mini-batches, optimizers and deeper nets with --batch-size, --optimizer, --hidden 256,128 or --preset fast98.")
         {
             backend, precision, hidden, iterations, lr, trainCount, logEvery, seed, threads, device, kernels, variant, init, output, data, json, profile, trace,
         };
