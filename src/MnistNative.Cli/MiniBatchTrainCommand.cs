@@ -181,10 +181,14 @@ public sealed partial class CliApp
                 },
             };
             bool terminal = !Console.IsErrorRedirected && ReferenceEquals(Err, Console.Error) && !asJson;
-            long perEpoch = options.StepsPerEpoch(train.Count);
+            // the plot's test curve: measured after each epoch, outside the training clock
+            void MeasureTestAccuracy(int epoch)
+            {
+                if (plotPath != null) testAccuracies[epoch] = Evaluation.Accuracy(MiniBatchTrainer.Predict(engine, test.Pixels, test.Count), test.Labels);
+            }
             Action<EpochEntry> logEpoch = e =>
             {
-                if (plotPath != null) testAccuracies[e.Epoch] = Evaluation.Accuracy(MiniBatchTrainer.Predict(engine, test.Pixels, test.Count), test.Labels);
+                MeasureTestAccuracy(e.Epoch);
                 human.WriteLine($"Epoch {e.Epoch}: loss {e.TrainLoss:F4}  train accuracy {e.TrainAccuracy:F4}" +
                     (double.IsNaN(e.ValidationAccuracy) ? "" : $"  validation accuracy {e.ValidationAccuracy:F4}") +
                     (testAccuracies.TryGetValue(e.Epoch, out double ta) ? $"  test accuracy {ta:F4}" : "") + $"  ({e.TrainSeconds:F2} s)");
@@ -199,9 +203,8 @@ public sealed partial class CliApp
                     {
                         ProgressTask? task = null;
                         int taskEpoch = -1;
-                        result = MiniBatchTrainer.Run(engine, train.Count, options, new MiniBatchHooks
+                        result = MiniBatchTrainer.Run(engine, train.Count, options, hooks with
                         {
-                            Validation = hooks.Validation, RunKey = hooks.RunKey, Resume = hooks.Resume, Cancellation = hooks.Cancellation, SaveCheckpoint = hooks.SaveCheckpoint,
                             OnStep = (epoch, inEpoch, total, loss, acc) =>
                             {
                                 if (epoch != taskEpoch) { task = ctx.AddTask($"epoch {epoch + 1}", maxValue: total); taskEpoch = epoch; }
@@ -210,7 +213,7 @@ public sealed partial class CliApp
                             },
                             OnEpoch = e =>
                             {
-                                if (plotPath != null) testAccuracies[e.Epoch] = Evaluation.Accuracy(MiniBatchTrainer.Predict(engine, test.Pixels, test.Count), test.Labels);
+                                MeasureTestAccuracy(e.Epoch);
                                 if (task != null)
                                     task.Description = $"epoch {e.Epoch}  loss {e.TrainLoss:F4}  acc {e.TrainAccuracy:F4}" + (double.IsNaN(e.ValidationAccuracy) ? "" : $"  val {e.ValidationAccuracy:F4}");
                             },
@@ -219,13 +222,8 @@ public sealed partial class CliApp
             }
             else
             {
-                result = MiniBatchTrainer.Run(engine, train.Count, options, new MiniBatchHooks
-                {
-                    Validation = hooks.Validation, RunKey = hooks.RunKey, Resume = hooks.Resume, Cancellation = hooks.Cancellation, SaveCheckpoint = hooks.SaveCheckpoint,
-                    OnEpoch = logEpoch,
-                });
+                result = MiniBatchTrainer.Run(engine, train.Count, options, hooks with { OnEpoch = logEpoch });
             }
-            _ = perEpoch;
         }
         finally
         {

@@ -41,7 +41,7 @@ public sealed class TrainingCheckpoint
 public sealed record MiniBatchResult(IReadOnlyList<EpochEntry> Epochs, MlpParameters Weights, TimeSpan TrainTime, long Steps, bool Cancelled);
 
 /// <summary>Callbacks and hooks of a mini-batch run; every one is optional.</summary>
-public sealed class MiniBatchHooks
+public sealed record MiniBatchHooks
 {
     /// <summary>Called after each epoch (outside the training clock).</summary>
     public Action<EpochEntry>? OnEpoch { get; init; }
