@@ -1,3 +1,4 @@
+using MnistNative.Backends.Cpu;
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Text.Json;
@@ -275,13 +276,13 @@ public sealed partial class CliApp
                     explain("backend auto: picked scalar (f64 is only on the scalar backend)");
                     return new DeepReferenceBackend<double>(sizes, optimizer);
                 }
-                string? width = DeepSimd.BestWidth();
+                var (width, why) = CpuFeatures.BestSimdBackend();
                 if (width == null)
                 {
-                    explain("backend auto: picked scalar (no AVX2 + FMA or AVX-512F for the deep SIMD backend)");
+                    explain($"backend auto: picked scalar ({why})");
                     return new DeepReferenceBackend<float>(sizes, optimizer);
                 }
-                explain($"backend auto: picked {width} (deep SIMD backend; mini-batch training is not on OpenCL yet)");
+                explain($"backend auto: picked {width} ({why}; deep SIMD backend, mini-batch training is not on OpenCL yet)");
                 return DeepSimd.Create(sizes, optimizer, batch, threads ?? 0, width);
         }
     }

@@ -7,12 +7,9 @@ namespace MnistNative.Backends.Cpu.Deep;
 /// <summary>Creates the deep SIMD backend at the widest vector width this CPU runs (or the one asked for).</summary>
 public static class DeepSimd
 {
-    /// <summary>"avx512", "avx2", or null when neither runs here.</summary>
-    public static string? BestWidth() => Avx512Width.IsSupported ? "avx512" : Avx2Width.IsSupported ? "avx2" : null;
-
     public static IMiniBatchBackend Create(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch, int threads = 0, string? width = null)
     {
-        width ??= BestWidth() ?? throw new BackendUnavailableException("the deep SIMD backend needs AVX2 + FMA or AVX-512F");
+        width ??= CpuFeatures.BestSimdBackend().Name ?? throw new BackendUnavailableException("the deep SIMD backend needs AVX2 + FMA or AVX-512F");
         return width switch
         {
             "avx512" when Avx512Width.IsSupported => new DeepSimdBackend<Avx512Width, System.Runtime.Intrinsics.Vector512<float>>(sizes, optimizer, maxBatch, threads),
