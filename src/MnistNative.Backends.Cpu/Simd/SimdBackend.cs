@@ -1,3 +1,4 @@
+using CommunityToolkit.HighPerformance;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics.X86;
 using MnistNative.Core;
@@ -120,14 +121,15 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
         if (weights.LayerCount != 2 || weights.Sizes[0] != In || weights.Sizes[1] != _h || weights.Sizes[2] != Out)
             throw new ArgumentException($"the {Info.Name} backend was built for 784-{_h}-10, got {string.Join('-', weights.Sizes)}");
         _w1.Clear(); _b1.Clear(); _w2.Clear(); _b2.Clear();
+        Span2D<float> w1 = _w1.AsSpan2D(_h, In, Pitch - In), w2 = _w2.AsSpan2D(Out, _h, _hp - _h);
         for (int j = 0; j < _h; j++)
         {
-            for (int k = 0; k < In; k++) _w1.Span[j * Pitch + k] = (float)weights.W[0][j * In + k];
+            for (int k = 0; k < In; k++) w1[j, k] = (float)weights.W[0][j * In + k];
             _b1.Span[j] = (float)weights.B[0][j];
         }
         for (int c = 0; c < Out; c++)
         {
-            for (int j = 0; j < _h; j++) _w2.Span[c * _hp + j] = (float)weights.W[1][c * _h + j];
+            for (int j = 0; j < _h; j++) w2[c, j] = (float)weights.W[1][c * _h + j];
             _b2.Span[c] = (float)weights.B[1][c];
         }
     }
@@ -530,14 +532,16 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
 
     private void CopyOut(MlpParameters p, NativeBuffer<float> w1, NativeBuffer<float> b1, NativeBuffer<float> w2, NativeBuffer<float> b2)
     {
+        // the padded rows (w1: 16 floats past 784, w2: the odd-H padding unit) are views' pitches, never copied
+        Span2D<float> w1v = w1.AsSpan2D(_h, In, Pitch - In), w2v = w2.AsSpan2D(Out, _h, _hp - _h);
         for (int j = 0; j < _h; j++)
         {
-            for (int k = 0; k < In; k++) p.W[0][j * In + k] = w1.Span[j * Pitch + k];
+            for (int k = 0; k < In; k++) p.W[0][j * In + k] = w1v[j, k];
             p.B[0][j] = b1.Span[j];
         }
         for (int c = 0; c < Out; c++)
         {
-            for (int j = 0; j < _h; j++) p.W[1][c * _h + j] = w2.Span[c * _hp + j];
+            for (int j = 0; j < _h; j++) p.W[1][c * _h + j] = w2v[c, j];
             p.B[1][c] = b2.Span[c];
         }
     }
