@@ -130,6 +130,33 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
         Assert.Throws<InvalidOperationException>(() => plain.GetKernelProfile());
     }
 
+    internal static OpenClBackend Open(OpenClBackendOptions options, LabeledImages data, MlpParameters weights)
+    {
+        var backend = new OpenClBackend(weights.Hidden, options);
+        backend.Upload(data);
+        backend.SetWeights(weights);
+        return backend;
+    }
+
+
+    /// <summary>A scratch copy of the repository's kernel sources, for the --kernels DIR path.</summary>
+    private static string CopyKernels()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "mnistnative-kernels-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        foreach (string f in Directory.GetFiles(Path.Combine(TestPaths.RepoRoot, "native", "opencl"), "*.cl"))
+            File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        return dir;
+    }
+}
+
+/// <summary>
+/// The leak check reads the whole process's resident memory, so it runs alone (the serial collection runs after the
+/// parallel ones): other test classes allocating at the same time made the reading meaningless.
+/// </summary>
+[Collection(nameof(SerialCollection))]
+public sealed class OpenClLeakTests(ITestOutputHelper output)
+{
     [SkippableFact]
     public void CreatingAndDisposing200BackendsLeaksNothing()
     {
@@ -139,7 +166,7 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
         var probs = new double[40 * 10];
         void Cycle()
         {
-            using var backend = Open(new OpenClBackendOptions { Device = OpenClTestDevice.Device }, data, weights);
+            using var backend = OpenClBackendTests.Open(new OpenClBackendOptions { Device = OpenClTestDevice.Device }, data, weights);
             backend.Step(0.1, measure: true);
             backend.Predict(data.Pixels, probs);
             Assert.True(OpenClRuntime.LiveObjectCount > liveBefore);
@@ -155,14 +182,6 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
         Assert.InRange(rssAfter - rssBefore, long.MinValue, 48L << 20);
     }
 
-    private static OpenClBackend Open(OpenClBackendOptions options, LabeledImages data, MlpParameters weights)
-    {
-        var backend = new OpenClBackend(weights.Hidden, options);
-        backend.Upload(data);
-        backend.SetWeights(weights);
-        return backend;
-    }
-
     private static long Rss()
     {
         GC.Collect();
@@ -171,15 +190,5 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
         using var process = Process.GetCurrentProcess();
         process.Refresh();
         return process.WorkingSet64;
-    }
-
-    /// <summary>A scratch copy of the repository's kernel sources, for the --kernels DIR path.</summary>
-    private static string CopyKernels()
-    {
-        string dir = Path.Combine(Path.GetTempPath(), "mnistnative-kernels-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
-        foreach (string f in Directory.GetFiles(Path.Combine(TestPaths.RepoRoot, "native", "opencl"), "*.cl"))
-            File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
-        return dir;
     }
 }
