@@ -96,13 +96,51 @@ internal static unsafe class ForwardKernels
     public static bool CanCompactBytes => Avx512Vbmi2.IsSupported && Avx512BW.IsSupported;
 
     // pixels (784 bytes) -> idx (n, each k << shift), val (n): as CompactPixels, in two cheap passes.
-    // Pass 1, per 64 pixels (13 steps instead of 49): one byte compare and two register-form vpcompressb, of
-    // the pixels and of the low byte of their index; the high byte of the index (c >> 8) is the same for the
-    // whole 64-pixel chunk, so a plain broadcast store covers it. Pass 2 widens 16 kept entries at a time.
+    // Pass 1 (CompactBytes) packs the kept pixels as bytes; pass 2 widens 16 kept entries at a time.
     // Writes whole vectors up to 15 entries past n (idx, val: CompactSlack) and uses ByteScratch bytes of tmp.
     public static int CompactPixelsBytes(byte* pixels, byte* tmp, int* idx, float* val, int shift)
     {
         byte* lo = tmp, hi = tmp + ByteStride, pv = tmp + 2 * ByteStride;
+        int n = CompactBytes(pixels, lo, hi, pv);
+        Vector512<float> scale = Vector512.Create(1f / 255f);
+        for (int i = 0; i < n; i += 16)
+        {
+            Vector512<int> k = Avx512F.ConvertToVector512Int32(Vector128.Load(lo + i)) | (Avx512F.ConvertToVector512Int32(Vector128.Load(hi + i)) << 8);
+            Vector512.Store(k << shift, idx + i);
+            Vector512.Store(Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(pv + i))) * scale, val + i);
+        }
+        return n;
+    }
+
+    // pixels (784 bytes) -> entries (n): as CompactPixelsBytes with shift 6 (byte offsets of 64-byte W1t rows),
+    // but each entry packs both halves into one long, (bits of the scaled value << 32) | offset, so that
+    // ForwardSmall reads one scalar per kept pixel instead of two. Its inner loop is bound by load slots
+    // (a 64-byte row takes two, each scalar one): packed, the step over the test set was ~6% faster
+    // (interleaved A/B, 1 thread, 10,000 images). Writes whole vectors up to 15 entries past n.
+    public static int CompactPixelsPacked(byte* pixels, byte* tmp, long* entries)
+    {
+        byte* lo = tmp, hi = tmp + ByteStride, pv = tmp + 2 * ByteStride;
+        int n = CompactBytes(pixels, lo, hi, pv);
+        Vector512<float> scale = Vector512.Create(1f / 255f);
+        // interleave offsets (a) and values (b) into (a0, b0, a1, b1, ...): lanes 0..7, then 8..15
+        Vector512<int> first = Vector512.Create(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        Vector512<int> second = Vector512.Create(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        for (int i = 0; i < n; i += 16)
+        {
+            Vector512<int> k = Avx512F.ConvertToVector512Int32(Vector128.Load(lo + i)) | (Avx512F.ConvertToVector512Int32(Vector128.Load(hi + i)) << 8);
+            Vector512<int> v = (Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(pv + i))) * scale).AsInt32();
+            Vector512.Store(Avx512F.PermuteVar16x32x2(k << 6, first, v).AsInt64(), entries + i);
+            Vector512.Store(Avx512F.PermuteVar16x32x2(k << 6, second, v).AsInt64(), entries + i + 8);
+        }
+        return n;
+    }
+
+    // Pass 1, per 64 pixels (13 steps instead of 49): one byte compare and two register-form vpcompressb, of
+    // the pixels and of the low byte of their index; the high byte of the index (c >> 8) is the same for the
+    // whole 64-pixel chunk, so a plain broadcast store covers it. lo, hi, pv: ByteStride bytes each.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int CompactBytes(byte* pixels, byte* lo, byte* hi, byte* pv)
+    {
         Vector512<byte> lane = Vector512<byte>.Indices;
         int n = 0;
         for (int c = 0; c < 768; c += 64)
@@ -123,33 +161,27 @@ internal static unsafe class ForwardKernels
             Vector128.Store(Avx512Vbmi2.VL.Compress(Vector128<byte>.Zero, keep, p), pv + n);
             n += BitOperations.PopCount(keep.ExtractMostSignificantBits());
         }
-        Vector512<float> scale = Vector512.Create(1f / 255f);
-        for (int i = 0; i < n; i += 16)
-        {
-            Vector512<int> k = Avx512F.ConvertToVector512Int32(Vector128.Load(lo + i)) | (Avx512F.ConvertToVector512Int32(Vector128.Load(hi + i)) << 8);
-            Vector512.Store(k << shift, idx + i);
-            Vector512.Store(Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(pv + i))) * scale, val + i);
-        }
         return n;
     }
 
     // The seed's shape (one hidden layer of at most 16 units, byte pixels): out (16) = relu(b1 + sum val[i] *
-    // W1t[row]) where off[i] is the byte offset of the row (k << 6), then logits = b2 + sum_j h[j] * W2t[j, :]
-    // over all hidden units (a zero unit adds +-0), then the first index of the largest of the 10 logits
-    // (numpy's argmax) without a scalar compare chain. h is 16 floats of scratch.
-    public static int ForwardSmall(float* w1t, float* b1, int hidden, float* w2t, float* b2, int* off, float* val, int n, float* h)
+    // W1t[row]) over the entries of CompactPixelsPacked (row byte offset, value), then logits = b2 + sum_j
+    // h[j] * W2t[j, :] over all hidden units (a zero unit adds +-0), then the first index of the largest of the
+    // 10 logits (numpy's argmax) without a scalar compare chain. h is 16 floats of scratch.
+    public static int ForwardSmall(float* w1t, float* b1, int hidden, float* w2t, float* b2, long* entries, int n, float* h)
     {
         byte* w = (byte*)w1t;
         Vector512<float> a0 = Vector512.LoadAligned(b1), a1 = Vector512<float>.Zero, a2 = Vector512<float>.Zero, a3 = Vector512<float>.Zero;
-        int i = 0;
-        for (; i + 4 <= n; i += 4)
+        long* e = entries, end4 = entries + (n & ~3), end = entries + n;
+        for (; e < end4; e += 4)
         {
-            a0 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + off[i])), Vector512.Create(val[i]), a0);
-            a1 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + off[i + 1])), Vector512.Create(val[i + 1]), a1);
-            a2 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + off[i + 2])), Vector512.Create(val[i + 2]), a2);
-            a3 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + off[i + 3])), Vector512.Create(val[i + 3]), a3);
+            long e0 = e[0], e1 = e[1], e2 = e[2], e3 = e[3];
+            a0 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + (uint)e0)), ValueOf(e0), a0);
+            a1 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + (uint)e1)), ValueOf(e1), a1);
+            a2 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + (uint)e2)), ValueOf(e2), a2);
+            a3 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + (uint)e3)), ValueOf(e3), a3);
         }
-        for (; i < n; i++) a0 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + off[i])), Vector512.Create(val[i]), a0);
+        for (; e < end; e++) a0 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + (uint)*e)), ValueOf(*e), a0);
         Vector512.Store(Vector512.Max((a0 + a1) + (a2 + a3), Vector512<float>.Zero), h);
 
         Vector512<float> z0 = Vector512.LoadAligned(b2), z1 = Vector512<float>.Zero;
@@ -162,6 +194,10 @@ internal static unsafe class ForwardKernels
         if (j < hidden) z0 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned(w2t + j * 16), Vector512.Create(h[j]), z0);
         return ArgMax10(z0 + z1);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    // the value of a packed entry in all 16 lanes (as an int broadcast: one vpbroadcastd from the register)
+    private static Vector512<float> ValueOf(long entry) => Vector512.Create((int)(entry >> 32)).AsSingle();
 
     // First lane of the largest of lanes 0..9 (the padding lanes are ignored).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -75,7 +75,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         _maxInputs = sizes[..^1].Max();
         _maxOutPad = _layers.Max(x => x.OutPad);
         _scratchBytes = (_maxInputs + ForwardKernels.CompactSlack) * (sizeof(int) + sizeof(float)) + _maxOutPad * sizeof(float)
-            + ForwardKernels.ByteScratch;
+            + ForwardKernels.ByteScratch + ScratchAlignment;
         UseKernel(ForwardKernels.Best);
     }
 
@@ -231,21 +231,21 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     private int ArgMaxOf(byte* pixels, float* x, byte* scratch) =>
         pixels != null && _small ? PredictSmall(pixels, scratch) : ForwardKernels.ArgMax(Forward(pixels, x, scratch), ClassCount);
 
-    // 784 -> H <= 16 -> 10 from bytes: compaction with byte offsets of W1t rows, then the fused kernel.
+    // 784 -> H <= 16 -> 10 from bytes: compaction into packed (W1t row offset, value) entries, then the fused
+    // kernel. The entries take the scratch that Forward gives to idx and val (8 bytes per input either way).
     private int PredictSmall(byte* pixels, byte* scratch)
     {
-        int* off = (int*)scratch;
-        float* val = (float*)(off + _maxInputs + ForwardKernels.CompactSlack);
-        float* h = val + _maxInputs + ForwardKernels.CompactSlack;
-        int n = ForwardKernels.CompactPixelsBytes(pixels, (byte*)(h + _maxOutPad), off, val, shift: 6);
+        long* entries = (long*)AlignScratch(scratch);
+        float* h = (float*)(entries + _maxInputs + ForwardKernels.CompactSlack);
+        int n = ForwardKernels.CompactPixelsPacked(pixels, (byte*)(h + _maxOutPad), entries);
         Layer l1 = _layers[0], l2 = _layers[1];
-        return ForwardKernels.ForwardSmall(l1.Wt, l1.Bias, l1.Out, l2.Wt, l2.Bias, off, val, n, h);
+        return ForwardKernels.ForwardSmall(l1.Wt, l1.Bias, l1.Out, l2.Wt, l2.Bias, entries, n, h);
     }
 
     // pixels (784 bytes) or x (784 floats) -> logits (10, inside scratch)
     private float* Forward(byte* pixels, float* x, byte* scratch)
     {
-        int* idx = (int*)scratch;
+        int* idx = (int*)AlignScratch(scratch);
         float* val = (float*)(idx + _maxInputs + ForwardKernels.CompactSlack);
         float* z = val + _maxInputs + ForwardKernels.CompactSlack;
         InferenceKernel kernel = _kernel;
@@ -262,6 +262,12 @@ public sealed unsafe partial class MnistClassifier : IDisposable
             n = ForwardKernels.CompactFloats(z, layer.Out, idx, val);
         }
     }
+
+    // The kernels store whole 64-byte vectors into scratch; from a 64-byte boundary, those at fixed offsets (the
+    // entries, h) never straddle two cache lines. _scratchBytes holds the room to move up to it.
+    private const int ScratchAlignment = 64;
+
+    private static byte* AlignScratch(byte* scratch) => (byte*)(((nint)scratch + ScratchAlignment - 1) & ~(nint)(ScratchAlignment - 1));
 
     [ThreadStatic] private static byte[]? t_scratch;
 
