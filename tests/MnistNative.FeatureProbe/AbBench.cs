@@ -71,4 +71,59 @@ internal static class AbBench
             backends[v].Dispose();
         }
     }
+
+    /// <summary>
+    /// `abdeep <mnist dir> <dirA> <dirB> <avx2|avx512> <hidden,list> <batch> <threads> [rounds] [steps]`: the same
+    /// interleaved A/B for the deep mini-batch backend (DeepSimd.Create, Adam), on consecutive batches of a fixed
+    /// shuffle of the 60,000 training images.
+    /// </summary>
+    public static void RunDeep(string[] args)
+    {
+        LabeledImages data = MnistFiles.Load(args[1]).Train;
+        string width = args[4];
+        int[] sizes = [784, .. args[5].Split(',').Select(int.Parse), 10];
+        int batch = int.Parse(args[6]), threads = int.Parse(args[7]);
+        int rounds = args.Length > 8 ? int.Parse(args[8]) : 10, steps = args.Length > 9 ? int.Parse(args[9]) : 50;
+        var dirs = new[] { Path.GetFullPath(args[2]), Path.GetFullPath(args[3]) };
+        var backends = new IMiniBatchBackend[2];
+        var order = Enumerable.Range(0, data.Count).OrderBy(i => (i * 2654435761u) % 60013).ToArray();
+        int cursor = 0;
+        void Steps(IMiniBatchBackend b, int count)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                if (cursor + batch > order.Length) cursor = 0;
+                b.StepBatch(order.AsSpan(cursor, batch), 1e-3, false);
+                cursor += batch;
+            }
+        }
+        for (int v = 0; v < 2; v++)
+        {
+            Assembly asm = new Context(dirs[v]).LoadFromAssemblyPath(Path.Combine(dirs[v], "MnistNative.Backends.Cpu.dll"));
+            MethodInfo create = asm.GetType("MnistNative.Backends.Cpu.Deep.DeepSimd")!.GetMethod("Create")!;
+            backends[v] = (IMiniBatchBackend)create.Invoke(null, [sizes, new OptimizerSettings(OptimizerKind.Adam), batch, threads, width])!;
+            backends[v].Upload(data);
+            backends[v].SetWeights(MlpParameters.Initialize(sizes, 0));
+            Steps(backends[v], 20);
+        }
+        var times = new List<double>[] { new(), new() };
+        var cpu = new List<double>[] { new(), new() };
+        for (int r = 0; r < rounds; r++)
+            for (int v = 0; v < 2; v++)
+            {
+                double c0 = ThreadCpuMs();
+                long t0 = Stopwatch.GetTimestamp();
+                Steps(backends[v], steps);
+                times[v].Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds / steps);
+                cpu[v].Add((ThreadCpuMs() - c0) / steps);
+            }
+        for (int v = 0; v < 2; v++)
+        {
+            double[] s = times[v].Order().ToArray();
+            double[] c = cpu[v].Order().ToArray();
+            string cpuText = threads == 1 ? $"; caller CPU time median {c[c.Length / 2]:F3}, min {c[0]:F3}" : "";
+            Console.WriteLine($"{(v == 0 ? "A" : "B")} {width} {string.Join('-', sizes)} batch {batch} threads={threads}: wall median {s[s.Length / 2]:F3} ms/step, min {s[0]:F3}{cpuText}  ({dirs[v]})");
+            backends[v].Dispose();
+        }
+    }
 }

@@ -12,6 +12,11 @@ if (args.Length >= 7 && args[0] == "ab")
     AbBench.Run(args);
     return 0;
 }
+if (args.Length >= 8 && args[0] == "abdeep")
+{
+    AbBench.RunDeep(args);
+    return 0;
+}
 if (args.Length >= 3 && args[0] == "kernels")
 {
     KernelBench.Run(args[1], int.Parse(args[2]));

@@ -380,6 +380,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     }
 
     // training CSR rows (batch index order) -> layer-0 CSR of the batch
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void GatherTrain(int s0, int s1)
     {
         int cap = _csrCap[0];
@@ -397,6 +398,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void GatherImages(int s0, int s1)
     {
         int cap = _csrCap[0];
@@ -417,6 +419,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     }
 
     /// <summary>The batch's CSR of layer l's input, transposed by a stable counting sort (samples stay ascending per input unit).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void BuildCsc(int l)
     {
         if (!_training) return;
@@ -449,12 +452,12 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     }
 
     // CSR of a (B, in), Wt (in, outP), b (outP) -> act[l+1] (B, outP) = z, ReLU'd for hidden layers; output vectors [v0, v1)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LayerForward(int l, int s0, int s1, int v0, int v1)
     {
-        int outP = _outP[l], cap = _csrCap[l];
+        int outP = _outP[l], cap = _csrCap[l], vc = TW.Count;
         bool relu = l + 1 < _layers;
         float* wt = _wt[l].Pointer, bias = _b[l].Pointer, z = _act[l + 1].Pointer;
-        int vc = TW.Count;
         for (int s = s0; s < s1; s++)
         {
             int* idx = _csrIdx[l].Pointer + (long)s * cap;
@@ -462,34 +465,46 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
             int nnz = _csrCount[l].Pointer[s];
             float* zs = z + (long)s * outP;
             int v = v0;
-            for (; v + 4 <= v1; v += 4)
-            {
-                int c = v * vc;
-                TVec a0 = TW.Load(bias + c), a1 = TW.Load(bias + c + vc), a2 = TW.Load(bias + c + 2 * vc), a3 = TW.Load(bias + c + 3 * vc);
-                for (int e = 0; e < nnz; e++)
-                {
-                    TVec x = TW.Create(val[e]);
-                    float* row = wt + (long)idx[e] * outP + c;
-                    a0 = TW.MultiplyAdd(x, TW.Load(row), a0);
-                    a1 = TW.MultiplyAdd(x, TW.Load(row + vc), a1);
-                    a2 = TW.MultiplyAdd(x, TW.Load(row + 2 * vc), a2);
-                    a3 = TW.MultiplyAdd(x, TW.Load(row + 3 * vc), a3);
-                }
-                if (relu) { a0 = TW.Max(a0, TW.Zero); a1 = TW.Max(a1, TW.Zero); a2 = TW.Max(a2, TW.Zero); a3 = TW.Max(a3, TW.Zero); }
-                TW.Store(zs + c, a0); TW.Store(zs + c + vc, a1); TW.Store(zs + c + 2 * vc, a2); TW.Store(zs + c + 3 * vc, a3);
-            }
-            for (; v < v1; v++)
-            {
-                int c = v * vc;
-                TVec a0 = TW.Load(bias + c);
-                for (int e = 0; e < nnz; e++) a0 = TW.MultiplyAdd(TW.Create(val[e]), TW.Load(wt + (long)idx[e] * outP + c), a0);
-                if (relu) a0 = TW.Max(a0, TW.Zero);
-                TW.Store(zs + c, a0);
-            }
+            for (; v + 4 <= v1; v += 4) SparseRows4(zs + v * vc, bias + v * vc, wt + v * vc, outP, idx, val, nnz);
+            for (; v < v1; v++) SparseRows1(zs + v * vc, bias + v * vc, wt + v * vc, outP, idx, val, nnz);
+            if (relu)
+                for (int c = v0 * vc; c < v1 * vc; c += vc) TW.Store(zs + c, TW.Max(TW.Load(zs + c), TW.Zero));
         }
     }
 
+    // dst (4 vectors) = init (4 vectors) + sum over e < n of val[e] * m[rows[e] * stride + (0 .. 4 vectors)]
+    // The inner loop of the forward (rows: input units of a sample, m: Wt) and of the weight gradient (rows:
+    // samples of an input unit, m: dz). A small method of its own so that the JIT keeps every pointer in a
+    // register: inlined into the phase methods, with their many live values, it reloaded three spilled
+    // pointers and recomputed the row address from them for every entry.
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void SparseRows4(float* dst, float* init, float* m, nint stride, int* rows, float* val, int n)
+    {
+        int vc = TW.Count;
+        TVec a0 = TW.Load(init), a1 = TW.Load(init + vc), a2 = TW.Load(init + 2 * vc), a3 = TW.Load(init + 3 * vc);
+        for (int e = 0; e < n; e++)
+        {
+            TVec x = TW.Create(val[e]);
+            float* r = m + rows[e] * stride;
+            a0 = TW.MultiplyAdd(x, TW.Load(r), a0);
+            a1 = TW.MultiplyAdd(x, TW.Load(r + vc), a1);
+            a2 = TW.MultiplyAdd(x, TW.Load(r + 2 * vc), a2);
+            a3 = TW.MultiplyAdd(x, TW.Load(r + 3 * vc), a3);
+        }
+        TW.Store(dst, a0); TW.Store(dst + vc, a1); TW.Store(dst + 2 * vc, a2); TW.Store(dst + 3 * vc, a3);
+    }
+
+    // SparseRows4 for one vector
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static void SparseRows1(float* dst, float* init, float* m, nint stride, int* rows, float* val, int n)
+    {
+        TVec a0 = TW.Load(init);
+        for (int e = 0; e < n; e++) a0 = TW.MultiplyAdd(TW.Create(val[e]), TW.Load(m + rows[e] * stride), a0);
+        TW.Store(dst, a0);
+    }
+
     /// <summary>After layer l's forward, per sample: the CSR of the next layer's input (hidden), or softmax, loss and dz (output).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Post(int l, int s0, int s1, int w)
     {
         int outP = _outP[l];
@@ -541,6 +556,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     }
 
     // CSC of a (in, B), dz[l+1] (B, outP) -> dWt[k, v-range] for k in [k0, k1) (or the optimizer applied to it in place when fused); db likewise
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LayerBackwardWeights(int l, int k0, int k1, int v0, int v1, bool fuse, bool bias)
     {
         int outP = _outP[l], vc = TW.Count;
@@ -548,45 +564,30 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         float* m1 = _m1w[l].Length > 0 ? _m1w[l].Pointer : null, m2 = _m2w[l].Length > 0 ? _m2w[l].Pointer : null;
         int* start = _cscStart[l].Pointer, sample = _cscSample[l].Pointer;
         float* val = _cscVal[l].Pointer;
+        // the fused first layer's gradient lives only in g (4 vectors, stays in L1) on its way into Update
+        float* zero = stackalloc float[4 * TW.Count], g = stackalloc float[4 * TW.Count];
+        new Span<float>(zero, 4 * TW.Count).Clear();
         for (int k = k0; k < k1; k++)
         {
-            int e0 = start[k], e1 = start[k + 1];
+            int e0 = start[k], n = start[k + 1] - e0;
             long rowOff = (long)k * outP;
             int v = v0;
             for (; v + 4 <= v1; v += 4)
             {
-                int c = v * vc;
-                TVec g0 = TW.Zero, g1 = TW.Zero, g2 = TW.Zero, g3 = TW.Zero;
-                for (int e = e0; e < e1; e++)
+                long o = rowOff + v * vc;
+                if (!fuse)
                 {
-                    TVec x = TW.Create(val[e]);
-                    float* d = dz + (long)sample[e] * outP + c;
-                    g0 = TW.MultiplyAdd(x, TW.Load(d), g0);
-                    g1 = TW.MultiplyAdd(x, TW.Load(d + vc), g1);
-                    g2 = TW.MultiplyAdd(x, TW.Load(d + 2 * vc), g2);
-                    g3 = TW.MultiplyAdd(x, TW.Load(d + 3 * vc), g3);
+                    SparseRows4(dwt + o, zero, dz + v * vc, outP, sample + e0, val + e0, n);
+                    continue;
                 }
-                long o = rowOff + c;
-                if (fuse)
-                {
-                    Update(wt + o, m1 + o, m2 + o, g0);
-                    Update(wt + o + vc, m1 + o + vc, m2 + o + vc, g1);
-                    Update(wt + o + 2 * vc, m1 + o + 2 * vc, m2 + o + 2 * vc, g2);
-                    Update(wt + o + 3 * vc, m1 + o + 3 * vc, m2 + o + 3 * vc, g3);
-                }
-                else
-                {
-                    TW.Store(dwt + o, g0); TW.Store(dwt + o + vc, g1); TW.Store(dwt + o + 2 * vc, g2); TW.Store(dwt + o + 3 * vc, g3);
-                }
+                SparseRows4(g, zero, dz + v * vc, outP, sample + e0, val + e0, n);
+                for (int i = 0; i < 4; i++) Update(wt + o + i * vc, m1 + o + i * vc, m2 + o + i * vc, TW.Load(g + i * vc));
             }
             for (; v < v1; v++)
             {
-                int c = v * vc;
-                TVec g0 = TW.Zero;
-                for (int e = e0; e < e1; e++) g0 = TW.MultiplyAdd(TW.Create(val[e]), TW.Load(dz + (long)sample[e] * outP + c), g0);
-                long o = rowOff + c;
-                if (fuse) Update(wt + o, m1 + o, m2 + o, g0);
-                else TW.Store(dwt + o, g0);
+                long o = rowOff + v * vc;
+                SparseRows1(fuse ? g : dwt + o, zero, dz + v * vc, outP, sample + e0, val + e0, n);
+                if (fuse) Update(wt + o, m1 + o, m2 + o, TW.Load(g));
             }
         }
         if (!bias) return;
@@ -595,14 +596,18 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         for (int v = v0; v < v1; v++)
         {
             int c = v * vc;
-            TVec g = TW.Zero;
-            for (int s = 0; s < _batch; s++) g = TW.Add(g, TW.Load(dz + (long)s * outP + c));
-            if (fuse) Update(b + c, bm1 + c, bm2 + c, g);
-            else TW.Store(db + c, g);
+            TVec gb = TW.Zero;
+            for (int s = 0; s < _batch; s++) gb = TW.Add(gb, TW.Load(dz + (long)s * outP + c));
+            if (fuse) Update(b + c, bm1 + c, bm2 + c, gb);
+            else TW.Store(db + c, gb);
         }
     }
 
     // dz[l+1] (B, outP), Wt (in, outP), CSR of a (B, in) -> dz[l] (B, outP[l-1]): dot products only where a > 0 (ReLU')
+    // Four entries at a time: one dot product is a chain of dependent FMAs (latency-bound, a quarter of the
+    // FMA throughput); four independent chains share each load of dz. Each entry still sums its vectors in
+    // ascending order, so the result is the same bit for bit.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LayerBackwardInputs(int l, int s0, int s1)
     {
         int outP = _outP[l], prevP = _outP[l - 1], cap = _csrCap[l], vectors = outP / TW.Count, vc = TW.Count;
@@ -614,7 +619,25 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
             new Span<float>(dp, prevP).Clear();
             int* idx = _csrIdx[l].Pointer + (long)s * cap;
             int nnz = _csrCount[l].Pointer[s];
-            for (int e = 0; e < nnz; e++)
+            int e = 0;
+            for (; e + 4 <= nnz; e += 4)
+            {
+                int k0 = idx[e], k1 = idx[e + 1], k2 = idx[e + 2], k3 = idx[e + 3];
+                float* r0 = wt + (long)k0 * outP, r1 = wt + (long)k1 * outP, r2 = wt + (long)k2 * outP, r3 = wt + (long)k3 * outP;
+                TVec dv = TW.Load(d);
+                TVec a0 = TW.Multiply(dv, TW.Load(r0)), a1 = TW.Multiply(dv, TW.Load(r1));
+                TVec a2 = TW.Multiply(dv, TW.Load(r2)), a3 = TW.Multiply(dv, TW.Load(r3));
+                for (int c = vc; c < outP; c += vc)
+                {
+                    dv = TW.Load(d + c);
+                    a0 = TW.MultiplyAdd(dv, TW.Load(r0 + c), a0);
+                    a1 = TW.MultiplyAdd(dv, TW.Load(r1 + c), a1);
+                    a2 = TW.MultiplyAdd(dv, TW.Load(r2 + c), a2);
+                    a3 = TW.MultiplyAdd(dv, TW.Load(r3 + c), a3);
+                }
+                dp[k0] = TW.Sum(a0); dp[k1] = TW.Sum(a1); dp[k2] = TW.Sum(a2); dp[k3] = TW.Sum(a3);
+            }
+            for (; e < nnz; e++)
             {
                 int k = idx[e];
                 float* row = wt + (long)k * outP;
@@ -625,6 +648,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void UpdateRange(NativeBuffer<float> w, NativeBuffer<float> g, NativeBuffer<float> m1, NativeBuffer<float> m2, int start, int end)
     {
         float* pw = w.Pointer, pg = g.Pointer;
