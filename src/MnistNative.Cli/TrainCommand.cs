@@ -11,7 +11,7 @@ public sealed partial class CliApp
     {
         var backend = new Option<string>("--backend") { Description = "Where the passes run. auto picks the fastest backend this machine can run and says why on stderr.", DefaultValueFactory = _ => "auto" };
         backend.AcceptOnlyFromAmong([.. BackendSelector.Names]);
-        var precision = new Option<string>("--precision") { Description = "Floating-point precision (f64 only on the scalar reference).", DefaultValueFactory = _ => "f32" };
+        var precision = new Option<string>("--precision") { Description = "Floating-point precision (f64 on the scalar reference, and on opencl where the device has doubles).", DefaultValueFactory = _ => "f32" };
         precision.AcceptOnlyFromAmong("f32", "f64");
         var hidden = HiddenOption();
         var iterations = IntOption("--iterations", "Full-batch gradient-descent iterations.", 1000, 0, 10_000_000, "N");
