@@ -25,6 +25,8 @@ public sealed partial class CliApp
         var command = new Command("bench-minibatch", "Time mini-batch training steps (Adam) of the deep backends: ms per step and dense-equivalent GFLOP/s.") { hidden, batches, backend, device, threads, steps, data };
         command.SetAction(parse => Guard(() =>
         {
+            if (parse.GetValue(device) != null && parse.GetValue(backend) != "opencl")
+                throw new ArgumentException($"--device goes with --backend opencl, not {parse.GetValue(backend)}");
             var (train, _) = LoadData(parse.GetValue(data));
             int[] sizes = [MlpParameters.InputSize, .. parse.GetValue(hidden)!, MlpParameters.Classes];
             double flopsPerSample = 0;
