@@ -3,6 +3,7 @@ using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Text.Json;
 using MnistNative.Backends.Cpu.Deep;
+using MnistNative.Backends.OpenCL;
 using MnistNative.Core;
 using MnistNative.Data;
 using Spectre.Console;
@@ -128,10 +129,11 @@ public sealed partial class CliApp
         string? plotPath = parse.GetValue(b.Plot);
         if (plotPath != null && !plotPath.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) throw new ArgumentException($"--plot {plotPath}: the file name must end in .png");
         string backendName = parse.GetValue(s.Backend)!;
-        if (backendName == "opencl")
-            throw new BackendUnavailableException("--backend opencl: mini-batch / deep / optimizer training is not on OpenCL yet; use --backend auto, avx512, avx2 or scalar");
-        if ((parse.GetValue(s.Device) ?? parse.GetValue(s.Kernels) ?? parse.GetValue(s.Variant)) != null)
-            throw new ArgumentException("--device, --kernels and --opencl-variant go with --backend opencl, which has no mini-batch training yet");
+        var openCl = new OpenClChoice(parse.GetValue(s.Device), parse.GetValue(s.Kernels));
+        if (backendName is not ("opencl" or "auto") && (openCl.Device ?? openCl.KernelsDirectory ?? parse.GetValue(s.Variant)) != null)
+            throw new ArgumentException($"--device, --kernels and --opencl-variant go with --backend opencl, not {backendName}");
+        if (parse.GetValue(s.Variant) != null)
+            throw new ArgumentException("--opencl-variant goes with the seed's full-batch OpenCL path; mini-batch training on OpenCL has one kernel family (native/opencl/minibatch.cl)");
         Precision precision = ParsePrecision(parse.GetValue(s.Precision)!);
         int? threads = Given(s.Threads) ? parse.GetValue(s.Threads) : null;
 
@@ -149,7 +151,7 @@ public sealed partial class CliApp
         var scheduleKind = scheduleName switch { "step" => ScheduleKind.Step, "cosine" => ScheduleKind.Cosine, _ => ScheduleKind.Constant };
         options = options with { Schedule = new LearningRateSchedule(scheduleKind, lr, totalSteps, warmup) };
 
-        using IMiniBatchBackend engine = CreateMiniBatchBackend(backendName, precision, sizes, optimizer, batch, threads, line => Err.WriteLine(line));
+        using IMiniBatchBackend engine = CreateMiniBatchBackend(backendName, precision, sizes, optimizer, batch, threads, line => Err.WriteLine(line), openCl);
         engine.Upload(train);
         engine.SetWeights(MlpParameters.Initialize(sizes, seed));
         string shape = string.Join('-', sizes);
@@ -260,32 +262,55 @@ public sealed partial class CliApp
         return ExitCodes.Ok;
     }
 
-    private static IMiniBatchBackend CreateMiniBatchBackend(string name, Precision precision, int[] sizes, OptimizerSettings optimizer, int batch, int? threads, Action<string> explain)
+    /// <summary>--device and --kernels for the mini-batch OpenCL backend.</summary>
+    private sealed record OpenClChoice(string? Device = null, string? KernelsDirectory = null);
+
+    /// <summary>
+    /// The mini-batch backends. auto keeps BackendSelector's rule: an OpenCL GPU first, else the widest SIMD
+    /// path of this CPU (an OpenCL CPU device such as PoCL runs the same cores no faster), else scalar.
+    /// </summary>
+    private static IMiniBatchBackend CreateMiniBatchBackend(string name, Precision precision, int[] sizes, OptimizerSettings optimizer, int batch, int? threads,
+        Action<string> explain, OpenClChoice? openCl = null)
     {
+        openCl ??= new OpenClChoice();
         switch (name)
         {
             case "scalar":
                 return precision == Precision.F64 ? new DeepReferenceBackend<double>(sizes, optimizer) : new DeepReferenceBackend<float>(sizes, optimizer);
             case "avx2":
             case "avx512":
-                if (precision == Precision.F64) throw new ArgumentException($"--precision f64 is only on the scalar backend, not {name}");
+                if (precision == Precision.F64) throw new ArgumentException($"--precision f64 is only on the scalar and opencl backends, not {name}");
                 return DeepSimd.Create(sizes, optimizer, batch, threads ?? 0, name);
+            case "opencl":
+                return CreateMiniBatchOpenCl(sizes, optimizer, batch, precision, openCl);
             default: // auto
                 if (precision == Precision.F64)
                 {
                     explain("backend auto: picked scalar (f64 is only on the scalar backend)");
                     return new DeepReferenceBackend<double>(sizes, optimizer);
                 }
+                if (!OpenClRuntime.TryProbe(out string reason, out var devices))
+                    explain($"backend auto: no OpenCL GPU ({reason})");
+                else if (devices.FirstOrDefault(d => d.Type == OpenClDeviceType.Gpu) is { } gpu)
+                {
+                    explain($"backend auto: picked opencl on GPU {gpu.Id} {gpu.Name}");
+                    return CreateMiniBatchOpenCl(sizes, optimizer, batch, precision, openCl with { Device = openCl.Device ?? gpu.Id });
+                }
+                else
+                    explain("backend auto: no OpenCL GPU (only " + string.Join(", ", devices.Select(d => $"{d.Name} ({d.Type})")) + ")");
                 var (width, why) = CpuFeatures.BestSimdBackend();
                 if (width == null)
                 {
                     explain($"backend auto: picked scalar ({why})");
                     return new DeepReferenceBackend<float>(sizes, optimizer);
                 }
-                explain($"backend auto: picked {width} ({why}; deep SIMD backend, mini-batch training is not on OpenCL yet)");
+                explain($"backend auto: picked {width} ({why}; deep SIMD backend)");
                 return DeepSimd.Create(sizes, optimizer, batch, threads ?? 0, width);
         }
     }
+
+    private static OpenClMiniBatchBackend CreateMiniBatchOpenCl(int[] sizes, OptimizerSettings optimizer, int batch, Precision precision, OpenClChoice openCl) =>
+        new(sizes, optimizer, batch, new OpenClMiniBatchOptions { Device = openCl.Device, KernelsDirectory = openCl.KernelsDirectory, Precision = precision });
 }
 
 public sealed record EpochLogEntry(int Epoch, long Step, double TrainLoss, double TrainAccuracy, double? ValidationAccuracy, double? TestAccuracy);

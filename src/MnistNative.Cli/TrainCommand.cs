@@ -11,7 +11,7 @@ public sealed partial class CliApp
     {
         var backend = new Option<string>("--backend") { Description = "Where the passes run. auto picks the fastest backend this machine can run and says why on stderr.", DefaultValueFactory = _ => "auto" };
         backend.AcceptOnlyFromAmong([.. BackendSelector.Names]);
-        var precision = new Option<string>("--precision") { Description = "Floating-point precision (f64 only on the scalar reference).", DefaultValueFactory = _ => "f32" };
+        var precision = new Option<string>("--precision") { Description = "Floating-point precision (f64 on the scalar reference, and on opencl where the device has doubles).", DefaultValueFactory = _ => "f32" };
         precision.AcceptOnlyFromAmong("f32", "f64");
         var hidden = HiddenOption();
         var iterations = IntOption("--iterations", "Full-batch gradient-descent iterations.", 1000, 0, 10_000_000, "N");
@@ -21,7 +21,7 @@ public sealed partial class CliApp
         var seed = new Option<uint>("--seed") { Description = "Seed of the initialisation (numpy's legacy generator: seed 0 gives the notebook's np.random.seed(0) weights).", DefaultValueFactory = _ => 0u };
         var device = new Option<string?>("--device") { Description = "OpenCL device: P:D (platform:device index, see `mnistnative devices`) or part of its name. Default: the first GPU, else the first device.", HelpName = "P:D|NAME" };
         var kernels = new Option<string?>("--kernels") { Description = "Load the OpenCL kernels from this directory (e.g. native/opencl) instead of the embedded copies, for kernel development.", HelpName = "DIR" };
-        var variant = new Option<string?>("--opencl-variant") { Description = "Force the OpenCL kernel variant: gpu (many work-items, local-memory reductions) or cpu (explicit vectors, few work-items). Default: from the device type.", HelpName = "gpu|cpu" };
+        var variant = new Option<string?>("--opencl-variant") { Description = "Force the OpenCL kernel variant of the seed's full-batch path: gpu (many work-items, local-memory reductions) or cpu (explicit vectors, few work-items). Default: from the device type. (Mini-batch training on OpenCL has one kernel family.)", HelpName = "gpu|cpu" };
         variant.AcceptOnlyFromAmong("gpu", "cpu");
         var threads = IntOption("--threads", "Worker threads for the multi-threaded backends (default: all cores).", Environment.ProcessorCount, 1, 1024, "N");
         var init = new Option<FileInfo?>("--init-weights") { Description = "Start from w1, b1, w2, b2 in this .npz (float64 or float32) instead of --seed.", HelpName = "FILE" };

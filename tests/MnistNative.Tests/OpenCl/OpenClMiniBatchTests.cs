@@ -1,0 +1,210 @@
+using System.Text.Json;
+using MnistNative.Backends.Cpu.Deep;
+using MnistNative.Backends.OpenCL;
+using MnistNative.Core;
+using MnistNative.Tests.Beyond;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace MnistNative.Tests.OpenCl;
+
+/// <summary>
+/// The OpenCL mini-batch backend against the deep reference (float64) on random images: odd widths, batches
+/// that are not multiples of the 16-wide tiles, every optimizer with weight decay; the optimizer state's
+/// round trip; and a short real run through the CLI.
+/// </summary>
+[Collection(OpenClTestDevice.Collection)]
+public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
+{
+    private static OpenClMiniBatchBackend Open(int[] sizes, OptimizerSettings o, int maxBatch, Precision precision = Precision.F32) =>
+        new(sizes, o, maxBatch, new OpenClMiniBatchOptions { Device = OpenClTestDevice.Device, Precision = precision });
+
+    /// <summary>n images of uniformly random pixels (dense, unlike digits: every weight gets a gradient) and random labels.</summary>
+    private static LabeledImages RandomImages(int n, int seed)
+    {
+        var rng = new Random(seed);
+        var pixels = new byte[n * MlpParameters.InputSize];
+        var labels = new byte[n];
+        rng.NextBytes(pixels);
+        for (int i = 0; i < n; i++) labels[i] = (byte)rng.Next(MlpParameters.Classes);
+        return new LabeledImages(pixels, labels);
+    }
+
+    private static int[] Batch(int n, int step, int count) => Enumerable.Range(0, n).Select(i => (i * 7 + step * n) % count).ToArray();
+
+    [SkippableTheory]
+    [InlineData(Precision.F32, 1e-6, 1e-3)]
+    [InlineData(Precision.F64, 1e-12, 1e-9)]
+    public void ForwardAndGradientsMatchTheReferenceOnOddShapes(Precision precision, double abs, double rel)
+    {
+        OpenClTestDevice.RequireOpenCl();
+        if (precision == Precision.F64) Skip.IfNot(OpenClRuntime.SelectDevice(OpenClTestDevice.Device).SupportsDouble, "the device has no cl_khr_fp64");
+        LabeledImages data = RandomImages(100, 1);
+        foreach (int[] sizes in new[] { new[] { 784, 7, 10 }, [784, 33, 17, 10] })
+        {
+            MlpParameters w = MlpParameters.Initialize(sizes, 11);
+            using var reference = new DeepReferenceBackend<double>(sizes, OptimizerSettings.Gd);
+            using OpenClMiniBatchBackend cl = Open(sizes, OptimizerSettings.Gd, 64, precision);
+            reference.Upload(data); cl.Upload(data);
+            reference.SetWeights(w); cl.SetWeights(w);
+            foreach (int n in new[] { 1, 13, 64 })
+            {
+                int[] batch = Batch(n, 1, data.Count);
+                var gr = new MlpParameters(sizes);
+                var gc = new MlpParameters(sizes);
+                StepMetrics mr = reference.ComputeGradients(batch, gr);
+                StepMetrics mc = cl.ComputeGradients(batch, gc);
+                Assert.Equal(mr.Count, mc.Count);
+                Assert.Equal(mr.Correct, mc.Correct);
+                Assert.Equal(mr.Loss, mc.Loss, precision == Precision.F32 ? 4 : 9);
+                for (int l = 0; l < sizes.Length - 1; l++)
+                {
+                    double diff = MaxLayerDiff(gr, gc, l, abs, rel);
+                    output.WriteLine($"{precision} {string.Join('-', sizes)} batch {n} layer {l + 1}: max scaled gradient difference {diff:E2}");
+                    Assert.True(diff <= 1, $"{string.Join('-', sizes)} batch {n} layer {l + 1}: {diff}");
+                }
+            }
+            // the forward pass alone: probabilities of 37 images (not a multiple of the tile)
+            int count = 37;
+            byte[] images = data.Pixels.AsSpan(0, count * MlpParameters.InputSize).ToArray();
+            var pr = new double[count * 10];
+            var pc = new double[count * 10];
+            reference.Predict(images, pr);
+            cl.Predict(images, pc);
+            double worst = pr.Zip(pc).Max(t => Math.Abs(t.First - t.Second));
+            output.WriteLine($"{precision} {string.Join('-', sizes)}: max probability difference {worst:E2}");
+            Assert.True(worst <= (precision == Precision.F32 ? 1e-5 : 1e-12), $"probabilities differ by {worst}");
+        }
+    }
+
+    [SkippableFact]
+    public void EveryOptimizerStepsLikeTheReference()
+    {
+        OpenClTestDevice.RequireOpenCl();
+        int[] sizes = [784, 33, 17, 10];
+        LabeledImages data = RandomImages(100, 2);
+        MlpParameters w = MlpParameters.Initialize(sizes, 5);
+        foreach (OptimizerKind kind in Enum.GetValues<OptimizerKind>())
+        {
+            var o = new OptimizerSettings(kind, WeightDecay: 1e-3);
+            double lr = kind == OptimizerKind.Adam ? 1e-3 : 0.05;
+            using var reference = new DeepReferenceBackend<double>(sizes, o);
+            using OpenClMiniBatchBackend cl = Open(sizes, o, 64);
+            reference.Upload(data); cl.Upload(data);
+            reference.SetWeights(w); cl.SetWeights(w);
+            for (int step = 0; step < 5; step++)
+            {
+                int[] batch = Batch(step % 2 == 0 ? 13 : 64, step, data.Count);
+                StepMetrics mr = reference.StepBatch(batch, lr, measure: true);
+                StepMetrics mc = cl.StepBatch(batch, lr, measure: step % 2 == 0);
+                if (step % 2 == 0)
+                {
+                    Assert.Equal(mr.Correct, mc.Correct);
+                    Assert.Equal(mr.Loss, mc.Loss, 4);
+                }
+                else Assert.Equal(default, mc);
+                if (step is 0 or 4)
+                {
+                    double diff = MaxDiffWithState(reference, cl, 1e-5, 1e-3);
+                    output.WriteLine($"{kind} after {step + 1} step(s): max scaled weight / moment difference {diff:E2}");
+                    Assert.True(diff <= 1, $"{kind} after {step + 1} step(s): {diff}");
+                }
+            }
+            Assert.Equal(reference.GetOptimizerState().Steps, cl.GetOptimizerState().Steps);
+        }
+    }
+
+    [SkippableFact]
+    public void OptimizerStateRoundTripsIntoAFreshBackendAndNothingLeaks()
+    {
+        OpenClTestDevice.RequireOpenCl();
+        int before = OpenClRuntime.LiveObjectCount;
+        int[] sizes = [784, 33, 17, 10];
+        LabeledImages data = RandomImages(100, 3);
+        var o = new OptimizerSettings(OptimizerKind.Adam, WeightDecay: 1e-4);
+        MlpParameters init = MlpParameters.Initialize(sizes, 4);
+        void Steps(OpenClMiniBatchBackend b, int from, int to)
+        {
+            for (int step = from; step < to; step++) b.StepBatch(Batch(13, step, data.Count), 2e-3, measure: false);
+        }
+
+        MlpParameters whole;
+        using (OpenClMiniBatchBackend straight = Open(sizes, o, 13))
+        {
+            straight.Upload(data);
+            straight.SetWeights(init);
+            Steps(straight, 0, 6);
+            whole = straight.GetWeights();
+        }
+        MlpParameters weights;
+        OptimizerState state;
+        using (OpenClMiniBatchBackend first = Open(sizes, o, 13))
+        {
+            first.Upload(data);
+            first.SetWeights(init);
+            Steps(first, 0, 3);
+            weights = first.GetWeights();
+            state = first.GetOptimizerState();
+        }
+        Assert.Equal(3, state.Steps);
+        Assert.Equal(2, state.Moments.Length);
+        using (OpenClMiniBatchBackend second = Open(sizes, o, 13))
+        {
+            second.Upload(data);
+            second.SetWeights(weights);
+            second.SetOptimizerState(state);
+            Steps(second, 3, 6);
+            // float32 values survive the float64 round trip exactly and the kernels have no atomics: bitwise equal
+            Assert.Equal(0, DeepBackendTests.MaxDiff(whole, second.GetWeights(), 0, 0, exact: true));
+            Assert.Throws<ArgumentException>(() => second.SetOptimizerState(new OptimizerState(1, [])));
+            Assert.Throws<ArgumentException>(() => second.SetWeights(MlpParameters.Initialize([784, 33, 10], 0)));
+            Assert.Throws<ArgumentException>(() => second.StepBatch(new int[second.MaxBatch + 1], 1e-3, false));
+            Assert.Throws<ArgumentOutOfRangeException>(() => second.StepBatch([0, 100], 1e-3, false));
+        }
+        Assert.Equal(before, OpenClRuntime.LiveObjectCount);
+    }
+
+    [SkippableFact]
+    public void CliTrainsADeepNetWithAdamOnOpenCl()
+    {
+        OpenClTestDevice.RequireOpenCl();
+        string dir = Directory.CreateTempSubdirectory("mnistnative-clmb-").FullName;
+        try
+        {
+            var (code, stdout, stderr) = CliTests.Run("train", "--backend", "opencl", "--hidden", "32,16", "--batch-size", "64", "--epochs", "1",
+                "--train-count", "2000", "--optimizer", "adam", "--lr", "0.003", "--json", "--data", TestPaths.MnistDir, "--out", Path.Combine(dir, "m.npz"));
+            Assert.True(code == 0, stderr);
+            output.WriteLine(stderr);
+            using var doc = JsonDocument.Parse(stdout);
+            JsonElement root = doc.RootElement;
+            Assert.Equal("opencl", root.GetProperty("backend").GetString());
+            Assert.Equal([784, 32, 16, 10], root.GetProperty("sizes").EnumerateArray().Select(e => e.GetInt32()));
+            Assert.Equal(32, root.GetProperty("steps").GetInt64());
+            double accuracy = root.GetProperty("test_accuracy").GetDouble();
+            output.WriteLine($"test accuracy after one epoch on 2000 images: {accuracy:F4}");
+            Assert.InRange(accuracy, 0.7, 1);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    private static double MaxLayerDiff(MlpParameters a, MlpParameters b, int l, double abs, double rel)
+    {
+        double worst = 0;
+        foreach (var (x, y) in a.W[l].Zip(b.W[l]).Concat(a.B[l].Zip(b.B[l])))
+            worst = Math.Max(worst, Math.Abs(x - y) / (abs + rel * Math.Abs(x)));
+        return worst;
+    }
+
+    private static double MaxDiffWithState(IMiniBatchBackend reference, IMiniBatchBackend cl, double abs, double rel)
+    {
+        double worst = DeepBackendTests.MaxDiff(reference.GetWeights(), cl.GetWeights(), abs, rel);
+        OptimizerState sr = reference.GetOptimizerState(), sc = cl.GetOptimizerState();
+        for (int k = 0; k < sr.Moments.Length; k++)
+        {
+            // Adam's second moments are squares of gradients (about 1e-6): scale their absolute tolerance with them
+            double momentAbs = k == 1 ? abs * abs : abs;
+            worst = Math.Max(worst, DeepBackendTests.MaxDiff(sr.Moments[k], sc.Moments[k], momentAbs, rel));
+        }
+        return worst;
+    }
+}
