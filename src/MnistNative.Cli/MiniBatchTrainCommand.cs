@@ -50,13 +50,13 @@ internal sealed class BeyondOptions
 /// <summary>The fast98 recipe, chosen on a validation split (docs/beyond-the-seed.md).</summary>
 internal static class Fast98
 {
-    public static readonly int[] Hidden = [512, 256];
+    public static readonly int[] Hidden = [384, 128];
     public const int BatchSize = 128;
-    public const int Epochs = 5;
-    public const double LearningRate = 1e-3;
+    public const int Epochs = 4;
+    public const double LearningRate = 3e-3;
     public const string Optimizer = "adam";
     public const string Schedule = "cosine";
-    public const int Warmup = 0;
+    public const int Warmup = 100;
 }
 
 public sealed partial class CliApp
