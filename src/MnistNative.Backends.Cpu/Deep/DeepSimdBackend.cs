@@ -52,7 +52,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     private readonly NativeBuffer<float>[] _m1w, _m1b, _m2w, _m2b; // momentum / Adam moments (empty when unused)
     private readonly NativeBuffer<float>[] _act;   // act[l] (B, outP[l-1]) for hidden l >= 1; act[L] = logits / probabilities (B, outP[L-1])
     private readonly NativeBuffer<float>[] _dz;    // dz[l] (B, outP[l-1]) for l >= 1
-    private readonly NativeBuffer<int>[] _csrIdx, _cscSample, _cscStart, _csrCount;
+    private readonly NativeBuffer<int>[] _csrIdx, _cscSample, _cscCount, _csrCount;
     private readonly NativeBuffer<float>[] _csrVal, _cscVal;
     private readonly int[] _csrCap;
     private readonly NativeBuffer<int> _batchIndex;
@@ -108,7 +108,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         _act[0] = new(0); _dz[0] = new(0);
         for (int l = 1; l <= _layers; l++) { _act[l] = new((long)maxBatch * _outP[l - 1] > int.MaxValue ? throw new ArgumentException("batch too large") : maxBatch * _outP[l - 1]); _dz[l] = new(maxBatch * _outP[l - 1]); }
         _csrIdx = new NativeBuffer<int>[_layers]; _csrVal = new NativeBuffer<float>[_layers]; _csrCount = new NativeBuffer<int>[_layers];
-        _cscStart = new NativeBuffer<int>[_layers]; _cscSample = new NativeBuffer<int>[_layers]; _cscVal = new NativeBuffer<float>[_layers];
+        _cscCount = new NativeBuffer<int>[_layers]; _cscSample = new NativeBuffer<int>[_layers]; _cscVal = new NativeBuffer<float>[_layers];
         _csrCap = new int[_layers];
         for (int l = 0; l < _layers; l++)
         {
@@ -117,7 +117,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
             long entries = (long)maxBatch * cap;
             if (entries > int.MaxValue) throw new ArgumentException($"batch {maxBatch} is too large for the deep SIMD backend");
             _csrIdx[l] = new((int)entries); _csrVal[l] = new((int)entries); _csrCount[l] = new(maxBatch);
-            _cscStart[l] = new(_sizes[l] + 1); _cscSample[l] = new((int)entries); _cscVal[l] = new((int)entries);
+            _cscCount[l] = new(_sizes[l]); _cscSample[l] = new((int)entries); _cscVal[l] = new((int)entries);
         }
         _batchIndex = new(maxBatch);
         _batchLabel = new(maxBatch);
@@ -262,9 +262,6 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         Array.Clear(_correctW);
         for (int l = 0; l < _layers; l++)
         {
-            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-            BuildCsc(l);
-            PhaseTicks[20 + Math.Min(l, 3)] += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
             RunPhase(PhaseForward, l);
             if (ColumnMode(l)) RunPhase(PhasePost, l);
         }
@@ -329,6 +326,11 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
                 break;
             }
             case PhaseForward:
+                if (_training)
+                {
+                    var (k0, k1) = Share(_sizes[l], workers, w);
+                    BuildCsc(l, k0, k1);
+                }
                 if (ColumnMode(l))
                 {
                     var (v0, v1) = Share(_outP[l] / TW.Count, workers, w);
@@ -418,37 +420,34 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         }
     }
 
-    /// <summary>The batch's CSR of layer l's input, transposed by a stable counting sort (samples stay ascending per input unit).</summary>
+    /// <summary>
+    /// The batch's CSR of layer l's input, transposed for the input units [k0, k1): unit k's entries (sample,
+    /// value) go to slots k * MaxBatch onwards, samples ascending, and their number to cscCount[k]. A fixed slot
+    /// range per unit needs no counting pass and no prefix sum, so each worker builds its own units' lists in
+    /// the forward phase (the CSR is ready then and the lists are read only by the backward phase).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void BuildCsc(int l)
+    private void BuildCsc(int l, int k0, int k1)
     {
-        if (!_training) return;
-        int nIn = _sizes[l], cap = _csrCap[l];
-        int* start = _cscStart[l].Pointer;
-        new Span<int>(start, nIn + 1).Clear();
-        int* counts = _csrCount[l].Pointer;
-        for (int s = 0; s < _batch; s++)
-        {
-            int* idx = _csrIdx[l].Pointer + (long)s * cap;
-            for (int e = 0, c = counts[s]; e < c; e++) start[idx[e] + 1]++;
-        }
-        for (int k = 0; k < nIn; k++) start[k + 1] += start[k];
-        // fill using start[k] as the cursor, then shift back
-        int* sample = _cscSample[l].Pointer;
-        float* val = _cscVal[l].Pointer;
+        int cap = _csrCap[l], stride = _maxBatch;
+        int* count = _cscCount[l].Pointer, sample = _cscSample[l].Pointer;
+        float* cval = _cscVal[l].Pointer;
+        new Span<int>(count + k0, k1 - k0).Clear();
         for (int s = 0; s < _batch; s++)
         {
             int* idx = _csrIdx[l].Pointer + (long)s * cap;
             float* v = _csrVal[l].Pointer + (long)s * cap;
-            for (int e = 0, c = counts[s]; e < c; e++)
+            int n = _csrCount[l].Pointer[s], e = 0;
+            while (e < n && idx[e] < k0) e++; // a sample's entries are in ascending unit order
+            for (; e < n; e++)
             {
-                int pos = start[idx[e]]++;
-                sample[pos] = s;
-                val[pos] = v[e];
+                int k = idx[e];
+                if (k >= k1) break;
+                long slot = (long)k * stride + count[k]++;
+                sample[slot] = s;
+                cval[slot] = v[e];
             }
         }
-        for (int k = nIn; k > 0; k--) start[k] = start[k - 1];
-        start[0] = 0;
     }
 
     // CSR of a (B, in), Wt (in, outP), b (outP) -> act[l+1] (B, outP) = z, ReLU'd for hidden layers; output vectors [v0, v1)
@@ -562,14 +561,15 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         int outP = _outP[l], vc = TW.Count;
         float* dz = _dz[l + 1].Pointer, dwt = _dwt[l].Pointer, wt = _wt[l].Pointer;
         float* m1 = _m1w[l].Length > 0 ? _m1w[l].Pointer : null, m2 = _m2w[l].Length > 0 ? _m2w[l].Pointer : null;
-        int* start = _cscStart[l].Pointer, sample = _cscSample[l].Pointer;
+        int* count = _cscCount[l].Pointer, sample = _cscSample[l].Pointer;
         float* val = _cscVal[l].Pointer;
         // the fused first layer's gradient lives only in g (4 vectors, stays in L1) on its way into Update
         float* zero = stackalloc float[4 * TW.Count], g = stackalloc float[4 * TW.Count];
         new Span<float>(zero, 4 * TW.Count).Clear();
         for (int k = k0; k < k1; k++)
         {
-            int e0 = start[k], n = start[k + 1] - e0;
+            long e0 = (long)k * _maxBatch;
+            int n = count[k];
             long rowOff = (long)k * outP;
             int v = v0;
             for (; v + 4 <= v1; v += 4)
@@ -709,7 +709,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         _pool.Dispose();
         foreach (var set in new[] { _wt, _b, _dwt, _db, _m1w, _m1b, _m2w, _m2b, _act, _dz, _csrVal, _cscVal })
             foreach (var buf in set) buf.Dispose();
-        foreach (var set in new[] { _csrIdx, _cscSample, _cscStart, _csrCount })
+        foreach (var set in new[] { _csrIdx, _cscSample, _cscCount, _csrCount })
             foreach (var buf in set) buf.Dispose();
         _batchIndex.Dispose(); _batchLabel.Dispose();
         _trainStart.Dispose(); _trainIdx.Dispose(); _trainVal.Dispose();
