@@ -1,4 +1,7 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using MnistNative.Backends.Cpu.Simd;
 using MnistNative.Core;
 
@@ -61,9 +64,10 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     private readonly double[] _lossW;
     private readonly int[] _correctW;
 
-    // the uploaded training set as CSR: row s is entries [start[s], start[s+1]) of (pixel index, pixel / 255)
+    // the uploaded training set as CSR: row s is entries [start[s], start[s+1]) of (pixel index, pixel / 255);
+    // a training step's first layer reads its samples' rows here directly (see Row)
     private NativeBuffer<int> _trainStart = new(1);
-    private NativeBuffer<ushort> _trainIdx = new(0);
+    private NativeBuffer<int> _trainIdx = new(0);
     private NativeBuffer<float> _trainVal = new(0);
     private byte[] _trainLabels = [];
 
@@ -74,7 +78,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     private long _t;
     private TVec _lrV, _wdV, _muV, _b1V, _b2V, _1mb1V, _1mb2V, _stepV, _invV, _epsV;
 
-    private const int PhaseGatherTrain = 0, PhaseGatherImages = 1, PhaseForward = 2, PhasePost = 3, PhaseBackward = 4;
+    private const int PhaseGatherImages = 1, PhaseForward = 2, PhasePost = 3, PhaseBackward = 4;
 
     public DeepSimdBackend(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch, int threads)
     {
@@ -112,7 +116,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         _csrCap = new int[_layers];
         for (int l = 0; l < _layers; l++)
         {
-            int cap = _sizes[l];
+            int cap = l == 0 ? In : _outP[l - 1]; // hidden: the padded width, room for whole-vector compaction (Post)
             _csrCap[l] = cap;
             long entries = (long)maxBatch * cap;
             if (entries > int.MaxValue) throw new ArgumentException($"batch {maxBatch} is too large for the deep SIMD backend");
@@ -153,7 +157,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
             {
                 byte p = px[s * In + k];
                 if (p == 0) continue;
-                _trainIdx.Pointer[e] = (ushort)k;
+                _trainIdx.Pointer[e] = k;
                 _trainVal.Pointer[e] = p * PixelScale;
                 e++;
             }
@@ -247,7 +251,6 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         _training = true;
         _update = update;
         if (update) SetOptimizerConstants(lr);
-        RunPhase(PhaseGatherTrain, 0);
         ForwardAll();
         for (int l = _layers - 1; l >= 0; l--) RunPhase(PhaseBackward, l);
         double loss = 0;
@@ -313,12 +316,6 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         int l = _layer, workers = _pool.Count;
         switch (_phase)
         {
-            case PhaseGatherTrain:
-            {
-                var (s0, s1) = Share(_batch, workers, w);
-                GatherTrain(s0, s1);
-                break;
-            }
             case PhaseGatherImages:
             {
                 var (s0, s1) = Share(_batch, workers, w);
@@ -381,23 +378,25 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         }
     }
 
-    // training CSR rows (batch index order) -> layer-0 CSR of the batch
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void GatherTrain(int s0, int s1)
+    /// <summary>
+    /// Sample s's row of layer l's input as CSR (unit indices ascending, values, count). In a training step the
+    /// first layer's rows are the uploaded training set's, found through the batch's indices, so nothing is
+    /// gathered or copied; otherwise the layer's own CSR buffer (Predict's images, hidden activations).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int Row(int l, int s, out int* idx, out float* val)
     {
-        int cap = _csrCap[0];
-        int* start = _trainStart.Pointer;
-        for (int s = s0; s < s1; s++)
+        if (l == 0 && _training)
         {
-            int src = _batchIndex.Pointer[s];
-            int e0 = start[src], count = start[src + 1] - e0;
-            int* idx = _csrIdx[0].Pointer + (long)s * cap;
-            float* val = _csrVal[0].Pointer + (long)s * cap;
-            ushort* from = _trainIdx.Pointer + e0;
-            for (int e = 0; e < count; e++) idx[e] = from[e];
-            new ReadOnlySpan<float>(_trainVal.Pointer + e0, count).CopyTo(new Span<float>(val, count));
-            _csrCount[0].Pointer[s] = count;
+            int src = _batchIndex.Pointer[s], e0 = _trainStart.Pointer[src];
+            idx = _trainIdx.Pointer + e0;
+            val = _trainVal.Pointer + e0;
+            return _trainStart.Pointer[src + 1] - e0;
         }
+        long at = (long)s * _csrCap[l];
+        idx = _csrIdx[l].Pointer + at;
+        val = _csrVal[l].Pointer + at;
+        return _csrCount[l].Pointer[s];
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -429,15 +428,13 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void BuildCsc(int l, int k0, int k1)
     {
-        int cap = _csrCap[l], stride = _maxBatch;
+        int stride = _maxBatch;
         int* count = _cscCount[l].Pointer, sample = _cscSample[l].Pointer;
         float* cval = _cscVal[l].Pointer;
         new Span<int>(count + k0, k1 - k0).Clear();
         for (int s = 0; s < _batch; s++)
         {
-            int* idx = _csrIdx[l].Pointer + (long)s * cap;
-            float* v = _csrVal[l].Pointer + (long)s * cap;
-            int n = _csrCount[l].Pointer[s], e = 0;
+            int n = Row(l, s, out int* idx, out float* v), e = 0;
             while (e < n && idx[e] < k0) e++; // a sample's entries are in ascending unit order
             for (; e < n; e++)
             {
@@ -454,14 +451,12 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LayerForward(int l, int s0, int s1, int v0, int v1)
     {
-        int outP = _outP[l], cap = _csrCap[l], vc = TW.Count;
+        int outP = _outP[l], vc = TW.Count;
         bool relu = l + 1 < _layers;
         float* wt = _wt[l].Pointer, bias = _b[l].Pointer, z = _act[l + 1].Pointer;
         for (int s = s0; s < s1; s++)
         {
-            int* idx = _csrIdx[l].Pointer + (long)s * cap;
-            float* val = _csrVal[l].Pointer + (long)s * cap;
-            int nnz = _csrCount[l].Pointer[s];
+            int nnz = Row(l, s, out int* idx, out float* val);
             float* zs = z + (long)s * outP;
             int v = v0;
             for (; v + 4 <= v1; v += 4) SparseRows4(zs + v * vc, bias + v * vc, wt + v * vc, outP, idx, val, nnz);
@@ -516,16 +511,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
                 float* a = z + (long)s * outP;
                 int* idx = _csrIdx[l + 1].Pointer + (long)s * cap;
                 float* val = _csrVal[l + 1].Pointer + (long)s * cap;
-                int count = 0;
-                // branch-free compaction: about half the ReLU outputs are zero, in no pattern a predictor could learn
-                for (int k = 0; k < nOut; k++)
-                {
-                    float x = a[k];
-                    idx[count] = k;
-                    val[count] = x;
-                    count += x != 0 ? 1 : 0;
-                }
-                _csrCount[l + 1].Pointer[s] = count;
+                _csrCount[l + 1].Pointer[s] = typeof(TVec) == typeof(Vector512<float>) ? CompactNonzero512(a, outP, idx, val) : CompactNonzero(a, nOut, idx, val);
             }
             return;
         }
@@ -552,6 +538,38 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         }
         _lossW[w] += loss;
         _correctW[w] += correct;
+    }
+
+    // a (len) -> idx, val (count): the nonzero entries, branch-free (about half the ReLU outputs are zero, in no
+    // pattern a predictor could learn)
+    private static int CompactNonzero(float* a, int len, int* idx, float* val)
+    {
+        int count = 0;
+        for (int k = 0; k < len; k++)
+        {
+            float x = a[k];
+            idx[count] = k;
+            val[count] = x;
+            count += x != 0 ? 1 : 0;
+        }
+        return count;
+    }
+
+    // CompactNonzero 16 at a time with register-form vcompressps / vpcompressd (the memory form is microcoded on
+    // AMD). len is the padded width, a multiple of 16 whose padding holds zeros; writes whole vectors, up to len.
+    private static int CompactNonzero512(float* a, int len, int* idx, float* val)
+    {
+        Vector512<int> lane = Vector512<int>.Indices;
+        int count = 0;
+        for (int c = 0; c < len; c += 16)
+        {
+            Vector512<float> x = Vector512.Load(a + c);
+            Vector512<float> keep = ~Vector512.Equals(x, Vector512<float>.Zero);
+            Vector512.Store(Avx512F.Compress(Vector512<int>.Zero, keep.AsInt32(), lane + Vector512.Create(c)), idx + count);
+            Vector512.Store(Avx512F.Compress(Vector512<float>.Zero, keep, x), val + count);
+            count += BitOperations.PopCount(keep.ExtractMostSignificantBits());
+        }
+        return count;
     }
 
     // CSC of a (in, B), dz[l+1] (B, outP) -> dWt[k, v-range] for k in [k0, k1) (or the optimizer applied to it in place when fused); db likewise
