@@ -238,32 +238,32 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
     private void TrainTile(WorkerScratch s, int tile)
     {
         // bytes: HiddenForward widens the tile into s.X block by block, and the backward reads it from there
-        float* x = _layout == InputLayout.Float32 ? _xf!.Pointer + (long)tile * Tile * Pitch : s.X.Pointer;
+        float* x = _layout == InputLayout.Float32 ? _xf!.Pointer + (long)tile * Tile * Pitch : s.X;
         byte* pixels = _layout == InputLayout.BytesPerTile ? _pixels!.Pointer + (long)tile * Tile * In : null;
         float* labels = _labels!.Pointer + tile * Tile;
         float* valid = _valid!.Pointer + tile * Tile;
         byte* next = _layout == InputLayout.BytesPerTile && tile + 1 < _tiles ? _pixels!.Pointer + (long)(tile + 1) * Tile * In : null;
-        HiddenForward(s.A1.Pointer, x, _w1.Pointer, _b1.Pointer, _hp, pixels);
-        OutputForward(s.Z2.Pointer, s.A1.Pointer, _w2.Pointer, _b2.Pointer, _hp);
-        Softmax(s.Z2.Pointer, s.Z2.Pointer, labels, valid, _measure, ref s.Correct, ref s.LossSum);
-        OutputBackward(s.Z2.Pointer, s.Dw2.Pointer, s.Db2.Pointer, s.Z2.Pointer, labels, valid, s.A1.Pointer, _hp);
-        HiddenBackward(s.Dw1.Pointer, s.Db1.Pointer, s.Dz1.Pointer, s.Z2.Pointer, _w2.Pointer, s.A1.Pointer, x, _hp, next);
+        HiddenForward(s.A1, x, _w1.Pointer, _b1.Pointer, _hp, pixels);
+        OutputForward(s.Z2, s.A1, _w2.Pointer, _b2.Pointer, _hp);
+        Softmax(s.Z2, s.Z2, labels, valid, _measure, ref s.Correct, ref s.LossSum);
+        OutputBackward(s.Z2, s.Dw2, s.Db2, s.Z2, labels, valid, s.A1, _hp);
+        HiddenBackward(s.Dw1, s.Db1, s.Dz1, s.Z2, _w2.Pointer, s.A1, x, _hp, next);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void PredictTile(WorkerScratch s, int tile)
     {
         int rows = Math.Min(Tile, _predictCount - tile * Tile);
-        float* x = s.X.Pointer;
+        float* x = s.X;
         ConvertTile(x, _predictImages + (long)tile * Tile * In, rows);
-        HiddenForward(s.A1.Pointer, x, _w1.Pointer, _b1.Pointer, _hp);
-        OutputForward(s.Z2.Pointer, s.A1.Pointer, _w2.Pointer, _b2.Pointer, _hp);
+        HiddenForward(s.A1, x, _w1.Pointer, _b1.Pointer, _hp);
+        OutputForward(s.Z2, s.A1, _w2.Pointer, _b2.Pointer, _hp);
         int ignoredCorrect = 0;
         double ignoredLoss = 0;
-        Softmax(s.Z2.Pointer, s.Z2.Pointer, null, null, false, ref ignoredCorrect, ref ignoredLoss);
+        Softmax(s.Z2, s.Z2, null, null, false, ref ignoredCorrect, ref ignoredLoss);
         double* o = _predictOut + (long)tile * Tile * Out;
         for (int i = 0; i < rows; i++)
-            for (int c = 0; c < Out; c++) o[i * Out + c] = s.Z2.Pointer[c * Tile + i];
+            for (int c = 0; c < Out; c++) o[i * Out + c] = s.Z2[c * Tile + i];
     }
 
     // pixels (rows, 784) bytes -> x (Tile, Pitch) floats 0..255; rows past `rows` are zeroed
@@ -500,8 +500,8 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
         float* dw1 = _dw1.Pointer;
         for (int i = 0; i < _hp * Pitch; i += w)
         {
-            TVec acc = TW.Load(_scratch[0].Dw1.Pointer + i);
-            for (int p = 1; p < workers; p++) acc = TW.Add(acc, TW.Load(_scratch[p].Dw1.Pointer + i));
+            TVec acc = TW.Load(_scratch[0].Dw1 + i);
+            for (int p = 1; p < workers; p++) acc = TW.Add(acc, TW.Load(_scratch[p].Dw1 + i));
             TW.Store(dw1 + i, TW.Multiply(acc, scale1));
         }
         for (int j = 0; j < _hp; j++) _db1.Pointer[j] = SumLanes(j, static s => s.Db1) * invN;
@@ -521,13 +521,15 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
         return new StepMetrics(correct, loss, _n);
     }
 
+    private delegate float* PartialOf(WorkerScratch s);
+
     // Sum over workers (in order) of the lane sums of one partial vector.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private float SumLanes(int index, Func<WorkerScratch, NativeBuffer<float>> partial)
+    private float SumLanes(int index, PartialOf partial)
     {
         int w = TW.Count;
         float sum = 0;
-        foreach (WorkerScratch s in _scratch) sum += TW.Sum(TW.Load(partial(s).Pointer + index * w));
+        foreach (WorkerScratch s in _scratch) sum += TW.Sum(TW.Load(partial(s) + index * w));
         return sum;
     }
 
@@ -557,29 +559,40 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
         }
     }
 
-    /// <summary>One worker's tile buffers and gradient partials (partials of db1, dw2 and db2 are per lane).</summary>
+    /// <summary>
+    /// One worker's tile buffers and gradient partials (partials of db1, dw2 and db2 are per lane), laid out one
+    /// after the other (64-byte aligned) in one <see cref="HugePageBuffer"/>: see there for the measurement.
+    /// </summary>
     private sealed class WorkerScratch : IDisposable
     {
-        public readonly NativeBuffer<float> X, A1, Dz1, Z2, Dw1, Db1, Dw2, Db2;
+        private readonly HugePageBuffer _memory;
+        private readonly int _partialFloats;
+        public readonly float* X, A1, Dz1, Z2, Dw1, Db1, Dw2, Db2;
         public int Correct;
         public double LossSum;
 
         public WorkerScratch(int hp, int width)
         {
-            X = new(Tile * Pitch); A1 = new(hp * Tile); Dz1 = new(hp * Tile); Z2 = new(Out * Tile);
-            Dw1 = new(hp * Pitch); Db1 = new(hp * width); Dw2 = new(Out * hp * width); Db2 = new(Out * width);
+            ReadOnlySpan<int> sizes = [Tile * Pitch, hp * Tile, hp * Tile, Out * Tile, hp * Pitch, hp * width, Out * hp * width, Out * width];
+            long total = 0;
+            foreach (int n in sizes) total += Padded(n);
+            _memory = new HugePageBuffer(total * sizeof(float));
+            float* p = (float*)_memory.Pointer;
+            float* Next(int n) { float* r = p; p += Padded(n); return r; }
+            X = Next(sizes[0]); A1 = Next(sizes[1]); Dz1 = Next(sizes[2]); Z2 = Next(sizes[3]);
+            Dw1 = Next(sizes[4]); Db1 = Next(sizes[5]); Dw2 = Next(sizes[6]); Db2 = Next(sizes[7]); // the partials, last
+            _partialFloats = (int)(p - Dw1);
         }
+
+        private static int Padded(int floats) => (floats + 15) & ~15; // whole 64-byte lines
 
         public void ClearPartials()
         {
-            Dw1.Clear(); Db1.Clear(); Dw2.Clear(); Db2.Clear();
+            new Span<float>(Dw1, _partialFloats).Clear();
             Correct = 0;
             LossSum = 0;
         }
 
-        public void Dispose()
-        {
-            foreach (NativeBuffer<float> b in new[] { X, A1, Dz1, Z2, Dw1, Db1, Dw2, Db2 }) b.Dispose();
-        }
+        public void Dispose() => _memory.Dispose();
     }
 }
