@@ -11,7 +11,7 @@ internal enum InputLayout
     /// <summary>Raw bytes (n, 784); each tile is widened to float once, into a per-worker tile buffer that stays in L1/L2.</summary>
     BytesPerTile,
 
-    /// <summary>Pre-converted float32 (n, 800); tiles are read in place, 4x the bytes streamed per iteration.</summary>
+    /// <summary>Pre-converted float32 (n, 784); tiles are read in place, 4x the bytes streamed per iteration.</summary>
     Float32,
 }
 
@@ -22,8 +22,8 @@ internal enum InputLayout
 /// of <see cref="Tile"/> samples is widened to float once and then goes through the forward and the backward
 /// pass while it is in cache, so the training set is read once per iteration.
 ///
-/// Layouts inside a tile: x (Tile, 800) sample-major with 16 zero pixels of padding per row, so the
-/// backward pass walks whole chunks of 5 vectors at both widths (800 = 5 * 10 * 16 = 5 * 20 * 8);
+/// Layouts inside a tile: x (Tile, 784) sample-major; the backward pass walks whole chunks of 7 vectors at
+/// both widths (784 = 7 * 7 * 16 = 7 * 14 * 8);
 /// the per-tile activations are hidden-major (a1T (Hp, Tile), z2T (10, Tile)) so the output layer, the
 /// softmax and the relu mask run with samples across the vector lanes and need no horizontal operations.
 /// Hp is H rounded up to even: the hidden kernels work on pairs of hidden units; the padded unit has zero
@@ -40,8 +40,12 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
     private const int In = MlpParameters.InputSize;
     private const int Out = MlpParameters.Classes;
 
-    /// <summary>Row pitch of x and w1 in floats: 784 pixels + 16 zeros (whole chunks of 5 vectors at 8 and 16 lanes).</summary>
-    internal const int Pitch = 800;
+    /// <summary>
+    /// Row pitch of x and w1 in floats: the 784 pixels, whole chunks of 7 vectors at 8 and 16 lanes, and 3136 bytes
+    /// (49 cache lines), so rows stay 64-byte aligned. It was 800 (16 zeros, chunks of 5), which made the backward
+    /// do 2% more FMAs than needed and held only 10 accumulators.
+    /// </summary>
+    internal const int Pitch = 784;
 
     /// <summary>
     /// Samples per tile: a multiple of 16 (whole vectors of samples in the output layer at both widths) and of
@@ -50,7 +54,7 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
     /// </summary>
     internal const int Tile = 32;
 
-    private const int BackwardChunk = 5; // vectors of dw1 per register block
+    private const int BackwardChunk = 7; // vectors of dw1 per register block
     private const float PixelScale = 1f / 255f;
 
     private readonly int _h, _hp;
@@ -233,65 +237,64 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void TrainTile(WorkerScratch s, int tile)
     {
-        float* x;
-        if (_layout == InputLayout.Float32)
-        {
-            x = _xf!.Pointer + (long)tile * Tile * Pitch;
-        }
-        else
-        {
-            x = s.X.Pointer;
-            ConvertTile(x, _pixels!.Pointer + (long)tile * Tile * In, Tile);
-        }
+        // bytes: HiddenForward widens the tile into s.X block by block, and the backward reads it from there
+        float* x = _layout == InputLayout.Float32 ? _xf!.Pointer + (long)tile * Tile * Pitch : s.X;
+        byte* pixels = _layout == InputLayout.BytesPerTile ? _pixels!.Pointer + (long)tile * Tile * In : null;
         float* labels = _labels!.Pointer + tile * Tile;
         float* valid = _valid!.Pointer + tile * Tile;
         byte* next = _layout == InputLayout.BytesPerTile && tile + 1 < _tiles ? _pixels!.Pointer + (long)(tile + 1) * Tile * In : null;
-        HiddenForward(s.A1.Pointer, x, _w1.Pointer, _b1.Pointer, _hp);
-        OutputForward(s.Z2.Pointer, s.A1.Pointer, _w2.Pointer, _b2.Pointer, _hp);
-        Softmax(s.Z2.Pointer, s.Z2.Pointer, labels, valid, _measure, ref s.Correct, ref s.LossSum);
-        OutputBackward(s.Z2.Pointer, s.Dw2.Pointer, s.Db2.Pointer, s.Z2.Pointer, labels, valid, s.A1.Pointer, _hp);
-        HiddenBackward(s.Dw1.Pointer, s.Db1.Pointer, s.Dz1.Pointer, s.Z2.Pointer, _w2.Pointer, s.A1.Pointer, x, _hp, next);
+        HiddenForward(s.A1, x, _w1.Pointer, _b1.Pointer, _hp, pixels);
+        OutputForward(s.Z2, s.A1, _w2.Pointer, _b2.Pointer, _hp);
+        Softmax(s.Z2, s.Z2, labels, valid, _measure, ref s.Correct, ref s.LossSum);
+        OutputBackward(s.Z2, s.Dw2, s.Db2, s.Z2, labels, valid, s.A1, _hp);
+        HiddenBackward(s.Dw1, s.Db1, s.Dz1, s.Z2, _w2.Pointer, s.A1, x, _hp, next);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void PredictTile(WorkerScratch s, int tile)
     {
         int rows = Math.Min(Tile, _predictCount - tile * Tile);
-        float* x = s.X.Pointer;
+        float* x = s.X;
         ConvertTile(x, _predictImages + (long)tile * Tile * In, rows);
-        HiddenForward(s.A1.Pointer, x, _w1.Pointer, _b1.Pointer, _hp);
-        OutputForward(s.Z2.Pointer, s.A1.Pointer, _w2.Pointer, _b2.Pointer, _hp);
+        HiddenForward(s.A1, x, _w1.Pointer, _b1.Pointer, _hp);
+        OutputForward(s.Z2, s.A1, _w2.Pointer, _b2.Pointer, _hp);
         int ignoredCorrect = 0;
         double ignoredLoss = 0;
-        Softmax(s.Z2.Pointer, s.Z2.Pointer, null, null, false, ref ignoredCorrect, ref ignoredLoss);
+        Softmax(s.Z2, s.Z2, null, null, false, ref ignoredCorrect, ref ignoredLoss);
         double* o = _predictOut + (long)tile * Tile * Out;
         for (int i = 0; i < rows; i++)
-            for (int c = 0; c < Out; c++) o[i * Out + c] = s.Z2.Pointer[c * Tile + i];
+            for (int c = 0; c < Out; c++) o[i * Out + c] = s.Z2[c * Tile + i];
     }
 
-    // pixels (rows, 784) bytes -> x (Tile, Pitch) floats 0..255; rows past `rows` are zeroed, the 16 pad columns stay zero
+    // pixels (rows, 784) bytes -> x (Tile, Pitch) floats 0..255; rows past `rows` are zeroed
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void ConvertTile(float* x, byte* pixels, int rows)
     {
-        int w = TW.Count;
-        for (int r = 0; r < rows; r++)
-        {
-            byte* p = pixels + r * In;
-            float* xr = x + r * Pitch;
-            for (int k = 0; k < In; k += w) TW.Store(xr + k, TW.LoadBytes(p + k));
-        }
+        for (int r = 0; r < rows; r++) WidenRow(x + r * Pitch, pixels + r * In);
         for (int r = rows; r < Tile; r++) new Span<float>(x + r * Pitch, In).Clear();
+    }
+
+    // 784 bytes -> 784 floats 0..255
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void WidenRow(float* xr, byte* p)
+    {
+        for (int k = 0; k < In; k += TW.Count) TW.Store(xr + k, TW.LoadBytes(p + k));
     }
 
     // z1 = x w1^T / 255 + b1; a1 = relu(z1)       x (Tile, Pitch), w1 (Hp, Pitch), b1 (Hp) -> a1T (Hp, Tile)
     // Register block: 4 samples x 2 hidden units = 8 accumulators (enough to cover the FMA latency at both
     // widths); per step 6 loads feed 8 FMAs, and the 4 sample rows (12.5 KB) stay in L1 across all units.
+    // `pixels`, when not null, is the tile's bytes (Tile, 784): each 4-sample block widens its own rows into x
+    // just before it uses them, so they are in L1 when the FMAs start. Widening the whole 100 KB tile first
+    // (ConvertTile) and reading it back from L2 cost 5-6% more per step (A/B, 1 thread, H=10, both widths).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void HiddenForward(float* a1T, float* x, float* w1, float* b1, int hp)
+    internal static void HiddenForward(float* a1T, float* x, float* w1, float* b1, int hp, byte* pixels = null)
     {
         int w = TW.Count;
         for (int s = 0; s < Tile; s += 4)
         {
+            if (pixels != null)
+                for (int r = s; r < s + 4; r++) WidenRow(x + r * Pitch, pixels + r * In);
             float* x0 = x + s * Pitch, x1 = x0 + Pitch, x2 = x1 + Pitch, x3 = x2 + Pitch;
             for (int j = 0; j < hp; j += 2)
             {
@@ -418,11 +421,13 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
 
     // dz1 = (dz2 w2) * relu'(z1); dw1 += dz1^T x; db1 += sum(dz1)
     //                  dz2T (10, Tile), w2 (10, Hp), a1T (Hp, Tile), x (Tile, Pitch) -> dw1 (Hp, Pitch), db1 (Hp, W)
-    // Register block for dw1: 2 hidden units x 5 vectors of pixels = 10 accumulators over the tile's samples;
-    // per sample 5 loads + 2 broadcasts feed 10 FMAs, and the 5-vector column slice of the tile stays in L1
-    // while the loop walks all hidden pairs. `next`, when not null, is the next tile's bytes (Tile, 784): each
+    // Register block for dw1: 2 hidden units x 7 vectors of pixels = 14 accumulators over the tile's samples
+    // (the forward_backward_cpu.cl block); per sample 7 loads + 2 broadcasts feed 14 FMAs, and the 7-vector
+    // column slice of the tile stays in L1 while the loop walks all hidden pairs. On this AVX-512 machine the JIT
+    // also uses ymm16-31 at 256 bits, so neither width spills; an AVX2-only CPU has exactly the 16 it needs (not
+    // measured). `next`, when not null, is the next tile's bytes (Tile, 784): each
     // column chunk prefetches its share of those 392 cache lines, spread over the FMA-dense loop, so the next
-    // ConvertTile reads them from cache instead of waiting on memory.
+    // tile's widening reads them from cache instead of waiting on memory.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void HiddenBackward(float* dw1, float* db1, float* dz1T, float* dz2T, float* w2, float* a1T, float* x, int hp, byte* next = null)
     {
@@ -451,8 +456,8 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
             }
             for (int j = 0; j < hp; j += 2)
             {
-                TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero;
-                TVec b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero, b3 = TW.Zero, b4 = TW.Zero;
+                TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero, a5 = TW.Zero, a6 = TW.Zero;
+                TVec b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero, b3 = TW.Zero, b4 = TW.Zero, b5 = TW.Zero, b6 = TW.Zero;
                 float* da = dz1T + j * Tile, db = da + Tile;
                 for (int s = 0; s < Tile; s++)
                 {
@@ -468,6 +473,10 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
                     a3 = TW.MultiplyAdd(ga, v, a3); b3 = TW.MultiplyAdd(gb, v, b3);
                     v = TW.Load(xs + 4 * w);
                     a4 = TW.MultiplyAdd(ga, v, a4); b4 = TW.MultiplyAdd(gb, v, b4);
+                    v = TW.Load(xs + 5 * w);
+                    a5 = TW.MultiplyAdd(ga, v, a5); b5 = TW.MultiplyAdd(gb, v, b5);
+                    v = TW.Load(xs + 6 * w);
+                    a6 = TW.MultiplyAdd(ga, v, a6); b6 = TW.MultiplyAdd(gb, v, b6);
                 }
                 float* ra = dw1 + j * Pitch + k, rb = ra + Pitch;
                 TW.Store(ra, TW.Add(TW.Load(ra), a0)); TW.Store(rb, TW.Add(TW.Load(rb), b0));
@@ -475,6 +484,8 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
                 TW.Store(ra + 2 * w, TW.Add(TW.Load(ra + 2 * w), a2)); TW.Store(rb + 2 * w, TW.Add(TW.Load(rb + 2 * w), b2));
                 TW.Store(ra + 3 * w, TW.Add(TW.Load(ra + 3 * w), a3)); TW.Store(rb + 3 * w, TW.Add(TW.Load(rb + 3 * w), b3));
                 TW.Store(ra + 4 * w, TW.Add(TW.Load(ra + 4 * w), a4)); TW.Store(rb + 4 * w, TW.Add(TW.Load(rb + 4 * w), b4));
+                TW.Store(ra + 5 * w, TW.Add(TW.Load(ra + 5 * w), a5)); TW.Store(rb + 5 * w, TW.Add(TW.Load(rb + 5 * w), b5));
+                TW.Store(ra + 6 * w, TW.Add(TW.Load(ra + 6 * w), a6)); TW.Store(rb + 6 * w, TW.Add(TW.Load(rb + 6 * w), b6));
             }
         }
     }
@@ -489,8 +500,8 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
         float* dw1 = _dw1.Pointer;
         for (int i = 0; i < _hp * Pitch; i += w)
         {
-            TVec acc = TW.Load(_scratch[0].Dw1.Pointer + i);
-            for (int p = 1; p < workers; p++) acc = TW.Add(acc, TW.Load(_scratch[p].Dw1.Pointer + i));
+            TVec acc = TW.Load(_scratch[0].Dw1 + i);
+            for (int p = 1; p < workers; p++) acc = TW.Add(acc, TW.Load(_scratch[p].Dw1 + i));
             TW.Store(dw1 + i, TW.Multiply(acc, scale1));
         }
         for (int j = 0; j < _hp; j++) _db1.Pointer[j] = SumLanes(j, static s => s.Db1) * invN;
@@ -510,13 +521,15 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
         return new StepMetrics(correct, loss, _n);
     }
 
+    private delegate float* PartialOf(WorkerScratch s);
+
     // Sum over workers (in order) of the lane sums of one partial vector.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private float SumLanes(int index, Func<WorkerScratch, NativeBuffer<float>> partial)
+    private float SumLanes(int index, PartialOf partial)
     {
         int w = TW.Count;
         float sum = 0;
-        foreach (WorkerScratch s in _scratch) sum += TW.Sum(TW.Load(partial(s).Pointer + index * w));
+        foreach (WorkerScratch s in _scratch) sum += TW.Sum(TW.Load(partial(s) + index * w));
         return sum;
     }
 
@@ -532,7 +545,7 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
 
     private void CopyOut(MlpParameters p, NativeBuffer<float> w1, NativeBuffer<float> b1, NativeBuffer<float> w2, NativeBuffer<float> b2)
     {
-        // the padded rows (w1: 16 floats past 784, w2: the odd-H padding unit) are views' pitches, never copied
+        // the padding (w2: the odd-H padding unit) is the views' pitch, never copied
         Span2D<float> w1v = w1.AsSpan2D(_h, In, Pitch - In), w2v = w2.AsSpan2D(Out, _h, _hp - _h);
         for (int j = 0; j < _h; j++)
         {
@@ -546,29 +559,40 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
         }
     }
 
-    /// <summary>One worker's tile buffers and gradient partials (partials of db1, dw2 and db2 are per lane).</summary>
+    /// <summary>
+    /// One worker's tile buffers and gradient partials (partials of db1, dw2 and db2 are per lane), laid out one
+    /// after the other (64-byte aligned) in one <see cref="HugePageBuffer"/>: see there for the measurement.
+    /// </summary>
     private sealed class WorkerScratch : IDisposable
     {
-        public readonly NativeBuffer<float> X, A1, Dz1, Z2, Dw1, Db1, Dw2, Db2;
+        private readonly HugePageBuffer _memory;
+        private readonly int _partialFloats;
+        public readonly float* X, A1, Dz1, Z2, Dw1, Db1, Dw2, Db2;
         public int Correct;
         public double LossSum;
 
         public WorkerScratch(int hp, int width)
         {
-            X = new(Tile * Pitch); A1 = new(hp * Tile); Dz1 = new(hp * Tile); Z2 = new(Out * Tile);
-            Dw1 = new(hp * Pitch); Db1 = new(hp * width); Dw2 = new(Out * hp * width); Db2 = new(Out * width);
+            ReadOnlySpan<int> sizes = [Tile * Pitch, hp * Tile, hp * Tile, Out * Tile, hp * Pitch, hp * width, Out * hp * width, Out * width];
+            long total = 0;
+            foreach (int n in sizes) total += Padded(n);
+            _memory = new HugePageBuffer(total * sizeof(float));
+            float* p = (float*)_memory.Pointer;
+            float* Next(int n) { float* r = p; p += Padded(n); return r; }
+            X = Next(sizes[0]); A1 = Next(sizes[1]); Dz1 = Next(sizes[2]); Z2 = Next(sizes[3]);
+            Dw1 = Next(sizes[4]); Db1 = Next(sizes[5]); Dw2 = Next(sizes[6]); Db2 = Next(sizes[7]); // the partials, last
+            _partialFloats = (int)(p - Dw1);
         }
+
+        private static int Padded(int floats) => (floats + 15) & ~15; // whole 64-byte lines
 
         public void ClearPartials()
         {
-            Dw1.Clear(); Db1.Clear(); Dw2.Clear(); Db2.Clear();
+            new Span<float>(Dw1, _partialFloats).Clear();
             Correct = 0;
             LossSum = 0;
         }
 
-        public void Dispose()
-        {
-            foreach (NativeBuffer<float> b in new[] { X, A1, Dz1, Z2, Dw1, Db1, Dw2, Db2 }) b.Dispose();
-        }
+        public void Dispose() => _memory.Dispose();
     }
 }
