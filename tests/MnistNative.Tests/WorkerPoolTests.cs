@@ -4,36 +4,36 @@ using Xunit;
 namespace MnistNative.Tests;
 
 /// <summary>
-/// The persistent pool's hand-off: back-to-back jobs (workers still spinning), jobs after a pause longer than the
-/// spin budget (workers and caller asleep on their semaphores), every worker runs every job exactly once, a
-/// worker's exception reaches the caller, and Dispose ends the threads whether they spin or sleep.
+/// The persistent pool's hand-off: back-to-back jobs and jobs after a pause (workers and caller asleep on their
+/// semaphores), every worker runs every job exactly once, a worker's exception reaches the caller, and Dispose
+/// ends the threads whether they just finished a job or have been idle.
 /// </summary>
 public class WorkerPoolTests
 {
     [Theory]
     [InlineData(2)]
     [InlineData(3)]
-    public void EveryWorkerRunsEveryJobOnceWhetherTheWorkersSpinOrSleep(int count)
+    public void EveryWorkerRunsEveryJobOnceBackToBackOrAfterAPause(int count)
     {
         var runs = new int[count];
         using var pool = new WorkerPool(count, w => Interlocked.Increment(ref runs[w]), "test");
         int jobs = 0;
         for (int round = 0; round < 6; round++)
         {
-            for (int i = 0; i < 500; i++, jobs++) pool.Run();                   // back to back: spinning hand-offs
-            Thread.Sleep(WorkerPool.SpinMicroseconds / 1000 + 5);               // past the budget: everyone sleeps
+            for (int i = 0; i < 500; i++, jobs++) pool.Run();                   // back to back
+            Thread.Sleep(20);               // a pause: everyone sleeps
             pool.Run(); jobs++;
             Assert.All(runs, r => Assert.Equal(jobs, Volatile.Read(ref r)));
         }
     }
 
     [Fact]
-    public void TheCallerWaitsForASlowWorkerPastTheSpinBudget()
+    public void TheCallerWaitsForASlowWorker()
     {
         int finished = 0;
         using var pool = new WorkerPool(2, w =>
         {
-            if (w == 1) Thread.Sleep(WorkerPool.SpinMicroseconds / 1000 + 20); // the caller gives up spinning and sleeps
+            if (w == 1) Thread.Sleep(20); // the caller has to block
             Interlocked.Increment(ref finished);
         }, "test");
         for (int i = 0; i < 5; i++)
@@ -61,15 +61,15 @@ public class WorkerPoolTests
     }
 
     [Fact]
-    public void DisposeEndsSpinningAndSleepingWorkers()
+    public void DisposeEndsBusyAndIdleWorkers()
     {
-        var spinning = new WorkerPool(2, _ => { }, "test");
-        spinning.Run();
-        spinning.Dispose(); // right after a job: the worker is still spinning
+        var busy = new WorkerPool(2, _ => { }, "test");
+        busy.Run();
+        busy.Dispose(); // right after a job
         var sleeping = new WorkerPool(2, _ => { }, "test");
         sleeping.Run();
-        Thread.Sleep(WorkerPool.SpinMicroseconds / 1000 + 20);
-        sleeping.Dispose(); // asleep on its semaphore
+        Thread.Sleep(20);
+        sleeping.Dispose(); // idle, asleep on its semaphore
         sleeping.Dispose(); // idempotent
     }
 }
