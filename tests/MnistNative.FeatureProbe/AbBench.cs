@@ -50,7 +50,12 @@ internal static class AbBench
 
     public static void Run(string[] args)
     {
-        LabeledImages data = MnistFiles.Load(args[1]).Train.Take(10_000);
+        var mnist = MnistFiles.Load(args[1]);
+        LabeledImages data = mnist.Train.Take(10_000);
+        // AB_PREDICT=1: time Predict over the 10,000 test images (forward only, softmax out) instead of Step
+        bool predict = Environment.GetEnvironmentVariable("AB_PREDICT") == "1";
+        byte[] testImages = mnist.Test.Pixels;
+        var probabilities = new double[mnist.Test.Count * 10];
         string backend = args[4];
         int hidden = int.Parse(args[5]), threads = int.Parse(args[6]);
         int rounds = args.Length > 7 ? int.Parse(args[7]) : 10, iterations = args.Length > 8 ? int.Parse(args[8]) : 10;
@@ -75,7 +80,9 @@ internal static class AbBench
                 double c0 = ThreadCpuMs();
                 (long m0, long s0) = BusyTicks();
                 long t0 = Stopwatch.GetTimestamp();
-                for (int i = 0; i < iterations; i++) backends[v].Step(0.1, false);
+                for (int i = 0; i < iterations; i++)
+                    if (predict) backends[v].Predict(testImages, probabilities);
+                    else backends[v].Step(0.1, false);
                 double ms = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
                 (long m1, long s1) = BusyTicks();
                 times[v].Add(ms / iterations);
@@ -84,7 +91,7 @@ internal static class AbBench
                 double others = ((m1 - m0) - (s1 - s0)) * 1000.0 / TicksPerSecond / (ms * Environment.ProcessorCount);
                 if (others < 0.05) quiet[v].Add(ms / iterations);
             }
-        double flop = 4.0 * data.Count * hidden * 784;
+        double flop = predict ? 2.0 * mnist.Test.Count * hidden * 784 : 4.0 * data.Count * hidden * 784;
         for (int v = 0; v < 2; v++)
         {
             double[] s = times[v].Order().ToArray();
