@@ -382,54 +382,19 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IProfiledBackend
         }
     }
 
-    private ClBuffer Allocate(MemFlags flags, long bytes, string what, void* hostData = null)
-    {
-        if (bytes > _device.MaxAllocationBytes)
-            throw new OpenClException("clCreateBuffer", -61,
-                $"the {what} need {bytes:N0} bytes, more than the largest allocation of {_device.Name} ({_device.MaxAllocationBytes:N0} bytes)");
-        return ClBuffer.Create(_context!, flags, bytes, hostData, what);
-    }
+    private ClBuffer Allocate(MemFlags flags, long bytes, string what, void* hostData = null) =>
+        ClTransfers.Allocate(_context!, _device, flags, bytes, what, hostData);
 
-    private void SetReal(ClKernel kernel, uint index, double value)
-    {
-        if (_realSize == 8) kernel.SetArg(index, value);
-        else kernel.SetArg(index, (float)value);
-    }
+    private void SetReal(ClKernel kernel, uint index, double value) => ClTransfers.SetReal(kernel, index, value, _realSize);
 
-    private void WriteReals(ClBuffer buffer, double[] values)
-    {
-        if (_realSize == 8)
-        {
-            fixed (double* p = values) WriteBytes(buffer, p, values.Length * 8L);
-        }
-        else
-        {
-            float[] f = Array.ConvertAll(values, v => (float)v);
-            fixed (float* p = f) WriteBytes(buffer, p, f.Length * 4L);
-        }
-    }
-
-    private void WriteBytes(ClBuffer buffer, void* data, long bytes) =>
-        ClErrors.Check(OpenClRuntime.Api.EnqueueWriteBuffer(_queue!.Raw, buffer.Raw, true, 0, (nuint)bytes, data, 0, null, null), "clEnqueueWriteBuffer");
+    private void WriteReals(ClBuffer buffer, double[] values) => ClTransfers.WriteReals(_queue!, buffer, values, _realSize);
 
     private double[] ReadReals(ClBuffer buffer, int count)
     {
         var values = new double[count];
-        if (_realSize == 8)
-        {
-            fixed (double* p = values) ReadBytes(buffer, p, count * 8L);
-        }
-        else
-        {
-            var f = new float[count];
-            fixed (float* p = f) ReadBytes(buffer, p, count * 4L);
-            for (int i = 0; i < count; i++) values[i] = f[i];
-        }
+        ClTransfers.ReadReals(_queue!, buffer, values, _realSize);
         return values;
     }
-
-    private void ReadBytes(ClBuffer buffer, void* data, long bytes) =>
-        ClErrors.Check(OpenClRuntime.Api.EnqueueReadBuffer(_queue!.Raw, buffer.Raw, true, 0, (nuint)bytes, data, 0, null, null), "clEnqueueReadBuffer");
 
     private MlpParameters Unpack(double[] values)
     {

@@ -480,13 +480,8 @@ public sealed unsafe class OpenClMiniBatchBackend : IMiniBatchBackend
             throw new ArgumentException($"{what} are {string.Join('-', p.Sizes)}, the backend is {string.Join('-', _sizes)}");
     }
 
-    private ClBuffer Allocate(long bytes, string what, void* hostData = null)
-    {
-        if (bytes > _device.MaxAllocationBytes)
-            throw new OpenClException("clCreateBuffer", -61,
-                $"the {what} need {bytes:N0} bytes, more than the largest allocation of {_device.Name} ({_device.MaxAllocationBytes:N0} bytes)");
-        return ClBuffer.Create(_context!, MemFlags.ReadWrite, bytes, hostData, what);
-    }
+    private ClBuffer Allocate(long bytes, string what, void* hostData = null) =>
+        ClTransfers.Allocate(_context!, _device, MemFlags.ReadWrite, bytes, what, hostData);
 
     private ClBuffer AllocateReals(long count, string what) => Allocate(count * _realSize, what);
 
@@ -497,43 +492,14 @@ public sealed unsafe class OpenClMiniBatchBackend : IMiniBatchBackend
         return buffer;
     }
 
-    private void SetReal(ClKernel kernel, uint index, double value)
-    {
-        if (_realSize == 8) kernel.SetArg(index, value);
-        else kernel.SetArg(index, (float)value);
-    }
+    private void SetReal(ClKernel kernel, uint index, double value) => ClTransfers.SetReal(kernel, index, value, _realSize);
 
-    private void WriteReals(ClBuffer buffer, double[] values)
-    {
-        if (_realSize == 8)
-        {
-            fixed (double* p = values) WriteBytes(buffer, p, values.Length * 8L);
-        }
-        else
-        {
-            float[] f = Array.ConvertAll(values, v => (float)v);
-            fixed (float* p = f) WriteBytes(buffer, p, f.Length * 4L);
-        }
-    }
+    private void WriteReals(ClBuffer buffer, double[] values) => ClTransfers.WriteReals(_queue!, buffer, values, _realSize);
 
-    private void WriteBytes(ClBuffer buffer, void* data, long bytes) =>
-        ClErrors.Check(OpenClRuntime.Api.EnqueueWriteBuffer(_queue!.Raw, buffer.Raw, true, 0, (nuint)bytes, data, 0, null, null), "clEnqueueWriteBuffer");
+    private void WriteBytes(ClBuffer buffer, void* data, long bytes) => ClTransfers.WriteBytes(_queue!, buffer, data, bytes);
 
     /// <summary>Reads values.Length reals from the start of the buffer (blocking: waits for the queue).</summary>
-    private void ReadReals(ClBuffer buffer, Span<double> values)
-    {
-        if (_realSize == 8)
-        {
-            fixed (double* p = values) ReadBytes(buffer, p, values.Length * 8L);
-            return;
-        }
-        Span<float> f = values.Length <= _metricsHostF32.Length ? _metricsHostF32.AsSpan(0, values.Length) : new float[values.Length];
-        fixed (float* p = f) ReadBytes(buffer, p, f.Length * 4L);
-        for (int i = 0; i < values.Length; i++) values[i] = f[i];
-    }
-
-    private void ReadBytes(ClBuffer buffer, void* data, long bytes) =>
-        ClErrors.Check(OpenClRuntime.Api.EnqueueReadBuffer(_queue!.Raw, buffer.Raw, true, 0, (nuint)bytes, data, 0, null, null), "clEnqueueReadBuffer");
+    private void ReadReals(ClBuffer buffer, Span<double> values) => ClTransfers.ReadReals(_queue!, buffer, values, _realSize, _metricsHostF32);
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
