@@ -52,9 +52,9 @@ public sealed partial class CliApp
                 double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds;
                 Out.WriteLine($"{engine.Info.Name,-7} {string.Join('-', sizes)} batch {batch,5}: {seconds * 1e3 / n,8:F3} ms/step  {flopsPerSample * batch * n / seconds / 1e9,7:F1} GFLOP/s dense-equivalent  ({cpu / seconds:F2} cores busy, {engine.Info.Threads} threads)");
                 long[] ticks = Backends.Cpu.Deep.DeepPhases.Ticks;
-                string[] names = ["gather", "gather-img", "forward", "post", "backward", "csc"];
+                string[] names = ["gather-img", "forward", "post", "backward"];
                 if (ticks.Any(t => t > 0))
-                    Out.WriteLine("    " + string.Join("  ", Enumerable.Range(0, 24).Where(i => ticks[i] > 0).Select(i => $"{names[i / 4]}{i % 4}={ticks[i] * 1e3 / Stopwatch.Frequency / n:F3}")) + " ms/step");
+                    Out.WriteLine("    " + string.Join("  ", Enumerable.Range(0, ticks.Length).Where(i => ticks[i] > 0).Select(i => $"{names[i / 4]}{i % 4}={ticks[i] * 1e3 / Stopwatch.Frequency / n:F3}")) + " ms/step");
             }
             return ExitCodes.Ok;
         }));

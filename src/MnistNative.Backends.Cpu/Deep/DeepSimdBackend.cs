@@ -78,7 +78,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     private long _t;
     private TVec _lrV, _wdV, _muV, _b1V, _b2V, _1mb1V, _1mb2V, _stepV, _invV, _epsV;
 
-    private const int PhaseGatherImages = 1, PhaseForward = 2, PhasePost = 3, PhaseBackward = 4;
+    private const int PhaseGatherImages = 0, PhaseForward = 1, PhasePost = 2, PhaseBackward = 3;
 
     public DeepSimdBackend(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch, int threads)
     {
@@ -302,7 +302,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         PhaseTicks[phase * 4 + Math.Min(layer, 3)] += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
     }
 
-    /// <summary>Time spent per (phase, layer) since start, for bench-minibatch's breakdown (5 phases x 4 layers, then CSC builds).</summary>
+    /// <summary>Time spent per (phase, layer) since start, for bench-minibatch's breakdown (4 phases x 4 layers; deeper layers share the last slot).</summary>
     internal static long[] PhaseTicks => SharedTicks.Values;
 
     /// <summary>Whether layer l's forward and weight gradient split output vectors among the workers (wide layers) rather than samples / input rows.</summary>
@@ -737,5 +737,5 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
 /// <summary>One tick array for every width's instantiation (a static field of a generic type is per instantiation).</summary>
 internal static class SharedTicks
 {
-    public static readonly long[] Values = new long[24];
+    public static readonly long[] Values = new long[16];
 }
