@@ -95,10 +95,10 @@ internal static unsafe class ForwardKernels
     /// <summary>Whether <see cref="CompactPixelsBytes"/> runs here (AVX-512 VBMI2: vpcompressb).</summary>
     public static bool CanCompactBytes => Avx512Vbmi2.IsSupported && Avx512BW.IsSupported;
 
-    // pixels (784 bytes) -> idx (n, each k << shift), val (n): as CompactPixels, in two cheap passes.
+    // pixels (784 bytes) -> idx (n), val (n): as CompactPixels, in two cheap passes.
     // Pass 1 (CompactBytes) packs the kept pixels as bytes; pass 2 widens 16 kept entries at a time.
     // Writes whole vectors up to 15 entries past n (idx, val: CompactSlack) and uses ByteScratch bytes of tmp.
-    public static int CompactPixelsBytes(byte* pixels, byte* tmp, int* idx, float* val, int shift)
+    public static int CompactPixelsBytes(byte* pixels, byte* tmp, int* idx, float* val)
     {
         byte* lo = tmp, hi = tmp + ByteStride, pv = tmp + 2 * ByteStride;
         int n = CompactBytes(pixels, lo, hi, pv);
@@ -106,13 +106,13 @@ internal static unsafe class ForwardKernels
         for (int i = 0; i < n; i += 16)
         {
             Vector512<int> k = Avx512F.ConvertToVector512Int32(Vector128.Load(lo + i)) | (Avx512F.ConvertToVector512Int32(Vector128.Load(hi + i)) << 8);
-            Vector512.Store(k << shift, idx + i);
+            Vector512.Store(k, idx + i);
             Vector512.Store(Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(pv + i))) * scale, val + i);
         }
         return n;
     }
 
-    // pixels (784 bytes) -> entries (n): as CompactPixelsBytes with shift 6 (byte offsets of 64-byte W1t rows),
+    // pixels (784 bytes) -> entries (n): as CompactPixelsBytes with the indices as byte offsets of 64-byte W1t rows,
     // but each entry packs both halves into one long, (bits of the scaled value << 32) | offset, so that
     // ForwardSmall reads one scalar per kept pixel instead of two. Its inner loop is bound by load slots
     // (a 64-byte row takes two, each scalar one): packed, the step over the test set was ~6% faster
@@ -195,8 +195,8 @@ internal static unsafe class ForwardKernels
         return ArgMax10(z0 + z1);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     // the value of a packed entry in all 16 lanes (as an int broadcast: one vpbroadcastd from the register)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> ValueOf(long entry) => Vector512.Create((int)(entry >> 32)).AsSingle();
 
     // First lane of the largest of lanes 0..9 (the padding lanes are ignored).

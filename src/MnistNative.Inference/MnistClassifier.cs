@@ -250,7 +250,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         float* z = val + _maxInputs + ForwardKernels.CompactSlack;
         InferenceKernel kernel = _kernel;
         int n = pixels == null ? ForwardKernels.CompactFloats(x, PixelCount, idx, val)
-            : kernel == InferenceKernel.Avx512 && ForwardKernels.CanCompactBytes ? ForwardKernels.CompactPixelsBytes(pixels, (byte*)(z + _maxOutPad), idx, val, shift: 0)
+            : kernel == InferenceKernel.Avx512 && ForwardKernels.CanCompactBytes ? ForwardKernels.CompactPixelsBytes(pixels, (byte*)(z + _maxOutPad), idx, val)
             : ForwardKernels.CompactPixels(pixels, idx, val);
         Layer[] layers = _layers;
         for (int l = 0; ; l++)
