@@ -48,11 +48,13 @@ internal static unsafe class ForwardKernels
     /// <summary>Compaction writes whole vectors past the last kept entry: idx and val need this many spare slots.</summary>
     public const int CompactSlack = 16;
 
-    // pixels (784 bytes) -> idx, val (n): the nonzero pixels and their values scaled by 1/255
+    // pixels (784 bytes) -> idx, val (n): the nonzero pixels and their values scaled by 1/255, with the
+    // instructions of the classifier's kernel (so that each kernel's tests cover its own compaction)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int CompactPixels(byte* pixels, int* idx, float* val)
+    public static int CompactPixels(InferenceKernel kernel, byte* pixels, int* idx, float* val)
     {
-        if (Avx512F.IsSupported) return CompactPixels512(pixels, idx, val);
+        if (kernel == InferenceKernel.Avx512) return CompactPixels512(pixels, idx, val);
+        if (kernel == InferenceKernel.Avx2) return CompactPixels256(pixels, idx, val);
         const float Scale = 1f / 255f;
         int n = 0;
         for (int c = 0; c < MnistClassifier.PixelCount; c += 16)
@@ -68,6 +70,40 @@ internal static unsafe class ForwardKernels
             }
         }
         return n;
+    }
+
+    // AVX2 has no compress instruction: per 8 pixels, widen, compare, and left-pack the kept lanes with one
+    // vpermd whose index vector comes from a table indexed by the 8-bit keep mask (LeftPack); store whole
+    // vectors and advance by the mask's popcount. Branch-free: the scalar bit loop it replaces mispredicted
+    // at the end of nearly every 16-pixel chunk (the C ABI, built for x86-64-v3, runs this path).
+    private static int CompactPixels256(byte* pixels, int* idx, float* val)
+    {
+        Vector256<int> lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+        Vector256<float> scale = Vector256.Create(1f / 255f);
+        byte* table = LeftPack;
+        int n = 0;
+        for (int c = 0; c < MnistClassifier.PixelCount; c += 8)
+        {
+            Vector256<int> p = Avx2.ConvertToVector256Int32(pixels + c);
+            uint keep = ~Vector256.Equals(p, Vector256<int>.Zero).ExtractMostSignificantBits() & 0xFF;
+            Vector256<int> order = Avx2.ConvertToVector256Int32(table + keep * 8);
+            Vector256.Store(Avx2.PermuteVar8x32(lane + Vector256.Create(c), order), idx + n);
+            Vector256.Store(Avx2.PermuteVar8x32(Avx.ConvertToVector256Single(p) * scale, order), val + n);
+            n += BitOperations.PopCount(keep);
+        }
+        return n;
+    }
+
+    // LeftPack[m * 8 + i]: the lane of the i-th set bit of the 8-bit mask m (the rest 0), for CompactPixels256
+    private static readonly byte* LeftPack = BuildLeftPack();
+
+    private static byte* BuildLeftPack()
+    {
+        byte* t = (byte*)System.Runtime.InteropServices.NativeMemory.AllocZeroed(256 * 8); // lives as long as the process
+        for (int m = 0; m < 256; m++)
+            for (int b = 0, i = 0; b < 8; b++)
+                if ((m & (1 << b)) != 0) t[m * 8 + i++] = (byte)b;
+        return t;
     }
 
     // Branch-free: per 16 pixels, widen, compare, compress the kept indices and values to the front of a
@@ -215,10 +251,10 @@ internal static unsafe class ForwardKernels
 
     // a (len floats) -> idx, val (n): the nonzero entries
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int CompactFloats(float* a, int len, int* idx, float* val)
+    public static int CompactFloats(InferenceKernel kernel, float* a, int len, int* idx, float* val)
     {
         int n = 0, c = 0;
-        if (Avx512F.IsSupported)
+        if (kernel == InferenceKernel.Avx512)
         {
             Vector512<int> lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
             for (; c + 16 <= len; c += 16)
@@ -230,16 +266,19 @@ internal static unsafe class ForwardKernels
                 n += BitOperations.PopCount(keep.ExtractMostSignificantBits());
             }
         }
-        for (; c + 8 <= len; c += 8)
+        if (kernel == InferenceKernel.Avx2)
         {
-            uint mask = ~Vector256.Equals(Vector256.Load(a + c), Vector256<float>.Zero).ExtractMostSignificantBits() & 0xFF;
-            while (mask != 0)
+            // left-pack 8 at a time through the LeftPack table, as CompactPixels256
+            Vector256<int> lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+            byte* table = LeftPack;
+            for (; c + 8 <= len; c += 8)
             {
-                int k = c + BitOperations.TrailingZeroCount(mask);
-                idx[n] = k;
-                val[n] = a[k];
-                n++;
-                mask &= mask - 1;
+                Vector256<float> v = Vector256.Load(a + c);
+                uint keep = ~Vector256.Equals(v, Vector256<float>.Zero).ExtractMostSignificantBits() & 0xFF;
+                Vector256<int> order = Avx2.ConvertToVector256Int32(table + keep * 8);
+                Vector256.Store(Avx2.PermuteVar8x32(lane + Vector256.Create(c), order), idx + n);
+                Vector256.Store(Avx2.PermuteVar8x32(v, order), val + n);
+                n += BitOperations.PopCount(keep);
             }
         }
         for (; c < len; c++)

@@ -249,9 +249,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         float* val = (float*)(idx + _maxInputs + ForwardKernels.CompactSlack);
         float* z = val + _maxInputs + ForwardKernels.CompactSlack;
         InferenceKernel kernel = _kernel;
-        int n = pixels == null ? ForwardKernels.CompactFloats(x, PixelCount, idx, val)
+        int n = pixels == null ? ForwardKernels.CompactFloats(kernel, x, PixelCount, idx, val)
             : kernel == InferenceKernel.Avx512 && ForwardKernels.CanCompactBytes ? ForwardKernels.CompactPixelsBytes(pixels, (byte*)(z + _maxOutPad), idx, val)
-            : ForwardKernels.CompactPixels(pixels, idx, val);
+            : ForwardKernels.CompactPixels(kernel, pixels, idx, val);
         Layer[] layers = _layers;
         for (int l = 0; ; l++)
         {
@@ -259,7 +259,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
             ForwardKernels.Accumulate(kernel, z, layer.Wt, layer.Bias, layer.OutPad, idx, val, n);
             if (l == layers.Length - 1) return z;
             ForwardKernels.Relu(z, layer.OutPad);
-            n = ForwardKernels.CompactFloats(z, layer.Out, idx, val);
+            n = ForwardKernels.CompactFloats(kernel, z, layer.Out, idx, val);
         }
     }
 
