@@ -79,13 +79,7 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IProfiledBackend
         ArgumentOutOfRangeException.ThrowIfLessThan(hidden, 1);
         if (!OpenClRuntime.TryProbe(out string reason)) throw new BackendUnavailableException(reason);
         _device = OpenClRuntime.SelectDevice(options.Device);
-        Variant = options.Variant?.ToLowerInvariant() switch
-        {
-            null or "" or "auto" => _device.Type == OpenClDeviceType.Gpu ? OpenClVariant.Gpu : OpenClVariant.Cpu,
-            "gpu" => OpenClVariant.Gpu,
-            "cpu" => OpenClVariant.Cpu,
-            _ => throw new ArgumentException($"unknown OpenCL kernel variant '{options.Variant}' (choose gpu, cpu or auto)", nameof(options)),
-        };
+        Variant = ResolveVariant(options.Variant, _device, nameof(options));
         bool f64 = options.Precision == Precision.F64;
         if (f64 && !_device.SupportsDouble)
             throw new BackendUnavailableException($"OpenCL device {_device.Id} {_device.Name} has no double support (cl_khr_fp64): use float32");
@@ -158,6 +152,15 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IProfiledBackend
     }
 
     public OpenClVariant Variant { get; }
+
+    /// <summary>"gpu" / "cpu" force a kernel variant; null / "auto" take the GPU kernels on a GPU, else the CPU ones.</summary>
+    internal static OpenClVariant ResolveVariant(string? variant, OpenClDeviceInfo device, string parameter) => variant?.ToLowerInvariant() switch
+    {
+        null or "" or "auto" => device.Type == OpenClDeviceType.Gpu ? OpenClVariant.Gpu : OpenClVariant.Cpu,
+        "gpu" => OpenClVariant.Gpu,
+        "cpu" => OpenClVariant.Cpu,
+        _ => throw new ArgumentException($"unknown OpenCL kernel variant '{variant}' (choose gpu, cpu or auto)", parameter),
+    };
 
     public OpenClDeviceInfo Device => _device;
 

@@ -14,6 +14,9 @@ public sealed record OpenClMiniBatchOptions
 
     /// <summary>F64 needs a device with cl_khr_fp64; otherwise opening the backend is a clear error.</summary>
     public Precision Precision { get; init; } = Precision.F32;
+
+    /// <summary>"gpu" or "cpu" forces the matrix kernels' variant; null / "auto" picks it from the device type.</summary>
+    public string? Variant { get; init; }
 }
 
 /// <summary>
@@ -23,6 +26,9 @@ public sealed record OpenClMiniBatchOptions
 /// waiting) and enqueues, per layer, the forward pass, then softmax + loss + dz, the backward pass and the
 /// optimizer update. Only a measuring step waits, to read back its per-sample metrics. Every device buffer
 /// is allocated when the backend opens (the training set when it is uploaded), none per step.
+/// The matrix kernels (forward, weight and input gradients) come in two variants, as the full-batch
+/// backend's: GPU kernels (minibatch.cl: 16 x 16 work-groups over local-memory tiles) and CPU-device kernels
+/// (minibatch_cpu.cl: a few dozen work-items, each a register-blocked rectangle of explicit vectors).
 /// </summary>
 public sealed unsafe class OpenClMiniBatchBackend : IMiniBatchBackend
 {
@@ -35,10 +41,17 @@ public sealed unsafe class OpenClMiniBatchBackend : IMiniBatchBackend
     // test set does not run one tiny launch series per image when training with tiny batches.
     private const int MinCapacity = 256;
     private static readonly nuint[] s_tileGroup = [Tile, Tile];
+    private static readonly nuint[] s_single = [1, 1];
+    // CPU variant: work-items per compute unit. One item per core would leave a core idle behind the
+    // slowest (ragged) item or behind another process on a shared machine; many small items re-read more
+    // operands. A few per core balance the two.
+    private const int CpuItemsPerUnit = 8;
 
     private readonly int[] _sizes;
     private readonly int _capacity;
     private readonly int _realSize;
+    private readonly int _vectorWidth;
+    private readonly int _itemTarget;
     private readonly OpenClDeviceInfo _device;
     private readonly Layer[] _layers;
     private readonly int[] _stagedIndices; // pinned: the source of the non-blocking index write
@@ -78,7 +91,8 @@ public sealed unsafe class OpenClMiniBatchBackend : IMiniBatchBackend
         bool f64 = options.Precision == Precision.F64;
         if (f64 && !_device.SupportsDouble)
             throw new BackendUnavailableException($"OpenCL device {_device.Id} {_device.Name} has no double support (cl_khr_fp64): use float32");
-        if (_device.MaxWorkGroupSize < Tile * Tile)
+        Variant = OpenClBackend.ResolveVariant(options.Variant, _device, nameof(options));
+        if (Variant == OpenClVariant.Gpu && _device.MaxWorkGroupSize < Tile * Tile)
             throw new BackendUnavailableException($"OpenCL device {_device.Name} allows {_device.MaxWorkGroupSize} work-items per group; the mini-batch kernels need {Tile * Tile}");
         _sizes = sizes.ToArray();
         Optimizer = optimizer;
@@ -90,13 +104,16 @@ public sealed unsafe class OpenClMiniBatchBackend : IMiniBatchBackend
         _layers = new Layer[_sizes.Length - 1];
         for (int l = 0; l < _layers.Length; l++) _layers[l] = new Layer { NIn = _sizes[l], NOut = _sizes[l + 1] };
 
-        string defines = $"-cl-std=CL1.2 -D REAL={(f64 ? "double" : "float")} -D TILE={Tile}" + (f64 ? " -D USE_F64" : "");
+        // VW: the CPU kernels' vector, 64 bytes (one AVX-512 register) in either precision
+        _vectorWidth = f64 ? 8 : 16;
+        _itemTarget = Math.Max(1, _device.ComputeUnits * CpuItemsPerUnit);
+        string defines = $"-cl-std=CL1.2 -D REAL={(f64 ? "double" : "float")} -D TILE={Tile} -D VW={_vectorWidth}" + (f64 ? " -D USE_F64" : "");
         try
         {
             _context = ClContext.Create(_device.DeviceHandle);
             _queue = ClCommandQueue.Create(_context, _device.DeviceHandle, profiling: false);
             string? dir = string.IsNullOrEmpty(options.KernelsDirectory) ? null : options.KernelsDirectory;
-            _program = ClProgram.Build(_context, _device.DeviceHandle, KernelSource.Program(["minibatch.cl"], dir), defines);
+            _program = ClProgram.Build(_context, _device.DeviceHandle, KernelSource.Program(Variant == OpenClVariant.Cpu ? ["minibatch.cl", "minibatch_cpu.cl"] : ["minibatch.cl"], dir), defines);
             CreateBuffersAndKernels();
         }
         catch
@@ -105,7 +122,7 @@ public sealed unsafe class OpenClMiniBatchBackend : IMiniBatchBackend
             throw;
         }
         Info = new BackendInfo("opencl", options.Precision, _device.ComputeUnits,
-            $"OpenCL {_device.Id} {_device.Name} ({_device.PlatformName}), mini-batch kernels");
+            $"OpenCL {_device.Id} {_device.Name} ({_device.PlatformName}), mini-batch {Variant.ToString().ToLowerInvariant()} kernels");
     }
 
     public BackendInfo Info { get; }
@@ -113,6 +130,9 @@ public sealed unsafe class OpenClMiniBatchBackend : IMiniBatchBackend
     public OptimizerSettings Optimizer { get; }
     public int MaxBatch => _capacity;
     public OpenClDeviceInfo Device => _device;
+
+    /// <summary>Which matrix kernels run: GPU (minibatch.cl) or CPU-device (minibatch_cpu.cl).</summary>
+    public OpenClVariant Variant { get; }
 
     private void CreateBuffersAndKernels()
     {
@@ -152,7 +172,8 @@ public sealed unsafe class OpenClMiniBatchBackend : IMiniBatchBackend
             y.DZ = AllocateReals(cap * y.NOut, $"layer {l + 1} activation gradients");
             ClBuffer aIn = l == 0 ? _input : _layers[l - 1].A!;
 
-            y.Forward = ClKernel.Create(_program!, "layer_forward");
+            string suffix = Variant == OpenClVariant.Cpu ? "_cpu" : "";
+            y.Forward = ClKernel.Create(_program!, "layer_forward" + suffix);
             y.Forward.SetArg(0, y.A);
             y.Forward.SetArg(1, aIn);
             y.Forward.SetArg(2, y.W);
@@ -161,7 +182,7 @@ public sealed unsafe class OpenClMiniBatchBackend : IMiniBatchBackend
             y.Forward.SetArg(6, y.NOut);
             y.Forward.SetArg(7, l + 1 < _layers.Length ? 1 : 0);
 
-            y.BackwardWeights = ClKernel.Create(_program!, "layer_backward_weights");
+            y.BackwardWeights = ClKernel.Create(_program!, "layer_backward_weights" + suffix);
             y.BackwardWeights.SetArg(0, y.DW);
             y.BackwardWeights.SetArg(1, y.DZ);
             y.BackwardWeights.SetArg(2, aIn);
@@ -175,7 +196,7 @@ public sealed unsafe class OpenClMiniBatchBackend : IMiniBatchBackend
 
             if (l > 0)
             {
-                y.BackwardInput = ClKernel.Create(_program!, "layer_backward_input");
+                y.BackwardInput = ClKernel.Create(_program!, "layer_backward_input" + suffix);
                 y.BackwardInput.SetArg(0, _layers[l - 1].DZ!);
                 y.BackwardInput.SetArg(1, y.DZ);
                 y.BackwardInput.SetArg(2, y.W);
@@ -381,12 +402,14 @@ public sealed unsafe class OpenClMiniBatchBackend : IMiniBatchBackend
         {
             Layer y = _layers[l];
             y.BackwardWeights!.SetArg(3, n);
-            Enqueue2DTiled(y.BackwardWeights, y.NIn, y.NOut);
+            if (Variant == OpenClVariant.Cpu) EnqueueCpuGrid(y.BackwardWeights, 6, y.NIn, 4 * _vectorWidth, y.NOut);
+            else Enqueue2DTiled(y.BackwardWeights, y.NIn, y.NOut);
             y.BackwardBias!.SetArg(2, n);
             Enqueue1D(y.BackwardBias, y.NOut);
             if (y.BackwardInput == null) continue;
             y.BackwardInput.SetArg(4, n);
-            Enqueue2DTiled(y.BackwardInput, y.NIn, n);
+            if (Variant == OpenClVariant.Cpu) EnqueueCpuGrid(y.BackwardInput, 7, y.NIn, 4 * _vectorWidth, n);
+            else Enqueue2DTiled(y.BackwardInput, y.NIn, n);
         }
         return n;
     }
@@ -396,7 +419,8 @@ public sealed unsafe class OpenClMiniBatchBackend : IMiniBatchBackend
         foreach (Layer y in _layers)
         {
             y.Forward!.SetArg(4, n);
-            Enqueue2DTiled(y.Forward, y.NOut, n);
+            if (Variant == OpenClVariant.Cpu) EnqueueCpuGrid(y.Forward, 8, y.NOut, 4, n);
+            else Enqueue2DTiled(y.Forward, y.NOut, n);
         }
     }
 
@@ -452,6 +476,37 @@ public sealed unsafe class OpenClMiniBatchBackend : IMiniBatchBackend
     private void Enqueue2D(ClKernel kernel, long x, long y) => Enqueue(kernel, 2, [RoundUp(x, Tile), (nuint)y], null);
 
     private void Enqueue2DTiled(ClKernel kernel, long x, long y) => Enqueue(kernel, 2, [RoundUp(x, Tile), RoundUp(y, Tile)], s_tileGroup);
+
+    /// <summary>
+    /// Enqueues a CPU-variant matrix kernel over an x-by-y output (x in multiples of xStep, y of 4 rows):
+    /// sets its rows-per-item and columns-per-item arguments (at sizeArg, sizeArg + 1; forward: samples, then
+    /// outputs) and runs one work-item per rectangle, in groups of one.
+    /// </summary>
+    private void EnqueueCpuGrid(ClKernel kernel, uint sizeArg, int x, int xStep, int y)
+    {
+        (int xPer, int yPer) = Split(x, xStep, y, 4, _itemTarget);
+        kernel.SetArg(sizeArg, yPer);
+        kernel.SetArg(sizeArg + 1, xPer);
+        Enqueue(kernel, 2, [(nuint)((x + xPer - 1) / xPer), (nuint)((y + yPer - 1) / yPer)], s_single);
+    }
+
+    /// <summary>
+    /// Cuts an x-by-y output into about target rectangles whose sides are multiples of xStep and yStep:
+    /// starting from one rectangle, halves the longer side (in steps) until there are enough. Returns the
+    /// rectangle's sides.
+    /// </summary>
+    internal static (int XPer, int YPer) Split(int x, int xStep, int y, int yStep, int target)
+    {
+        int xSteps = (x + xStep - 1) / xStep, ySteps = (y + yStep - 1) / yStep;
+        int xPer = xSteps, yPer = ySteps; // in steps
+        while ((long)((xSteps + xPer - 1) / xPer) * ((ySteps + yPer - 1) / yPer) < target && (xPer > 1 || yPer > 1))
+        {
+            // compare the sides in elements: the longer one is cut
+            if (xPer > 1 && ((long)xPer * xStep >= (long)yPer * yStep || yPer == 1)) xPer = (xPer + 1) / 2;
+            else yPer = (yPer + 1) / 2;
+        }
+        return (xPer * xStep, yPer * yStep);
+    }
 
     private void Enqueue(ClKernel kernel, uint dimensions, ReadOnlySpan<nuint> global, nuint[]? local)
     {

@@ -19,14 +19,16 @@ public sealed partial class CliApp
         var backend = new Option<string>("--backend") { Description = "auto, avx512, avx2, scalar or opencl.", DefaultValueFactory = _ => "auto" };
         backend.AcceptOnlyFromAmong("auto", "avx512", "avx2", "scalar", "opencl");
         var device = new Option<string?>("--device") { Description = "OpenCL device for --backend opencl: P:D or part of its name (see `mnistnative devices`).", HelpName = "P:D|NAME" };
+        var variant = new Option<string?>("--opencl-variant") { Description = "Force the OpenCL matrix kernels: gpu (16 x 16 work-groups, local-memory tiles) or cpu (few work-items, explicit vectors). Default: from the device type.", HelpName = "gpu|cpu" };
+        variant.AcceptOnlyFromAmong("gpu", "cpu");
         var threads = IntOption("--threads", "Worker threads (CPU backends).", Environment.ProcessorCount, 1, 1024, "N");
         var steps = IntOption("--steps", "Timed steps per batch size (after 20 warm-up steps).", 200, 1, 1_000_000, "N");
         var data = DataOption();
-        var command = new Command("bench-minibatch", "Time mini-batch training steps (Adam) of the deep backends: ms per step and dense-equivalent GFLOP/s.") { hidden, batches, backend, device, threads, steps, data };
+        var command = new Command("bench-minibatch", "Time mini-batch training steps (Adam) of the deep backends: ms per step and dense-equivalent GFLOP/s.") { hidden, batches, backend, device, variant, threads, steps, data };
         command.SetAction(parse => Guard(() =>
         {
-            if (parse.GetValue(device) != null && parse.GetValue(backend) != "opencl")
-                throw new ArgumentException($"--device goes with --backend opencl, not {parse.GetValue(backend)}");
+            if ((parse.GetValue(device) ?? parse.GetValue(variant)) != null && parse.GetValue(backend) != "opencl")
+                throw new ArgumentException($"--device and --opencl-variant go with --backend opencl, not {parse.GetValue(backend)}");
             var (train, _) = LoadData(parse.GetValue(data));
             int[] sizes = [MlpParameters.InputSize, .. parse.GetValue(hidden)!, MlpParameters.Classes];
             double flopsPerSample = 0;
@@ -36,7 +38,7 @@ public sealed partial class CliApp
                 int batch = int.Parse(b);
                 var optimizer = new OptimizerSettings(OptimizerKind.Adam);
                 using IMiniBatchBackend engine = CreateMiniBatchBackend(parse.GetValue(backend)!, Precision.F32, sizes, optimizer, batch,
-                    parse.GetResult(threads) is { Implicit: false } ? parse.GetValue(threads) : null, _ => { }, new OpenClChoice(parse.GetValue(device)));
+                    parse.GetResult(threads) is { Implicit: false } ? parse.GetValue(threads) : null, _ => { }, new OpenClChoice(parse.GetValue(device), Variant: parse.GetValue(variant)));
                 engine.Upload(train);
                 engine.SetWeights(MlpParameters.Initialize(sizes, 0));
                 var order = new int[train.Count];

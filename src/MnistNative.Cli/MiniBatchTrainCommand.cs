@@ -129,11 +129,9 @@ public sealed partial class CliApp
         string? plotPath = parse.GetValue(b.Plot);
         if (plotPath != null && !plotPath.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) throw new ArgumentException($"--plot {plotPath}: the file name must end in .png");
         string backendName = parse.GetValue(s.Backend)!;
-        var openCl = new OpenClChoice(parse.GetValue(s.Device), parse.GetValue(s.Kernels));
+        var openCl = new OpenClChoice(parse.GetValue(s.Device), parse.GetValue(s.Kernels), parse.GetValue(s.Variant));
         if (backendName is not ("opencl" or "auto") && (openCl.Device ?? openCl.KernelsDirectory ?? parse.GetValue(s.Variant)) != null)
             throw new ArgumentException($"--device, --kernels and --opencl-variant go with --backend opencl, not {backendName}");
-        if (parse.GetValue(s.Variant) != null)
-            throw new ArgumentException("--opencl-variant goes with the seed's full-batch OpenCL path; mini-batch training on OpenCL has one kernel family (native/opencl/minibatch.cl)");
         Precision precision = ParsePrecision(parse.GetValue(s.Precision)!);
         int? threads = Given(s.Threads) ? parse.GetValue(s.Threads) : null;
 
@@ -263,7 +261,7 @@ public sealed partial class CliApp
     }
 
     /// <summary>--device and --kernels for the mini-batch OpenCL backend.</summary>
-    private sealed record OpenClChoice(string? Device = null, string? KernelsDirectory = null);
+    private sealed record OpenClChoice(string? Device = null, string? KernelsDirectory = null, string? Variant = null);
 
     /// <summary>
     /// The mini-batch backends. auto keeps BackendSelector's rule: an OpenCL GPU first, else the widest SIMD
@@ -310,7 +308,7 @@ public sealed partial class CliApp
     }
 
     private static OpenClMiniBatchBackend CreateMiniBatchOpenCl(int[] sizes, OptimizerSettings optimizer, int batch, Precision precision, OpenClChoice openCl) =>
-        new(sizes, optimizer, batch, new OpenClMiniBatchOptions { Device = openCl.Device, KernelsDirectory = openCl.KernelsDirectory, Precision = precision });
+        new(sizes, optimizer, batch, new OpenClMiniBatchOptions { Device = openCl.Device, KernelsDirectory = openCl.KernelsDirectory, Precision = precision, Variant = openCl.Variant });
 }
 
 public sealed record EpochLogEntry(int Epoch, long Step, double TrainLoss, double TrainAccuracy, double? ValidationAccuracy, double? TestAccuracy);

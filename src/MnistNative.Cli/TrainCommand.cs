@@ -21,7 +21,7 @@ public sealed partial class CliApp
         var seed = new Option<uint>("--seed") { Description = "Seed of the initialisation (numpy's legacy generator: seed 0 gives the notebook's np.random.seed(0) weights).", DefaultValueFactory = _ => 0u };
         var device = new Option<string?>("--device") { Description = "OpenCL device: P:D (platform:device index, see `mnistnative devices`) or part of its name. Default: the first GPU, else the first device.", HelpName = "P:D|NAME" };
         var kernels = new Option<string?>("--kernels") { Description = "Load the OpenCL kernels from this directory (e.g. native/opencl) instead of the embedded copies, for kernel development.", HelpName = "DIR" };
-        var variant = new Option<string?>("--opencl-variant") { Description = "Force the OpenCL kernel variant of the seed's full-batch path: gpu (many work-items, local-memory reductions) or cpu (explicit vectors, few work-items). Default: from the device type. (Mini-batch training on OpenCL has one kernel family.)", HelpName = "gpu|cpu" };
+        var variant = new Option<string?>("--opencl-variant") { Description = "Force the OpenCL kernel variant (full-batch and mini-batch paths): gpu (many work-items, local-memory tiles and reductions) or cpu (explicit vectors, few work-items). Default: from the device type.", HelpName = "gpu|cpu" };
         variant.AcceptOnlyFromAmong("gpu", "cpu");
         var threads = IntOption("--threads", "Worker threads for the multi-threaded backends (default: all cores).", Environment.ProcessorCount, 1, 1024, "N");
         var init = new Option<FileInfo?>("--init-weights") { Description = "Start from w1, b1, w2, b2 in this .npz (float64 or float32) instead of --seed.", HelpName = "FILE" };

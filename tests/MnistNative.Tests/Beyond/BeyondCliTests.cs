@@ -48,9 +48,6 @@ public sealed class BeyondCliTests : IDisposable
         var (code, _, err) = Run(Small("--optimizer", "adam", "--beta2", "1.5"));
         Assert.Equal(ExitCodes.BadInput, code);
         Assert.Contains("--beta2 must be in [0, 1), got 1.5", err);
-        (code, _, err) = Run(Small("--backend", "opencl", "--batch-size", "32", "--opencl-variant", "gpu"));
-        Assert.Equal(ExitCodes.BadInput, code);
-        Assert.Contains("--opencl-variant goes with the seed's full-batch OpenCL path", err);
         (code, _, err) = Run(Small("--backend", "avx2", "--batch-size", "32", "--device", "0:0"));
         Assert.Equal(ExitCodes.BadInput, code);
         Assert.Contains("--device, --kernels and --opencl-variant go with --backend opencl, not avx2", err);

@@ -11,13 +11,14 @@ namespace MnistNative.Tests.OpenCl;
 /// <summary>
 /// The OpenCL mini-batch backend against the deep reference (float64) on random images: odd widths, batches
 /// that are not multiples of the 16-wide tiles, every optimizer with weight decay; the optimizer state's
-/// round trip; and a short real run through the CLI.
+/// round trip; and a short real run through the CLI. The conformance runs for both matrix-kernel variants
+/// (gpu: minibatch.cl, cpu: minibatch_cpu.cl), forced, whatever the device; the rest runs the device's own.
 /// </summary>
 [Collection(OpenClTestDevice.Collection)]
 public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
 {
-    private static OpenClMiniBatchBackend Open(int[] sizes, OptimizerSettings o, int maxBatch, Precision precision = Precision.F32) =>
-        new(sizes, o, maxBatch, new OpenClMiniBatchOptions { Device = OpenClTestDevice.Device, Precision = precision });
+    private static OpenClMiniBatchBackend Open(int[] sizes, OptimizerSettings o, int maxBatch, Precision precision = Precision.F32, string? variant = null) =>
+        new(sizes, o, maxBatch, new OpenClMiniBatchOptions { Device = OpenClTestDevice.Device, Precision = precision, Variant = variant });
 
     /// <summary>n images of uniformly random pixels (dense, unlike digits: every weight gets a gradient) and random labels.</summary>
     private static LabeledImages RandomImages(int n, int seed)
@@ -32,19 +33,24 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
 
     private static int[] Batch(int n, int step, int count) => Enumerable.Range(0, n).Select(i => (i * 7 + step * n) % count).ToArray();
 
+    // [784, 130, 70, 10] gives the CPU kernels whole 64-column strips in every matrix kernel, ragged strips
+    // (130 = 2 * 64 + 2, 70 = 64 + 6) and ragged 4 x 4 blocks; the narrow shapes give strips of scalars only.
     [SkippableTheory]
-    [InlineData(Precision.F32, 1e-6, 1e-3)]
-    [InlineData(Precision.F64, 1e-12, 1e-9)]
-    public void ForwardAndGradientsMatchTheReferenceOnOddShapes(Precision precision, double abs, double rel)
+    [InlineData("cpu", Precision.F32, 1e-6, 1e-3)]
+    [InlineData("cpu", Precision.F64, 1e-12, 1e-9)]
+    [InlineData("gpu", Precision.F32, 1e-6, 1e-3)]
+    [InlineData("gpu", Precision.F64, 1e-12, 1e-9)]
+    public void ForwardAndGradientsMatchTheReferenceOnOddShapes(string variant, Precision precision, double abs, double rel)
     {
         OpenClTestDevice.RequireOpenCl();
         if (precision == Precision.F64) Skip.IfNot(OpenClRuntime.SelectDevice(OpenClTestDevice.Device).SupportsDouble, "the device has no cl_khr_fp64");
         LabeledImages data = RandomImages(100, 1);
-        foreach (int[] sizes in new[] { new[] { 784, 7, 10 }, [784, 33, 17, 10] })
+        foreach (int[] sizes in new[] { new[] { 784, 7, 10 }, [784, 33, 17, 10], [784, 130, 70, 10] })
         {
             MlpParameters w = MlpParameters.Initialize(sizes, 11);
             using var reference = new DeepReferenceBackend<double>(sizes, OptimizerSettings.Gd);
-            using OpenClMiniBatchBackend cl = Open(sizes, OptimizerSettings.Gd, 64, precision);
+            using OpenClMiniBatchBackend cl = Open(sizes, OptimizerSettings.Gd, 64, precision, variant);
+            Assert.Equal(variant, cl.Variant.ToString().ToLowerInvariant());
             reference.Upload(data); cl.Upload(data);
             reference.SetWeights(w); cl.SetWeights(w);
             foreach (int n in new[] { 1, 13, 64 })
@@ -60,7 +66,7 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
                 for (int l = 0; l < sizes.Length - 1; l++)
                 {
                     double diff = MaxLayerDiff(gr, gc, l, abs, rel);
-                    output.WriteLine($"{precision} {string.Join('-', sizes)} batch {n} layer {l + 1}: max scaled gradient difference {diff:E2}");
+                    output.WriteLine($"{variant} {precision} {string.Join('-', sizes)} batch {n} layer {l + 1}: max scaled gradient difference {diff:E2}");
                     Assert.True(diff <= 1, $"{string.Join('-', sizes)} batch {n} layer {l + 1}: {diff}");
                 }
             }
@@ -72,13 +78,15 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
             reference.Predict(images, pr);
             cl.Predict(images, pc);
             double worst = pr.Zip(pc).Max(t => Math.Abs(t.First - t.Second));
-            output.WriteLine($"{precision} {string.Join('-', sizes)}: max probability difference {worst:E2}");
+            output.WriteLine($"{variant} {precision} {string.Join('-', sizes)}: max probability difference {worst:E2}");
             Assert.True(worst <= (precision == Precision.F32 ? 1e-5 : 1e-12), $"probabilities differ by {worst}");
         }
     }
 
-    [SkippableFact]
-    public void EveryOptimizerStepsLikeTheReference()
+    [SkippableTheory]
+    [InlineData("cpu")]
+    [InlineData("gpu")]
+    public void EveryOptimizerStepsLikeTheReference(string variant)
     {
         OpenClTestDevice.RequireOpenCl();
         int[] sizes = [784, 33, 17, 10];
@@ -89,7 +97,7 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
             var o = new OptimizerSettings(kind, WeightDecay: 1e-3);
             double lr = kind == OptimizerKind.Adam ? 1e-3 : 0.05;
             using var reference = new DeepReferenceBackend<double>(sizes, o);
-            using OpenClMiniBatchBackend cl = Open(sizes, o, 64);
+            using OpenClMiniBatchBackend cl = Open(sizes, o, 64, variant: variant);
             reference.Upload(data); cl.Upload(data);
             reference.SetWeights(w); cl.SetWeights(w);
             for (int step = 0; step < 5; step++)
@@ -106,7 +114,7 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
                 if (step is 0 or 4)
                 {
                     double diff = MaxDiffWithState(reference, cl, 1e-5, 1e-3);
-                    output.WriteLine($"{kind} after {step + 1} step(s): max scaled weight / moment difference {diff:E2}");
+                    output.WriteLine($"{variant} {kind} after {step + 1} step(s): max scaled weight / moment difference {diff:E2}");
                     Assert.True(diff <= 1, $"{kind} after {step + 1} step(s): {diff}");
                 }
             }
@@ -185,6 +193,26 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
             Assert.InRange(accuracy, 0.7, 1);
         }
         finally { Directory.Delete(dir, true); }
+    }
+
+    [Theory]
+    [InlineData(784, 64, 256, 4, 16)]
+    [InlineData(784, 64, 128, 4, 16)]
+    [InlineData(10, 4, 512, 4, 16)]
+    [InlineData(33, 64, 1, 4, 16)]
+    [InlineData(256, 4, 1, 4, 16)]
+    [InlineData(7, 4, 13, 4, 1)]
+    public void CpuWorkSplitCoversTheOutputInAlignedRectangles(int x, int xStep, int y, int yStep, int target)
+    {
+        (int xPer, int yPer) = OpenClMiniBatchBackend.Split(x, xStep, y, yStep, target);
+        Assert.Equal(0, xPer % xStep);
+        Assert.Equal(0, yPer % yStep);
+        Assert.InRange(xPer, xStep, (x + xStep - 1) / xStep * xStep);
+        Assert.InRange(yPer, yStep, (y + yStep - 1) / yStep * yStep);
+        long items = (long)((x + xPer - 1) / xPer) * ((y + yPer - 1) / yPer);
+        long most = (long)((x + xStep - 1) / xStep) * ((y + yStep - 1) / yStep);
+        // enough items when the output has them, and no more than about twice the target (one halving too many)
+        Assert.InRange(items, Math.Min(target, most), Math.Max(2L * target, 4));
     }
 
     private static double MaxLayerDiff(MlpParameters a, MlpParameters b, int l, double abs, double rel)
