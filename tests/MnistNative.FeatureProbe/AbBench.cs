@@ -9,7 +9,8 @@ using MnistNative.Data;
 /// timing of two builds of MnistNative.Backends.Cpu.dll (e.g. a baseline commit and the working tree) in
 /// one process. Each build is loaded into its own AssemblyLoadContext (MnistNative.Core is shared, so both
 /// are ITrainingBackend); rounds alternate A, B, A, B... so both see the same machine load, and the
-/// per-round ms/iteration are summarised as median and min.
+/// per-round ms/iteration are summarised as median and min. With AB_PREDICT=1 the rounds time Predict over the
+/// 10,000 test images instead of training steps.
 /// </summary>
 internal static class AbBench
 {

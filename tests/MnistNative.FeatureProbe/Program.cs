@@ -7,6 +7,9 @@ using MnistNative.Data;
 // Prints the CPU features and one line per SIMD backend: "avx2: ok" or "avx2: unavailable: <message>",
 // then "best: <name or none>: <reason>". With `bench <mnist dir> <backend> <hidden> <threads> [iterations]`
 // it times the backend instead (median ms/iteration of 5 runs after warm-up), for quick measurements.
+// Performance probes for development (see AbBench and KernelBench): `ab` (two builds of the seed backends,
+// interleaved; AB_PREDICT=1 times Predict over the test set instead of a step), `abdeep` (the same for the
+// deep mini-batch backend) and `kernels` (per-kernel ns per tile).
 if (args.Length >= 7 && args[0] == "ab")
 {
     AbBench.Run(args);
