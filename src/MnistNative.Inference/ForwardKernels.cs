@@ -78,25 +78,20 @@ internal static unsafe class ForwardKernels
     // at the end of nearly every 16-pixel chunk (the C ABI, built for x86-64-v3, runs this path).
     private static int CompactPixels256(byte* pixels, int* idx, float* val)
     {
+        Vector256<int> lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
         Vector256<float> scale = Vector256.Create(1f / 255f);
+        byte* table = LeftPack;
         int n = 0;
         for (int c = 0; c < MnistClassifier.PixelCount; c += 8)
         {
             Vector256<int> p = Avx2.ConvertToVector256Int32(pixels + c);
-            n = LeftPack8(~Vector256.Equals(p, Vector256<int>.Zero).ExtractMostSignificantBits() & 0xFF, c, Avx.ConvertToVector256Single(p) * scale, idx, val, n);
+            uint keep = ~Vector256.Equals(p, Vector256<int>.Zero).ExtractMostSignificantBits() & 0xFF;
+            Vector256<int> order = Avx2.ConvertToVector256Int32(table + keep * 8);
+            Vector256.Store(Avx2.PermuteVar8x32(lane + Vector256.Create(c), order), idx + n);
+            Vector256.Store(Avx2.PermuteVar8x32(Avx.ConvertToVector256Single(p) * scale, order), val + n);
+            n += BitOperations.PopCount(keep);
         }
         return n;
-    }
-
-    // Appends the lanes of `values` selected by the 8-bit `keep` mask (and their indices c + lane) at idx, val + n,
-    // writing whole vectors; returns the new count.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int LeftPack8(uint keep, int c, Vector256<float> values, int* idx, float* val, int n)
-    {
-        Vector256<int> order = Avx2.ConvertToVector256Int32(LeftPack + keep * 8);
-        Vector256.Store(Avx2.PermuteVar8x32(Vector256<int>.Indices + Vector256.Create(c), order), idx + n);
-        Vector256.Store(Avx2.PermuteVar8x32(values, order), val + n);
-        return n + BitOperations.PopCount(keep);
     }
 
     // LeftPack[m * 8 + i]: the lane of the i-th set bit of the 8-bit mask m (the rest 0), for CompactPixels256
@@ -273,11 +268,17 @@ internal static unsafe class ForwardKernels
         }
         if (kernel == InferenceKernel.Avx2)
         {
-            // left-pack 8 at a time, as CompactPixels256
+            // left-pack 8 at a time through the LeftPack table, as CompactPixels256
+            Vector256<int> lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+            byte* table = LeftPack;
             for (; c + 8 <= len; c += 8)
             {
                 Vector256<float> v = Vector256.Load(a + c);
-                n = LeftPack8(~Vector256.Equals(v, Vector256<float>.Zero).ExtractMostSignificantBits() & 0xFF, c, v, idx, val, n);
+                uint keep = ~Vector256.Equals(v, Vector256<float>.Zero).ExtractMostSignificantBits() & 0xFF;
+                Vector256<int> order = Avx2.ConvertToVector256Int32(table + keep * 8);
+                Vector256.Store(Avx2.PermuteVar8x32(lane + Vector256.Create(c), order), idx + n);
+                Vector256.Store(Avx2.PermuteVar8x32(v, order), val + n);
+                n += BitOperations.PopCount(keep);
             }
         }
         for (; c < len; c++)
