@@ -124,8 +124,8 @@ internal static unsafe class ForwardKernels
         return n;
     }
 
-    /// <summary>Bytes of scratch <see cref="CompactPixelsBytes"/> needs for its three byte arrays.</summary>
-    public const int ByteScratch = 3 * ByteStride;
+    /// <summary>Bytes of scratch <see cref="CompactPixelsBytes"/> and <see cref="CompactPixelsSmall"/> need for their two byte arrays.</summary>
+    public const int ByteScratch = 2 * ByteStride;
     private const int ByteStride = MnistClassifier.PixelCount + 16; // + one Vector128 of slack for the widening reads
 
     /// <summary>Whether <see cref="CompactPixelsBytes"/> runs here (AVX-512 VBMI2: vpcompressb).</summary>
@@ -136,89 +136,111 @@ internal static unsafe class ForwardKernels
     // Writes whole vectors up to 15 entries past n (idx, val: CompactSlack) and uses ByteScratch bytes of tmp.
     public static int CompactPixelsBytes(byte* pixels, byte* tmp, int* idx, float* val)
     {
-        byte* lo = tmp, hi = tmp + ByteStride, pv = tmp + 2 * ByteStride;
-        int n = CompactBytes(pixels, lo, hi, pv);
+        byte* lo = tmp, pv = tmp + ByteStride;
+        var segments = new Segments(CompactBytes(pixels, lo, pv, out int n));
         Vector512<float> scale = Vector512.Create(1f / 255f);
         for (int i = 0; i < n; i += 16)
         {
-            Vector512<int> k = Avx512F.ConvertToVector512Int32(Vector128.Load(lo + i)) | (Avx512F.ConvertToVector512Int32(Vector128.Load(hi + i)) << 8);
-            Vector512.Store(k, idx + i);
+            Vector512.Store(Avx512F.ConvertToVector512Int32(Vector128.Load(lo + i)) - (segments.Next() << 8), idx + i);
             Vector512.Store(Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(pv + i))) * scale, val + i);
         }
         return n;
     }
 
-    // pixels (784 bytes) -> entries (n): as CompactPixelsBytes with the indices as byte offsets of 64-byte W1t rows,
-    // but each entry packs both halves into one long, (bits of the scaled value << 32) | offset, so that
-    // ForwardSmall reads one scalar per kept pixel instead of two. Its inner loop is bound by load slots
-    // (a 64-byte row takes two, each scalar one): packed, the step over the test set was ~6% faster
-    // (interleaved A/B, 1 thread, 10,000 images). Writes whole vectors up to 15 entries past n.
-    public static int CompactPixelsPacked(byte* pixels, byte* tmp, long* entries)
+    // pixels (784 bytes) -> entries (n) for ForwardSmall, one 32-bit entry per kept pixel: the low half is the
+    // pixel's W1t row times 8 (the row's byte offset is that times 8: one scaled address), the high half the
+    // raw byte value as a bfloat16. That is exact: an integer up to 255 has at most 8 significant bits, so the
+    // low 16 bits of its float32 are zero and (entry & 0xFFFF0000) is the value as a float; ForwardSmall applies
+    // the 1/255 once, to the sum. Against 8-byte (offset, scaled float) entries, pass 2 writes half as much
+    // with no interleaving, and the kernel reads two entries per load (A/B in docs/inference-benchmarks.md).
+    // Writes whole vectors up to 15 entries past n; those are zero-valued entries of row 768 (see CompactBytes),
+    // so ForwardSmall may run over them. Uses ByteScratch bytes of tmp.
+    public static int CompactPixelsSmall(byte* pixels, byte* tmp, uint* entries)
     {
-        byte* lo = tmp, hi = tmp + ByteStride, pv = tmp + 2 * ByteStride;
-        int n = CompactBytes(pixels, lo, hi, pv);
-        Vector512<float> scale = Vector512.Create(1f / 255f);
-        // interleave offsets (a) and values (b) into (a0, b0, a1, b1, ...): lanes 0..7, then 8..15
-        Vector512<int> first = Vector512.Create(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-        Vector512<int> second = Vector512.Create(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        byte* lo = tmp, pv = tmp + ByteStride;
+        var segments = new Segments(CompactBytes(pixels, lo, pv, out int n));
         for (int i = 0; i < n; i += 16)
         {
-            Vector512<int> k = Avx512F.ConvertToVector512Int32(Vector128.Load(lo + i)) | (Avx512F.ConvertToVector512Int32(Vector128.Load(hi + i)) << 8);
-            Vector512<int> v = (Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(pv + i))) * scale).AsInt32();
-            Vector512.Store(Avx512F.PermuteVar16x32x2(k << 6, first, v).AsInt64(), entries + i);
-            Vector512.Store(Avx512F.PermuteVar16x32x2(k << 6, second, v).AsInt64(), entries + i + 8);
+            Vector512<int> row8 = (Avx512F.ConvertToVector512Int32(Vector128.Load(lo + i)) - (segments.Next() << 8)) << 3;
+            Vector512<int> value = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(pv + i))).AsInt32();
+            Vector512.Store((value | row8).AsUInt32(), entries + i);
         }
         return n;
     }
 
     // Pass 1, per 64 pixels (13 steps instead of 49): one byte compare and two register-form vpcompressb, of
-    // the pixels and of the low byte of their index; the high byte of the index (c >> 8) is the same for the
-    // whole 64-pixel chunk, so a plain broadcast store covers it. lo, hi, pv: ByteStride bytes each.
+    // the pixels and of the low byte of their index. The high byte of the index is the 256-pixel segment; as the
+    // entries come in index order, pass 2 recovers it from the counts at the segment ends, returned in lanes
+    // 0..2 (see Segments). Zeroes the 16 bytes of lo and pv after the last entry, so the whole vectors pass 2
+    // reads past n are value 0, row 768. lo, pv: ByteStride bytes each.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int CompactBytes(byte* pixels, byte* lo, byte* hi, byte* pv)
+    private static Vector512<int> CompactBytes(byte* pixels, byte* lo, byte* pv, out int count)
     {
-        Vector512<byte> lane = Vector512<byte>.Indices;
+        Vector512<int> segmentEnds = Vector512<int>.Zero;
         int n = 0;
-        for (int c = 0; c < 768; c += 64)
+        for (int segment = 0; segment < 3; segment++)
         {
-            Vector512<byte> p = Vector512.Load(pixels + c);
-            Vector512<byte> keep = ~Vector512.Equals(p, Vector512<byte>.Zero);
-            Vector512.Store(Avx512Vbmi2.Compress(Vector512<byte>.Zero, keep, lane + Vector512.Create((byte)c)), lo + n);
-            Vector512.Store(Vector512.Create((byte)(c >> 8)), hi + n);
-            Vector512.Store(Avx512Vbmi2.Compress(Vector512<byte>.Zero, keep, p), pv + n);
-            n += BitOperations.PopCount(keep.ExtractMostSignificantBits());
+            for (int c = segment * 256; c < segment * 256 + 256; c += 64)
+            {
+                Vector512<byte> p = Vector512.Load(pixels + c);
+                Vector512<byte> keep = ~Vector512.Equals(p, Vector512<byte>.Zero);
+                Vector512.Store(Avx512Vbmi2.Compress(Vector512<byte>.Zero, keep, Vector512<byte>.Indices + Vector512.Create((byte)c)), lo + n);
+                Vector512.Store(Avx512Vbmi2.Compress(Vector512<byte>.Zero, keep, p), pv + n);
+                n += BitOperations.PopCount(keep.ExtractMostSignificantBits());
+            }
+            segmentEnds = segmentEnds.WithElement(segment, n);
         }
         {
-            // pixels 768..783: low bytes 0..15, high byte 3
+            // pixels 768..783: low bytes 0..15 of segment 3
             Vector128<byte> p = Vector128.Load(pixels + 768);
             Vector128<byte> keep = ~Vector128.Equals(p, Vector128<byte>.Zero);
             Vector128.Store(Avx512Vbmi2.VL.Compress(Vector128<byte>.Zero, keep, Vector128<byte>.Indices), lo + n);
-            Vector128.Store(Vector128.Create((byte)3), hi + n);
             Vector128.Store(Avx512Vbmi2.VL.Compress(Vector128<byte>.Zero, keep, p), pv + n);
             n += BitOperations.PopCount(keep.ExtractMostSignificantBits());
         }
-        return n;
+        Vector128.Store(Vector128<byte>.Zero, lo + n);
+        Vector128.Store(Vector128<byte>.Zero, pv + n);
+        count = n;
+        return segmentEnds;
     }
 
-    // The seed's shape (one hidden layer of at most 16 units, byte pixels): out (16) = relu(b1 + sum val[i] *
-    // W1t[row]) over the entries of CompactPixelsPacked (row byte offset, value), then logits = b2 + sum_j
-    // h[j] * W2t[j, :] over all hidden units (a zero unit adds +-0), then the first index of the largest of the
-    // 10 logits (numpy's argmax) without a scalar compare chain. h is 16 floats of scratch.
-    public static int ForwardSmall(float* w1t, float* b1, int hidden, float* w2t, float* b2, long* entries, int n, float* h)
+    // Pass 2's view of the segment ends: Next() gives, for the next 16 entries, minus their 256-pixel segment
+    // (each compare is -1 where the entry lies at or past that segment's end).
+    private struct Segments(Vector512<int> ends)
+    {
+        private readonly Vector512<int> _end0 = Vector512.Create(ends.GetElement(0)), _end1 = Vector512.Create(ends.GetElement(1)),
+            _end2 = Vector512.Create(ends.GetElement(2));
+        private Vector512<int> _position = Vector512<int>.Indices;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector512<int> Next()
+        {
+            Vector512<int> p = _position;
+            _position = p + Vector512.Create(16);
+            return Vector512.GreaterThanOrEqual(p, _end0) + Vector512.GreaterThanOrEqual(p, _end1) + Vector512.GreaterThanOrEqual(p, _end2);
+        }
+    }
+
+    // The seed's shape (one hidden layer of at most 16 units, byte pixels): out (16) = relu(b1 + (1/255) * sum
+    // v * W1t[row]) over the entries of CompactPixelsSmall, then logits = b2 + sum_j h[j] * W2t[j, :] over all
+    // hidden units (a zero unit adds +-0), then the first index of the largest of the 10 logits (numpy's
+    // argmax) without a scalar compare chain. The entry loop runs to the next multiple of 4 (the entries past
+    // n are zero-valued) with two entries per 8-byte load. h is 16 floats of scratch.
+    public static int ForwardSmall(float* w1t, float* b1, int hidden, float* w2t, float* b2, uint* entries, int n, float* h)
     {
         byte* w = (byte*)w1t;
-        Vector512<float> a0 = Vector512.LoadAligned(b1), a1 = Vector512<float>.Zero, a2 = Vector512<float>.Zero, a3 = Vector512<float>.Zero;
-        long* e = entries, end4 = entries + (n & ~3), end = entries + n;
-        for (; e < end4; e += 4)
+        Vector512<float> a0 = Vector512<float>.Zero, a1 = Vector512<float>.Zero, a2 = Vector512<float>.Zero, a3 = Vector512<float>.Zero;
+        ulong* e = (ulong*)entries, end = (ulong*)(entries + ((n + 3) & ~3));
+        for (; e < end; e += 2)
         {
-            long e0 = e[0], e1 = e[1], e2 = e[2], e3 = e[3];
-            a0 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + (uint)e0)), ValueOf(e0), a0);
-            a1 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + (uint)e1)), ValueOf(e1), a1);
-            a2 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + (uint)e2)), ValueOf(e2), a2);
-            a3 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + (uint)e3)), ValueOf(e3), a3);
+            ulong pair0 = e[0], pair1 = e[1];
+            a0 = Avx512F.FusedMultiplyAdd(Row(w, (uint)pair0), ValueOf((uint)pair0), a0);
+            a1 = Avx512F.FusedMultiplyAdd(Row(w, (uint)(pair0 >> 32)), ValueOf((uint)(pair0 >> 32)), a1);
+            a2 = Avx512F.FusedMultiplyAdd(Row(w, (uint)pair1), ValueOf((uint)pair1), a2);
+            a3 = Avx512F.FusedMultiplyAdd(Row(w, (uint)(pair1 >> 32)), ValueOf((uint)(pair1 >> 32)), a3);
         }
-        for (; e < end; e++) a0 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned((float*)(w + (uint)*e)), ValueOf(*e), a0);
-        Vector512.Store(Vector512.Max((a0 + a1) + (a2 + a3), Vector512<float>.Zero), h);
+        Vector512<float> hidden1 = Avx512F.FusedMultiplyAdd((a0 + a1) + (a2 + a3), Vector512.Create(1f / 255f), Vector512.LoadAligned(b1));
+        Vector512.Store(Vector512.Max(hidden1, Vector512<float>.Zero), h);
 
         Vector512<float> z0 = Vector512.LoadAligned(b2), z1 = Vector512<float>.Zero;
         int j = 0;
@@ -231,9 +253,13 @@ internal static unsafe class ForwardKernels
         return ArgMax10(z0 + z1);
     }
 
-    // the value of a packed entry in all 16 lanes (as an int broadcast: one vpbroadcastd from the register)
+    // the W1t row of an entry (its low half is the row's byte offset / 8)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> ValueOf(long entry) => Vector512.Create((int)(entry >> 32)).AsSingle();
+    private static Vector512<float> Row(byte* w1t, uint entry) => Vector512.LoadAligned((float*)(w1t + (nuint)(ushort)entry * 8));
+
+    // the raw pixel value of an entry in all 16 lanes (one vpbroadcastd from the register)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> ValueOf(uint entry) => Vector512.Create(entry & 0xFFFF0000u).AsSingle();
 
     // First lane of the largest of lanes 0..9 (the padding lanes are ignored).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -94,6 +94,107 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
             }
     }
 
+    // Images unlike MNIST's: empty, saturated, single pixels at the compaction's chunk and segment edges, noise of
+    // growing density, and a dense image right before a sparse one (the kernels reuse their scratch, and the
+    // small-model kernel runs over up to 3 entries past the last kept pixel, which must be zero-valued).
+    public static IEnumerable<byte[]> UnusualImages()
+    {
+        yield return new byte[784];
+        yield return Enumerable.Repeat((byte)255, 784).ToArray();
+        foreach (int pixel in new[] { 0, 63, 64, 255, 256, 511, 512, 703, 704, 767, 768, 783 })
+        {
+            var one = new byte[784];
+            one[pixel] = (byte)(1 + pixel % 255);
+            yield return one;
+        }
+        var rng = new Random(5);
+        foreach (double density in new[] { 0.02, 0.3, 0.7, 0.97 })
+            for (int k = 0; k < 4; k++)
+                yield return Enumerable.Range(0, 784).Select(_ => rng.NextDouble() < density ? (byte)rng.Next(1, 256) : (byte)0).ToArray();
+        foreach (int kept in new[] { 14, 15 })
+        {
+            yield return Enumerable.Repeat((byte)255, 784).ToArray();
+            yield return TailImage(kept);
+        }
+        var last = new byte[784];
+        last[783] = 255;
+        yield return last;
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Kernels))]
+    public void UnusualImagesMatchTheFloat64ReferenceInEveryEntryPoint(InferenceKernel kernel)
+    {
+        Skip.IfNot(ForwardKernelsSupported(kernel), $"this CPU cannot run the {kernel} kernel");
+        byte[][] images = UnusualImages().ToArray();
+        byte[] batch = images.SelectMany(i => i).ToArray();
+        var probs = new float[10];
+        foreach (int[] sizes in new[] { new[] { 784, 10, 10 }, [784, 16, 10], [784, 33, 10] })
+        {
+            var (w, b) = InferenceFixtures.RandomModel(sizes, seed: 11 + sizes[1]);
+            using var c = MnistClassifier.Load(InferenceFixtures.NpzBytes(sizes, w, b, float32: true));
+            c.ForceKernel(kernel);
+            var labels = new int[images.Length];
+            c.PredictBatch(batch, labels);
+            for (int i = 0; i < images.Length; i++)
+            {
+                double[] reference = InferenceFixtures.Softmax(InferenceFixtures.ReferenceLogits(w, b, images[i]));
+                int label = c.Predict(images[i]);
+                Assert.Equal(label, labels[i]);
+                double top = reference.Max();
+                double second = reference.Where((v, j) => j != Array.IndexOf(reference, top)).Max();
+                if (top - second > 1e-4) Assert.Equal(Array.IndexOf(reference, top), label);
+                c.Probabilities(images[i], probs);
+                for (int j = 0; j < 10; j++)
+                    Assert.True(Math.Abs(probs[j] - reference[j]) < 1e-4, $"{string.Join("-", sizes)} image {i}: p[{j}] {probs[j]} vs {reference[j]}");
+            }
+        }
+    }
+
+    // Pixels 701..767 and 769..768+kept: with 14 or 15 kept in the last 16, the small-model kernel's padding
+    // entries (up to the next multiple of 4) lie past every vector the compaction stored for this image.
+    private static byte[] TailImage(int kept)
+    {
+        var tail = new byte[784];
+        for (int i = 701; i <= 768 + kept; i++) tail[i] = i == 768 ? (byte)0 : (byte)(i % 251 + 1);
+        return tail;
+    }
+
+    // A trap for stale scratch: pixel 768 alone drives hidden unit 0 (all its other weights are -1) and unit 0
+    // drives one class. Each tail image follows a saturated one, whose entries fill the scratch past the tail's
+    // last pixel; a padding entry that read that stale value (255 at row 768) would switch unit 0 on.
+    [SkippableTheory]
+    [MemberData(nameof(Kernels))]
+    public void EntriesPastTheLastKeptPixelAddNothing(InferenceKernel kernel)
+    {
+        Skip.IfNot(ForwardKernelsSupported(kernel), $"this CPU cannot run the {kernel} kernel");
+        int[] sizes = [784, 10, 10];
+        var (w, b) = InferenceFixtures.RandomModel(sizes, seed: 3);
+        for (int k = 0; k < 784; k++) w[0][k] = k == 768 ? 1000 : -1;
+        var images = new List<byte[]>();
+        foreach (int kept in new[] { 14, 15 })
+        {
+            images.Add(Enumerable.Repeat((byte)255, 784).ToArray());
+            images.Add(TailImage(kept));
+        }
+        int tailLabel = Array.IndexOf(InferenceFixtures.ReferenceLogits(w, b, images[1]), InferenceFixtures.ReferenceLogits(w, b, images[1]).Max());
+        int trapClass = (tailLabel + 1) % 10;
+        for (int c = 0; c < 10; c++) w[1][c * 10] = c == trapClass ? 1000 : 0;
+        using var classifier = MnistClassifier.Load(InferenceFixtures.NpzBytes(sizes, w, b, float32: true));
+        classifier.ForceKernel(kernel);
+        var labels = new int[images.Count];
+        classifier.PredictBatch(images.SelectMany(i => i).ToArray(), labels);
+        for (int i = 0; i < images.Count; i++)
+        {
+            double[] logits = InferenceFixtures.ReferenceLogits(w, b, images[i]);
+            int expected = Array.IndexOf(logits, logits.Max());
+            Assert.Equal(expected, labels[i]);
+            Assert.Equal(expected, classifier.Predict(images[i]));
+        }
+        Assert.Equal(trapClass, labels[0]); // the saturated image does switch unit 0 on
+        Assert.NotEqual(trapClass, labels[1]);
+    }
+
     [SkippableFact]
     public void AllEntryPointsAgree()
     {
