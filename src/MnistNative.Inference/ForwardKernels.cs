@@ -28,7 +28,7 @@ public enum InferenceKernel
 /// path does ~150 instead of 784 vector FMAs for the first layer. The summation order differs from the
 /// seed's dense dot product, which shows only as float32 rounding.
 /// </summary>
-internal static unsafe class ForwardKernels
+internal static unsafe partial class ForwardKernels
 {
     public const int Lane = 16; // floats per 64-byte line: outPad granularity
 
@@ -272,7 +272,8 @@ internal static unsafe class ForwardKernels
         m4 = Vector128.Max(m4, Sse.Shuffle(m4, m4, 0b01_00_11_10));
         m4 = Vector128.Max(m4, Sse.Shuffle(m4, m4, 0b10_11_00_01));
         ulong hit = Vector512.Equals(z, Vector512.Create(m4.ToScalar())).ExtractMostSignificantBits();
-        return BitOperations.TrailingZeroCount(hit);
+        int first = BitOperations.TrailingZeroCount(hit);
+        return first < 10 ? first : 0; // NaN logits (a model whose sums overflow) match nothing: 0, as ArgMax
     }
 
     // a (len floats) -> idx, val (n): the nonzero entries

@@ -31,7 +31,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     private readonly float[] _memory; // pinned; the layers point into it
     private int _disposed;
     private InferenceKernel _kernel = ForwardKernels.Best;
-    private bool _small; // the seed's shape on AVX-512 VBMI2: ForwardKernels.ForwardSmall (see UseKernel)
+    private SmallKernel _small; // the seed's shape (one hidden layer of at most 16 units): the fused kernels (see UseKernel)
+
+    private enum SmallKernel { None, Avx512, Avx2 }
 
     // One layer: wt (In, OutPad) is W transposed with each row padded to a 64-byte line, bias (OutPad).
     private readonly struct Layer(int inputs, int outputs, int outPad, float* wt, float* bias)
@@ -84,8 +86,11 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     private void UseKernel(InferenceKernel kernel)
     {
         _kernel = kernel;
-        _small = kernel == InferenceKernel.Avx512 && ForwardKernels.CanCompactBytes
-            && _layers.Length == 2 && _layers[0].OutPad == ForwardKernels.Lane && _layers[1].OutPad == ForwardKernels.Lane;
+        bool seedShape = _layers.Length == 2 && _layers[0].OutPad == ForwardKernels.Lane && _layers[1].OutPad == ForwardKernels.Lane;
+        _small = !seedShape || kernel == InferenceKernel.Scalar ? SmallKernel.None
+            : kernel == InferenceKernel.Avx512 && ForwardKernels.CanCompactBytes ? SmallKernel.Avx512
+            : ForwardKernels.CanRunSmall256 ? SmallKernel.Avx2
+            : SmallKernel.None;
     }
 
     /// <summary>Loads a model from a .npz file.</summary>
@@ -250,17 +255,25 @@ public sealed unsafe partial class MnistClassifier : IDisposable
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private int ArgMaxOf(byte* pixels, float* x, byte* scratch) =>
-        pixels != null && _small ? PredictSmall(pixels, scratch) : ForwardKernels.ArgMax(Forward(pixels, x, scratch), ClassCount);
+        pixels != null && _small != SmallKernel.None ? PredictSmall(pixels, scratch) : ForwardKernels.ArgMax(Forward(pixels, x, scratch), ClassCount);
 
     // 784 -> H <= 16 -> 10 from bytes: compaction into 32-bit (W1t row, raw value) entries, then the fused
-    // kernel. The entries take the scratch that Forward gives to idx (4 bytes per input).
+    // kernel, AVX-512 (with VBMI2's byte compress) or AVX2. The entries take the scratch that Forward gives to idx.
     private int PredictSmall(byte* pixels, byte* scratch)
     {
         uint* entries = (uint*)AlignScratch(scratch);
         float* h = (float*)(entries + 2 * (_maxInputs + ForwardKernels.CompactSlack));
-        int n = ForwardKernels.CompactPixelsSmall(pixels, (byte*)(h + _maxOutPad), entries);
         Layer l1 = _layers[0], l2 = _layers[1];
-        return ForwardKernels.ForwardSmall(l1.Wt, l1.Bias, l1.Out, l2.Wt, l2.Bias, entries, n, h);
+        if (_small == SmallKernel.Avx512)
+        {
+            int n = ForwardKernels.CompactPixelsSmall(pixels, (byte*)(h + _maxOutPad), entries);
+            return ForwardKernels.ForwardSmall(l1.Wt, l1.Bias, l1.Out, l2.Wt, l2.Bias, entries, n, h);
+        }
+        else
+        {
+            int n = ForwardKernels.CompactPixelsSmall256(pixels, entries);
+            return ForwardKernels.ForwardSmall256(l1.Wt, l1.Bias, l1.Out, l2.Wt, l2.Bias, entries, n, h);
+        }
     }
 
     // pixels (784 bytes) or x (784 floats) -> logits (10, inside scratch)
