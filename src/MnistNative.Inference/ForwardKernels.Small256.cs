@@ -8,11 +8,11 @@ namespace MnistNative.Inference;
 /// <summary>
 /// The small-model kernel (784 -> H &lt;= 16 -> 10 from bytes) with AVX2 + FMA only: what the x86-64-v3 NativeAOT
 /// library and AVX2-only machines run. Same entries and arithmetic as the AVX-512 one (CompactPixelsSmall,
-/// ForwardSmall): 32-bit (W1t row * 8, raw value as bfloat16) entries, the 1/255 applied once to the sum.
+/// HiddenSmall, OutputSmall): 32-bit (W1t row * 8, raw value as bfloat16) entries, the 1/255 applied once to the sum.
 /// </summary>
 internal static unsafe partial class ForwardKernels
 {
-    /// <summary>Whether <see cref="CompactPixelsSmall256"/> and <see cref="ForwardSmall256"/> run here.</summary>
+    /// <summary>Whether <see cref="CompactPixelsSmall256"/>, <see cref="HiddenSmall256"/> and <see cref="OutputSmall256"/> run here.</summary>
     public static bool CanRunSmall256 => Avx2.IsSupported && Fma.IsSupported && Popcnt.IsSupported;
 
     // pixels (784 bytes) -> entries (n), as CompactPixelsSmall but in one pass: AVX2 has no compress, so each
@@ -51,11 +51,11 @@ internal static unsafe partial class ForwardKernels
         return n;
     }
 
-    // As ForwardSmall with two 8-float halves per row: 8 accumulators (4 entries x 2 halves) keep both FMA
+    // As HiddenSmall with two 8-float halves per row: 8 accumulators (4 entries x 2 halves) keep both FMA
     // pipes busy; the entry loop runs to the next multiple of 4 over the zero-valued padding entries. The value
     // is broadcast from memory and masked (vpbroadcastd + vpand: no move from a general register), the row
     // offset read as the entry's low 16 bits: 15% faster than unpacking each entry in registers (kernel probe).
-    public static int ForwardSmall256(float* w1t, float* b1, int hidden, float* w2t, float* b2, uint* entries, int n, float* h)
+    public static void HiddenSmall256(float* w1t, float* b1, uint* entries, int n, float* h)
     {
         byte* w = (byte*)w1t;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, c0 = default, c1 = default, c2 = default, c3 = default;
@@ -79,8 +79,11 @@ internal static unsafe partial class ForwardKernels
         Vector256<float> scale = Vector256.Create(1f / 255f);
         Vector256.Store(Avx.Max(Fma.MultiplyAdd((a0 + a1) + (a2 + a3), scale, Vector256.LoadAligned(b1)), Vector256<float>.Zero), h);
         Vector256.Store(Avx.Max(Fma.MultiplyAdd((c0 + c1) + (c2 + c3), scale, Vector256.LoadAligned(b1 + 8)), Vector256<float>.Zero), h + 8);
+    }
 
-        // logits 0..7 in z, 8..15 in y; two accumulators each
+    // As OutputSmall: logits 0..7 in z, 8..15 in y, two accumulators each
+    public static int OutputSmall256(float* w2t, float* b2, int hidden, float* h)
+    {
         Vector256<float> z0 = Vector256.LoadAligned(b2), y0 = Vector256.LoadAligned(b2 + 8), z1 = default, y1 = default;
         int j = 0;
         for (; j + 2 <= hidden; j += 2)

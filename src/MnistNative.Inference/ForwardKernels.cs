@@ -147,14 +147,14 @@ internal static unsafe partial class ForwardKernels
         return n;
     }
 
-    // pixels (784 bytes) -> entries (n) for ForwardSmall, one 32-bit entry per kept pixel: the low half is the
+    // pixels (784 bytes) -> entries (n) for HiddenSmall, one 32-bit entry per kept pixel: the low half is the
     // pixel's W1t row times 8 (the row's byte offset is that times 8: one scaled address), the high half the
     // raw byte value as a bfloat16. That is exact: an integer up to 255 has at most 8 significant bits, so the
-    // low 16 bits of its float32 are zero and (entry & 0xFFFF0000) is the value as a float; ForwardSmall applies
+    // low 16 bits of its float32 are zero and (entry & 0xFFFF0000) is the value as a float; HiddenSmall applies
     // the 1/255 once, to the sum. Against 8-byte (offset, scaled float) entries, pass 2 writes half as much
     // with no interleaving, and the kernel reads two entries per load (A/B in docs/inference-benchmarks.md).
     // Writes whole vectors up to 15 entries past n; those are zero-valued entries of row 768 (see CompactBytes),
-    // so ForwardSmall may run over them. Uses ByteScratch bytes of tmp.
+    // so HiddenSmall may run over them. Uses ByteScratch bytes of tmp.
     public static int CompactPixelsSmall(byte* pixels, byte* tmp, uint* entries)
     {
         byte* lo = tmp, pv = tmp + ByteStride;
@@ -221,12 +221,10 @@ internal static unsafe partial class ForwardKernels
         }
     }
 
-    // The seed's shape (one hidden layer of at most 16 units, byte pixels): out (16) = relu(b1 + (1/255) * sum
-    // v * W1t[row]) over the entries of CompactPixelsSmall, then logits = b2 + sum_j h[j] * W2t[j, :] over all
-    // hidden units (a zero unit adds +-0), then the first index of the largest of the 10 logits (numpy's
-    // argmax) without a scalar compare chain. The entry loop runs to the next multiple of 4 (the entries past
-    // n are zero-valued) with two entries per 8-byte load. h is 16 floats of scratch.
-    public static int ForwardSmall(float* w1t, float* b1, int hidden, float* w2t, float* b2, uint* entries, int n, float* h)
+    // The seed's shape (one hidden layer of at most 16 units, byte pixels), layer 1: h (16) = relu(b1 + (1/255) *
+    // sum v * W1t[row]) over the entries of CompactPixelsSmall. The entry loop runs to the next multiple of 4
+    // (the entries past n are zero-valued) with two entries per 8-byte load. h: 16 floats, 64-byte aligned.
+    public static void HiddenSmall(float* w1t, float* b1, uint* entries, int n, float* h)
     {
         byte* w = (byte*)w1t;
         Vector512<float> a0 = Vector512<float>.Zero, a1 = Vector512<float>.Zero, a2 = Vector512<float>.Zero, a3 = Vector512<float>.Zero;
@@ -239,9 +237,14 @@ internal static unsafe partial class ForwardKernels
             a2 = Avx512F.FusedMultiplyAdd(Row(w, (uint)pair1), ValueOf((uint)pair1), a2);
             a3 = Avx512F.FusedMultiplyAdd(Row(w, (uint)(pair1 >> 32)), ValueOf((uint)(pair1 >> 32)), a3);
         }
-        Vector512<float> hidden1 = Avx512F.FusedMultiplyAdd((a0 + a1) + (a2 + a3), Vector512.Create(1f / 255f), Vector512.LoadAligned(b1));
-        Vector512.Store(Vector512.Max(hidden1, Vector512<float>.Zero), h);
+        Vector512<float> hidden = Avx512F.FusedMultiplyAdd((a0 + a1) + (a2 + a3), Vector512.Create(1f / 255f), Vector512.LoadAligned(b1));
+        Vector512.StoreAligned(Vector512.Max(hidden, Vector512<float>.Zero), h);
+    }
 
+    // Layer 2 of the seed's shape: logits = b2 + sum_j h[j] * W2t[j, :] over all hidden units (a zero unit adds
+    // +-0), then the first index of the largest of the 10 logits (numpy's argmax) without a scalar compare chain.
+    public static int OutputSmall(float* w2t, float* b2, int hidden, float* h)
+    {
         Vector512<float> z0 = Vector512.LoadAligned(b2), z1 = Vector512<float>.Zero;
         int j = 0;
         for (; j + 2 <= hidden; j += 2)
