@@ -304,7 +304,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     // kernels, AVX-512 (with VBMI2's byte compress) or AVX2.
     private int PredictSmall(byte* pixels, byte* scratch)
     {
-        SmallScratch(scratch, out uint* entries, out float* h, out byte* tmp, out _);
+        uint* entries = (uint*)AlignScratch(scratch); // as SmallScratch (its out parameters made a single prediction 5-10% slower)
+        float* h = (float*)(entries + 2 * (_maxInputs + ForwardKernels.CompactSlack));
+        byte* tmp = (byte*)(h + _maxOutPad);
         Layer l1 = _layers[0], l2 = _layers[1];
         if (_small == SmallKernel.Avx512)
         {
