@@ -195,6 +195,27 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
         Assert.NotEqual(trapClass, labels[1]);
     }
 
+    // numpy's argmax takes the first of equal maxima: classes 2 and 5 get identical weights and biases and win
+    // for every image, so every entry point (single, batch groups and their remainder) must answer 2.
+    [SkippableTheory]
+    [MemberData(nameof(Kernels))]
+    public void EqualLogitsGiveTheFirstClass(InferenceKernel kernel)
+    {
+        Skip.IfNot(ForwardKernelsSupported(kernel), $"this CPU cannot run the {kernel} kernel");
+        var (images, _) = InferenceFixtures.TestSet;
+        int[] sizes = [784, 10, 10];
+        var (w, b) = InferenceFixtures.RandomModel(sizes, seed: 4);
+        for (int j = 0; j < 10; j++) w[1][2 * 10 + j] = w[1][5 * 10 + j] = Math.Abs(w[1][2 * 10 + j]) + 1;
+        b[1][2] = b[1][5] = 50;
+        using var c = MnistClassifier.Load(InferenceFixtures.NpzBytes(sizes, w, b, float32: true));
+        c.ForceKernel(kernel);
+        int n = 1000; // 62 groups of 16 and a remainder of 8
+        var labels = new int[n];
+        c.PredictBatch(images.AsSpan(0, n * 784), labels, maxThreads: 1);
+        Assert.All(labels, label => Assert.Equal(2, label));
+        Assert.Equal(2, c.Predict(images.AsSpan(0, 784)));
+    }
+
     [SkippableFact]
     public void AllEntryPointsAgree()
     {
