@@ -20,6 +20,7 @@ internal static unsafe partial class ForwardKernels
     // one vpermd whose lane order comes from LeftPack[keep mask]. A 64-pixel chunk with no ink (MNIST's top and
     // bottom rows) is skipped after one compare; that branch goes the same way for nearly every MNIST image.
     // Writes whole vectors up to 8 entries past n; those are zero-valued entries of row 768.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int CompactPixelsSmall256(byte* pixels, uint* entries)
     {
         int n = 0;
@@ -55,6 +56,7 @@ internal static unsafe partial class ForwardKernels
     // pipes busy; the entry loop runs to the next multiple of 4 over the zero-valued padding entries. The value
     // is broadcast from memory and masked (vpbroadcastd + vpand: no move from a general register), the row
     // offset read as the entry's low 16 bits: 15% faster than unpacking each entry in registers (kernel probe).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void HiddenSmall256(float* w1t, float* b1, uint* entries, int n, float* h)
     {
         byte* w = (byte*)w1t;
@@ -82,6 +84,7 @@ internal static unsafe partial class ForwardKernels
     }
 
     // As OutputSmall: logits 0..7 in z, 8..15 in y, two accumulators each
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int OutputSmall256(float* w2t, float* b2, int hidden, float* h)
     {
         Vector256<float> z0 = Vector256.LoadAligned(b2), y0 = Vector256.LoadAligned(b2 + 8), z1 = default, y1 = default;

@@ -27,6 +27,11 @@ public enum InferenceKernel
 /// see). About 80% of MNIST pixels are zero and ReLU zeroes about half the hidden units, so the single-image
 /// path does ~150 instead of 784 vector FMAs for the first layer. The summation order differs from the
 /// seed's dense dot product, which shows only as float32 rounding.
+///
+/// The kernels and the classifier's loops that call them are marked AggressiveOptimization: under tiered
+/// compilation they would otherwise run as unoptimised tier-0 code until call counting starts (100 ms after
+/// the last tier-0 compile), so a short-lived process's batches ran at half speed (measured: the first six
+/// 10,000-image batches 31.7, then 2.6-2.8 ms each, against 1.35 ms once tiered up).
 /// </summary>
 internal static unsafe partial class ForwardKernels
 {
@@ -76,6 +81,7 @@ internal static unsafe partial class ForwardKernels
     // vpermd whose index vector comes from a table indexed by the 8-bit keep mask (LeftPack); store whole
     // vectors and advance by the mask's popcount. Branch-free: the scalar bit loop it replaces mispredicted
     // at the end of nearly every 16-pixel chunk (the C ABI, built for x86-64-v3, runs this path).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int CompactPixels256(byte* pixels, int* idx, float* val)
     {
         Vector256<int> lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
@@ -108,6 +114,7 @@ internal static unsafe partial class ForwardKernels
 
     // Branch-free: per 16 pixels, widen, compare, compress the kept indices and values to the front of a
     // register (register-form vpcompressd: the memory form is microcoded on AMD) and store whole vectors.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int CompactPixels512(byte* pixels, int* idx, float* val)
     {
         Vector512<int> lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -134,6 +141,7 @@ internal static unsafe partial class ForwardKernels
     // pixels (784 bytes) -> idx (n), val (n): as CompactPixels, in two cheap passes.
     // Pass 1 (CompactBytes) packs the kept pixels as bytes; pass 2 widens 16 kept entries at a time.
     // Writes whole vectors up to 15 entries past n (idx, val: CompactSlack) and uses ByteScratch bytes of tmp.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int CompactPixelsBytes(byte* pixels, byte* tmp, int* idx, float* val)
     {
         byte* lo = tmp, pv = tmp + ByteStride;
@@ -155,6 +163,7 @@ internal static unsafe partial class ForwardKernels
     // with no interleaving, and the kernel reads two entries per load (A/B in docs/inference-benchmarks.md).
     // Writes whole vectors up to 15 entries past n; those are zero-valued entries of row 768 (see CompactBytes),
     // so HiddenSmall may run over them. Uses ByteScratch bytes of tmp.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int CompactPixelsSmall(byte* pixels, byte* tmp, uint* entries)
     {
         byte* lo = tmp, pv = tmp + ByteStride;
@@ -224,6 +233,7 @@ internal static unsafe partial class ForwardKernels
     // The seed's shape (one hidden layer of at most 16 units, byte pixels), layer 1: h (16) = relu(b1 + (1/255) *
     // sum v * W1t[row]) over the entries of CompactPixelsSmall. The entry loop runs to the next multiple of 4
     // (the entries past n are zero-valued) with two entries per 8-byte load. h: 16 floats, 64-byte aligned.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void HiddenSmall(float* w1t, float* b1, uint* entries, int n, float* h)
     {
         byte* w = (byte*)w1t;
@@ -243,6 +253,7 @@ internal static unsafe partial class ForwardKernels
 
     // Layer 2 of the seed's shape: logits = b2 + sum_j h[j] * W2t[j, :] over all hidden units (a zero unit adds
     // +-0), then the first index of the largest of the 10 logits (numpy's argmax) without a scalar compare chain.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int OutputSmall(float* w2t, float* b2, int hidden, float* h)
     {
         Vector512<float> z0 = Vector512.LoadAligned(b2), z1 = Vector512<float>.Zero;
@@ -333,6 +344,7 @@ internal static unsafe partial class ForwardKernels
     // Mirrors AccumulateScalar. Four output vectors per pass give four independent FMA chains; a lone
     // vector (outPad 16, e.g. the seed's 10 hidden units) splits the inputs over four accumulators instead,
     // so the 4-cycle FMA latency never serialises the loop.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Accumulate512(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n)
     {
         int c = 0;
@@ -372,6 +384,7 @@ internal static unsafe partial class ForwardKernels
     }
 
     // Mirrors Accumulate512 with two 256-bit halves per 64-byte line.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Accumulate256(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n)
     {
         int c = 0;
@@ -420,6 +433,7 @@ internal static unsafe partial class ForwardKernels
     }
 
     // The reference for the vector kernels: out[j] = b[j] + sum_i val[i] * wt[idx[i], j].
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AccumulateScalar(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n)
     {
         for (int j = 0; j < outPad; j++) output[j] = bias[j];

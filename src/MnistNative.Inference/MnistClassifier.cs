@@ -230,6 +230,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
             fixed (byte* scratch = ThreadScratch()) PredictRange(images, labels, start, end, scratch);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void PredictRange(byte* images, int* labels, int start, int end, byte* scratch)
     {
         if (_small != SmallKernel.None)
@@ -248,6 +249,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     // hidden vectors, then layer 2 and the argmax of the group. Per image, layer 2 and the argmax are a ~60-cycle
     // dependency chain that the next image's compaction did not hide; a group's chains are independent (kernel
     // probe, 1 thread: 137-140 -> 128-130 ns/image). Same arithmetic as PredictSmall.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void PredictRangeSmall(byte* images, int* labels, int start, int end, byte* scratch)
     {
         SmallScratch(scratch, out uint* entries, out float* h, out byte* tmp, out float* group);
@@ -302,6 +304,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
 
     // 784 -> H <= 16 -> 10 from bytes: compaction into 32-bit (W1t row, raw value) entries, then the fused
     // kernels, AVX-512 (with VBMI2's byte compress) or AVX2.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int PredictSmall(byte* pixels, byte* scratch)
     {
         uint* entries = (uint*)AlignScratch(scratch); // as SmallScratch (its out parameters made a single prediction 5-10% slower)
@@ -318,6 +321,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     }
 
     // pixels (784 bytes) or x (784 floats) -> logits (10, inside scratch)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private float* Forward(byte* pixels, float* x, byte* scratch)
     {
         int* idx = (int*)AlignScratch(scratch);
