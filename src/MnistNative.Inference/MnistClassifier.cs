@@ -252,7 +252,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void PredictRangeSmall(byte* images, int* labels, int start, int end, byte* scratch)
     {
-        SmallScratch(scratch, out uint* entries, out float* h, out byte* tmp, out float* group);
+        SmallScratch(scratch, out uint* entries, out _, out byte* tmp, out float* group);
         Layer l1 = _layers[0], l2 = _layers[1];
         bool avx512 = _small == SmallKernel.Avx512;
         for (int g = start; g < end; g += SmallGroup)
