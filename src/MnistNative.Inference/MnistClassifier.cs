@@ -252,7 +252,10 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void PredictRangeSmall(byte* images, int* labels, int start, int end, byte* scratch)
     {
-        SmallScratch(scratch, out uint* entries, out _, out byte* tmp, out float* group);
+        SmallScratch layout = SmallScratchOf(scratch);
+        uint* entries = layout.Entries;
+        byte* tmp = layout.Tmp;
+        float* group = layout.Group;
         Layer l1 = _layers[0], l2 = _layers[1];
         bool avx512 = _small == SmallKernel.Avx512;
         for (int g = start; g < end; g += SmallGroup)
@@ -277,13 +280,23 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     private const int SmallGroup = 16;
 
     // The small kernels' scratch: entries (8 bytes per input, as Forward's idx and val), h (one line), the byte
-    // arrays of the AVX-512 compaction, then SmallGroup hidden vectors; all at 64-byte boundaries.
-    private void SmallScratch(byte* scratch, out uint* entries, out float* h, out byte* tmp, out float* group)
+    // arrays of the AVX-512 compaction, then SmallGroup hidden vectors; all at 64-byte boundaries. Returned as a
+    // struct: out parameters made the single-image path 5-10% slower (address-taken locals).
+    private readonly struct SmallScratch(uint* entries, float* h, byte* tmp, float* group)
     {
-        entries = (uint*)AlignScratch(scratch);
-        h = (float*)(entries + 2 * (_maxInputs + ForwardKernels.CompactSlack));
-        tmp = (byte*)(h + _maxOutPad);
-        group = (float*)(tmp + ForwardKernels.ByteScratch);
+        public readonly uint* Entries = entries;
+        public readonly float* H = h;
+        public readonly byte* Tmp = tmp;
+        public readonly float* Group = group;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private SmallScratch SmallScratchOf(byte* scratch)
+    {
+        uint* entries = (uint*)AlignScratch(scratch);
+        float* h = (float*)(entries + 2 * (_maxInputs + ForwardKernels.CompactSlack));
+        byte* tmp = (byte*)(h + _maxOutPad);
+        return new SmallScratch(entries, h, tmp, (float*)(tmp + ForwardKernels.ByteScratch));
     }
 
     // A batch streams its images from L3 or memory at ~150 ns an image; the hardware prefetcher alone left the
@@ -307,9 +320,10 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int PredictSmall(byte* pixels, byte* scratch)
     {
-        uint* entries = (uint*)AlignScratch(scratch); // as SmallScratch (its out parameters made a single prediction 5-10% slower)
-        float* h = (float*)(entries + 2 * (_maxInputs + ForwardKernels.CompactSlack));
-        byte* tmp = (byte*)(h + _maxOutPad);
+        SmallScratch layout = SmallScratchOf(scratch);
+        uint* entries = layout.Entries;
+        float* h = layout.H;
+        byte* tmp = layout.Tmp;
         Layer l1 = _layers[0], l2 = _layers[1];
         if (_small == SmallKernel.Avx512)
         {
