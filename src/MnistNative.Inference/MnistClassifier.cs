@@ -32,6 +32,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     private int _disposed;
     private InferenceKernel _kernel = ForwardKernels.Best;
     private SmallKernel _small; // the seed's shape (one hidden layer of at most 16 units): the fused kernels (see UseKernel)
+    private readonly Int16FirstLayer? _int16; // one hidden layer of at most 10 units: the integer first pass
+    private bool _int16Pass;                  // whether it runs (before the small float kernels, which settle near ties)
 
     private enum SmallKernel { None, Avx512, Avx2 }
 
@@ -77,6 +79,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         Sizes = sizes;
         _maxInputs = sizes[..^1].Max();
         _maxOutPad = _layers.Max(x => x.OutPad);
+        if (layerCount == 2 && sizes[1] <= Int16FirstLayer.Units)
+            _int16 = Int16FirstLayer.Build(_layers[0].Wt, _layers[0].Bias, sizes[1], _layers[1].Wt, _layers[1].Bias);
         _scratchBytes = (_maxInputs + ForwardKernels.CompactSlack) * (sizeof(int) + sizeof(float)) + _maxOutPad * sizeof(float)
             + ForwardKernels.ByteScratch + SmallGroup * ForwardKernels.Lane * sizeof(float) + ScratchAlignment;
         UseKernel(ForwardKernels.Best);
@@ -91,6 +95,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable
             : kernel == InferenceKernel.Avx512 && ForwardKernels.CanCompactBytes ? SmallKernel.Avx512
             : ForwardKernels.CanRunSmall256 ? SmallKernel.Avx2
             : SmallKernel.None;
+        _int16Pass = _small != SmallKernel.None && _int16 != null && ForwardKernels.CanRunInt16;
     }
 
     /// <summary>Loads a model from a .npz file.</summary>
@@ -123,6 +128,35 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     {
         if (!ForwardKernels.IsSupported(kernel)) throw new PlatformNotSupportedException($"kernel {kernel} is not supported by this CPU");
         UseKernel(kernel);
+    }
+
+    /// <summary>Tests turn the integer first pass off to compare it with the float kernels alone.</summary>
+    internal void DisableInt16Pass() => _int16Pass = false;
+
+    /// <summary>Whether byte images go through the integer first pass (see <see cref="Int16FirstLayer"/>).</summary>
+    internal bool Int16Pass => _int16Pass;
+
+    /// <summary>The lead a class needs for the integer pass's answer to stand (see <see cref="Int16FirstLayer"/>).</summary>
+    internal float Int16Threshold => _int16?.Threshold ?? float.NaN;
+
+    /// <summary>
+    /// Tests: the integer pass alone on one image: its hidden vector (16 floats, after ReLU) and its certified class,
+    /// or -1 where the float kernels would settle the image.
+    /// </summary>
+    internal int Int16Only(ReadOnlySpan<byte> pixels, Span<float> hidden)
+    {
+        CheckLength(pixels.Length, PixelCount, nameof(pixels));
+        CheckLength(hidden.Length, ForwardKernels.Lane, nameof(hidden));
+        if (!_int16Pass) throw new InvalidOperationException("the integer first pass is not in use");
+        float* h = stackalloc float[ForwardKernels.Lane + 16];
+        h = (float*)AlignScratch((byte*)h);
+        fixed (byte* p = pixels)
+        {
+            Int16FirstLayer q = _int16!;
+            ForwardKernels.HiddenInt16(p, q.Weights, q.Scale, _layers[0].Bias, h);
+            new ReadOnlySpan<float>(h, ForwardKernels.Lane).CopyTo(hidden);
+            return ForwardKernels.OutputCertified(_layers[1].Wt, _layers[1].Bias, _layers[0].Out, h, q.Threshold);
+        }
     }
 
     /// <summary>Classifies one image of 784 raw pixels (0..255, row-major 28x28), scaled by 1/255 as the seed does.</summary>
@@ -233,6 +267,11 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void PredictRange(byte* images, int* labels, int start, int end, byte* scratch)
     {
+        if (_int16Pass)
+        {
+            PredictRangeInt16(images, labels, start, end, scratch);
+            return;
+        }
         if (_small != SmallKernel.None)
         {
             PredictRangeSmall(images, labels, start, end, scratch);
@@ -279,6 +318,30 @@ public sealed unsafe partial class MnistClassifier : IDisposable
 
     private const int SmallGroup = 16;
 
+    // As PredictRangeSmall with the integer first pass: layer 1 of the group's images, then layer 2 and the
+    // certificate of each; an image without a certain answer (near ties) goes through the float kernels.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void PredictRangeInt16(byte* images, int* labels, int start, int end, byte* scratch)
+    {
+        Int16FirstLayer q = _int16!;
+        float* group = SmallScratchOf(scratch).Group;
+        Layer l1 = _layers[0], l2 = _layers[1];
+        for (int g = start; g < end; g += SmallGroup)
+        {
+            int count = Math.Min(SmallGroup, end - g);
+            for (int i = 0; i < count; i++)
+            {
+                PrefetchImage(images + (long)Math.Min(g + i + PrefetchDistance, end - 1) * PixelCount);
+                ForwardKernels.HiddenInt16(images + (long)(g + i) * PixelCount, q.Weights, q.Scale, l1.Bias, group + i * ForwardKernels.Lane);
+            }
+            for (int i = 0; i < count; i++)
+            {
+                int label = ForwardKernels.OutputCertified(l2.Wt, l2.Bias, l1.Out, group + i * ForwardKernels.Lane, q.Threshold);
+                labels[g + i] = label >= 0 ? label : PredictSmallFloat(images + (long)(g + i) * PixelCount, scratch);
+            }
+        }
+    }
+
     // The small kernels' scratch: entries (8 bytes per input, as Forward's idx and val), h (one line), the byte
     // arrays of the AVX-512 compaction, then SmallGroup hidden vectors; all at 64-byte boundaries. Returned as a
     // struct: out parameters made the single-image path 5-10% slower (address-taken locals).
@@ -315,10 +378,26 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     private int ArgMaxOf(byte* pixels, float* x, byte* scratch) =>
         pixels != null && _small != SmallKernel.None ? PredictSmall(pixels, scratch) : ForwardKernels.ArgMax(Forward(pixels, x, scratch), ClassCount);
 
-    // 784 -> H <= 16 -> 10 from bytes: compaction into 32-bit (W1t row, raw value) entries, then the fused
-    // kernels, AVX-512 (with VBMI2's byte compress) or AVX2.
+    // 784 -> H <= 16 -> 10 from bytes: the integer first pass where it applies and is certain, else the float kernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int PredictSmall(byte* pixels, byte* scratch)
+    {
+        if (_int16Pass)
+        {
+            Int16FirstLayer q = _int16!;
+            Layer l1 = _layers[0], l2 = _layers[1];
+            float* h = SmallScratchOf(scratch).H;
+            ForwardKernels.HiddenInt16(pixels, q.Weights, q.Scale, l1.Bias, h);
+            int label = ForwardKernels.OutputCertified(l2.Wt, l2.Bias, l1.Out, h, q.Threshold);
+            if (label >= 0) return label;
+        }
+        return PredictSmallFloat(pixels, scratch);
+    }
+
+    // 784 -> H <= 16 -> 10 from bytes: compaction into 32-bit (W1t row, raw value) entries, then the fused
+    // float kernels, AVX-512 (with VBMI2's byte compress) or AVX2.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private int PredictSmallFloat(byte* pixels, byte* scratch)
     {
         SmallScratch layout = SmallScratchOf(scratch);
         uint* entries = layout.Entries;
