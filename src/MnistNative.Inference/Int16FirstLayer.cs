@@ -16,8 +16,8 @@ namespace MnistNative.Inference;
 /// logit (the second term bounds the rounding of 10 float FMAs on values of at most that size).
 ///
 /// If one class k leads every other by more than <see cref="Threshold"/> = 2 max_k D_k, it is the exact model's argmax
-/// and the answer is returned; otherwise (near ties, about 1 MNIST test image in 200 for the seed's model) the caller
-/// runs the float32 kernels. So the integer pass changes how fast an answer comes, not which answer: it can differ
+/// and the answer is returned; otherwise (near ties: 37 of the 10,000 MNIST test images for the seed's model, whose
+/// threshold is 0.034 while the largest logit error seen is 0.0002) the caller runs the float32 kernels. So the integer pass changes how fast an answer comes, not which answer: it can differ
 /// from the float32 kernels only where their own rounding decides a tie within ~1e-5.
 /// </summary>
 internal sealed unsafe class Int16FirstLayer
