@@ -6,12 +6,17 @@ namespace MnistNative.Inference;
 /// Chunks of <see cref="MnistClassifier.BatchChunk"/> images are claimed with one interlocked increment, so a
 /// slow or late worker costs nothing. The caller returns only after every queued copy has checked in: the
 /// image and label pointers are pinned by the caller's stack frame and must not outlive it.
+/// The caller spins briefly, then blocks with Monitor.Wait on a gate object made with the job: a
+/// ManualResetEventSlim allocates its lock object the first time a Wait really blocks, which showed up as 24
+/// bytes in a later batch whenever the workers happened to be slow (CallsAfterLoadAllocateNothing).
 /// </summary>
 internal sealed unsafe class BatchJob : IThreadPoolWorkItem
 {
     [ThreadStatic] private static BatchJob? t_job;
 
-    private readonly ManualResetEventSlim _done = new(false);
+    private const int SpinsBeforeBlocking = 35; // as ManualResetEventSlim's default on a multi-core machine
+
+    private readonly object _gate = new();
     private MnistClassifier? _classifier;
     private byte* _images;
     private int* _labels;
@@ -30,10 +35,9 @@ internal sealed unsafe class BatchJob : IThreadPoolWorkItem
         job._chunks = (count + MnistClassifier.BatchChunk - 1) / MnistClassifier.BatchChunk;
         job._nextChunk = 0;
         job._pending = threads - 1;
-        job._done.Reset();
         for (int t = 1; t < threads; t++) ThreadPool.UnsafeQueueUserWorkItem(job, preferLocal: false);
         job.Work();
-        job._done.Wait();
+        job.WaitForWorkers();
         job._classifier = null;
         job._images = null;
         job._labels = null;
@@ -42,7 +46,17 @@ internal sealed unsafe class BatchJob : IThreadPoolWorkItem
     void IThreadPoolWorkItem.Execute()
     {
         Work();
-        if (Interlocked.Decrement(ref _pending) == 0) _done.Set();
+        if (Interlocked.Decrement(ref _pending) == 0)
+            lock (_gate) Monitor.PulseAll(_gate);
+    }
+
+    private void WaitForWorkers()
+    {
+        SpinWait spin = default;
+        for (int i = 0; i < SpinsBeforeBlocking && Volatile.Read(ref _pending) != 0; i++) spin.SpinOnce(sleep1Threshold: -1);
+        if (Volatile.Read(ref _pending) == 0) return;
+        lock (_gate)
+            while (Volatile.Read(ref _pending) != 0) Monitor.Wait(_gate);
     }
 
     private void Work()

@@ -267,6 +267,39 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
         Assert.True(allocated == 0, $"{allocated} bytes allocated by prediction calls");
     }
 
+    // A batch whose caller must block until its queued job checks in: the pool's threads are all held, so the caller
+    // claims every chunk itself and then waits for a worker that starts only when they are released (~100 ms).
+    // CallsAfterLoadAllocateNothing reaches this path only by chance (it once failed there with 24 bytes: the
+    // ManualResetEventSlim the job used then allocated its lock object on its first blocking wait).
+    [SkippableFact]
+    public void ABatchThatWaitsForItsWorkerAllocatesNothing()
+    {
+        var (images, _) = InferenceFixtures.TestSet;
+        MnistClassifier c = Final.Value;
+        var labels = new int[2000];
+        long allocated = -1;
+        TimeSpan waited = default;
+        var caller = new Thread(() =>
+        {
+            c.PredictBatch(images.AsSpan(0, 2000 * 784), labels, maxThreads: 2); // this thread's job object
+            using var release = new ManualResetEventSlim(false);
+            int blockers = ThreadPool.ThreadCount + 4;
+            for (int i = 0; i < blockers; i++) ThreadPool.UnsafeQueueUserWorkItem(static r => r.Wait(), release, preferLocal: false);
+            var releaser = new Thread(() => { Thread.Sleep(100); release.Set(); });
+            releaser.Start();
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            c.PredictBatch(images.AsSpan(0, 2000 * 784), labels, maxThreads: 2);
+            allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            waited = clock.Elapsed;
+            releaser.Join();
+        });
+        caller.Start();
+        caller.Join();
+        output.WriteLine($"the batch took {waited.TotalMilliseconds:F1} ms (its worker was held back ~100 ms)");
+        Assert.Equal(0, allocated);
+    }
+
     [SkippableFact]
     public void ManyThreadsOnOneClassifierGetIdenticalAnswers()
     {
