@@ -73,39 +73,11 @@ internal static unsafe partial class ForwardKernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int OutputCertified(float* w2t, float* b2, int hidden, float* h, float threshold)
     {
-        Vector256<float> z0 = Vector256.LoadAligned(b2), y0 = Vector256.LoadAligned(b2 + 8), z1 = default, y1 = default;
-        int j = 0;
-        for (; j + 2 <= hidden; j += 2)
-        {
-            Vector256<float> hj = Vector256.Create(h[j]), hk = Vector256.Create(h[j + 1]);
-            z0 = Fma.MultiplyAdd(Vector256.LoadAligned(w2t + j * 16), hj, z0);
-            y0 = Fma.MultiplyAdd(Vector256.LoadAligned(w2t + j * 16 + 8), hj, y0);
-            z1 = Fma.MultiplyAdd(Vector256.LoadAligned(w2t + (j + 1) * 16), hk, z1);
-            y1 = Fma.MultiplyAdd(Vector256.LoadAligned(w2t + (j + 1) * 16 + 8), hk, y1);
-        }
-        if (j < hidden)
-        {
-            Vector256<float> hj = Vector256.Create(h[j]);
-            z0 = Fma.MultiplyAdd(Vector256.LoadAligned(w2t + j * 16), hj, z0);
-            y0 = Fma.MultiplyAdd(Vector256.LoadAligned(w2t + j * 16 + 8), hj, y0);
-        }
-        Vector256<float> z = z0 + z1, y = y0 + y1;
+        var (z, y) = Logits256(w2t, b2, hidden, h);
         Vector256<float> top = Vector256.Create(Max10(z, y));
         Vector256<float> t = Vector256.Create(threshold);
         uint near = (~Vector256.GreaterThan(top - z, t)).ExtractMostSignificantBits()
             | ((~Vector256.GreaterThan(top - y, t)).ExtractMostSignificantBits() & 3) << 8;
         return BitOperations.PopCount(near) == 1 ? BitOperations.TrailingZeroCount(near) : -1;
-    }
-
-    // the largest of logits 0..7 (z) and 8..9 (lanes 0..1 of y)
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Max10(Vector256<float> z, Vector256<float> y)
-    {
-        y = Vector256.ConditionalSelect(Vector256.Create(-1, -1, 0, 0, 0, 0, 0, 0).AsSingle(), y, Vector256.Create(float.NegativeInfinity));
-        Vector256<float> m8 = Avx.Max(z, y);
-        Vector128<float> m4 = Sse.Max(m8.GetLower(), m8.GetUpper());
-        m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0b01_00_11_10));
-        m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0b10_11_00_01));
-        return m4.ToScalar();
     }
 }

@@ -83,9 +83,18 @@ internal static unsafe partial class ForwardKernels
         Vector256.Store(Avx.Max(Fma.MultiplyAdd((c0 + c1) + (c2 + c3), scale, Vector256.LoadAligned(b1 + 8)), Vector256<float>.Zero), h + 8);
     }
 
-    // As OutputSmall: logits 0..7 in z, 8..15 in y, two accumulators each
+    // As OutputSmall
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int OutputSmall256(float* w2t, float* b2, int hidden, float* h)
+    {
+        var (z, y) = Logits256(w2t, b2, hidden, h);
+        return ArgMax10(z, y);
+    }
+
+    // Layer 2 of the seed's shape with Vector256: logits 0..7 (Low) and 8..15 (High, 10..15 padding), two
+    // accumulators each. Also the float layer 2 of the integer first pass (OutputCertified).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<float> Low, Vector256<float> High) Logits256(float* w2t, float* b2, int hidden, float* h)
     {
         Vector256<float> z0 = Vector256.LoadAligned(b2), y0 = Vector256.LoadAligned(b2 + 8), z1 = default, y1 = default;
         int j = 0;
@@ -103,21 +112,28 @@ internal static unsafe partial class ForwardKernels
             z0 = Fma.MultiplyAdd(Vector256.LoadAligned(w2t + j * 16), hj, z0);
             y0 = Fma.MultiplyAdd(Vector256.LoadAligned(w2t + j * 16 + 8), hj, y0);
         }
-        return ArgMax10(z0 + z1, y0 + y1);
+        return (z0 + z1, y0 + y1);
     }
 
     // First index of the largest of logits 0..7 (z) and 8..9 (lanes 0..1 of y).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int ArgMax10(Vector256<float> z, Vector256<float> y)
     {
+        Vector256<float> top = Vector256.Create(Max10(z, y));
+        uint hit = Vector256.Equals(z, top).ExtractMostSignificantBits() | (Vector256.Equals(y, top).ExtractMostSignificantBits() & 3) << 8;
+        int first = BitOperations.TrailingZeroCount(hit);
+        return first < 10 ? first : 0; // NaN logits (a model whose sums overflow) match nothing: 0, as ArgMax
+    }
+
+    // The largest of logits 0..7 (z) and 8..9 (lanes 0..1 of y).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Max10(Vector256<float> z, Vector256<float> y)
+    {
         y = Vector256.ConditionalSelect(Vector256.Create(-1, -1, 0, 0, 0, 0, 0, 0).AsSingle(), y, Vector256.Create(float.NegativeInfinity));
         Vector256<float> m8 = Avx.Max(z, y);
         Vector128<float> m4 = Sse.Max(m8.GetLower(), m8.GetUpper());
         m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0b01_00_11_10));
         m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0b10_11_00_01));
-        Vector256<float> top = Vector256.Create(m4.ToScalar());
-        uint hit = Vector256.Equals(z, top).ExtractMostSignificantBits() | (Vector256.Equals(y, top).ExtractMostSignificantBits() << 8);
-        int first = BitOperations.TrailingZeroCount(hit);
-        return first < 10 ? first : 0; // NaN logits (a model whose sums overflow) match nothing: 0, as ArgMax
+        return m4.ToScalar();
     }
 }
