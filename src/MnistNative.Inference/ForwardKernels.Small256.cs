@@ -6,8 +6,9 @@ using System.Runtime.Intrinsics.X86;
 namespace MnistNative.Inference;
 
 /// <summary>
-/// The small-model kernel (784 -> H &lt;= 16 -> 10 from bytes) with AVX2 + FMA only: what the x86-64-v3 NativeAOT
-/// library and AVX2-only machines run. Same entries and arithmetic as the AVX-512 one (CompactPixelsSmall,
+/// The small-model float kernel (784 -> H &lt;= 16 -> 10 from bytes) with AVX2 + FMA only: what the x86-64-v3
+/// NativeAOT library and AVX2-only machines run for 11-16 hidden units and for the near ties the integer first pass
+/// leaves (ForwardKernels.Int16.cs). Same entries and arithmetic as the AVX-512 one (CompactPixelsSmall,
 /// HiddenSmall, OutputSmall): 32-bit (W1t row * 8, raw value as bfloat16) entries, the 1/255 applied once to the sum.
 /// </summary>
 internal static unsafe partial class ForwardKernels
