@@ -152,10 +152,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         h = (float*)AlignScratch((byte*)h);
         fixed (byte* p = pixels)
         {
-            Int16FirstLayer q = _int16!;
-            ForwardKernels.HiddenInt16(p, q.Weights, q.Scale, _layers[0].Bias, h);
+            int label = CertifiedLabel(p, h);
             new ReadOnlySpan<float>(h, ForwardKernels.Lane).CopyTo(hidden);
-            return ForwardKernels.OutputCertified(_layers[1].Wt, _layers[1].Bias, _layers[0].Out, h, q.Threshold);
+            return label;
         }
     }
 
@@ -384,14 +383,21 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     {
         if (_int16Pass)
         {
-            Int16FirstLayer q = _int16!;
-            Layer l1 = _layers[0], l2 = _layers[1];
-            float* h = SmallScratchOf(scratch).H;
-            ForwardKernels.HiddenInt16(pixels, q.Weights, q.Scale, l1.Bias, h);
-            int label = ForwardKernels.OutputCertified(l2.Wt, l2.Bias, l1.Out, h, q.Threshold);
+            int label = CertifiedLabel(pixels, SmallScratchOf(scratch).H);
             if (label >= 0) return label;
         }
         return PredictSmallFloat(pixels, scratch);
+    }
+
+    // One image through the integer first pass: h (16 floats, 64-byte aligned) its hidden vector, the result its
+    // certified class or -1 (see Int16FirstLayer). The batch path runs the same two kernels, split by group.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int CertifiedLabel(byte* pixels, float* h)
+    {
+        Int16FirstLayer q = _int16!;
+        Layer l1 = _layers[0], l2 = _layers[1];
+        ForwardKernels.HiddenInt16(pixels, q.Weights, q.Scale, l1.Bias, h);
+        return ForwardKernels.OutputCertified(l2.Wt, l2.Bias, l1.Out, h, q.Threshold);
     }
 
     // 784 -> H <= 16 -> 10 from bytes: compaction into 32-bit (W1t row, raw value) entries, then the fused
