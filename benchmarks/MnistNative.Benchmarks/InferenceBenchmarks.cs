@@ -40,10 +40,10 @@ public unsafe class InferenceBenchmarks
     private readonly string[] _inNames = [OnnxExporter.InputName], _outNames = [OnnxExporter.OutputName];
     private OrtValue[] _oneIns = [], _oneOuts = [], _batchIns = [], _batchOuts = [];
 
-    /// <summary>MNISTNATIVE_BENCH_MODEL, else shared/fixtures/seed-parity/final.npz beside the checkout.</summary>
+    /// <summary>MNISTNATIVE_BENCH_MODEL, else the seed's trained model, tests/fixtures/seed-parity/final.npz.</summary>
     public static string ModelPath => Environment.GetEnvironmentVariable("MNISTNATIVE_BENCH_MODEL") is { Length: > 0 } m
         ? m
-        : Path.Combine(RepoRoot ?? ".", "..", "shared", "fixtures", "seed-parity", "final.npz");
+        : Path.Combine(RepoRoot ?? ".", "tests", "fixtures", "seed-parity", "final.npz");
 
     /// <summary>MNISTNATIVE_NATIVE_LIB, else artifacts/native/libmnistnative.so in the checkout.</summary>
     public static string NativeLibPath => Environment.GetEnvironmentVariable("MNISTNATIVE_NATIVE_LIB") is { Length: > 0 } p

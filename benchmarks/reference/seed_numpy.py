@@ -2,9 +2,13 @@
 """The seed notebook's algorithm in numpy, on the same IDX files MnistNative reads, for side-by-side timing.
 
 Usage: seed_numpy.py DATA_DIR [--iterations 1000] [--train-count 10000] [--hidden 10] [--seed 0] [--json]
+                     [--fixtures DIR]
 
 The math is the notebook's (float64, full batch, lr 0.1, ReLU, softmax); only the data loading differs
 (IDX files instead of tf.keras). Prints the notebook's log lines, or one JSON object with --json.
+With --fixtures DIR it also writes the seed-parity fixtures the tests read: init.npz and final.npz (w1, b1, w2,
+b2 in the notebook's orientation), expected.json (the log and the test accuracy) and generated.json (the numpy
+version and the command that made them).
 """
 import argparse
 import json
@@ -33,6 +37,36 @@ def loaded_blas():
         return "unknown"
 
 
+def save_npz(path, **arrays):
+    """np.savez with fixed zip timestamps, so regenerating unchanged fixtures leaves git with nothing to commit."""
+    import zipfile
+    import io
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, array in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(array, dtype=np.float64), allow_pickle=False)
+            z.writestr(zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
+
+
+def write_fixtures(a, summary, **final):
+    import os
+    import platform
+    save_npz(a.fixtures + "/final.npz", **final)
+    expected = {"numpy_seed": a.seed, "precision": "f64", "train_count": summary["train_count"], "hidden": a.hidden,
+                "learning_rate": a.lr, "iterations": a.iterations, "log": summary["log"],
+                "test_accuracy": summary["test_accuracy"]}
+    with open(a.fixtures + "/expected.json", "w") as f:
+        json.dump(expected, f, indent=1)
+        f.write("\n")
+    generated = {"script": "benchmarks/reference/seed_numpy.py",
+                 "command": "python3 benchmarks/reference/seed_numpy.py " + " ".join(sys.argv[1:]).replace(a.data_dir, "data/mnist"),
+                 "numpy": np.__version__, "python": platform.python_version()}
+    with open(a.fixtures + "/generated.json", "w") as f:
+        json.dump(generated, f, indent=1)
+        f.write("\n")
+    print(f"seed-parity fixtures written to {os.path.abspath(a.fixtures)}", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data_dir")
@@ -42,6 +76,7 @@ def main():
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--fixtures", metavar="DIR", help="write init.npz, final.npz, expected.json, generated.json here")
     a = ap.parse_args()
 
     d = a.data_dir.rstrip("/")
@@ -56,6 +91,8 @@ def main():
     b1 = np.random.randn(h, 1) * 0.01
     w2 = np.random.randn(10, h) * np.sqrt(1.0 / h)
     b2 = np.random.randn(10, 1) * 0.01
+    if a.fixtures:
+        save_npz(a.fixtures + "/init.npz", w1=w1, b1=b1, w2=w2, b2=b2)
 
     def forward(x):
         z1 = w1 @ x + b1
@@ -92,6 +129,8 @@ def main():
     summary = {"backend": "numpy", "numpy": np.__version__, "blas": loaded_blas(), "hidden": h, "train_count": m, "iterations": a.iterations,
                "log": log, "test_accuracy": test_accuracy, "train_seconds": seconds,
                "ms_per_iteration": 1000 * seconds / max(1, a.iterations)}
+    if a.fixtures:
+        write_fixtures(a, summary, w1=w1, b1=b1, w2=w2, b2=b2)
     if a.json:
         print(json.dumps(summary))
     else:

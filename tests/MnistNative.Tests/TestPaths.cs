@@ -4,19 +4,18 @@ using MnistNative.Data;
 
 namespace MnistNative.Tests;
 
-/// <summary>Where the tests find the repository, the shared fixtures and the real MNIST files.</summary>
+/// <summary>Where the tests find the repository, its committed fixtures and the real MNIST files.</summary>
 public static class TestPaths
 {
     private static readonly Lazy<(LabeledImages Train, LabeledImages Test)> Mnist = new(LoadMnist);
 
     public static string RepoRoot { get; } = FindRepoRoot();
 
-    /// <summary>../shared beside the checkout (override with MNISTNATIVE_SHARED).</summary>
-    public static string Shared => Environment.GetEnvironmentVariable("MNISTNATIVE_SHARED") is { Length: > 0 } s
-        ? s
-        : Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared"));
-
-    public static string SeedParity => Path.Combine(Shared, "fixtures", "seed-parity");
+    /// <summary>
+    /// The seed notebook's float64 run from np.random.seed(0) (init.npz, final.npz, expected.json), made by
+    /// benchmarks/reference/seed_numpy.py --fixtures; generated.json beside them says how.
+    /// </summary>
+    public static string SeedParity => Path.Combine(RepoRoot, "tests", "fixtures", "seed-parity");
 
     /// <summary>MNIST_DATA_DIR, else the repository's default store data/mnist (filled by `build.sh --target=Data`).</summary>
     public static string MnistDir => Environment.GetEnvironmentVariable("MNIST_DATA_DIR") is { Length: > 0 } d
