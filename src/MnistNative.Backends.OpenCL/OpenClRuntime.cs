@@ -77,6 +77,42 @@ public static unsafe class OpenClRuntime
         }
     }
 
+    /// <summary>
+    /// The first OpenCL GPU, or null with why there is none. On Linux a GPU driver needs a device node (/dev/dri,
+    /// /dev/nvidia*, /dev/kfd, /dev/mali*, /dev/accel); without one the OpenCL loader is not opened at all, because
+    /// opening it loads every installed driver, PoCL's CPU driver with LLVM among them (about 60 MB resident for a
+    /// question whose answer is already known).
+    /// </summary>
+    public static OpenClDeviceInfo? FindGpu(out string whyNone)
+    {
+        if (OperatingSystem.IsLinux() && !GpuDeviceNodeExists())
+        {
+            whyNone = "no GPU device node in /dev (dri, nvidia*, kfd, mali*, accel), so OpenCL was not probed";
+            return null;
+        }
+        if (!TryProbe(out string reason, out var devices))
+        {
+            whyNone = reason;
+            return null;
+        }
+        whyNone = "only " + string.Join(", ", devices.Select(d => $"{d.Name} ({d.Type})"));
+        return devices.FirstOrDefault(d => d.Type == OpenClDeviceType.Gpu);
+    }
+
+    private static bool GpuDeviceNodeExists()
+    {
+        try
+        {
+            return Directory.Exists("/dev/dri") || Directory.Exists("/dev/accel") || File.Exists("/dev/kfd")
+                || Directory.EnumerateFileSystemEntries("/dev", "nvidia*").Any()
+                || Directory.EnumerateFileSystemEntries("/dev", "mali*").Any();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return true; // cannot tell: ask OpenCL
+        }
+    }
+
     /// <summary>Probes a loader by library name; for tests that prove a missing loader is a reason, not a crash.</summary>
     internal static bool TryProbeLibrary(string libraryName, out string reason)
     {

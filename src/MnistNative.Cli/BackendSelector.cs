@@ -63,15 +63,12 @@ public static class BackendSelector
             explain("backend auto: picked scalar (f64 is only on the scalar backend)");
             return CreateScalar(request);
         }
-        if (!OpenClRuntime.TryProbe(out string reason, out var devices))
-            explain($"backend auto: no OpenCL GPU ({reason})");
-        else if (devices.FirstOrDefault(d => d.Type == OpenClDeviceType.Gpu) is { } gpu)
+        if (OpenClRuntime.FindGpu(out string noGpu) is { } gpu)
         {
             explain($"backend auto: picked opencl on GPU {gpu.Id} {gpu.Name}");
             return CreateOpenCl(request with { Device = request.Device ?? gpu.Id });
         }
-        else
-            explain("backend auto: no OpenCL GPU (only " + string.Join(", ", devices.Select(d => $"{d.Name} ({d.Type})")) + ")");
+        explain($"backend auto: no OpenCL GPU ({noGpu})");
 
         var (simd, why) = CpuFeatures.BestSimdBackend();
         if (simd == null)

@@ -27,8 +27,8 @@ public sealed partial class CliApp
             bool asJson = parse.GetValue(json);
             TextWriter human = asJson ? Err : Out;
             int h = parse.GetValue(hidden), steps = parse.GetValue(iterations), threadCount = parse.GetValue(threads);
-            var (train, test) = LoadData(parse.GetValue(data));
             int count = parse.GetValue(trainCount);
+            var (train, test) = LoadData(parse.GetValue(data), count);
             if (count > train.Count) throw new ArgumentException($"--train-count {count} is more than the {train.Count} training images available");
             train = train.Take(count);
             List<string> names = parse.GetValue(backends) is { } list
@@ -48,6 +48,7 @@ public sealed partial class CliApp
                 ITrainingBackend backend;
                 try { backend = BackendSelector.Create(new BackendRequest(name, Precision.F32, h, threadCount), _ => { }); }
                 catch (BackendUnavailableException e) { human.WriteLine($"{name}: skipped ({e.Message})"); continue; }
+                bool peakIsThisRuns = PeakMemory.TryReset();
                 using (backend)
                 {
                     backend.Upload(train);
@@ -68,7 +69,8 @@ public sealed partial class CliApp
                     double gflops = flops / (median / 1000) / 1e9;
                     string width = PeakKey(name);
                     results.Add(new BenchResult(name, backend.Info.Device, backend.Info.Threads, median, times[0], times[^1], gflops,
-                        peaks.TryGetValue(width, out double peak) ? gflops / peak : null, width, 0, Evaluation.Accuracy(predictions, test.Labels)));
+                        peaks.TryGetValue(width, out double peak) ? gflops / peak : null, width, 0, Evaluation.Accuracy(predictions, test.Labels),
+                        peakIsThisRuns ? PeakMemory.PeakMegabytes() : null));
                     human.WriteLine($"{name}: median {median:F3} ms per iteration");
                 }
             }
@@ -83,10 +85,11 @@ public sealed partial class CliApp
             }
             Out.WriteLine();
             Out.WriteLine($"Training step, 784-{h}-10 on {train.Count} images ({flops / 1e6:F0} MFLOP), {steps} timed steps after 3 warm-up; test accuracy after them");
-            Out.WriteLine($"{"backend",-8} {"threads",7} {"median ms",10} {"min",8} {"max",8} {"GFLOP/s",8} {"% peak",7} {"vs scalar",9} {"test acc",8}  device");
+            Out.WriteLine($"{"backend",-8} {"threads",7} {"median ms",10} {"min",8} {"max",8} {"GFLOP/s",8} {"% peak",7} {"vs scalar",9} {"test acc",8} {"peak MB",8}  device");
             foreach (BenchResult r in results)
-                Out.WriteLine($"{r.Backend,-8} {r.Threads,7} {r.MsPerIteration,10:F3} {r.MinMs,8:F3} {r.MaxMs,8:F3} {r.Gflops,8:F1} {(r.PeakFraction is double f ? f.ToString("P0") : "-"),7} {(r.SpeedupVsScalar is double x ? x.ToString("F1") + "x" : "-"),9} {r.TestAccuracy,8:F4}  {r.Device}");
+                Out.WriteLine($"{r.Backend,-8} {r.Threads,7} {r.MsPerIteration,10:F3} {r.MinMs,8:F3} {r.MaxMs,8:F3} {r.Gflops,8:F1} {(r.PeakFraction is double f ? f.ToString("P0") : "-"),7} {(r.SpeedupVsScalar is double x ? x.ToString("F1") + "x" : "-"),9} {r.TestAccuracy,8:F4} {(r.PeakRssMb is double mb ? mb.ToString("F0") : "-"),8}  {r.Device}");
             Out.WriteLine($"% peak: against the FMA peak measured above for the backend's vector width (scalar: one lane of the 256-bit peak; OpenCL on a CPU: the widest).");
+            Out.WriteLine("peak MB: the process's peak resident memory during that backend's upload, steps and test pass (the data and the runtime included).");
             return ExitCodes.Ok;
         }));
         return command;
@@ -135,7 +138,7 @@ public sealed partial class CliApp
 }
 
 public sealed record BenchResult(string Backend, string Device, int Threads, double MsPerIteration, double MinMs, double MaxMs, double Gflops,
-    double? PeakFraction, string PeakWidth, double? SpeedupVsScalar, double TestAccuracy);
+    double? PeakFraction, string PeakWidth, double? SpeedupVsScalar, double TestAccuracy, double? PeakRssMb);
 
 public sealed record BenchWorkload(int TrainCount, int Hidden, int TimedIterations, double MflopPerIteration);
 

@@ -22,7 +22,7 @@ public sealed partial class CliApp
             foreach (string? png in new[] { parse.GetValue(confusionPng), parse.GetValue(errorsPng) })
                 if (png != null && !png.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) throw new ArgumentException($"{png}: the picture's file name must end in .png");
             using MnistClassifier classifier = MnistClassifier.Load(file.FullName);
-            var (_, test) = LoadData(parse.GetValue(data));
+            var (_, test) = LoadData(parse.GetValue(data), trainCount: 0);
             var predictions = new int[test.Count];
             classifier.PredictBatch(test.Pixels, predictions);
             string shape = string.Join('-', classifier.Sizes);

@@ -43,8 +43,8 @@ public sealed partial class CliApp
                 return RunMiniBatch(parse, beyond, new SeedOptions(backend, precision, hidden, iterations, lr, trainCount, seed, threads, device, kernels, variant, init, output, data, json, profile, trace));
             bool asJson = parse.GetValue(json);
             TextWriter human = asJson ? Err : Out;
-            var (train, test) = LoadData(parse.GetValue(data));
             int count = parse.GetValue(trainCount);
+            var (train, test) = LoadData(parse.GetValue(data), count);
             if (count > train.Count) throw new ArgumentException($"--train-count {count} is more than the {train.Count} training images available");
             train = train.Take(count);
 
@@ -125,8 +125,9 @@ public sealed partial class CliApp
         w.WriteLine();
     }
 
-    private (LabeledImages Train, LabeledImages Test) LoadData(string? dataOption) =>
-        MnistFiles.Load(EnsureData(dataOption), verify: false);
+    /// <summary>The test set and the first <paramref name="trainCount"/> training images (only those are read).</summary>
+    private (LabeledImages Train, LabeledImages Test) LoadData(string? dataOption, int trainCount = int.MaxValue) =>
+        MnistFiles.Load(EnsureData(dataOption), verify: false, trainCount);
 
     /// <summary>The data directory once it holds verified MNIST files; fetches them with progress on a terminal.</summary>
     private string EnsureData(string? dataOption)

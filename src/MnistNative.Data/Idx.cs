@@ -16,36 +16,94 @@ public static class Idx
     public const int LabelMagic = 0x00000801; // unsigned bytes, 1 dimension (n)
     private const int MaxFileBytes = 256 << 20; // MNIST's largest file is 47 MB
 
-    /// <summary>Reads an images file: returns n * 784 pixel bytes.</summary>
-    public static byte[] ReadImages(string path, out int count)
-    {
-        byte[] file = ReadFile(path);
-        var header = ParseHeader(path, file, ImageMagic, 3, "images");
-        count = header[0];
-        if (header[1] != 28 || header[2] != 28)
-            throw new DataFormatException(path, $"images are {header[1]}x{header[2]}, expected 28x28");
-        return Payload(path, file, 16, (long)count * LabeledImages.PixelsPerImage, $"{count} images");
-    }
+    /// <summary>
+    /// Reads an images file: returns the pixel bytes of its first min(n, <paramref name="take"/>) images; n, the
+    /// file's own count, comes back in <paramref name="count"/>. The whole file is still checked for its size.
+    /// </summary>
+    public static byte[] ReadImages(string path, out int count, int take = int.MaxValue) =>
+        Read(path, ImageMagic, out count, take);
 
-    /// <summary>Reads a labels file: returns n labels, each 0..9.</summary>
-    public static byte[] ReadLabels(string path)
+    /// <summary>Reads a labels file: returns its first min(n, <paramref name="take"/>) labels, each 0..9.</summary>
+    public static byte[] ReadLabels(string path, int take = int.MaxValue) => ReadLabels(path, out _, take);
+
+    /// <summary>As <see cref="ReadLabels(string, int)"/>; n, the file's own count, comes back in <paramref name="count"/>.</summary>
+    public static byte[] ReadLabels(string path, out int count, int take = int.MaxValue)
     {
-        byte[] file = ReadFile(path);
-        int count = ParseHeader(path, file, LabelMagic, 1, "labels")[0];
-        byte[] labels = Payload(path, file, 8, count, $"{count} labels");
+        byte[] labels = Read(path, LabelMagic, out count, take);
         for (int i = 0; i < labels.Length; i++)
             if (labels[i] > 9) throw new DataFormatException(path, $"label {labels[i]} at index {i} is above 9");
         return labels;
     }
 
-    /// <summary>Reads a matching pair of images and labels files.</summary>
-    public static LabeledImages ReadPair(string imagesPath, string labelsPath)
+    /// <summary>Reads a matching pair of images and labels files, keeping the first <paramref name="take"/> items.</summary>
+    public static LabeledImages ReadPair(string imagesPath, string labelsPath, int take = int.MaxValue)
     {
-        byte[] pixels = ReadImages(imagesPath, out int count);
-        byte[] labels = ReadLabels(labelsPath);
-        if (labels.Length != count)
-            throw new DataFormatException(labelsPath, $"holds {labels.Length} labels but {System.IO.Path.GetFileName(imagesPath)} holds {count} images");
+        byte[] pixels = ReadImages(imagesPath, out int count, take);
+        byte[] labels = ReadLabels(labelsPath, out int labelCount, take);
+        if (labelCount != count)
+            throw new DataFormatException(labelsPath, $"holds {labelCount} labels but {System.IO.Path.GetFileName(imagesPath)} holds {count} images");
         return new LabeledImages(pixels, labels);
+    }
+
+    /// <summary>
+    /// Checks the header and the size of the payload it declares, then returns the first <paramref name="take"/>
+    /// items. A raw file is read only as far as needed (the training run keeps 10,000 of 60,000 images, so it never
+    /// holds the other 39 MB); a gzip file is inflated whole, up to the cap.
+    /// </summary>
+    private static byte[] Read(string path, int magic, out int count, int take)
+    {
+        bool images = magic == ImageMagic;
+        string what = images ? "images" : "labels";
+        int dims = images ? 3 : 1, headerBytes = 4 + 4 * dims, itemBytes = images ? LabeledImages.PixelsPerImage : 1;
+        if (IsGzip(path))
+        {
+            byte[] file = ReadFile(path);
+            int[] h = ParseHeader(path, file, magic, dims, what);
+            if (images) CheckImageShape(path, h);
+            CheckPayload(path, file.Length - headerBytes, (long)h[0] * itemBytes, $"{h[0]} {what}");
+            count = h[0];
+            return file.AsSpan(headerBytes, (int)(Math.Min(h[0], take) * (long)itemBytes)).ToArray();
+        }
+        if (Directory.Exists(path)) throw new DataFormatException(path, "is a directory, not an IDX file");
+        try
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+            if (stream.Length > MaxFileBytes) throw new DataFormatException(path, $"is {stream.Length} bytes, larger than any MNIST file");
+            var headerBuffer = new byte[Math.Min(headerBytes, stream.Length)];
+            stream.ReadExactly(headerBuffer);
+            int[] h = ParseHeader(path, headerBuffer, magic, dims, what);
+            if (images) CheckImageShape(path, h);
+            CheckPayload(path, stream.Length - headerBytes, (long)h[0] * itemBytes, $"{h[0]} {what}");
+            var values = new byte[Math.Min(h[0], take) * (long)itemBytes];
+            stream.ReadExactly(values);
+            count = h[0];
+            return values;
+        }
+        catch (FileNotFoundException) { throw new DataFormatException(path, "file not found"); }
+        catch (DirectoryNotFoundException) { throw new DataFormatException(path, "file not found"); }
+        catch (UnauthorizedAccessException) { throw new DataFormatException(path, "permission denied"); }
+        catch (EndOfStreamException) { throw new DataFormatException(path, "changed size while it was being read"); }
+        catch (IOException e) { throw new DataFormatException(path, $"cannot be read ({e.Message})"); }
+    }
+
+    private static void CheckImageShape(string path, int[] header)
+    {
+        if (header[1] != 28 || header[2] != 28)
+            throw new DataFormatException(path, $"images are {header[1]}x{header[2]}, expected 28x28");
+    }
+
+    private static bool IsGzip(string path)
+    {
+        Span<byte> magic = stackalloc byte[2];
+        try
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1);
+            return stream.Read(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false; // the raw reader opens it again and reports why it cannot
+        }
     }
 
     /// <summary>Writes an IDX file of unsigned bytes (used by tests and tools).</summary>
@@ -112,13 +170,11 @@ public static class Idx
         return result;
     }
 
-    private static byte[] Payload(string path, byte[] file, int offset, long expected, string what)
+    private static void CheckPayload(string path, long present, long expected, string what)
     {
-        long present = file.Length - offset;
         if (present < expected)
             throw new DataFormatException(path, $"is truncated: the header claims {what} ({expected} bytes) but only {present} bytes follow it");
         if (present > expected)
             throw new DataFormatException(path, $"has {present - expected} unexpected bytes after {what}");
-        return file.AsSpan(offset, (int)expected).ToArray();
     }
 }

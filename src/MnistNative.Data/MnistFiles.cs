@@ -53,18 +53,23 @@ public static class MnistFiles
 
     /// <summary>
     /// Loads train and test sets from a directory holding the four raw IDX files (verified by SHA-256),
-    /// or failing that Keras's mnist.npz.
+    /// or failing that Keras's mnist.npz; only the first <paramref name="trainCount"/> training images are kept
+    /// (and, from raw IDX files, only they are read).
     /// </summary>
-    public static (LabeledImages Train, LabeledImages Test) Load(string dir, bool verify = true)
+    public static (LabeledImages Train, LabeledImages Test) Load(string dir, bool verify = true, int trainCount = int.MaxValue)
     {
         if (Present(dir))
         {
             if (verify) Verify(dir);
-            return (Idx.ReadPair(Path.Combine(dir, TrainImages), Path.Combine(dir, TrainLabels)),
+            return (Idx.ReadPair(Path.Combine(dir, TrainImages), Path.Combine(dir, TrainLabels), trainCount),
                     Idx.ReadPair(Path.Combine(dir, TestImages), Path.Combine(dir, TestLabels)));
         }
         string npz = Path.Combine(dir, "mnist.npz");
-        if (File.Exists(npz)) return KerasMnist.Read(npz);
+        if (File.Exists(npz))
+        {
+            var (train, test) = KerasMnist.Read(npz);
+            return (train.Take(Math.Min(trainCount, train.Count)), test);
+        }
         throw new DataFormatException(dir, $"holds neither the four MNIST IDX files ({string.Join(", ", All)}) nor mnist.npz");
     }
 }

@@ -46,6 +46,34 @@ public sealed class IdxTests : IDisposable
     }
 
     [Fact]
+    public void ReadsOnlyTheFirstImagesAskedFor()
+    {
+        var set = Idx.ReadPair(Write("i", Images(5)), Write("l", Labels(1, 2, 3, 4, 5)), take: 2);
+        Assert.Equal(2, set.Count);
+        Assert.Equal([1, 2], set.Labels);
+        Assert.Equal(Images(5).AsSpan(16, 2 * 784).ToArray(), set.Pixels);
+        byte[] pixels = Idx.ReadImages(Write("i5", Images(5)), out int count, take: 9);
+        Assert.Equal(5, count);
+        Assert.Equal(5 * 784, pixels.Length);
+    }
+
+    [Fact]
+    public void APrefixReadStillChecksTheWholeFile()
+    {
+        var e = Assert.Throws<DataFormatException>(() => Idx.ReadImages(Write("cut", Images(3)[..^100]), out _, take: 1));
+        Assert.Contains("claims 3 images (2352 bytes) but only 2252 bytes follow", e.Message);
+        e = Assert.Throws<DataFormatException>(() => Idx.ReadPair(Write("i", Images(3)), Write("l", Labels(1, 2)), take: 1));
+        Assert.Contains("holds 2 labels but i holds 3 images", e.Message);
+    }
+
+    [Fact]
+    public void ADirectoryIsNamedAsOne()
+    {
+        var e = Assert.Throws<DataFormatException>(() => Idx.ReadImages(_dir, out _));
+        Assert.Contains("is a directory", e.Message);
+    }
+
+    [Fact]
     public void WrongMagicNumberIsNamed()
     {
         string path = Write("labels-as-images", Labels(1, 2, 3));
