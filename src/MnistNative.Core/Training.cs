@@ -36,14 +36,23 @@ public static class Trainer
         var profiled = backend as IProfiledBackend;
         if (profiled != null) profiled.Profiler = profiler;
         Profiler? stepProfiler = profiled == null ? profiler : null;
+        TrainingResult result;
         try
         {
-            return RunLoop(backend, options, onLog, stepProfiler);
+            result = RunLoop(backend, options, onLog, stepProfiler);
         }
         finally
         {
             if (profiled != null) profiled.Profiler = null;
         }
+        if (result.Log.Count > 0)
+        {
+            // the last update is not covered by any step's loss: one more forward pass, outside the clock and the
+            // profile, at the final weights (iteration 0, always logged, holds the first loss)
+            StepMetrics final = backend.ComputeGradients(MlpParameters.ForHidden(result.Weights.Hidden));
+            CheckLoss(final.Loss, result.Log[0].Loss, $"after iteration {options.Iterations - 1} (the final weights)", options.LearningRate);
+        }
+        return result;
     }
 
     /// <summary>Throws when <paramref name="loss"/> (a mean) shows divergence against the run's first loss.</summary>
@@ -92,12 +101,6 @@ public static class Trainer
         MlpParameters weights = backend.GetWeights();
         if (!weights.AllFinite())
             throw new DivergenceException($"training diverged: the weights are not finite after {options.Iterations} iterations (learning rate {options.LearningRate} is too high?)");
-        if (options.Iterations > 0)
-        {
-            // the last update is not covered by any step's loss: one more forward pass (outside the clock) at the final weights
-            StepMetrics final = backend.ComputeGradients(MlpParameters.ForHidden(hidden));
-            CheckLoss(final.Loss, firstLoss, $"after iteration {options.Iterations - 1} (the final weights)", options.LearningRate);
-        }
         return new TrainingResult(log, weights, clock.Elapsed, options.Iterations);
     }
 }

@@ -11,8 +11,9 @@ public static class ModelFile
 {
     public static MlpParameters Load(string path)
     {
-        Dictionary<string, NpyArray> arrays = Npz.Read(path, ModelArrays.IsLayerArray);
-        int layers = ModelArrays.LayerCount(path, arrays);
+        var others = new List<string>();
+        Dictionary<string, NpyArray> arrays = Npz.Read(path, ModelArrays.LayerArraysOnly(others));
+        int layers = ModelArrays.LayerCount(path, arrays, others);
         var sizes = new List<int> { MlpParameters.InputSize };
         for (int l = 1; l <= layers; l++)
         {

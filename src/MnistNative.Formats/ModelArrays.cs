@@ -8,11 +8,19 @@ public static partial class ModelArrays
     /// <summary>True for w&lt;digits&gt; and b&lt;digits&gt;: the names a model reader inflates.</summary>
     public static bool IsLayerArray(string name) => LayerArrayName().IsMatch(name);
 
+    /// <summary>A filter for <see cref="Npz.Read(string, Func{string, bool}?)"/>: layer arrays only, the other names noted.</summary>
+    public static Func<string, bool> LayerArraysOnly(List<string> otherNames) => name =>
+    {
+        if (IsLayerArray(name)) return true;
+        otherNames.Add(name);
+        return false;
+    };
+
     /// <summary>
     /// L such that w1..wL and b1..bL are all present and no other w/b index is, or a message naming the first
     /// array that is missing or out of place.
     /// </summary>
-    public static int LayerCount(string source, IReadOnlyDictionary<string, NpyArray> arrays)
+    public static int LayerCount(string source, IReadOnlyDictionary<string, NpyArray> arrays, IReadOnlyCollection<string>? otherNames = null)
     {
         int layers = 0;
         foreach (string name in arrays.Keys)
@@ -25,7 +33,8 @@ public static partial class ModelArrays
         }
         if (layers == 0)
         {
-            string found = arrays.Count == 0 ? "nothing" : string.Join(", ", arrays.Keys.Order().Select(Npz.Printable));
+            string[] names = [.. arrays.Keys, .. otherNames ?? []];
+            string found = names.Length == 0 ? "nothing" : string.Join(", ", names.Order(StringComparer.Ordinal).Select(Npz.Printable));
             throw new DataFormatException(source, $"has no array 'w1' (found: {found})");
         }
         for (int l = 1; l <= layers; l++)

@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics.X86;
 using System.Runtime.InteropServices;
-using System.Text.RegularExpressions;
 using MnistNative.Formats;
 
 [module: SkipLocalsInit] // per-call scratch is stackalloc'd and fully written before it is read
@@ -104,7 +103,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     {
         ArgumentNullException.ThrowIfNull(path);
         var unexpected = new List<string>();
-        return new MnistClassifier(path, Npz.Read(path, LayerArraysOnly(unexpected)), unexpected);
+        return new MnistClassifier(path, Npz.Read(path, ModelArrays.LayerArraysOnly(unexpected)), unexpected);
     }
 
     /// <summary>Loads a model from the bytes of a .npz file held in memory.</summary>
@@ -113,7 +112,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     {
         using var stream = new MemoryStream(npzBytes.ToArray(), writable: false);
         var unexpected = new List<string>();
-        return new MnistClassifier("<memory>", Npz.Read(stream, "<memory>", LayerArraysOnly(unexpected)), unexpected);
+        return new MnistClassifier("<memory>", Npz.Read(stream, "<memory>", ModelArrays.LayerArraysOnly(unexpected)), unexpected);
     }
 
     /// <summary>Layer sizes, input first: [784, H1, ..., 10].</summary>
@@ -492,14 +491,6 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     private static float ReadFloat(NpyArray a, long i) => a.Descr == "<f8"
         ? (float)BitConverter.Int64BitsToDouble(System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(a.Data.AsSpan((int)(8 * i))))
         : System.Buffers.Binary.BinaryPrimitives.ReadSingleLittleEndian(a.Data.AsSpan((int)(4 * i)));
-
-    // Only w<digits> and b<digits> entries are inflated; the names of the others are collected for Validate.
-    private static Func<string, bool> LayerArraysOnly(List<string> unexpected) => name =>
-    {
-        if (ModelArrays.IsLayerArray(name)) return true;
-        unexpected.Add(name);
-        return false;
-    };
 
     // w1..wL and b1..bL, nothing else; shapes chain from 784 to 10; float dtypes. Returns the layer sizes.
     private static int[] Validate(string source, Dictionary<string, NpyArray> arrays, List<string> unexpected)
