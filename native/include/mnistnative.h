@@ -28,7 +28,8 @@ typedef enum mn_status {
     MN_ERR_NOT_FOUND = 4,       /* the model file does not exist */
     MN_ERR_BAD_MODEL = 5,       /* the model file/bytes are not a valid model (names, shapes, dtypes, NaN/Inf) */
     MN_ERR_OUT_OF_MEMORY = 6,
-    MN_ERR_INTERNAL = 7         /* any other failure; see mn_last_error */
+    MN_ERR_INTERNAL = 7,        /* any other failure; see mn_last_error */
+    MN_ERR_BAD_INPUT = 8        /* an input value is unusable: a NaN or infinite pixel in mn_predict_f32 */
 } mn_status;
 
 typedef uint64_t mn_model; /* 0 is never a valid model */
@@ -50,9 +51,11 @@ mn_status mn_free(mn_model model);
 
 /* One image of pixels_length == 784 raw bytes (scaled by 1/255 inside) -> label 0..9. */
 mn_status mn_predict_u8(mn_model model, const uint8_t* pixels, size_t pixels_length, int32_t* out_label);
-/* One image of pixels_length == 784 floats already scaled to [0,1] -> label 0..9. */
+/* One image of pixels_length == 784 floats already scaled to [0,1] -> label 0..9. A NaN or infinite
+ * pixel gives MN_ERR_BAD_INPUT (no label is written). */
 mn_status mn_predict_f32(mn_model model, const float* pixels, size_t pixels_length, int32_t* out_label);
-/* count images (count * 784 bytes back to back; images_length must equal that) -> labels[0..count).
+/* count images (count * 784 bytes back to back; images_length must equal that, also when count is 0)
+ * -> labels[0..count).
  * labels_length must be >= count. Large batches use all cores. */
 mn_status mn_predict_batch_u8(mn_model model, const uint8_t* images, size_t images_length, size_t count,
                               int32_t* labels, size_t labels_length);

@@ -156,6 +156,19 @@ public static unsafe class OpenClRuntime
     /// </summary>
     public static OpenClDeviceInfo SelectDevice(string? selector)
     {
+        OpenClDeviceInfo device = Select(selector);
+        LastSelectedDevice = device;
+        return device;
+    }
+
+    /// <summary>
+    /// The device most recently picked by <see cref="SelectDevice"/> in this process (null: none yet): the CLI
+    /// names it when an <see cref="OpenClException"/> reaches it, which carries the call and code but no device.
+    /// </summary>
+    public static OpenClDeviceInfo? LastSelectedDevice { get; private set; }
+
+    private static OpenClDeviceInfo Select(string? selector)
+    {
         IReadOnlyList<OpenClDeviceInfo> devices = ListDevices();
         if (devices.Count == 0)
             throw new BackendUnavailableException($"no OpenCL platform with a device is installed ({InstallHint})");

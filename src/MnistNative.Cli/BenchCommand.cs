@@ -53,13 +53,14 @@ public sealed partial class CliApp
                 {
                     backend.Upload(train);
                     backend.SetWeights(init);
-                    for (int i = 0; i < 3; i++) backend.Step(0.1, measure: false);
+                    // measure: true, as the trainer steps (its divergence check reads every step's loss)
+                    for (int i = 0; i < 3; i++) backend.Step(0.1, measure: true);
                     backend.Synchronize();
                     var times = new double[steps];
                     for (int i = 0; i < steps; i++)
                     {
                         long t0 = Stopwatch.GetTimestamp();
-                        backend.Step(0.1, measure: false);
+                        backend.Step(0.1, measure: true);
                         backend.Synchronize();
                         times[i] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
                     }

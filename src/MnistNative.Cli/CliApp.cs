@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
+using MnistNative.Backends.OpenCL;
 using MnistNative.Core;
 using MnistNative.Formats;
 
@@ -54,6 +55,12 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
         catch (BackendUnavailableException e) { return Fail(ExitCodes.BadInput, e.Message); }
         catch (ArgumentException e) { return Fail(ExitCodes.BadInput, e.Message); }
         catch (DivergenceException e) { return Fail(ExitCodes.Diverged, e.Message + "; no model was written"); }
+        catch (OpenClException e)
+        {
+            // a device out of memory or a failed kernel is about the device and the run's sizes, not a bug here
+            string device = OpenClRuntime.LastSelectedDevice is { } d ? $"{d.Id} {d.Name}" : "(none selected yet)";
+            return Fail(ExitCodes.BadInput, $"OpenCL device {device}: {e.Message}");
+        }
         catch (OperationCanceledException) { return Fail(ExitCodes.Cancelled, "cancelled"); }
         catch (Exception e)
         {
@@ -62,8 +69,16 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
         }
     }
 
-    private static string OneLine(string message) =>
-        string.Join(' ', message.Split(['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+    // One line of printable text: line breaks and tabs become spaces, other control characters (a NUL from a
+    // corrupt file's name or key) become '?', so a message never garbles a terminal or a log.
+    private static string OneLine(string message)
+    {
+        string line = string.Join(' ', message.Split(['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        return string.Create(line.Length, line, static (span, text) =>
+        {
+            for (int i = 0; i < text.Length; i++) span[i] = char.IsControl(text[i]) ? '?' : text[i];
+        });
+    }
 
     private int Fail(int code, string message)
     {

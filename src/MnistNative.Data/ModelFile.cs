@@ -11,15 +11,13 @@ public static class ModelFile
 {
     public static MlpParameters Load(string path)
     {
-        Dictionary<string, NpyArray> arrays = Npz.Read(path);
-        int layers = 0;
-        while (arrays.ContainsKey($"w{layers + 1}")) layers++;
-        if (layers == 0) throw new DataFormatException(path, $"has no array 'w1' (found: {Names(arrays)})");
+        var others = new List<string>();
+        Dictionary<string, NpyArray> arrays = Npz.Read(path, ModelArrays.LayerArraysOnly(others));
+        int layers = ModelArrays.LayerCount(path, arrays, others);
         var sizes = new List<int> { MlpParameters.InputSize };
         for (int l = 1; l <= layers; l++)
         {
             NpyArray w = arrays[$"w{l}"];
-            if (!arrays.ContainsKey($"b{l}")) throw new DataFormatException(path, $"has w{l} but no b{l}");
             if (!w.IsFloat) throw new DataFormatException(path, $"w{l} has dtype {w.Descr}; float64 or float32 expected");
             if (w.Shape.Length != 2) throw new DataFormatException(path, $"w{l} has shape ({string.Join(", ", w.Shape)}); a 2-D array expected");
             if (w.Shape[1] != sizes[^1]) throw new DataFormatException(path, $"w{l} has shape ({w.Shape[0]}, {w.Shape[1]}); its second dimension must be {sizes[^1]}");
@@ -54,6 +52,4 @@ public static class ModelFile
         }
         Npz.Write(path, entries);
     }
-
-    private static string Names(Dictionary<string, NpyArray> arrays) => arrays.Count == 0 ? "nothing" : string.Join(", ", arrays.Keys.Order());
 }

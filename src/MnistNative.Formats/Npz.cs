@@ -45,39 +45,101 @@ public static partial class Npz
     {
         ["<f8"] = 8, ["<f4"] = 4, ["<i8"] = 8, ["<i4"] = 4, ["|u1"] = 1, ["|i1"] = 1,
     };
-    private const long MaxArrayBytes = 1L << 30;
+    /// <summary>Largest array this reader inflates (1 GiB, a Keras mnist.npz is 55 MB, a 784-4096-4096-10 model 160 MB).</summary>
+    public const long MaxArrayBytes = 1L << 30;
 
-    public static Dictionary<string, NpyArray> Read(string path)
+    /// <summary>Largest sum of the declared sizes of the entries read from one file.</summary>
+    public const long MaxTotalBytes = 1L << 30;
+
+    /// <summary>Most entries one .npz may list (a 16-layer checkpoint holds under 100); checked before any is read.</summary>
+    public const int MaxEntries = 1024;
+
+    /// <summary>
+    /// Reads the arrays of a .npz whose names <paramref name="wanted"/> accepts (all when null); the other entries are
+    /// never inflated. Throws <see cref="DataFormatException"/> naming the file for anything it cannot read: too many
+    /// entries, duplicate names, sizes over the caps, bad headers, truncation, an unreadable file.
+    /// </summary>
+    public static Dictionary<string, NpyArray> Read(string path, Func<string, bool>? wanted = null)
     {
+        if (Directory.Exists(path)) throw new DataFormatException(path, "is a directory, not a .npz file");
         if (!File.Exists(path)) throw new DataFormatException(path, "file not found");
         try
         {
             using var file = File.OpenRead(path);
-            return Read(file, path);
+            return Read(file, path, wanted);
         }
-        catch (IOException e) when (e is not FileNotFoundException and not EndOfStreamException) { throw new DataFormatException(path, $"cannot be read ({e.Message})"); }
+        catch (IOException e) when (e is not FileNotFoundException and not EndOfStreamException) { throw new DataFormatException(path, $"cannot be read ({e.GetType().Name})"); }
+        catch (UnauthorizedAccessException) { throw new DataFormatException(path, "cannot be read (permission denied)"); }
     }
 
     /// <summary>Reads a .npz from a seekable stream (e.g. a model held in memory); <paramref name="name"/>
-    /// stands for the file in error messages.</summary>
-    public static Dictionary<string, NpyArray> Read(Stream stream, string name)
+    /// stands for the file in error messages. See <see cref="Read(string, Func{string, bool}?)"/>.</summary>
+    public static Dictionary<string, NpyArray> Read(Stream stream, string name, Func<string, bool>? wanted = null)
     {
         try
         {
+            long listed = DeclaredEntryCount(stream);
+            if (listed > MaxEntries) throw new DataFormatException(name, $"lists {listed} entries; a .npz of this project holds at most {MaxEntries}");
             using var zip = new ZipArchive(stream, ZipArchiveMode.Read, leaveOpen: true);
-            var arrays = new Dictionary<string, NpyArray>(StringComparer.Ordinal);
-            foreach (var entry in zip.Entries)
+            if (zip.Entries.Count > MaxEntries)
+                throw new DataFormatException(name, $"holds {zip.Entries.Count} entries; a .npz of this project holds at most {MaxEntries}");
+            var selected = new List<(string Array, ZipArchiveEntry Entry)>();
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            long total = 0;
+            foreach (ZipArchiveEntry entry in zip.Entries)
             {
+                if (!seen.Add(entry.FullName)) throw new DataFormatException(name, $"holds the entry '{Printable(entry.FullName)}' twice");
                 if (!entry.FullName.EndsWith(".npy", StringComparison.Ordinal)) continue;
                 string arrayName = entry.FullName[..^4];
+                if (wanted != null && !wanted(arrayName)) continue;
+                if (entry.Length > MaxArrayBytes)
+                    throw new DataFormatException(name, $"array '{Printable(arrayName)}' declares {entry.Length} bytes; at most {MaxArrayBytes} are read");
+                total += entry.Length;
+                if (total > MaxTotalBytes)
+                    throw new DataFormatException(name, $"its arrays declare over {MaxTotalBytes} bytes in all; refused before inflating them");
+                selected.Add((arrayName, entry));
+            }
+            var arrays = new Dictionary<string, NpyArray>(StringComparer.Ordinal);
+            foreach (var (arrayName, entry) in selected)
+            {
                 using Stream s = entry.Open();
-                arrays[arrayName] = ReadNpy(name, arrayName, s, entry.Length);
+                arrays[arrayName] = ReadNpy(name, Printable(arrayName), s, entry.Length);
             }
             return arrays;
         }
-        catch (InvalidDataException e) { throw new DataFormatException(name, $"is not a valid .npz (zip) file ({e.Message})"); }
+        catch (InvalidDataException) { throw new DataFormatException(name, "is not a valid .npz (zip) file"); }
         catch (EndOfStreamException) { throw new DataFormatException(name, "is truncated"); }
-        catch (IOException e) when (e is not FileNotFoundException) { throw new DataFormatException(name, $"cannot be read ({e.Message})"); }
+        catch (IOException e) when (e is not FileNotFoundException) { throw new DataFormatException(name, $"cannot be read ({e.GetType().Name})"); }
+        catch (NotSupportedException) { throw new DataFormatException(name, "uses a zip feature this reader does not support (encryption, an unknown compression method)"); }
+    }
+
+    /// <summary>The text with control characters and anything outside printable ASCII shown as '?', at most 64 characters.</summary>
+    public static string Printable(string text)
+    {
+        var b = new StringBuilder(Math.Min(text.Length, 64));
+        foreach (char c in text.Length > 64 ? text[..64] : text) b.Append(c is >= ' ' and <= '~' ? c : '?');
+        if (text.Length > 64) b.Append("...");
+        return b.ToString();
+    }
+
+    // The entry count of the end-of-central-directory record, read before ZipArchive lists (and allocates) every
+    // entry; -1 when there is no such record (ZipArchive then reports the file as invalid).
+    private static long DeclaredEntryCount(Stream stream)
+    {
+        if (!stream.CanSeek) return -1;
+        long start = stream.Position;
+        int tail = (int)Math.Min(stream.Length, 22 + 65535);
+        var buffer = new byte[tail];
+        stream.Seek(-tail, SeekOrigin.End);
+        stream.ReadExactly(buffer);
+        stream.Position = start;
+        for (int i = tail - 22; i >= 0; i--)
+        {
+            if (BinaryPrimitives.ReadUInt32LittleEndian(buffer.AsSpan(i)) != 0x06054b50) continue;
+            ushort count = BinaryPrimitives.ReadUInt16LittleEndian(buffer.AsSpan(i + 10));
+            return count == 0xFFFF ? -1 : count; // zip64: ZipArchive's own count is checked after listing
+        }
+        return -1;
     }
 
     private static NpyArray ReadNpy(string path, string name, Stream s, long entryLength)
@@ -129,21 +191,31 @@ public static partial class Npz
         {
             throw new DataFormatException(path, $"array '{name}' has an unreadable shape ({shapeMatch.Groups[1].Value})");
         }
-        long count = 1;
-        foreach (int d in shape) count = checked(count * d);
-        long bytes = count * itemSize;
+        if (shape.Length > 32) throw new DataFormatException(path, $"array '{name}' has {shape.Length} dimensions; numpy allows at most 32");
+        if (fortran && shape.Length > 2)
+            throw new DataFormatException(path, $"array '{name}' is a {shape.Length}-D Fortran-ordered array; only 1-D and 2-D ones are supported");
+        long bytes = itemSize;
+        try
+        {
+            foreach (int d in shape) bytes = checked(bytes * d);
+        }
+        catch (OverflowException)
+        {
+            throw new DataFormatException(path, $"array '{name}' has a shape ({string.Join(", ", shape)}) whose size overflows");
+        }
         long available = entryLength - prefix - headerLength;
-        if (bytes > available || bytes > MaxArrayBytes)
+        if (bytes > MaxArrayBytes)
+            throw new DataFormatException(path, $"array '{name}' has shape ({string.Join(", ", shape)}) = {bytes} bytes; at most {MaxArrayBytes} are read");
+        if (bytes > available)
             throw new DataFormatException(path, $"array '{name}' is truncated: its header claims shape ({string.Join(", ", shape)}) = {bytes} bytes but the entry holds {Math.Max(0, available)}");
         var data = new byte[bytes];
         s.ReadExactly(data);
-        if (fortran && shape.Length > 1) data = FortranToC(data, shape, itemSize);
+        if (fortran && shape.Length == 2) data = FortranToC(data, shape, itemSize);
         return new NpyArray(dtype, shape, data);
     }
 
     private static byte[] FortranToC(byte[] data, int[] shape, int itemSize)
     {
-        if (shape.Length != 2) throw new NotSupportedException("Fortran-ordered arrays of more than 2 dimensions are not supported");
         int rows = shape[0], cols = shape[1];
         var c = new byte[data.Length];
         for (int r = 0; r < rows; r++)

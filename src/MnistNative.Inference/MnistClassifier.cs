@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics.X86;
 using System.Runtime.InteropServices;
-using System.Text.RegularExpressions;
 using MnistNative.Formats;
 
 [module: SkipLocalsInit] // per-call scratch is stackalloc'd and fully written before it is read
@@ -17,7 +16,7 @@ namespace MnistNative.Inference;
 /// operation: Dispose only marks the model, calls already in flight keep the instance (and so the weights)
 /// alive until they return, and the weights go with the instance when the GC collects it.
 /// </summary>
-public sealed unsafe partial class MnistClassifier : IDisposable
+public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredictor
 {
     public const int PixelCount = 784;
     public const int ClassCount = 10;
@@ -44,9 +43,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         public readonly float* Wt = wt, Bias = bias;
     }
 
-    private MnistClassifier(string source, Dictionary<string, NpyArray> arrays)
+    private MnistClassifier(string source, Dictionary<string, NpyArray> arrays, List<string> unexpected)
     {
-        int[] sizes = Validate(source, arrays);
+        int[] sizes = Validate(source, arrays, unexpected);
         int layerCount = sizes.Length - 1;
         var offsets = new long[layerCount * 2];
         long floats = 0;
@@ -103,7 +102,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     public static MnistClassifier Load(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        return new MnistClassifier(path, Npz.Read(path));
+        var unexpected = new List<string>();
+        return new MnistClassifier(path, Npz.Read(path, ModelArrays.LayerArraysOnly(unexpected)), unexpected);
     }
 
     /// <summary>Loads a model from the bytes of a .npz file held in memory.</summary>
@@ -111,7 +111,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     public static MnistClassifier Load(ReadOnlySpan<byte> npzBytes)
     {
         using var stream = new MemoryStream(npzBytes.ToArray(), writable: false);
-        return new MnistClassifier("<memory>", Npz.Read(stream, "<memory>"));
+        var unexpected = new List<string>();
+        return new MnistClassifier("<memory>", Npz.Read(stream, "<memory>", ModelArrays.LayerArraysOnly(unexpected)), unexpected);
     }
 
     /// <summary>Layer sizes, input first: [784, H1, ..., 10].</summary>
@@ -251,6 +252,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable
     /// <summary>Smallest batch that is spread over several threads.</summary>
     public const int ParallelThreshold = 512;
     internal const int BatchChunk = 128;
+
+    void IRangePredictor.PredictRange(byte* images, int* labels, int start, int end) => PredictRange(images, labels, start, end);
 
     internal void PredictRange(byte* images, int* labels, int start, int end)
     {
@@ -490,22 +493,15 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         : System.Buffers.Binary.BinaryPrimitives.ReadSingleLittleEndian(a.Data.AsSpan((int)(4 * i)));
 
     // w1..wL and b1..bL, nothing else; shapes chain from 784 to 10; float dtypes. Returns the layer sizes.
-    private static int[] Validate(string source, Dictionary<string, NpyArray> arrays)
+    private static int[] Validate(string source, Dictionary<string, NpyArray> arrays, List<string> unexpected)
     {
-        int layers = 0;
-        while (arrays.ContainsKey($"w{layers + 1}")) layers++;
-        if (layers == 0) throw new DataFormatException(source, $"has no array 'w1' (found: {(arrays.Count == 0 ? "nothing" : string.Join(", ", arrays.Keys.Order()))})");
-        foreach (string name in arrays.Keys)
-        {
-            Match m = LayerArrayName().Match(name);
-            if (!m.Success || int.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture) is var i && (i < 1 || i > layers))
-                throw new DataFormatException(source, $"has an unexpected array '{name}'; a model holds exactly w1..w{layers} and b1..b{layers}");
-        }
+        if (unexpected.Count > 0)
+            throw new DataFormatException(source, $"has an unexpected array '{Npz.Printable(unexpected[0])}'; a model holds only w1..wL and b1..bL");
+        int layers = ModelArrays.LayerCount(source, arrays);
         var sizes = new List<int> { PixelCount };
         for (int l = 1; l <= layers; l++)
         {
-            NpyArray w = arrays[$"w{l}"];
-            if (!arrays.TryGetValue($"b{l}", out NpyArray? b)) throw new DataFormatException(source, $"has w{l} but no b{l}");
+            NpyArray w = arrays[$"w{l}"], b = arrays[$"b{l}"];
             if (!w.IsFloat) throw new DataFormatException(source, $"w{l} has dtype {w.Descr}; float64 or float32 expected");
             if (w.Shape.Length != 2) throw new DataFormatException(source, $"w{l} has shape ({string.Join(", ", w.Shape)}); a 2-D array expected");
             if (w.Shape[1] != sizes[^1]) throw new DataFormatException(source, $"w{l} has shape ({w.Shape[0]}, {w.Shape[1]}); its second dimension must be {sizes[^1]}");
@@ -518,8 +514,4 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         if (sizes[^1] != ClassCount)
             throw new DataFormatException(source, $"w{layers} has {sizes[^1]} rows; the output layer must have {ClassCount}");
         return sizes.ToArray();
-    }
-
-    [GeneratedRegex(@"^([wb])([0-9]{1,6})$")]
-    private static partial Regex LayerArrayName();
-}
+    }}

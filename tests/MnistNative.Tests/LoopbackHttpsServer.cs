@@ -14,7 +14,8 @@ namespace MnistNative.Tests;
 /// </summary>
 public sealed class LoopbackHttpsServer : IDisposable
 {
-    public sealed record Route(byte[] Body, int Status = 200, bool DropHalfway = false);
+    /// <summary>What to answer; with <paramref name="DripEvery"/>, the body goes out 16 bytes at a time, that far apart.</summary>
+    public sealed record Route(byte[] Body, int Status = 200, bool DropHalfway = false, TimeSpan? DripEvery = null);
 
     private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
     // One certificate for every server in the process, so one trusting handler can reach several mirrors.
@@ -77,7 +78,14 @@ public sealed class LoopbackHttpsServer : IDisposable
                 string head = $"HTTP/1.1 {route.Status} {reason}\r\nContent-Length: {route.Body.Length}\r\nConnection: close\r\n\r\n";
                 await ssl.WriteAsync(Encoding.ASCII.GetBytes(head));
                 int send = route.DropHalfway ? route.Body.Length / 2 : route.Body.Length;
-                await ssl.WriteAsync(route.Body.AsMemory(0, send));
+                if (route.DripEvery is TimeSpan drip)
+                    for (int sent = 0; sent < send && !_stop.IsCancellationRequested; sent += 16)
+                    {
+                        await ssl.WriteAsync(route.Body.AsMemory(sent, Math.Min(16, send - sent)));
+                        await ssl.FlushAsync();
+                        await Task.Delay(drip, _stop.Token);
+                    }
+                else await ssl.WriteAsync(route.Body.AsMemory(0, send));
                 await ssl.FlushAsync();
                 if (route.DropHalfway) client.Client.LingerState = new LingerOption(true, 0); // reset, not a clean close
             }

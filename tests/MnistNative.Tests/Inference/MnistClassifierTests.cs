@@ -383,7 +383,8 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
         { "nan", "NaN or infinite" },
         { "overflow", "NaN or infinite" },
         { "extra", "unexpected array 'extra'" },
-        { "b3", "unexpected array 'b3'" },
+        { "b3", "has no array 'w3' (it has b3)" },
+        { "no-w2", "has no array 'w2' (it has b2)" },
         { "int", "dtype <i4" },
         { "bias-shape", "b2 has shape" },
         { "out-9", "output layer must have 10" },
@@ -401,6 +402,7 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
             switch (kind)
             {
                 case "no-b1": arrays.RemoveAll(a => a.Name == "b1"); break;
+                case "no-w2": arrays.RemoveAll(a => a.Name == "w2"); break;
                 case "w1-shape": arrays[0] = ("w1", "<f8", [10, 783], arrays[0].Data.AsSpan(0, 10 * 783 * 8).ToArray()); break;
                 case "nan": w[1][3] = double.NaN; arrays[2] = ("w2", "<f8", [10, 10], InferenceFixtures.Encode(w[1], false)); break;
                 case "overflow": w[0][3] = 1e300; arrays[0] = ("w1", "<f8", [10, 784], InferenceFixtures.Encode(w[0], false)); break;

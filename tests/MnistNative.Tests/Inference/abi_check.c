@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include "mnistnative.h"
 
 static int failures = 0;
@@ -47,6 +48,20 @@ int main(int argc, char** argv) {
     if (label != label2 || label < 0 || label > 9) { printf("FAIL labels %d vs %d\n", label, label2); failures++; }
     EXPECT(mn_predict_f32(m, scaled, MN_PIXELS + 1, &label), MN_ERR_BAD_LENGTH);
     EXPECT(mn_predict_f32(m, scaled, MN_PIXELS, &label), MN_OK);
+    /* issue 13, defect 8: NaN or Inf anywhere in the image (first, middle, last, in the scalar tail) */
+    int spots[] = {0, 391, 767, 783};
+    float poison[] = {NAN, INFINITY, -INFINITY};
+    for (int s = 0; s < 4; s++)
+        for (int p = 0; p < 3; p++) {
+            scaled[spots[s]] = poison[p];
+            label = -7;
+            EXPECT(mn_predict_f32(m, scaled, MN_PIXELS, &label), MN_ERR_BAD_INPUT);
+            if (label != -7) { printf("FAIL a refused image wrote label %d\n", label); failures++; }
+            scaled[spots[s]] = 0;
+        }
+    scaled[5] = 3.4e38f; /* large but finite */
+    EXPECT(mn_predict_f32(m, scaled, MN_PIXELS, &label), MN_OK);
+    scaled[5] = 0;
     EXPECT(mn_probabilities_u8(m, pixels, MN_PIXELS, probs, MN_CLASSES - 1), MN_ERR_BAD_LENGTH);
     EXPECT(mn_probabilities_u8(m, pixels, MN_PIXELS, NULL, MN_CLASSES), MN_ERR_NULL_POINTER);
     EXPECT(mn_probabilities_u8(m, pixels, MN_PIXELS, probs, MN_CLASSES), MN_OK);
@@ -60,6 +75,8 @@ int main(int argc, char** argv) {
     EXPECT(mn_predict_batch_u8(m, NULL, 3 * MN_PIXELS, 3, labels, 3), MN_ERR_NULL_POINTER);
     EXPECT(mn_predict_batch_u8(m, three, 3 * MN_PIXELS, 3, NULL, 3), MN_ERR_NULL_POINTER);
     EXPECT(mn_predict_batch_u8(m, NULL, 0, 0, NULL, 0), MN_OK);
+    /* issue 13, defect 9: count 0 with a length that is not 0 * 784 */
+    EXPECT(mn_predict_batch_u8(m, three, 2 * MN_PIXELS, 0, labels, 2), MN_ERR_BAD_LENGTH);
     EXPECT(mn_predict_batch_u8(m, three, (size_t)-1, (size_t)-1 / 2, labels, 3), MN_ERR_BAD_LENGTH);
     free(three);
 
