@@ -25,12 +25,14 @@ public sealed partial class CliApp
         });
         command.SetAction(parse => Guard(() =>
         {
+            // the PNG is read first: a bad one is refused before the model is loaded
+            FileInfo? pngFile = parse.GetValue(png);
+            byte[]? pixels = pngFile == null ? null : DigitPng.Read(pngFile.FullName);
             using MnistClassifier classifier = MnistClassifier.Load(parse.GetValue(model)!.FullName);
             var results = new List<PredictionResult>();
             Span<float> probs = stackalloc float[MnistClassifier.ClassCount];
-            if (parse.GetValue(png) is FileInfo pngFile)
+            if (pngFile != null && pixels != null)
             {
-                byte[] pixels = DigitPng.Read(pngFile.FullName);
                 classifier.Probabilities(pixels, probs);
                 results.Add(Result(pngFile.Name, null, probs));
             }
