@@ -108,15 +108,31 @@ internal static class PredictJson
             if (reader.TokenType != JsonTokenType.Number)
                 return $"{name}[{count}] is {Describe(reader.TokenType)}, not a number";
             if (count == Pixels) return $"{name} holds more than {Pixels} numbers; an image is {Pixels} (28x28)";
-            if (!reader.TryGetDouble(out double v) || !(v >= 0 && v <= 255))
-                return $"{name}[{count}] is {Text(ref reader)}; pixels are 0..255 (or 0..1)";
-            values[count++] = (float)v;
-            max = Math.Max(max, (float)v);
+            float v;
+            if (SmallInteger(reader.ValueSpan) is int b and <= 255) v = b;
+            else if (reader.TryGetDouble(out double d) && d >= 0 && d <= 255) v = (float)d;
+            else return $"{name}[{count}] is {Text(ref reader)}; pixels are 0..255 (or 0..1)";
+            values[count++] = v;
+            max = Math.Max(max, v);
         }
         if (count != Pixels) return $"{name} holds {count} numbers; an image is {Pixels} (28x28)";
         float scale = max <= 1 ? 255f : 1f;
         for (int i = 0; i < Pixels; i++) image[i] = (byte)MathF.Round(values[i] * scale, MidpointRounding.AwayFromZero);
         return null;
+    }
+
+    // Most bodies spell bytes as "0".."255"; reading those digits directly skips the general number parser,
+    // which is most of the cost of a request's 784 numbers.
+    private static int? SmallInteger(ReadOnlySpan<byte> raw)
+    {
+        if (raw.Length is 0 or > 3) return null;
+        int value = 0;
+        foreach (byte c in raw)
+        {
+            if ((uint)(c - '0') > 9) return null;
+            value = value * 10 + (c - '0');
+        }
+        return value;
     }
 
     private static string Describe(JsonTokenType token) => token switch
