@@ -96,11 +96,18 @@ public sealed partial class BrowserTests
     internal sealed partial class ServeProcess : IDisposable
     {
         private readonly Process _process;
+        private readonly System.Collections.Concurrent.ConcurrentQueue<string> _log;
         public string Address { get; }
+        public int Id => _process.Id;
+        public int ExitCode => _process.ExitCode;
+        public string Log => string.Join('\n', _log);
 
-        private ServeProcess(Process process, string address)
+        public bool WaitForExit(TimeSpan timeout) => _process.WaitForExit(timeout);
+
+        private ServeProcess(Process process, string address, System.Collections.Concurrent.ConcurrentQueue<string> log)
         {
             _process = process;
+            _log = log;
             Address = address;
         }
 
@@ -113,8 +120,10 @@ public sealed partial class BrowserTests
             foreach (string arg in new[] { cli, "serve", "--model", model, "--urls", "http://127.0.0.1:0" }) start.ArgumentList.Add(arg);
             var process = Process.Start(start)!;
             var address = new TaskCompletionSource<string>();
+            var log = new System.Collections.Concurrent.ConcurrentQueue<string>();
             process.ErrorDataReceived += (_, e) =>
             {
+                if (e.Data != null) log.Enqueue(e.Data);
                 if (e.Data != null && Listening().Match(e.Data) is { Success: true } m) address.TrySetResult(m.Groups[1].Value);
             };
             process.OutputDataReceived += (_, _) => { };
@@ -125,7 +134,7 @@ public sealed partial class BrowserTests
                 process.Kill();
                 Assert.Fail("mnistnative serve did not say where it listens within 20 s");
             }
-            return new ServeProcess(process, address.Task.Result);
+            return new ServeProcess(process, address.Task.Result, log);
         }
 
         [GeneratedRegex(@"mnistnative serve: listening on (http://127\.0\.0\.1:\d+)")]
