@@ -6,6 +6,8 @@
 //   ./build.sh --target=Data      fetch and verify MNIST into data/mnist
 //   ./build.sh --target=Bench     BenchmarkDotNet suite (--bench-filter="*Training*"); tables in artifacts/benchmarks
 //   ./build.sh --target=Compare   the seed's numpy run side by side with `mnistnative train` on each backend
+//   ./build.sh --target=ServeLoad bounded wrk load on `mnistnative serve` over loopback (benchmarks/serve/load.sh;
+//                                 --load-args="--seconds 10 --connections 8 --rounds 3 --model F.npz")
 // Arguments: --configuration=Release|Debug, --train-args="..." (extra flags for Train), --filter="..." (Test),
 //   --backends=scalar,avx2,avx512,opencl and --iterations=N (Compare).
 
@@ -121,6 +123,12 @@ Task("Compare").IsDependentOn("Data").Does(() =>
     Console.WriteLine($"{"run",-44} {"ms/iteration",13} {"vs numpy",9} {"test acc",9}");
     foreach (var r in rows)
         Console.WriteLine($"{r.Name,-44} {r.Ms,13:F3} {baseline / r.Ms,8:F1}x {r.Accuracy,9:F4}");
+});
+
+Task("ServeLoad").IsDependentOn("Data").Does(() =>
+{
+    int code = StartProcess("bash", new ProcessSettings { Arguments = $"benchmarks/serve/load.sh {Argument("load-args", "")}" });
+    if (code != 0) throw new Exception($"benchmarks/serve/load.sh exited with {code}");
 });
 
 Task("Default").IsDependentOn("Train");

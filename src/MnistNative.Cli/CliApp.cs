@@ -41,6 +41,7 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
         root.Subcommands.Add(DevicesCommand());
         root.Subcommands.Add(BenchCommand());
         root.Subcommands.Add(BenchMiniBatchCommand());
+        root.Subcommands.Add(ServeCommand());
         return root;
     }
 

@@ -3,7 +3,6 @@ using System.Text.Json;
 using MnistNative.Data;
 using MnistNative.Formats;
 using MnistNative.Inference;
-using StbImageSharp;
 
 namespace MnistNative.Cli;
 
@@ -26,12 +25,14 @@ public sealed partial class CliApp
         });
         command.SetAction(parse => Guard(() =>
         {
+            // the PNG is read first: a bad one is refused before the model is loaded
+            FileInfo? pngFile = parse.GetValue(png);
+            byte[]? pixels = pngFile == null ? null : DigitPng.Read(pngFile.FullName);
             using MnistClassifier classifier = MnistClassifier.Load(parse.GetValue(model)!.FullName);
             var results = new List<PredictionResult>();
             Span<float> probs = stackalloc float[MnistClassifier.ClassCount];
-            if (parse.GetValue(png) is FileInfo pngFile)
+            if (pngFile != null && pixels != null)
             {
-                byte[] pixels = ReadPng(pngFile.FullName);
                 classifier.Probabilities(pixels, probs);
                 results.Add(Result(pngFile.Name, null, probs));
             }
@@ -73,24 +74,6 @@ public sealed partial class CliApp
         if (first < 0 || last < first || last >= count)
             throw new ArgumentException($"--index {text} is outside the file's {count} images (0..{count - 1})");
         return (first, last);
-    }
-
-    /// <summary>A 28x28 PNG as 784 grayscale bytes (colour images are converted to grey; alpha is dropped).</summary>
-    internal static byte[] ReadPng(string path)
-    {
-        ImageResult image;
-        try
-        {
-            image = ImageResult.FromMemory(File.ReadAllBytes(path), ColorComponents.Grey);
-        }
-        catch (FileNotFoundException) { throw new DataFormatException(path, "file not found"); }
-        catch (Exception e) when (e is InvalidOperationException or ArgumentException or IndexOutOfRangeException)
-        {
-            throw new DataFormatException(path, $"is not a readable PNG ({e.Message})");
-        }
-        if (image.Width != 28 || image.Height != 28)
-            throw new DataFormatException(path, $"is {image.Width}x{image.Height}; MNIST digits are 28x28 (white on black)");
-        return image.Data;
     }
 
     private Command ExportCommand()
