@@ -7,10 +7,10 @@ using MnistNative.Native;
 
 namespace MnistNative.Fuzz;
 
-/// <summary>What a target did with one input: loaded it, or refused it with the library's bad-input exception.</summary>
+/// <summary>What a target did with one input: loaded it, or refused it with the bad-input exception.</summary>
 public enum FuzzOutcome { Loaded, Refused }
 
-/// <summary>A target answered an input in a way its contract forbids (e.g. the C ABI reported an internal error).</summary>
+/// <summary>A target answered in a way its contract forbids (e.g. the C ABI reported an internal error).</summary>
 public sealed class FuzzContractException(string message) : Exception(message);
 
 /// <summary>
@@ -91,7 +91,8 @@ public static class FuzzTargets
         if (status == MnBadModel) return FuzzOutcome.Refused;
         if (status != MnOk) throw new FuzzContractException($"mn_load_memory returned status {status}: {LastError()}");
         int freed = free(model);
-        if (freed != MnOk) throw new FuzzContractException($"mn_free of a model just loaded returned status {freed}: {LastError()}");
+        if (freed != MnOk)
+            throw new FuzzContractException($"mn_free of a model just loaded returned status {freed}: {LastError()}");
         return FuzzOutcome.Loaded;
     }
 
@@ -121,7 +122,8 @@ public static class FuzzTargets
 
     // The readers under test take paths: each thread writes its inputs into its own folder of one per-process
     // folder, removed when the process exits.
-    private static readonly string ScratchRoot = Path.Combine(Path.GetTempPath(), $"mnistnative-fuzz-{Environment.ProcessId}");
+    private static readonly string ScratchRoot =
+        Path.Combine(Path.GetTempPath(), $"mnistnative-fuzz-{Environment.ProcessId}");
     [ThreadStatic] private static string? t_scratch;
 
     static FuzzTargets() => AppDomain.CurrentDomain.ProcessExit += (_, _) => DeleteScratch();

@@ -40,5 +40,6 @@ if (args is ["replay", var replayName, .. var files] && FuzzTargets.All.TryGetVa
     }
     return findings == 0 ? 0 : 1;
 }
-Console.Error.WriteLine($"usage: MnistNative.Fuzz TARGET | replay TARGET FILE...   (targets: {string.Join(", ", FuzzTargets.All.Keys)})");
+Console.Error.WriteLine("usage: MnistNative.Fuzz TARGET | replay TARGET FILE... | seeds CORPUS_ROOT   "
+    + $"(targets: {string.Join(", ", FuzzTargets.All.Keys)})");
 return 2;

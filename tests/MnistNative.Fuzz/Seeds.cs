@@ -28,7 +28,8 @@ public static class Seeds
 
         byte[] model = ModelBytes(MlpParameters.Initialize([784, 1, 10], 0));
         Put(corpusRoot, "load-memory", "seed-model-h1.npz", model);
-        Put(corpusRoot, "load-memory", "seed-model-h1-h2.npz", ModelBytes(MlpParameters.Initialize([784, 1, 2, 10], 1)));
+        byte[] deeper = ModelBytes(MlpParameters.Initialize([784, 1, 2, 10], 1));
+        Put(corpusRoot, "load-memory", "seed-model-h1-h2.npz", deeper);
 
         Put(corpusRoot, "npz", "seed-model-h1.npz", model);
         Put(corpusRoot, "npz", "seed-f8-2x3.npy", Npy("<f8", "(2, 3)", false, new byte[48]));
@@ -48,8 +49,8 @@ public static class Seeds
         }
         using (var stream = new MemoryStream())
         {
-            png.WritePng(new byte[4 * 4 * 3], 4, 4, ColorComponents.RedGreenBlue, stream);
-            Put(corpusRoot, "png", "seed-rgb-4.png", stream.ToArray());
+            png.WritePng(new byte[28 * 28 * 3], 28, 28, ColorComponents.RedGreenBlue, stream);
+            Put(corpusRoot, "png", "seed-rgb-28.png", stream.ToArray());
         }
     }
 

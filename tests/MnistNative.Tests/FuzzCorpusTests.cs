@@ -20,8 +20,10 @@ public sealed class FuzzCorpusTests
     {
         var data = new TheoryData<string, string>();
         foreach (string target in FuzzTargets.All.Keys)
-            foreach (string file in Directory.EnumerateFiles(Path.Combine(CorpusRoot, target)).Order(StringComparer.Ordinal))
-                data.Add(target, Path.GetFileName(file));
+        {
+            var files = Directory.EnumerateFiles(Path.Combine(CorpusRoot, target)).Order(StringComparer.Ordinal);
+            foreach (string file in files) data.Add(target, Path.GetFileName(file));
+        }
         return data;
     }
 
@@ -44,7 +46,8 @@ public sealed class FuzzCorpusTests
         // test instead of blocking the suite (an exception escaping the harness rethrows here: the finding).
         RunBounded(harness, input);
         var (elapsed, allocated) = RunBounded(harness, input);
-        Assert.True(elapsed.TotalMilliseconds < MaxMilliseconds, $"{target}/{file}: took {elapsed.TotalMilliseconds:F0} ms");
+        Assert.True(elapsed.TotalMilliseconds < MaxMilliseconds,
+            $"{target}/{file}: took {elapsed.TotalMilliseconds:F0} ms");
         Assert.True(allocated < MaxAllocatedBytes, $"{target}/{file}: allocated {allocated} bytes");
     }
 

@@ -15,6 +15,8 @@ namespace MnistNative.Tests.Inference;
 public sealed class SoakTests(ITestOutputHelper output)
 {
     private const int Workers = 8;
+    private const int Classes = MnistClassifier.ClassCount;
+    private const int Pixels = MnistClassifier.PixelCount;
     private const int Images = 1024;            // >= ParallelThreshold: PredictBatch takes the parallel path
     private const int SmallBatch = 16;          // and a batch under it takes the caller's thread
     private const long HeapGrowthBound = 8L << 20;
@@ -34,7 +36,7 @@ public sealed class SoakTests(ITestOutputHelper output)
     public void EightThreadsPredictForAMinuteWhileTheModelIsReloadedEverySecond()
     {
         int seconds = int.TryParse(Environment.GetEnvironmentVariable("MNISTNATIVE_SOAK_SECONDS"), out int s) ? s : 60;
-        byte[] images = InferenceFixtures.TestSet.Images.AsSpan(0, Images * MnistClassifier.PixelCount).ToArray();
+        byte[] images = InferenceFixtures.TestSet.Images.AsSpan(0, Images * Pixels).ToArray();
         string directory = Directory.CreateTempSubdirectory("mnistnative-soak-").FullName;
         try
         {
@@ -60,17 +62,17 @@ public sealed class SoakTests(ITestOutputHelper output)
     {
         using MnistClassifier model = MnistClassifier.Load(file);
         var labels = new int[Images];
-        var probabilities = new float[Images * MnistClassifier.ClassCount];
+        var probabilities = new float[Images * Classes];
         for (int i = 0; i < Images; i++)
         {
             labels[i] = model.Predict(Image(images, i));
-            model.Probabilities(Image(images, i), probabilities.AsSpan(i * MnistClassifier.ClassCount, MnistClassifier.ClassCount));
+            model.Probabilities(Image(images, i), probabilities.AsSpan(i * Classes, Classes));
         }
         return new Answers(labels, probabilities);
     }
 
     private static ReadOnlySpan<byte> Image(byte[] images, int i) =>
-        images.AsSpan(i * MnistClassifier.PixelCount, MnistClassifier.PixelCount);
+        images.AsSpan(i * Pixels, Pixels);
 
     private void Run(int seconds, string[] files, byte[] images, Answers[] known)
     {
@@ -93,7 +95,7 @@ public sealed class SoakTests(ITestOutputHelper output)
         void Work(int worker)
         {
             var labels = new int[Images];
-            Span<float> probabilities = stackalloc float[MnistClassifier.ClassCount];
+            Span<float> probabilities = stackalloc float[Classes];
             for (long n = worker; !stop.IsCancellationRequested; n++)
             {
                 Lease lease = Acquire();
@@ -109,7 +111,8 @@ public sealed class SoakTests(ITestOutputHelper output)
                             break;
                         case 1:
                             lease.Model.Probabilities(Image(images, image), probabilities);
-                            right = probabilities.SequenceEqual(expected.Probabilities.AsSpan(image * 10, 10));
+                            ReadOnlySpan<float> known = expected.Probabilities.AsSpan(image * Classes, Classes);
+                            right = probabilities.SequenceEqual(known);
                             break;
                         case 2:
                             lease.Model.PredictBatch(images, labels);
@@ -117,12 +120,17 @@ public sealed class SoakTests(ITestOutputHelper output)
                             break;
                         default:
                             int first = image % (Images - SmallBatch);
-                            lease.Model.PredictBatch(images.AsSpan(first * 784, SmallBatch * 784), labels.AsSpan(0, SmallBatch));
-                            right = labels.AsSpan(0, SmallBatch).SequenceEqual(expected.Labels.AsSpan(first, SmallBatch));
+                            Span<int> few = labels.AsSpan(0, SmallBatch);
+                            lease.Model.PredictBatch(images.AsSpan(first * Pixels, SmallBatch * Pixels), few);
+                            right = few.SequenceEqual(expected.Labels.AsSpan(first, SmallBatch));
                             break;
                     }
                     Interlocked.Increment(ref calls);
-                    if (!right) { Interlocked.Increment(ref wrong); failures.Enqueue($"call {n % 4} on model {lease.File}: wrong answer"); }
+                    if (!right)
+                    {
+                        Interlocked.Increment(ref wrong);
+                        failures.Enqueue($"call {n % 4} on model {lease.File}: wrong answer");
+                    }
                 }
                 catch (Exception e)
                 {
@@ -151,7 +159,8 @@ public sealed class SoakTests(ITestOutputHelper output)
         var clock = Stopwatch.StartNew();
         Thread.Sleep(WarmUp);
         var (heapStart, rssStart) = Memory();
-        output.WriteLine($"after {WarmUp.TotalSeconds:F0} s: GC heap {heapStart / 1e6:F1} MB, RSS {rssStart / 1e6:F1} MB");
+        output.WriteLine($"after {WarmUp.TotalSeconds:F0} s: GC heap {heapStart / 1e6:F1} MB, "
+            + $"RSS {rssStart / 1e6:F1} MB");
         while (clock.Elapsed < TimeSpan.FromSeconds(seconds))
         {
             Thread.Sleep(TimeSpan.FromSeconds(10));
@@ -162,8 +171,9 @@ public sealed class SoakTests(ITestOutputHelper output)
         threads.ForEach(t => t.Join());
         current.Model.Dispose();
         var (heapEnd, rssEnd) = Memory();
-        output.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s, {Workers} threads: {calls} calls ({calls / clock.Elapsed.TotalSeconds:F0}/s), "
-            + $"{reloads} reloads, {wrong} wrong answers, {failed} failed calls");
+        output.WriteLine($"{clock.Elapsed.TotalSeconds:F1} s, {Workers} threads: {calls} calls "
+            + $"({calls / clock.Elapsed.TotalSeconds:F0}/s), {reloads} reloads, {wrong} wrong answers, "
+            + $"{failed} failed calls");
         output.WriteLine($"end: GC heap {heapEnd / 1e6:F1} MB ({(heapEnd - heapStart) / 1e6:+0.0;-0.0} MB), "
             + $"RSS {rssEnd / 1e6:F1} MB ({(rssEnd - rssStart) / 1e6:+0.0;-0.0} MB)");
         foreach (string f in failures.Take(5)) output.WriteLine(f);
