@@ -178,7 +178,8 @@ Task("Fuzz").Does(() =>
         var output = root.Combine(target);
         if (DirectoryExists(output)) DeleteDirectory(output, new DeleteDirectorySettings { Recursive = true, Force = true });
         Information($"Fuzz: {target} for {seconds} s (log: {output}.log)");
-        string command = $"afl-fuzz -i tests/fuzz/{target} -o {output} -t {timeoutMs} -V {seconds} -- "
+        string dictionary = $"tests/MnistNative.Fuzz/dictionaries/{FuzzDictionary(target)}.dict";
+        string command = $"afl-fuzz -i tests/fuzz/{target} -o {output} -x {dictionary} -t {timeoutMs} -V {seconds} -- "
             + $"dotnet {bin.CombineWithFilePath("MnistNative.Fuzz.dll")} {target} > {output}.log 2>&1";
         int code = StartProcess("bash", new ProcessSettings { Arguments = $"-c \"{command}\"", EnvironmentVariables = environment });
         var statsFile = output.Combine("default").CombineWithFilePath("fuzzer_stats");
@@ -201,6 +202,14 @@ Task("Fuzz").Does(() =>
     if (findings.Count > 0)
         throw new Exception($"{findings.Count} findings (copy each reproducer into tests/fuzz/TARGET/):\n{string.Join("\n", findings)}");
 });
+
+// The AFL++ dictionary (tests/MnistNative.Fuzz/dictionaries) of the format each target reads.
+string FuzzDictionary(string target) => target switch
+{
+    "idx" or "idx-gz" => "idx",
+    "png" => "png",
+    _ => "npy",
+};
 
 Task("Default").IsDependentOn("Train");
 
