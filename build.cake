@@ -2,19 +2,22 @@
 //   ./build.sh --target=Train     fetch MNIST, build in Release, train the seed configuration, classify the test set
 //                                 with the trained model through the C ABI (NativeAOT library + C example)
 //   ./build.sh --target=Native    publish libmnistnative.so (NativeAOT) and build native/examples/classify.c
-//   ./build.sh --target=Test      run the test suite (all but the Long category) and write TRX results
+//   ./build.sh --target=Test      run the test suite (all but the Long and Soak categories) and write TRX results
+//   ./build.sh --target=Soak      the soak test alone (8 threads predict for 60 s while the model is reloaded)
 //   ./build.sh --target=Data      fetch and verify MNIST into data/mnist
 //   ./build.sh --target=Bench     BenchmarkDotNet suite (--bench-filter="*Training*"); tables in artifacts/benchmarks
 //   ./build.sh --target=Compare   the seed's numpy run side by side with `mnistnative train` on each backend
 //   ./build.sh --target=ServeLoad bounded wrk load on `mnistnative serve` over loopback (benchmarks/serve/load.sh;
 //                                 --load-args="--seconds 10 --connections 8 --rounds 3 --model F.npz")
+//   ./build.sh --target=Fuzz      SharpFuzz + AFL++ on each parser for --fuzz-seconds=N (default 60) each, one at a time;
+//                                 --fuzz-targets=idx,npz,... picks some; findings in artifacts/fuzz (see docs/reliability.md)
 // Arguments: --configuration=Release|Debug, --train-args="..." (extra flags for Train), --filter="..." (Test),
 //   --backends=scalar,avx2,avx512,opencl and --iterations=N (Compare).
 
 var target = Argument("target", "Train");
 var configuration = Argument("configuration", "Release");
 var trainArgs = Argument("train-args", "");
-var testFilter = Argument("filter", "Category!=Long");
+var testFilter = Argument("filter", "Category!=Long&Category!=Soak");
 var solution = "./MnistNative.sln";
 var cliProject = "./src/MnistNative.Cli/MnistNative.Cli.csproj";
 var artifacts = MakeAbsolute(Directory("./artifacts"));
@@ -77,6 +80,19 @@ Task("Test").IsDependentOn("Data").Does(() =>
     if (failure != null) throw failure;
 });
 
+// The Soak category: a minute of mixed inference calls against a model reloaded every second (SoakTests);
+// its figures (calls, reloads, GC heap and RSS) are in the console log.
+Task("Soak").IsDependentOn("Data").Does(() =>
+{
+    DotNetTest("./tests/MnistNative.Tests/MnistNative.Tests.csproj", new DotNetTestSettings
+    {
+        Configuration = configuration,
+        NoBuild = true,
+        Filter = "Category=Soak",
+        Loggers = { "console;verbosity=detailed" },
+    });
+});
+
 Task("Bench").IsDependentOn("Data").IsDependentOn("Native").Does(() =>
 {
     var output = artifacts.Combine("benchmarks");
@@ -130,6 +146,78 @@ Task("ServeLoad").IsDependentOn("Data").Does(() =>
     int code = StartProcess("bash", new ProcessSettings { Arguments = $"benchmarks/serve/load.sh {Argument("load-args", "")}" });
     if (code != 0) throw new Exception($"benchmarks/serve/load.sh exited with {code}");
 });
+
+// The parsers under AFL++ (SharpFuzz instruments the assemblies that read untrusted bytes). Each target runs alone
+// for --fuzz-seconds, from its committed corpus tests/fuzz/TARGET; crashes and hangs end the task with their paths.
+Task("Fuzz").Does(() =>
+{
+    int seconds = Argument("fuzz-seconds", 60);
+    int timeoutMs = Argument("fuzz-timeout-ms", 1000);
+    var targets = Argument("fuzz-targets", "idx,idx-gz,npz,checkpoint,png,load-memory")
+        .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+    string fuzzProject = "./tests/MnistNative.Fuzz/MnistNative.Fuzz.csproj";
+    var root = artifacts.Combine("fuzz");
+    var bin = root.Combine("bin");
+    CleanDirectory(bin);
+    DotNetPublish(fuzzProject, new DotNetPublishSettings { Configuration = "Release", OutputDirectory = bin });
+    // The uninstrumented build replays findings: instrumented code needs AFL's shared memory to run.
+    DotNetBuild(fuzzProject, new DotNetBuildSettings { Configuration = "Release" });
+    string replayDll = "./tests/MnistNative.Fuzz/bin/Release/net10.0/MnistNative.Fuzz.dll";
+    foreach (string assembly in new[] { "MnistNative.Formats.dll", "MnistNative.Data.dll", "MnistNative.Inference.dll",
+        "libmnistnative.dll" })
+    {
+        if (StartProcess("dotnet", new ProcessSettings { Arguments = $"tool run sharpfuzz {bin.CombineWithFilePath(assembly)}" }) != 0)
+            throw new Exception($"sharpfuzz could not instrument {assembly}");
+    }
+    var environment = new Dictionary<string, string>
+    {
+        ["AFL_SKIP_BIN_CHECK"] = "1",                    // dotnet itself is not instrumented; the assemblies are
+        ["AFL_NO_UI"] = "1",
+        ["AFL_SKIP_CPUFREQ"] = "1",
+        ["AFL_NO_AFFINITY"] = "1",                       // a shared machine: do not pin a core
+        ["AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES"] = "1", // containers cannot set core_pattern
+        // A huge allocation is a finding: a 512 MiB GC heap turns one into an OutOfMemoryException (a crash).
+        ["DOTNET_GCHeapHardLimit"] = "0x20000000",
+    };
+    var summary = new List<string> { "| target | seconds | executions | execs/s | corpus | crashes | hangs |", "|---|---|---|---|---|---|---|" };
+    var findings = new List<string>();
+    foreach (string target in targets)
+    {
+        var output = root.Combine(target);
+        if (DirectoryExists(output)) DeleteDirectory(output, new DeleteDirectorySettings { Recursive = true, Force = true });
+        Information($"Fuzz: {target} for {seconds} s (log: {output}.log)");
+        string dictionary = $"tests/MnistNative.Fuzz/dictionaries/{FuzzDictionary(target)}.dict";
+        string command = $"afl-fuzz -i tests/fuzz/{target} -o {output} -x {dictionary} -t {timeoutMs} -V {seconds} -- "
+            + $"dotnet {bin.CombineWithFilePath("MnistNative.Fuzz.dll")} {target} > {output}.log 2>&1";
+        int code = StartProcess("bash", new ProcessSettings { Arguments = $"-c \"{command}\"", EnvironmentVariables = environment });
+        var statsFile = output.Combine("default").CombineWithFilePath("fuzzer_stats");
+        if (code != 0 || !FileExists(statsFile))
+            throw new Exception($"afl-fuzz on {target} exited with {code}; see {output}.log");
+        var stats = System.IO.File.ReadAllLines(statsFile.FullPath).Select(l => l.Split(':', 2))
+            .Where(p => p.Length == 2).ToDictionary(p => p[0].Trim(), p => p[1].Trim());
+        summary.Add($"| {target} | {stats["run_time"]} | {stats["execs_done"]} | {stats["execs_per_sec"]} | {stats["corpus_count"]} "
+            + $"| {stats["saved_crashes"]} | {stats["saved_hangs"]} |");
+        foreach (string kind in new[] { "crashes", "hangs" })
+        {
+            var files = GetFiles($"{output}/default/{kind}/id*").Select(f => f.FullPath).ToList();
+            if (files.Count == 0) continue;
+            findings.AddRange(files.Select(f => $"{target} {kind}: {f}"));
+            StartProcess("dotnet", new ProcessSettings { Arguments = $"{replayDll} replay {target} {string.Join(" ", files.Select(f => $"\"{f}\""))}" });
+        }
+    }
+    System.IO.File.WriteAllLines(root.CombineWithFilePath("summary.md").FullPath, summary);
+    foreach (string line in summary) Console.WriteLine(line);
+    if (findings.Count > 0)
+        throw new Exception($"{findings.Count} findings (copy each reproducer into tests/fuzz/TARGET/):\n{string.Join("\n", findings)}");
+});
+
+// The AFL++ dictionary (tests/MnistNative.Fuzz/dictionaries) of the format each target reads.
+string FuzzDictionary(string target) => target switch
+{
+    "idx" or "idx-gz" => "idx",
+    "png" => "png",
+    _ => "npy",
+};
 
 Task("Default").IsDependentOn("Train");
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Bootstraps a fresh machine, then runs build.cake: ./build.sh --target=Train | Test | Data | Build | ...
 # It installs what is missing (as root, with apt-get): the OpenCL runtime (PoCL's CPU device) and npm, which
-# the data fetcher uses; headless Chromium and its WebDriver, which the serve page's browser test drives; then the
-# local dotnet tools (Cake) from .config/dotnet-tools.json.
+# the data fetcher uses; headless Chromium and its WebDriver, which the serve page's browser test drives; AFL++
+# for --target=Fuzz; then the local dotnet tools (Cake, SharpFuzz) from .config/dotnet-tools.json.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -13,6 +13,8 @@ if ! command -v npm >/dev/null 2>&1; then need_apt+=(npm); fi
 if ! command -v cc >/dev/null 2>&1; then need_apt+=(gcc libc6-dev); fi
 if [ ! -x /usr/bin/chromium ]; then need_apt+=(chromium); fi
 if [ ! -x /usr/bin/chromedriver ]; then need_apt+=(chromium-driver); fi
+# AFL++ only for the fuzzing target (./build.sh --target=Fuzz).
+case " $* " in *" --target=Fuzz "*|*" --target Fuzz "*) command -v afl-fuzz >/dev/null 2>&1 || need_apt+=(afl++) ;; esac
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "build.sh: installing ${need_apt[*]} (apt-get)" >&2

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.CommandLine;
 using System.Text.Json;
 using MnistNative.Data;
