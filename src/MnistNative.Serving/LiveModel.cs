@@ -12,7 +12,8 @@ public sealed class LiveModel : IDisposable
     private LoadedModel _current;
     private int _reloads;
 
-    public LiveModel(MnistClassifier classifier, string source) => _current = new LoadedModel(classifier, source, DateTimeOffset.UtcNow);
+    public LiveModel(MnistClassifier classifier, string source) =>
+        _current = new LoadedModel(classifier, source, DateTimeOffset.UtcNow);
 
     /// <summary>The model now serving (for reporting; classify through a lease).</summary>
     public LoadedModel Current => Volatile.Read(ref _current);
@@ -27,7 +28,8 @@ public sealed class LiveModel : IDisposable
         {
             LoadedModel model = Volatile.Read(ref _current);
             // fails only for a model swapped out and already released between the read and here: read again
-            if (model.TryAddLease()) return new ModelLease(model);
+            if (model.TryAddLease())
+                return new ModelLease(model);
         }
     }
 
@@ -43,7 +45,9 @@ public sealed class LiveModel : IDisposable
     public void Dispose() => Volatile.Read(ref _current).ReleaseLease();
 }
 
-/// <summary>A classifier with the file it came from and a count of leases (1 belongs to the <see cref="LiveModel"/>).</summary>
+/// <summary>
+/// A classifier with the file it came from and a count of leases (1 belongs to the <see cref="LiveModel"/>).
+/// </summary>
 public sealed class LoadedModel(MnistClassifier classifier, string source, DateTimeOffset loadedAt)
 {
     private int _leases = 1;
@@ -61,7 +65,8 @@ public sealed class LoadedModel(MnistClassifier classifier, string source, DateT
         while (leases > 0)
         {
             int seen = Interlocked.CompareExchange(ref _leases, leases + 1, leases);
-            if (seen == leases) return true;
+            if (seen == leases)
+                return true;
             leases = seen;
         }
         return false;
@@ -69,7 +74,8 @@ public sealed class LoadedModel(MnistClassifier classifier, string source, DateT
 
     internal void ReleaseLease()
     {
-        if (Interlocked.Decrement(ref _leases) == 0) Classifier.Dispose();
+        if (Interlocked.Decrement(ref _leases) == 0)
+            Classifier.Dispose();
     }
 }
 
@@ -78,5 +84,6 @@ public readonly struct ModelLease(LoadedModel model) : IDisposable
 {
     public LoadedModel Model { get; } = model;
     public MnistClassifier Classifier => Model.Classifier;
+
     public void Dispose() => Model.ReleaseLease();
 }

@@ -18,7 +18,8 @@ public sealed class ServeCliTests : IDisposable
     {
         var (code, stdout, _) = CliTests.Run("serve", "--help");
         Assert.Equal(0, code);
-        foreach (string flag in new[] { "--model", "--urls", "--max-batch" }) Assert.Contains(flag, stdout);
+        foreach (string flag in new[] { "--model", "--urls", "--max-batch" })
+            Assert.Contains(flag, stdout);
     }
 
     [Fact]
@@ -28,7 +29,10 @@ public sealed class ServeCliTests : IDisposable
         File.WriteAllText(bad, "nope");
         var (code, _, stderr) = CliTests.Run("serve", "--model", bad, "--urls", "http://127.0.0.1:0");
         Assert.Equal(ExitCodes.BadInput, code);
-        Assert.StartsWith($"mnistnative: error: {bad}: ", Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+        Assert.StartsWith(
+            $"mnistnative: error: {bad}: ",
+            Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        );
     }
 
     [Fact]
@@ -57,7 +61,8 @@ public sealed class ServeCliTests : IDisposable
     public void SigtermStopsTheServerGracefullyWithExitZero()
     {
         using var server = BrowserTests.ServeProcess.Start(ServeHost.SeedModel);
-        using (var client = new HttpClient()) Assert.Contains("ready", client.GetStringAsync(server.Address + "/healthz").Result);
+        using (var client = new HttpClient())
+            Assert.Contains("ready", client.GetStringAsync(server.Address + "/healthz").Result);
         Process.Start("kill", ["-TERM", server.Id.ToString()])!.WaitForExit();
         Assert.True(server.WaitForExit(TimeSpan.FromSeconds(15)), "serve did not stop within 15 s of SIGTERM");
         Assert.Equal(0, server.ExitCode);
