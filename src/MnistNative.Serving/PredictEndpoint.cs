@@ -35,10 +35,10 @@ internal sealed class PredictEndpoint(LiveModel model, ServeOptions options)
 
         long limit = json ? options.MaxJsonBytes : DigitPng.MaxBytes;
         if (request.ContentLength > limit)
-            return TooLarge(request.ContentLength.Value, limit);
+            return TooLarge(request.ContentLength.Value, limit, announced: true);
         (byte[]? body, int length) = await ReadBodyAsync(request, limit, context.RequestAborted);
         if (body == null)
-            return TooLarge(length, limit);
+            return TooLarge(length, limit, announced: false);
         try
         {
             using var images = new PredictJson.Images();
@@ -145,11 +145,12 @@ internal sealed class PredictEndpoint(LiveModel model, ServeOptions options)
         }
     }
 
-    private static IResult TooLarge(long length, long limit) =>
+    // announced: the Content-Length said so; else reading stopped after `length` bytes, with more to come
+    private static IResult TooLarge(long length, long limit, bool announced) =>
         Problem(
             StatusCodes.Status413PayloadTooLarge,
             "Body too large",
-            $"the body is {(length > limit ? "over " : "")}{length} bytes; "
+            $"the body is {(announced ? "" : "over ")}{length} bytes; "
                 + $"at most {limit} are accepted for this content type"
         );
 

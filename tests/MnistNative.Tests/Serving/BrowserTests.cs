@@ -130,7 +130,19 @@ public sealed partial class BrowserTests
         public int ExitCode => _process.ExitCode;
         public string Log => string.Join('\n', _log);
 
-        public bool WaitForExit(TimeSpan timeout) => _process.WaitForExit(timeout);
+        public async Task<bool> WaitForExitAsync(TimeSpan timeout)
+        {
+            using var cancel = new CancellationTokenSource(timeout);
+            try
+            {
+                await _process.WaitForExitAsync(cancel.Token);
+                return true;
+            }
+            catch (OperationCanceledException)
+            {
+                return false;
+            }
+        }
 
         private ServeProcess(Process process, string address, System.Collections.Concurrent.ConcurrentQueue<string> log)
         {
@@ -139,22 +151,25 @@ public sealed partial class BrowserTests
             Address = address;
         }
 
-        public static ServeProcess Start(string model)
+        /// <summary>The CLI built in the configuration of these tests (src/MnistNative.Cli/bin/CONFIG/TFM).</summary>
+        public static string CliDll
         {
-            var config = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-            string cli = Path.Combine(
-                TestPaths.RepoRoot,
-                "src",
-                "MnistNative.Cli",
-                "bin",
-                config.Parent!.Name,
-                config.Name,
-                "mnistnative.dll"
-            );
-            Assert.True(File.Exists(cli), $"{cli} is not built");
+            get
+            {
+                var tfm = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+                string cli = Path.Combine(
+                    TestPaths.RepoRoot, "src", "MnistNative.Cli", "bin", tfm.Parent!.Name, tfm.Name, "mnistnative.dll");
+                Assert.True(File.Exists(cli), $"{cli} is not built");
+                return cli;
+            }
+        }
+
+        public static ServeProcess Start(string model, params string[] flags)
+        {
+            string cli = CliDll;
             var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
-            foreach (string arg in new[] { cli, "serve", "--model", model, "--urls", "http://127.0.0.1:0" })
-                start.ArgumentList.Add(arg);
+            string[] args = [cli, "serve", "--model", model, "--urls", "http://127.0.0.1:0", .. flags];
+            foreach (string arg in args) start.ArgumentList.Add(arg);
             var process = Process.Start(start)!;
             var address = new TaskCompletionSource<string>();
             var log = new System.Collections.Concurrent.ConcurrentQueue<string>();
