@@ -27,9 +27,12 @@ public sealed class LiveModel : IDisposable
         while (true)
         {
             LoadedModel model = Volatile.Read(ref _current);
-            // fails only for a model swapped out and already released between the read and here: read again
             if (model.TryAddLease())
                 return new ModelLease(model);
+            // a model swapped out and released between the read and here: read again; the current model itself
+            // released means the LiveModel was disposed, and no model is left to lease
+            if (ReferenceEquals(model, Volatile.Read(ref _current)))
+                throw new ObjectDisposedException(nameof(LiveModel), "the served model has been disposed");
         }
     }
 

@@ -36,6 +36,7 @@ public sealed class ModelReloadTests
             Assert.Equal("second", next.Model.Source);
         live.Dispose();
         Assert.True(live.Current.Retired);
+        Assert.Throws<ObjectDisposedException>(() => live.Acquire());
     }
 
     [Fact]
