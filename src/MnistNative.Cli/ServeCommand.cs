@@ -11,7 +11,8 @@ public sealed partial class CliApp
     {
         var model = new Option<FileInfo>("--model")
         {
-            Description = "The model .npz to serve; replacing the file swaps the new model in without dropping requests.",
+            Description =
+                "The model .npz to serve; replacing the file swaps the new model in without dropping requests.",
             Required = true,
             HelpName = "FILE",
         };
@@ -21,39 +22,55 @@ public sealed partial class CliApp
             DefaultValueFactory = _ => ServeOptions.DefaultUrls,
             HelpName = "URLS",
         };
-        var maxBatch = IntOption("--max-batch", "The most images one batch request may hold.", ServeOptions.DefaultMaxBatch, 1, 100_000, "N");
-        var command = new Command("serve",
-            "Serve the model over HTTP (POST /v1/predict, GET /healthz, /v1/model, /metrics) with a page at / where you draw a digit.")
+        var maxBatch = IntOption(
+            "--max-batch",
+            "The most images one batch request may hold.",
+            ServeOptions.DefaultMaxBatch,
+            1,
+            100_000,
+            "N"
+        );
+        var command = new Command(
+            "serve",
+            "Serve the model over HTTP (POST /v1/predict, GET /healthz, /v1/model, /metrics) "
+                + "with a page at / where you draw a digit."
+        )
         {
-            model, urls, maxBatch,
+            model,
+            urls,
+            maxBatch,
         };
-        command.SetAction(parse => Guard(() =>
-        {
-            var options = new ServeOptions
+        command.SetAction(parse =>
+            Guard(() =>
             {
-                ModelPath = parse.GetValue(model)!.FullName,
-                Urls = parse.GetValue(urls)!,
-                MaxBatch = parse.GetValue(maxBatch),
-            };
-            using WebApplication app = ServeApp.Build(options);
-            try
-            {
-                app.Start();
-            }
-            catch (IOException e)
-            {
-                throw new ArgumentException($"--urls {options.Urls}: cannot listen ({e.Message})", e);
-            }
-            catch (FormatException e)
-            {
-                throw new ArgumentException($"--urls {options.Urls}: {e.Message}", e);
-            }
-            Err.WriteLine($"mnistnative serve: listening on {string.Join(' ', ServeApp.Addresses(app))} " +
-                          $"(model {options.ModelPath}; Ctrl-C stops)");
-            // Ctrl-C and SIGTERM stop the host: Kestrel stops accepting, requests in flight finish (up to 10 s)
-            app.WaitForShutdown();
-            return ExitCodes.Ok;
-        }));
+                var options = new ServeOptions
+                {
+                    ModelPath = parse.GetValue(model)!.FullName,
+                    Urls = parse.GetValue(urls)!,
+                    MaxBatch = parse.GetValue(maxBatch),
+                };
+                using WebApplication app = ServeApp.Build(options);
+                try
+                {
+                    app.Start();
+                }
+                catch (IOException e)
+                {
+                    throw new ArgumentException($"--urls {options.Urls}: cannot listen ({e.Message})", e);
+                }
+                catch (FormatException e)
+                {
+                    throw new ArgumentException($"--urls {options.Urls}: {e.Message}", e);
+                }
+                Err.WriteLine(
+                    $"mnistnative serve: listening on {string.Join(' ', ServeApp.Addresses(app))} "
+                        + $"(model {options.ModelPath}; Ctrl-C stops)"
+                );
+                // Ctrl-C and SIGTERM stop the host: Kestrel stops accepting, requests in flight finish (up to 10 s)
+                app.WaitForShutdown();
+                return ExitCodes.Ok;
+            })
+        );
         return command;
     }
 }

@@ -12,7 +12,8 @@ public sealed class LiveModel : IDisposable
     private LoadedModel _current;
     private int _reloads;
 
-    public LiveModel(MnistClassifier classifier, string source) => _current = new LoadedModel(classifier, source, DateTimeOffset.UtcNow);
+    public LiveModel(MnistClassifier classifier, string source) =>
+        _current = new LoadedModel(classifier, source, DateTimeOffset.UtcNow);
 
     /// <summary>The model now serving (for reporting; classify through a lease).</summary>
     public LoadedModel Current => Volatile.Read(ref _current);
@@ -26,8 +27,12 @@ public sealed class LiveModel : IDisposable
         while (true)
         {
             LoadedModel model = Volatile.Read(ref _current);
-            // fails only for a model swapped out and already released between the read and here: read again
-            if (model.TryAddLease()) return new ModelLease(model);
+            if (model.TryAddLease())
+                return new ModelLease(model);
+            // a model swapped out and released between the read and here: read again; the current model itself
+            // released means the LiveModel was disposed, and no model is left to lease
+            if (ReferenceEquals(model, Volatile.Read(ref _current)))
+                throw new ObjectDisposedException(nameof(LiveModel), "the served model has been disposed");
         }
     }
 
@@ -43,7 +48,9 @@ public sealed class LiveModel : IDisposable
     public void Dispose() => Volatile.Read(ref _current).ReleaseLease();
 }
 
-/// <summary>A classifier with the file it came from and a count of leases (1 belongs to the <see cref="LiveModel"/>).</summary>
+/// <summary>
+/// A classifier with the file it came from and a count of leases (1 belongs to the <see cref="LiveModel"/>).
+/// </summary>
 public sealed class LoadedModel(MnistClassifier classifier, string source, DateTimeOffset loadedAt)
 {
     private int _leases = 1;
@@ -61,7 +68,8 @@ public sealed class LoadedModel(MnistClassifier classifier, string source, DateT
         while (leases > 0)
         {
             int seen = Interlocked.CompareExchange(ref _leases, leases + 1, leases);
-            if (seen == leases) return true;
+            if (seen == leases)
+                return true;
             leases = seen;
         }
         return false;
@@ -69,7 +77,8 @@ public sealed class LoadedModel(MnistClassifier classifier, string source, DateT
 
     internal void ReleaseLease()
     {
-        if (Interlocked.Decrement(ref _leases) == 0) Classifier.Dispose();
+        if (Interlocked.Decrement(ref _leases) == 0)
+            Classifier.Dispose();
     }
 }
 
@@ -78,5 +87,6 @@ public readonly struct ModelLease(LoadedModel model) : IDisposable
 {
     public LoadedModel Model { get; } = model;
     public MnistClassifier Classifier => Model.Classifier;
+
     public void Dispose() => Model.ReleaseLease();
 }

@@ -11,7 +11,8 @@ namespace MnistNative.Serving;
 /// keeps serving; the next change is tried again.
 /// </summary>
 internal sealed partial class ModelReloader(LiveModel model, ServeOptions options, ILogger<ModelReloader> logger)
-    : IHostedService, IDisposable
+    : IHostedService,
+        IDisposable
 {
     private readonly string _path = Path.GetFullPath(options.ModelPath);
     private readonly Lock _gate = new();
@@ -23,11 +24,16 @@ internal sealed partial class ModelReloader(LiveModel model, ServeOptions option
         _debounce = new Timer(_ => Reload(), null, Timeout.Infinite, Timeout.Infinite);
         _watcher = new FileSystemWatcher(Path.GetDirectoryName(_path)!, Path.GetFileName(_path))
         {
-            NotifyFilter = NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.Size | NotifyFilters.CreationTime,
+            NotifyFilter =
+                NotifyFilters.LastWrite | NotifyFilters.FileName | NotifyFilters.Size | NotifyFilters.CreationTime,
         };
         _watcher.Changed += (_, _) => Touched();
         _watcher.Created += (_, _) => Touched();
-        _watcher.Renamed += (_, e) => { if (PathsEqual(e.FullPath)) Touched(); };
+        _watcher.Renamed += (_, e) =>
+        {
+            if (PathsEqual(e.FullPath))
+                Touched();
+        };
         _watcher.EnableRaisingEvents = true;
         return Task.CompletedTask;
     }
@@ -72,10 +78,15 @@ internal sealed partial class ModelReloader(LiveModel model, ServeOptions option
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "model reloaded from {Path} ({Sizes}, kernel {Kernel}; reload {Count})")]
+    [LoggerMessage(
+        Level = LogLevel.Information,
+        Message = "model reloaded from {Path} ({Sizes}, kernel {Kernel}; reload {Count})"
+    )]
     private partial void Reloaded(string path, string sizes, string kernel, int count);
 
-    [LoggerMessage(Level = LogLevel.Error,
-        Message = "model reload failed: {Problem}; still serving the model loaded from {Source} at {LoadedAt:O}")]
+    [LoggerMessage(
+        Level = LogLevel.Error,
+        Message = "model reload failed: {Problem}; still serving the model loaded from {Source} at {LoadedAt:O}"
+    )]
     private partial void ReloadFailed(string problem, string source, DateTimeOffset loadedAt);
 }

@@ -19,19 +19,26 @@ internal sealed class PredictEndpoint(LiveModel model, ServeOptions options)
     {
         HttpRequest request = context.Request;
         bool json;
-        if (MediaTypeHeaderValue.TryParse(request.ContentType, out MediaTypeHeaderValue? type)
-            && type.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase))
+        if (
+            MediaTypeHeaderValue.TryParse(request.ContentType, out MediaTypeHeaderValue? type)
+            && type.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase)
+        )
             json = true;
         else if (type != null && type.MediaType.Equals("image/png", StringComparison.OrdinalIgnoreCase))
             json = false;
         else
-            return Problem(StatusCodes.Status415UnsupportedMediaType, "Unsupported content type",
-                $"Content-Type '{request.ContentType ?? "(none)"}' is not accepted; send application/json or image/png");
+            return Problem(
+                StatusCodes.Status415UnsupportedMediaType,
+                "Unsupported content type",
+                $"Content-Type '{request.ContentType ?? "(none)"}' is not accepted; send application/json or image/png"
+            );
 
         long limit = json ? options.MaxJsonBytes : DigitPng.MaxBytes;
-        if (request.ContentLength > limit) return TooLarge(request.ContentLength.Value, limit);
+        if (request.ContentLength > limit)
+            return TooLarge(request.ContentLength.Value, limit, announced: true);
         (byte[]? body, int length) = await ReadBodyAsync(request, limit, context.RequestAborted);
-        if (body == null) return TooLarge(length, limit);
+        if (body == null)
+            return TooLarge(length, limit, announced: false);
         try
         {
             using var images = new PredictJson.Images();
@@ -82,7 +89,8 @@ internal sealed class PredictEndpoint(LiveModel model, ServeOptions options)
                 writer.WriteStartObject();
                 writer.WriteNumber("digit"u8, ArgMax(probabilities));
                 writer.WriteStartArray("probabilities"u8);
-                foreach (float p in probabilities) writer.WriteNumberValue(p);
+                foreach (float p in probabilities)
+                    writer.WriteNumberValue(p);
                 writer.WriteEndArray();
                 writer.WriteEndObject();
             }
@@ -99,12 +107,20 @@ internal sealed class PredictEndpoint(LiveModel model, ServeOptions options)
     internal static int ArgMax(ReadOnlySpan<float> probabilities)
     {
         int best = 0;
-        for (int c = 1; c < probabilities.Length; c++) if (probabilities[c] > probabilities[best]) best = c;
+        for (int c = 1; c < probabilities.Length; c++)
+            if (probabilities[c] > probabilities[best])
+                best = c;
         return best;
     }
 
-    /// <summary>The body in a pooled buffer, or null (and the bytes seen) once it passes <paramref name="limit"/>.</summary>
-    private static async Task<(byte[]? Body, int Length)> ReadBodyAsync(HttpRequest request, long limit, CancellationToken cancel)
+    /// <summary>
+    /// The body in a pooled buffer, or null (and the bytes seen) once it passes <paramref name="limit"/>.
+    /// </summary>
+    private static async Task<(byte[]? Body, int Length)> ReadBodyAsync(
+        HttpRequest request,
+        long limit,
+        CancellationToken cancel
+    )
     {
         byte[] buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min(request.ContentLength ?? 16 * 1024, limit) + 1);
         int length = 0;
@@ -118,7 +134,8 @@ internal sealed class PredictEndpoint(LiveModel model, ServeOptions options)
                 buffer = larger;
             }
             int read = await request.Body.ReadAsync(buffer.AsMemory(length), cancel);
-            if (read == 0) return (buffer, length);
+            if (read == 0)
+                return (buffer, length);
             length += read;
             if (length > limit)
             {
@@ -128,8 +145,14 @@ internal sealed class PredictEndpoint(LiveModel model, ServeOptions options)
         }
     }
 
-    private static IResult TooLarge(long length, long limit) => Problem(StatusCodes.Status413PayloadTooLarge, "Body too large",
-        $"the body is {(length > limit ? "over " : "")}{length} bytes; at most {limit} are accepted for this content type");
+    // announced: the Content-Length said so; else reading stopped after `length` bytes, with more to come
+    private static IResult TooLarge(long length, long limit, bool announced) =>
+        Problem(
+            StatusCodes.Status413PayloadTooLarge,
+            "Body too large",
+            $"the body is {(announced ? "" : "over ")}{length} bytes; "
+                + $"at most {limit} are accepted for this content type"
+        );
 
     internal static IResult Problem(int status, string title, string detail) =>
         Results.Problem(detail: detail, statusCode: status, title: title);

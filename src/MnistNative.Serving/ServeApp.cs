@@ -27,10 +27,9 @@ public static class ServeApp
         var model = new LiveModel(MnistClassifier.Load(modelPath), modelPath);
 
         // CreateSlimBuilder: no command-line or appsettings configuration (the CLI owns the flags), Kestrel only.
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
-        {
-            ContentRootPath = AppContext.BaseDirectory,
-        });
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(
+            new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory }
+        );
         builder.WebHost.UseUrls(options.Urls);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
@@ -49,6 +48,8 @@ public static class ServeApp
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         builder.Logging.AddFilter("MnistNative", LogLevel.Information);
         builder.Logging.AddFilter("Microsoft.Hosting.Lifetime", LogLevel.Information);
+        // its one error is a failed start, with the stack trace; the caller reports that failure in one line
+        builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None);
 
         builder.Services.Configure<HostOptions>(host => host.ShutdownTimeout = TimeSpan.FromSeconds(10));
         builder.Services.AddProblemDetails();
@@ -57,12 +58,21 @@ public static class ServeApp
         builder.Services.AddSingleton<PredictEndpoint>();
         builder.Services.AddSingleton<ModelReloader>();
         builder.Services.AddHostedService(services => services.GetRequiredService<ModelReloader>());
-        builder.Services.AddOpenTelemetry()
+        builder
+            .Services.AddOpenTelemetry()
             .ConfigureResource(resource => resource.AddService("mnistnative"))
-            .WithMetrics(metrics => metrics
-            .AddMeter(EngineMetrics.MeterName, "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel",
-                "Microsoft.AspNetCore.Http.Connections", "Microsoft.AspNetCore.Routing", "Microsoft.AspNetCore.Diagnostics")
-            .AddPrometheusExporter());
+            .WithMetrics(metrics =>
+                metrics
+                    .AddMeter(
+                        EngineMetrics.MeterName,
+                        "Microsoft.AspNetCore.Hosting",
+                        "Microsoft.AspNetCore.Server.Kestrel",
+                        "Microsoft.AspNetCore.Http.Connections",
+                        "Microsoft.AspNetCore.Routing",
+                        "Microsoft.AspNetCore.Diagnostics"
+                    )
+                    .AddPrometheusExporter()
+            );
         configure?.Invoke(builder);
 
         WebApplication app = builder.Build();
@@ -82,17 +92,32 @@ public static class ServeApp
     /// <summary>The addresses Kestrel listens on once started (a port 0 in --urls becomes the port it got).</summary>
     public static IReadOnlyCollection<string> Addresses(WebApplication app) =>
         app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
-            .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()?.Addresses.ToArray() ?? [];
+            .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()
+            ?.Addresses.ToArray()
+        ?? [];
 }
 
 internal sealed record Health(string Status, string Model);
 
-internal sealed record ModelInfo(IReadOnlyList<int> Sizes, string Source, string Kernel, DateTimeOffset LoadedAt, int Reloads, int MaxBatch)
+internal sealed record ModelInfo(
+    IReadOnlyList<int> Sizes,
+    string Source,
+    string Kernel,
+    DateTimeOffset LoadedAt,
+    int Reloads,
+    int MaxBatch
+)
 {
     public static ModelInfo Of(LiveModel live, ServeOptions options)
     {
         LoadedModel current = live.Current;
-        return new ModelInfo(current.Classifier.Sizes, current.Source, current.Classifier.Kernel.ToString().ToLowerInvariant(),
-            current.LoadedAt, live.Reloads, options.MaxBatch);
+        return new ModelInfo(
+            current.Classifier.Sizes,
+            current.Source,
+            current.Classifier.Kernel.ToString().ToLowerInvariant(),
+            current.LoadedAt,
+            live.Reloads,
+            options.MaxBatch
+        );
     }
 }

@@ -16,7 +16,9 @@ internal static class StaticPage
     private static byte[] Load(string name)
     {
         using Stream stream = Assembly.GetExecutingAssembly().GetManifestResourceStream("Page/" + name)
-            ?? throw new InvalidOperationException($"the page file {name} is not embedded in {typeof(StaticPage).Assembly.GetName().Name}");
+            ?? throw new InvalidOperationException(
+                $"the page file {name} is not embedded in {typeof(StaticPage).Assembly.GetName().Name}"
+            );
         using var copy = new MemoryStream();
         stream.CopyTo(copy);
         return copy.ToArray();

@@ -23,13 +23,27 @@ public sealed partial class BrowserTests
     {
         bool present = File.Exists(Chromium) && File.Exists(ChromeDriver);
         if (!present && Environment.GetEnvironmentVariable("CI") == "true")
-            Assert.Fail($"{Chromium} or {ChromeDriver} is missing; build.sh installs Debian's chromium and chromium-driver");
-        Skip.IfNot(present, $"{Chromium} or {ChromeDriver} is missing: apt-get install chromium chromium-driver (build.sh does)");
+            Assert.Fail(
+                $"{Chromium} or {ChromeDriver} is missing; build.sh installs Debian's chromium and chromium-driver"
+            );
+        Skip.IfNot(
+            present,
+            $"{Chromium} or {ChromeDriver} is missing: apt-get install chromium chromium-driver (build.sh does)"
+        );
 
         using var server = ServeProcess.Start(ServeHost.SeedModel);
         var options = new ChromeOptions { BinaryLocation = Chromium };
-        options.AddArguments("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,640");
-        using ChromeDriverService service = ChromeDriverService.CreateDefaultService(Path.GetDirectoryName(ChromeDriver)!, Path.GetFileName(ChromeDriver));
+        options.AddArguments(
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1000,640"
+        );
+        using ChromeDriverService service = ChromeDriverService.CreateDefaultService(
+            Path.GetDirectoryName(ChromeDriver)!,
+            Path.GetFileName(ChromeDriver)
+        );
         service.SuppressInitialDiagnosticInformation = true;
         service.HideCommandPromptWindow = true;
         using var driver = new ChromeDriver(service, options, TimeSpan.FromSeconds(30));
@@ -46,18 +60,27 @@ public sealed partial class BrowserTests
         // cleared, then a closed loop: a 0
         driver.FindElement(By.Id("clear")).Click();
         Assert.Equal("-", driver.FindElement(By.Id("digit")).Text);
-        Draw(driver, pad, Enumerable.Range(0, 33).Select(i =>
-        {
-            double angle = 2 * Math.PI * i / 32;
-            return ((int)Math.Round(62 * Math.Sin(angle)), (int)Math.Round(-92 * Math.Cos(angle)));
-        }));
+        Draw(
+            driver,
+            pad,
+            Enumerable
+                .Range(0, 33)
+                .Select(i =>
+                {
+                    double angle = 2 * Math.PI * i / 32;
+                    return ((int)Math.Round(62 * Math.Sin(angle)), (int)Math.Round(-92 * Math.Cos(angle)));
+                })
+        );
         Assert.Equal("0", ShownDigit(driver));
         driver.GetScreenshot().SaveAsFile(Path.Combine(artifacts, "serve-page.png"));
 
         // the 28x28 preview holds the drawing: some lit pixels, not all
-        long lit = Convert.ToInt64(((IJavaScriptExecutor)driver).ExecuteScript(
-            "const d = document.getElementById('input').getContext('2d').getImageData(0, 0, 28, 28).data;" +
-            "let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 0) n++; return n;"));
+        long lit = Convert.ToInt64(
+            ((IJavaScriptExecutor)driver).ExecuteScript(
+                "const d = document.getElementById('input').getContext('2d').getImageData(0, 0, 28, 28).data;"
+                    + "let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 0) n++; return n;"
+            )
+        );
         Assert.InRange(lit, 40, 400);
     }
 
@@ -69,8 +92,10 @@ public sealed partial class BrowserTests
         (int X, int Y) last = default;
         foreach (var p in points)
         {
-            if (first) pen.MoveToElement(pad, p.X, p.Y).ClickAndHold();
-            else pen.MoveByOffset(p.X - last.X, p.Y - last.Y);
+            if (first)
+                pen.MoveToElement(pad, p.X, p.Y).ClickAndHold();
+            else
+                pen.MoveByOffset(p.X - last.X, p.Y - last.Y);
             first = false;
             last = p;
         }
@@ -80,7 +105,10 @@ public sealed partial class BrowserTests
     /// <summary>The digit on the page once its answers have stopped changing (the last drawing's answer).</summary>
     private static string ShownDigit(IWebDriver driver)
     {
-        var wait = new WebDriverWait(driver, TimeSpan.FromSeconds(10)) { PollingInterval = TimeSpan.FromMilliseconds(150) };
+        var wait = new WebDriverWait(driver, TimeSpan.FromSeconds(10))
+        {
+            PollingInterval = TimeSpan.FromMilliseconds(150),
+        };
         string previous = "";
         wait.Until(d =>
         {
@@ -102,7 +130,19 @@ public sealed partial class BrowserTests
         public int ExitCode => _process.ExitCode;
         public string Log => string.Join('\n', _log);
 
-        public bool WaitForExit(TimeSpan timeout) => _process.WaitForExit(timeout);
+        public async Task<bool> WaitForExitAsync(TimeSpan timeout)
+        {
+            using var cancel = new CancellationTokenSource(timeout);
+            try
+            {
+                await _process.WaitForExitAsync(cancel.Token);
+                return true;
+            }
+            catch (OperationCanceledException)
+            {
+                return false;
+            }
+        }
 
         private ServeProcess(Process process, string address, System.Collections.Concurrent.ConcurrentQueue<string> log)
         {
@@ -111,20 +151,34 @@ public sealed partial class BrowserTests
             Address = address;
         }
 
-        public static ServeProcess Start(string model)
+        /// <summary>The CLI built in the configuration of these tests (src/MnistNative.Cli/bin/CONFIG/TFM).</summary>
+        public static string CliDll
         {
-            var config = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-            string cli = Path.Combine(TestPaths.RepoRoot, "src", "MnistNative.Cli", "bin", config.Parent!.Name, config.Name, "mnistnative.dll");
-            Assert.True(File.Exists(cli), $"{cli} is not built");
+            get
+            {
+                var tfm = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+                string cli = Path.Combine(
+                    TestPaths.RepoRoot, "src", "MnistNative.Cli", "bin", tfm.Parent!.Name, tfm.Name, "mnistnative.dll");
+                Assert.True(File.Exists(cli), $"{cli} is not built");
+                return cli;
+            }
+        }
+
+        public static ServeProcess Start(string model, params string[] flags)
+        {
+            string cli = CliDll;
             var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
-            foreach (string arg in new[] { cli, "serve", "--model", model, "--urls", "http://127.0.0.1:0" }) start.ArgumentList.Add(arg);
+            string[] args = [cli, "serve", "--model", model, "--urls", "http://127.0.0.1:0", .. flags];
+            foreach (string arg in args) start.ArgumentList.Add(arg);
             var process = Process.Start(start)!;
             var address = new TaskCompletionSource<string>();
             var log = new System.Collections.Concurrent.ConcurrentQueue<string>();
             process.ErrorDataReceived += (_, e) =>
             {
-                if (e.Data != null) log.Enqueue(e.Data);
-                if (e.Data != null && Listening().Match(e.Data) is { Success: true } m) address.TrySetResult(m.Groups[1].Value);
+                if (e.Data != null)
+                    log.Enqueue(e.Data);
+                if (e.Data != null && Listening().Match(e.Data) is { Success: true } m)
+                    address.TrySetResult(m.Groups[1].Value);
             };
             process.OutputDataReceived += (_, _) => { };
             process.BeginErrorReadLine();
@@ -142,7 +196,8 @@ public sealed partial class BrowserTests
 
         public void Dispose()
         {
-            if (!_process.HasExited) _process.Kill();
+            if (!_process.HasExited)
+                _process.Kill();
             _process.WaitForExit(5000);
             _process.Dispose();
         }

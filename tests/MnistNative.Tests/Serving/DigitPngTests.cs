@@ -38,17 +38,26 @@ public sealed class DigitPngTests : IDisposable
         Assert.Equal(pixels, DigitPng.Decode(PngFiles.Grey(pixels), "noise"));
     }
 
-    public static TheoryData<string, byte[], string> HostileBodies => new()
-    {
-        { "jpeg", PngFiles.TruncatedJpeg(), "is not a readable PNG (no PNG signature; it looks like a JPEG)" },
-        { "gif", PngFiles.GifHeader(), "is not a readable PNG (no PNG signature; it looks like a GIF)" },
-        { "huge", PngFiles.Huge(), "is 10000x10000; MNIST digits are 28x28 (white on black)" },
-        { "truncated", PngFiles.Grey(new byte[DigitPng.PixelCount])[..40], "truncated" },
-        { "empty", [], "is not a readable PNG (no PNG signature; the file is empty)" },
-        { "no-idat", PngFiles.Png(28, 28, 8, 0, []), "is not a readable PNG (no image data)" },
-        { "short-idat", PngFiles.Png(28, 28, 8, 0, PngFiles.Deflate(new byte[100])), "image data ends early: truncated" },
-        { "bad-depth", PngFiles.Png(28, 28, 3, 0, PngFiles.Deflate(new byte[100])), "colour type 0 with bit depth 3" },
-    };
+    public static TheoryData<string, byte[], string> HostileBodies =>
+        new()
+        {
+            { "jpeg", PngFiles.TruncatedJpeg(), "is not a readable PNG (no PNG signature; it looks like a JPEG)" },
+            { "gif", PngFiles.GifHeader(), "is not a readable PNG (no PNG signature; it looks like a GIF)" },
+            { "huge", PngFiles.Huge(), "is 10000x10000; MNIST digits are 28x28 (white on black)" },
+            { "truncated", PngFiles.Grey(new byte[DigitPng.PixelCount])[..40], "truncated" },
+            { "empty", [], "is not a readable PNG (no PNG signature; the file is empty)" },
+            { "no-idat", PngFiles.Png(28, 28, 8, 0, []), "is not a readable PNG (no image data)" },
+            {
+                "short-idat",
+                PngFiles.Png(28, 28, 8, 0, PngFiles.Deflate(new byte[100])),
+                "image data ends early: truncated"
+            },
+            {
+                "bad-depth",
+                PngFiles.Png(28, 28, 3, 0, PngFiles.Deflate(new byte[100])),
+                "colour type 0 with bit depth 3"
+            },
+        };
 
     [Theory]
     [MemberData(nameof(HostileBodies))]
@@ -79,11 +88,21 @@ public sealed class DigitPngTests : IDisposable
         string path = Path.Combine(_dir, kind + ".png");
         switch (kind)
         {
-            case "jpeg": File.WriteAllBytes(path, PngFiles.TruncatedJpeg()); break;
-            case "gif": File.WriteAllBytes(path, PngFiles.GifHeader()); break;
-            case "huge": File.WriteAllBytes(path, PngFiles.Huge()); break;
-            case "truncated": File.WriteAllBytes(path, PngFiles.Grey(Digit(0))[..60]); break;
-            default: Directory.CreateDirectory(path); break;
+            case "jpeg":
+                File.WriteAllBytes(path, PngFiles.TruncatedJpeg());
+                break;
+            case "gif":
+                File.WriteAllBytes(path, PngFiles.GifHeader());
+                break;
+            case "huge":
+                File.WriteAllBytes(path, PngFiles.Huge());
+                break;
+            case "truncated":
+                File.WriteAllBytes(path, PngFiles.Grey(Digit(0))[..60]);
+                break;
+            default:
+                Directory.CreateDirectory(path);
+                break;
         }
         var clock = Stopwatch.StartNew();
         var (code, stdout, stderr) = CliTests.Run("predict", "--model", Model, "--png", path);
@@ -98,8 +117,12 @@ public sealed class DigitPngTests : IDisposable
     public void AFileOverTheSizeBoundIsRefusedBeforeItIsRead()
     {
         string path = Path.Combine(_dir, "big.png");
-        using (var file = File.Create(path)) file.SetLength(DigitPng.MaxBytes + 1L);
+        using (var file = File.Create(path))
+            file.SetLength(DigitPng.MaxBytes + 1L);
         var e = Assert.Throws<DataFormatException>(() => DigitPng.Read(path));
-        Assert.Equal($"{path}: is {DigitPng.MaxBytes + 1} bytes; a 28x28 PNG digit is at most {DigitPng.MaxBytes}", e.Message);
+        Assert.Equal(
+            $"{path}: is {DigitPng.MaxBytes + 1} bytes; a 28x28 PNG digit is at most {DigitPng.MaxBytes}",
+            e.Message
+        );
     }
 }

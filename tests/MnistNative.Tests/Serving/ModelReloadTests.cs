@@ -32,9 +32,11 @@ public sealed class ModelReloadTests
         lease.Dispose();
         Assert.True(old.Retired);
         Assert.Throws<ObjectDisposedException>(() => first.Predict(pixels));
-        using (ModelLease next = live.Acquire()) Assert.Equal("second", next.Model.Source);
+        using (ModelLease next = live.Acquire())
+            Assert.Equal("second", next.Model.Source);
         live.Dispose();
         Assert.True(live.Current.Retired);
+        Assert.Throws<ObjectDisposedException>(() => live.Acquire());
     }
 
     [Fact]
@@ -42,7 +44,8 @@ public sealed class ModelReloadTests
     {
         await using ServeHost host = ServeHost.Start();
         byte[] pixels = TestPaths.Test.Image(0).ToArray();
-        float[] seedAnswer = Probabilities(ServeHost.SeedModel, pixels), initAnswer = Probabilities(ServeHost.InitialModel, pixels);
+        float[] seedAnswer = Probabilities(ServeHost.SeedModel, pixels),
+            initAnswer = Probabilities(ServeHost.InitialModel, pixels);
         Assert.NotEqual(seedAnswer, initAnswer);
         string body = "{\"pixels\":[" + string.Join(",", pixels) + "]}";
 
@@ -53,25 +56,36 @@ public sealed class ModelReloadTests
         {
             while (!stop.IsCancellationRequested)
             {
-                HttpResponseMessage response = await host.Client.PostAsync("/v1/predict", new StringContent(body, Encoding.UTF8, "application/json"));
+                HttpResponseMessage response = await host.Client.PostAsync(
+                    "/v1/predict",
+                    new StringContent(body, Encoding.UTF8, "application/json")
+                );
                 string text = await response.Content.ReadAsStringAsync();
                 float[] answer = response.StatusCode == HttpStatusCode.OK ? Parse(text) : [];
                 // each answer comes whole from one model or the other, never a mix or an error
                 if (!answer.SequenceEqual(seedAnswer) && !answer.SequenceEqual(initAnswer))
-                    lock (failures) failures.Add($"{(int)response.StatusCode} {text}");
+                    lock (failures)
+                        failures.Add($"{(int)response.StatusCode} {text}");
                 Interlocked.Increment(ref answered);
             }
         }
         Task[] clients = Enumerable.Range(0, 4).Select(_ => Task.Run(Load)).ToArray();
 
-        byte[] seedBytes = File.ReadAllBytes(ServeHost.SeedModel), initBytes = File.ReadAllBytes(ServeHost.InitialModel);
+        byte[] seedBytes = File.ReadAllBytes(ServeHost.SeedModel),
+            initBytes = File.ReadAllBytes(ServeHost.InitialModel);
         for (int reload = 1; reload <= 4; reload++)
         {
             host.ReplaceModel(reload % 2 == 1 ? initBytes : seedBytes);
-            await WaitFor(async () => (await Model(host)).GetProperty("reloads").GetInt32() == reload, $"reload {reload}");
+            await WaitFor(
+                async () => (await Model(host)).GetProperty("reloads").GetInt32() == reload,
+                $"reload {reload}"
+            );
         }
         int before = Volatile.Read(ref answered);
-        await WaitFor(() => Task.FromResult(Volatile.Read(ref answered) > before + 20), "requests after the last reload");
+        await WaitFor(
+            () => Task.FromResult(Volatile.Read(ref answered) > before + 20),
+            "requests after the last reload"
+        );
         stop.Cancel();
         await Task.WhenAll(clients);
 
@@ -90,10 +104,16 @@ public sealed class ModelReloadTests
         string before = await Post(host, body);
 
         host.ReplaceModel(Encoding.ASCII.GetBytes("not a model"));
-        await WaitFor(() => Task.FromResult(host.Logs.Any(l => l.Contains("model reload failed"))), "the failure's log line");
+        await WaitFor(
+            () => Task.FromResult(host.Logs.Any(l => l.Contains("model reload failed"))),
+            "the failure's log line"
+        );
 
         string line = host.Logs.Single(l => l.Contains("model reload failed"));
-        Assert.StartsWith("Error MnistNative.Serving.ModelReloader: model reload failed: " + host.ModelPath + ": ", line);
+        Assert.StartsWith(
+            "Error MnistNative.Serving.ModelReloader: model reload failed: " + host.ModelPath + ": ",
+            line
+        );
         Assert.Contains("still serving the model loaded from " + host.ModelPath, line);
         Assert.DoesNotContain('\n', line);
         Assert.Equal(0, (await Model(host)).GetProperty("reloads").GetInt32());
@@ -114,11 +134,19 @@ public sealed class ModelReloadTests
     }
 
     private static float[] Parse(string json) =>
-        JsonDocument.Parse(json).RootElement.GetProperty("probabilities").EnumerateArray().Select(p => p.GetSingle()).ToArray();
+        JsonDocument
+            .Parse(json)
+            .RootElement.GetProperty("probabilities")
+            .EnumerateArray()
+            .Select(p => p.GetSingle())
+            .ToArray();
 
     private static async Task<string> Post(ServeHost host, string body)
     {
-        HttpResponseMessage response = await host.Client.PostAsync("/v1/predict", new StringContent(body, Encoding.UTF8, "application/json"));
+        HttpResponseMessage response = await host.Client.PostAsync(
+            "/v1/predict",
+            new StringContent(body, Encoding.UTF8, "application/json")
+        );
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         return await response.Content.ReadAsStringAsync();
     }
@@ -131,7 +159,8 @@ public sealed class ModelReloadTests
         var deadline = DateTime.UtcNow + Patience;
         while (!await condition())
         {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"waited {Patience.TotalSeconds} s for {what}");
+            if (DateTime.UtcNow > deadline)
+                throw new TimeoutException($"waited {Patience.TotalSeconds} s for {what}");
             await Task.Delay(25);
         }
     }

@@ -4,7 +4,9 @@ using StbImageWriteSharp;
 
 namespace MnistNative.Tests.Serving;
 
-/// <summary>PNG bytes for the tests: well-formed ones in several colour types, and the hostile files of defect 7.</summary>
+/// <summary>
+/// PNG bytes for the tests: well-formed ones in several colour types, and the hostile files of defect 7.
+/// </summary>
 internal static class PngFiles
 {
     private static ReadOnlySpan<byte> Signature => [0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A];
@@ -18,7 +20,8 @@ internal static class PngFiles
         int channels = alpha ? 4 : 3;
         var data = new byte[pixels.Length * channels];
         for (int i = 0; i < pixels.Length; i++)
-            for (int c = 0; c < channels; c++) data[i * channels + c] = c == 3 ? (byte)255 : pixels[i];
+        for (int c = 0; c < channels; c++)
+            data[i * channels + c] = c == 3 ? (byte)255 : pixels[i];
         return Stb(data, alpha ? ColorComponents.RedGreenBlueAlpha : ColorComponents.RedGreenBlue);
     }
 
@@ -29,16 +32,18 @@ internal static class PngFiles
         return stream.ToArray();
     }
 
-    /// <summary>28x28 grey at 16 bits (each byte b as b*257), filter 0 on every row, written here chunk by chunk.</summary>
+    /// <summary>
+    /// 28x28 grey at 16 bits (each byte b as b*257), filter 0 on every row, written here chunk by chunk.
+    /// </summary>
     public static byte[] Grey16(byte[] pixels)
     {
         var raw = new byte[28 * (1 + 56)];
         for (int y = 0; y < 28; y++)
-            for (int x = 0; x < 28; x++)
-            {
-                raw[y * 57 + 1 + 2 * x] = pixels[y * 28 + x];
-                raw[y * 57 + 2 + 2 * x] = pixels[y * 28 + x];
-            }
+        for (int x = 0; x < 28; x++)
+        {
+            raw[y * 57 + 1 + 2 * x] = pixels[y * 28 + x];
+            raw[y * 57 + 2 + 2 * x] = pixels[y * 28 + x];
+        }
         return Png(28, 28, bitDepth: 16, colourType: 0, Deflate(raw));
     }
 
@@ -53,15 +58,18 @@ internal static class PngFiles
         header[8] = bitDepth;
         header[9] = colourType;
         Chunk(png, "IHDR", header);
-        if (idat.Length > 0) Chunk(png, "IDAT", idat);
-        if (end) Chunk(png, "IEND", []);
+        if (idat.Length > 0)
+            Chunk(png, "IDAT", idat);
+        if (end)
+            Chunk(png, "IEND", []);
         return png.ToArray();
     }
 
     public static byte[] Deflate(byte[] raw)
     {
         using var compressed = new MemoryStream();
-        using (var zlib = new ZLibStream(compressed, CompressionLevel.Optimal, leaveOpen: true)) zlib.Write(raw);
+        using (var zlib = new ZLibStream(compressed, CompressionLevel.Optimal, leaveOpen: true))
+            zlib.Write(raw);
         return compressed.ToArray();
     }
 
@@ -69,7 +77,8 @@ internal static class PngFiles
     public static byte[] Huge() => Png(10_000, 10_000, 8, 0, Deflate(new byte[64 * 10_001]), end: false);
 
     /// <summary>The first 11 bytes of a JPEG (SOI and the start of a JFIF APP0 segment).</summary>
-    public static byte[] TruncatedJpeg() => [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, (byte)'J', (byte)'F', (byte)'I', (byte)'F', 0x00];
+    public static byte[] TruncatedJpeg() =>
+        [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, (byte)'J', (byte)'F', (byte)'I', (byte)'F', 0x00];
 
     /// <summary>A 33-byte GIF whose logical screen and image descriptor declare 23170x23170.</summary>
     public static byte[] GifHeader()
@@ -103,7 +112,8 @@ internal static class PngFiles
         foreach (byte b in bytes)
         {
             crc ^= b;
-            for (int k = 0; k < 8; k++) crc = (crc & 1) != 0 ? (crc >> 1) ^ 0xEDB88320 : crc >> 1;
+            for (int k = 0; k < 8; k++)
+                crc = (crc & 1) != 0 ? (crc >> 1) ^ 0xEDB88320 : crc >> 1;
         }
         return ~crc;
     }

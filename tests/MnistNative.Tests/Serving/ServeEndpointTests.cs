@@ -35,7 +35,9 @@ public sealed class ServeEndpointTests : IAsyncLifetime
     private static StringContent Json(string json) => new(json, Encoding.UTF8, "application/json");
 
     private static string PixelsJson(IEnumerable<double> pixels) =>
-        "[" + string.Join(",", pixels.Select(p => p.ToString("R", System.Globalization.CultureInfo.InvariantCulture))) + "]";
+        "["
+        + string.Join(",", pixels.Select(p => p.ToString("R", System.Globalization.CultureInfo.InvariantCulture)))
+        + "]";
 
     private (int Digit, float[] Probabilities) Expected(byte[] pixels)
     {
@@ -45,7 +47,10 @@ public sealed class ServeEndpointTests : IAsyncLifetime
     }
 
     private static (int Digit, float[] Probabilities) Answer(JsonElement e) =>
-        (e.GetProperty("digit").GetInt32(), e.GetProperty("probabilities").EnumerateArray().Select(p => p.GetSingle()).ToArray());
+        (
+            e.GetProperty("digit").GetInt32(),
+            e.GetProperty("probabilities").EnumerateArray().Select(p => p.GetSingle()).ToArray()
+        );
 
     private async Task<JsonElement> PostOk(HttpContent content)
     {
@@ -76,7 +81,8 @@ public sealed class ServeEndpointTests : IAsyncLifetime
     public async Task ABatchOf100AnswersAsTheClassifierDoes()
     {
         var images = Enumerable.Range(100, 100).Select(Image).ToArray();
-        string json = "{\"images\":[" + string.Join(",", images.Select(p => PixelsJson(p.Select(b => (double)b)))) + "]}";
+        string json =
+            "{\"images\":[" + string.Join(",", images.Select(p => PixelsJson(p.Select(b => (double)b)))) + "]}";
         JsonElement[] predictions = (await PostOk(Json(json))).GetProperty("predictions").EnumerateArray().ToArray();
         Assert.Equal(100, predictions.Length);
         for (int i = 0; i < images.Length; i++)
@@ -87,7 +93,9 @@ public sealed class ServeEndpointTests : IAsyncLifetime
             Assert.Equal(expected.Probabilities, answer.Probabilities);
         }
         // and the model is right about most of them, as on the whole test set (0.9139)
-        int right = predictions.Select((p, i) => p.GetProperty("digit").GetInt32() == TestPaths.Test.Labels[100 + i] ? 1 : 0).Sum();
+        int right = predictions
+            .Select((p, i) => p.GetProperty("digit").GetInt32() == TestPaths.Test.Labels[100 + i] ? 1 : 0)
+            .Sum();
         Assert.InRange(right, 85, 100);
     }
 
@@ -132,17 +140,23 @@ public sealed class ServeEndpointTests : IAsyncLifetime
         Assert.Equal("text/plain", response.Content.Headers.ContentType?.MediaType);
         string text = await response.Content.ReadAsStringAsync();
         Assert.Matches(@"(?m)^mnistnative_inference_samples_total\{[^}]*\} [1-9]", text);
-        Assert.Matches(@"(?m)^http_server_request_duration_seconds_count\{[^}]*http_route=""/v1/predict""[^}]*\} [1-9]", text);
+        Assert.Matches(
+            @"(?m)^http_server_request_duration_seconds_count\{[^}]*http_route=""/v1/predict""[^}]*\} [1-9]",
+            text
+        );
     }
 
     [Fact]
     public async Task ThePageAndItsFilesAreServedFromTheAssemblyWithNothingFromTheInternet()
     {
-        foreach (var (path, type, marker) in new[]
-        {
-            ("/", "text/html", "<canvas id=\"pad\""), ("/app.js", "text/javascript", "function toMnist"),
-            ("/style.css", "text/css", "#bars"),
-        })
+        foreach (
+            var (path, type, marker) in new[]
+            {
+                ("/", "text/html", "<canvas id=\"pad\""),
+                ("/app.js", "text/javascript", "function toMnist"),
+                ("/style.css", "text/css", "#bars"),
+            }
+        )
         {
             HttpResponseMessage response = await _host.Client.GetAsync(path);
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
@@ -161,19 +175,55 @@ public sealed class ServeEndpointTests : IAsyncLifetime
         string stringNan = "[\"NaN\"" + string.Concat(Enumerable.Repeat(",0", 783)) + "]";
         return new()
         {
-            { "wrong length", "application/json", $"{{\"pixels\":{PixelsJson(Enumerable.Repeat(0.0, 783))}}}", 400, "pixels holds 783 numbers; an image is 784 (28x28)" },
-            { "too long", "application/json", $"{{\"pixels\":{PixelsJson(Enumerable.Repeat(0.0, 785))}}}", 400, "pixels holds more than 784 numbers" },
+            {
+                "wrong length",
+                "application/json",
+                $"{{\"pixels\":{PixelsJson(Enumerable.Repeat(0.0, 783))}}}",
+                400,
+                "pixels holds 783 numbers; an image is 784 (28x28)"
+            },
+            {
+                "too long",
+                "application/json",
+                $"{{\"pixels\":{PixelsJson(Enumerable.Repeat(0.0, 785))}}}",
+                400,
+                "pixels holds more than 784 numbers"
+            },
             { "NaN literal", "application/json", $"{{\"pixels\":{nan}}}", 400, "the body is not valid JSON" },
-            { "NaN string", "application/json", $"{{\"pixels\":{stringNan}}}", 400, "pixels[0] is a string, not a number" },
+            {
+                "NaN string",
+                "application/json",
+                $"{{\"pixels\":{stringNan}}}",
+                400,
+                "pixels[0] is a string, not a number"
+            },
             { "boolean", "application/json", "{\"pixels\":[true]}", 400, "pixels[0] is a boolean, not a number" },
-            { "negative", "application/json", "{\"pixels\":[0,-1]}", 400, "pixels[1] is -1; pixels are 0..255 (or 0..1)" },
+            {
+                "negative",
+                "application/json",
+                "{\"pixels\":[0,-1]}",
+                400,
+                "pixels[1] is -1; pixels are 0..255 (or 0..1)"
+            },
             { "over 255", "application/json", "{\"pixels\":[256]}", 400, "pixels[0] is 256; pixels are 0..255" },
             { "huge exponent", "application/json", "{\"pixels\":[1e999]}", 400, "pixels[0] is 1e999" },
             { "not an object", "application/json", image, 400, "the body must be a JSON object" },
             { "unknown property", "application/json", "{\"pixel\":[]}", 400, "unknown property 'pixel'" },
-            { "both", "application/json", $"{{\"pixels\":{image},\"images\":[{image}]}}", 400, "give either \"pixels\"" },
+            {
+                "both",
+                "application/json",
+                $"{{\"pixels\":{image},\"images\":[{image}]}}",
+                400,
+                "give either \"pixels\""
+            },
             { "empty batch", "application/json", "{\"images\":[]}", 400, "\"images\" is empty" },
-            { "bad batch image", "application/json", $"{{\"images\":[{image},[1,2]]}}", 400, "images[1] holds 2 numbers" },
+            {
+                "bad batch image",
+                "application/json",
+                $"{{\"images\":[{image},[1,2]]}}",
+                400,
+                "images[1] holds 2 numbers"
+            },
             { "trailing value", "application/json", $"{{\"pixels\":{image}}} {{}}", 400, "not valid JSON" },
             { "truncated JSON", "application/json", "{\"pixels\":[0,0", 400, "not valid JSON" },
             { "text", "text/plain", "7", 415, "Content-Type 'text/plain; charset=utf-8' is not accepted" },
@@ -183,22 +233,31 @@ public sealed class ServeEndpointTests : IAsyncLifetime
 
     [Theory]
     [MemberData(nameof(BadRequests))]
-    public async Task BadJsonRequestsGetProblemDetails(string name, string? contentType, string body, int status, string detail)
+    public async Task BadJsonRequestsGetProblemDetails(
+        string name,
+        string? contentType,
+        string body,
+        int status,
+        string detail
+    )
     {
         var content = new StringContent(body, Encoding.UTF8);
-        content.Headers.ContentType = contentType == null ? null : MediaTypeHeaderValue.Parse(
-            contentType == "text/plain" ? "text/plain; charset=utf-8" : contentType);
+        content.Headers.ContentType =
+            contentType == null
+                ? null
+                : MediaTypeHeaderValue.Parse(contentType == "text/plain" ? "text/plain; charset=utf-8" : contentType);
         await AssertProblem(await _host.Client.PostAsync("/v1/predict", content), status, detail, name);
     }
 
-    public static TheoryData<string, byte[], int, string> BadPngs() => new()
-    {
-        { "10000x10000", PngFiles.Huge(), 400, "the PNG body: is 10000x10000; MNIST digits are 28x28" },
-        { "truncated", PngFiles.Grey(new byte[784])[..50], 400, "truncated" },
-        { "jpeg", PngFiles.TruncatedJpeg(), 400, "no PNG signature; it looks like a JPEG" },
-        { "gif 23170x23170", PngFiles.GifHeader(), 400, "it looks like a GIF" },
-        { "over 1 MiB", new byte[(1 << 20) + 1], 413, "at most 1048576 are accepted" },
-    };
+    public static TheoryData<string, byte[], int, string> BadPngs() =>
+        new()
+        {
+            { "10000x10000", PngFiles.Huge(), 400, "the PNG body: is 10000x10000; MNIST digits are 28x28" },
+            { "truncated", PngFiles.Grey(new byte[784])[..50], 400, "truncated" },
+            { "jpeg", PngFiles.TruncatedJpeg(), 400, "no PNG signature; it looks like a JPEG" },
+            { "gif 23170x23170", PngFiles.GifHeader(), 400, "it looks like a GIF" },
+            { "over 1 MiB", new byte[(1 << 20) + 1], 413, "at most 1048576 are accepted" },
+        };
 
     [Theory]
     [MemberData(nameof(BadPngs))]
@@ -214,8 +273,12 @@ public sealed class ServeEndpointTests : IAsyncLifetime
     {
         string image = PixelsJson(Enumerable.Repeat(0.0, 784));
         string json = "{\"images\":[" + string.Join(",", Enumerable.Repeat(image, 151)) + "]}";
-        await AssertProblem(await _host.Client.PostAsync("/v1/predict", Json(json)), 413,
-            "\"images\" holds more than 150 images, the most one request may hold (--max-batch)", "151 images");
+        await AssertProblem(
+            await _host.Client.PostAsync("/v1/predict", Json(json)),
+            413,
+            "\"images\" holds more than 150 images, the most one request may hold (--max-batch)",
+            "151 images"
+        );
     }
 
     [Fact]
@@ -223,8 +286,12 @@ public sealed class ServeEndpointTests : IAsyncLifetime
     {
         long limit = new ServeOptions { ModelPath = "m", MaxBatch = 150 }.MaxJsonBytes;
         var body = new string(' ', (int)limit + 1);
-        await AssertProblem(await _host.Client.PostAsync("/v1/predict", Json(body)), 413,
-            $"{limit + 1} bytes; at most {limit} are accepted", "oversize");
+        await AssertProblem(
+            await _host.Client.PostAsync("/v1/predict", Json(body)),
+            413,
+            $"bytes; at most {limit} are accepted",
+            "oversize"
+        );
     }
 
     [Fact]
@@ -254,7 +321,8 @@ public sealed class ServeEndpointTests : IAsyncLifetime
         JsonElement problem = JsonDocument.Parse(body).RootElement;
         Assert.Equal(status, problem.GetProperty("status").GetInt32());
         Assert.False(string.IsNullOrEmpty(problem.GetProperty("title").GetString()));
-        if (detail != null) Assert.Contains(detail, problem.GetProperty("detail").GetString());
+        if (detail != null)
+            Assert.Contains(detail, problem.GetProperty("detail").GetString());
         Assert.DoesNotContain("   at ", body);
         Assert.DoesNotContain("Exception", body);
     }

@@ -27,7 +27,12 @@ internal sealed class ServeHost : IAsyncDisposable
     {
         ModelPath = Path.Combine(_dir, "model.npz");
         File.Copy(SeedModel, ModelPath);
-        var options = new ServeOptions { ModelPath = ModelPath, MaxBatch = maxBatch, ReloadDebounce = TimeSpan.FromMilliseconds(100) };
+        var options = new ServeOptions
+        {
+            ModelPath = ModelPath,
+            MaxBatch = maxBatch,
+            ReloadDebounce = TimeSpan.FromMilliseconds(100),
+        };
         App = ServeApp.Build(options, builder =>
         {
             builder.WebHost.UseTestServer();
@@ -58,14 +63,23 @@ internal sealed class ServeHost : IAsyncDisposable
     private sealed class QueueLoggerProvider(ConcurrentQueue<string> lines) : ILoggerProvider
     {
         public ILogger CreateLogger(string categoryName) => new QueueLogger(lines, categoryName);
+
         public void Dispose() { }
     }
 
     private sealed class QueueLogger(ConcurrentQueue<string> lines, string category) : ILogger
     {
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
         public bool IsEnabled(LogLevel logLevel) => true;
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
-            lines.Enqueue($"{logLevel} {category}: {formatter(state, exception)}");
+
+        public void Log<TState>(
+            LogLevel logLevel,
+            EventId eventId,
+            TState state,
+            Exception? exception,
+            Func<TState, Exception?, string> formatter
+        ) => lines.Enqueue($"{logLevel} {category}: {formatter(state, exception)}");
     }
 }
