@@ -20,6 +20,16 @@ if (args.Length >= 8 && args[0] == "abdeep")
     AbBench.RunDeep(args);
     return 0;
 }
+if (args.Length >= 4 && args[0] == "sparsekernels")
+{
+    SparseKernelBench.Run(args);
+    return 0;
+}
+if (args.Length >= 5 && args[0] == "kernelab")
+{
+    KernelAb.Run(args);
+    return 0;
+}
 if (args.Length >= 3 && args[0] == "kernels")
 {
     KernelBench.Run(args[1], int.Parse(args[2]));
