@@ -68,7 +68,7 @@ internal static unsafe class SparseKernelBench
         LabeledImages data = MnistFiles.Load(mnist).Train.Take(10_000);
         int hp = (hidden + 1) & ~1, hv = SimdBackend<TW, TVec>.SparseRowWidth(hp);
         int tiles = (data.Count + T - 1) / T;
-        using SparseImages images = SparseImages.Build(data.Pixels, data.Count, tiles * T, hv);
+        using SparseImages images = SparseImages.Build(data.Pixels, data.Count, tiles * T, hv, T);
         using var w1T = new NativeBuffer<float>(784 * hv);
         using var dw1T = new NativeBuffer<float>(784 * hv);
         using var b1 = new NativeBuffer<float>(hv);
@@ -82,10 +82,11 @@ internal static unsafe class SparseKernelBench
         for (int i = 0; i < dz1.Length; i++) dz1.Span[i] = (float)(rng.NextDouble() - 0.5);
         (string, Action<int>)[] kernels =
         [
-            ("SparseHiddenForward", t => SimdBackend<TW, TVec>.SparseHiddenForward(a1.Pointer, rows.Pointer, images.Entries.Pointer,
-                images.RowStart.Pointer + t * T, w1T.Pointer, b1.Pointer, values.Pointer, hp, hv)),
+            ("SparseHiddenForward", t => SimdBackend<TW, TVec>.SparseHiddenForward(a1.Pointer, rows.Pointer, images.Offsets.Pointer,
+                images.Values.Pointer, images.RowStart.Pointer + t * T, w1T.Pointer, b1.Pointer, hp, hv)),
             ("SparseHiddenWeightGradient", t => SimdBackend<TW, TVec>.SparseHiddenWeightGradient(dw1T.Pointer, rows.Pointer, dz1.Pointer,
-                images.Entries.Pointer, images.RowStart.Pointer + t * T, values.Pointer, hp, hv)),
+                images.Offsets.Pointer, images.Values.Pointer, images.RowStart.Pointer + t * T, images.ColumnEntries.Pointer, images.ColumnEntryStart.Pointer, images.ColumnOffset.Pointer,
+                images.TileColumnStart.Pointer[t], images.TileColumnStart.Pointer[t + 1], values.Pointer, hp, hv)),
         ];
         foreach (var (name, kernel) in kernels)
         {

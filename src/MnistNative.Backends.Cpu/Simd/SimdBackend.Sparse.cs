@@ -28,7 +28,7 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
 
     public KernelChoice? KernelChoice { get; private set; }
 
-    /// <summary>The floats 0..255, so that a pixel byte becomes a broadcast from memory (no conversion on the FP ports).</summary>
+    /// <summary>The floats 0..255: the column entries carry the byte, and a broadcast from this table costs no conversion.</summary>
     private static NativeBuffer<float> PixelValueTable()
     {
         var table = new NativeBuffer<float>(256);
@@ -64,7 +64,7 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
         (bool sparse, string reason) = DecideKernel(_kernelMode, density, _hp, _hv);
         if (sparse)
         {
-            _sparseImages = SparseImages.Build(train.Pixels, _n, _tiles * Tile, _hv);
+            _sparseImages = SparseImages.Build(train.Pixels, _n, _tiles * Tile, _hv, Tile);
             TransposeW1ToPixelMajor();
         }
         _sparse = sparse;
@@ -103,13 +103,17 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
         float* labels = _labels!.Pointer + tile * Tile;
         float* valid = _valid!.Pointer + tile * Tile;
         int* rowStart = _sparseImages!.RowStart.Pointer + tile * Tile;
-        uint* entries = _sparseImages.Entries.Pointer;
-        SparseHiddenForward(s.A1, s.Rows, entries, rowStart, _w1T.Pointer, _b1.Pointer, _pixelValues.Pointer, _hp, _hv);
+        int* offsets = _sparseImages.Offsets.Pointer;
+        float* values = _sparseImages.Values.Pointer;
+        SparseHiddenForward(s.A1, s.Rows, offsets, values, rowStart, _w1T.Pointer, _b1.Pointer, _hp, _hv);
         OutputForward(s.Z2, s.A1, _w2.Pointer, _b2.Pointer, _hp);
         Softmax(s.Z2, s.Z2, labels, valid, _measure, ref s.Correct, ref s.LossSum);
         OutputBackward(s.Z2, s.Dw2, s.Db2, s.Z2, labels, valid, s.A1, _hp);
         HiddenDelta(s.Dz1, s.Db1, s.Z2, _w2.Pointer, s.A1, _hp);
-        SparseHiddenWeightGradient(s.Dw1, s.Rows, s.Dz1, entries, rowStart, _pixelValues.Pointer, _hp, _hv);
+        SparseImages images = _sparseImages;
+        SparseHiddenWeightGradient(s.Dw1, s.Rows, s.Dz1, offsets, values, rowStart, images.ColumnEntries.Pointer, images.ColumnEntryStart.Pointer,
+            images.ColumnOffset.Pointer, images.TileColumnStart.Pointer[tile], images.TileColumnStart.Pointer[tile + 1],
+            _pixelValues.Pointer, _hp, _hv);
     }
 
     // z1 = x w1^T / 255 + b1; a1 = relu(z1), over the non-zero pixels only
@@ -117,21 +121,22 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
     // Each sample's z1 row is accumulated in registers, one broadcast pixel value times the pixel's weight row per
     // entry, then biased and ReLU'd as vectors and transposed into the hidden-major a1T the output layer reads.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void SparseHiddenForward(float* a1T, float* rows, uint* entries, int* rowStart, float* w1T, float* b1,
-        float* values, int hp, int hv)
+    internal static void SparseHiddenForward(float* a1T, float* rows, int* offsets, float* values, int* rowStart, float* w1T,
+        float* b1, int hp, int hv)
     {
         int w = TW.Count, vectors = hv / w;
         TVec scale = TW.Create(PixelScale);
         for (int s = 0; s < Tile; s++)
         {
-            uint* e = entries + rowStart[s];
+            int* o = offsets + rowStart[s];
+            float* x = values + rowStart[s];
             int count = rowStart[s + 1] - rowStart[s];
             float* z = rows + s * hv;
-            if (vectors == 1) GatherRow1(z, e, count, w1T, values);
-            else if (vectors == 2) GatherRow2(z, e, count, w1T, values);
-            else if (vectors == 4) GatherRow4(z, e, count, w1T, values);
+            if (vectors == 1) GatherRow1(z, o, x, count, w1T);
+            else if (vectors == 2) GatherRow2(z, o, x, count, w1T);
+            else if (vectors == 4) GatherRow4(z, o, x, count, w1T);
             else
-                for (int v = 0; v < vectors; v += 8) GatherRow8(z + v * w, e, count, w1T + v * w, values);
+                for (int v = 0; v < vectors; v += 8) GatherRow8(z + v * w, o, x, count, w1T + v * w);
             for (int v = 0; v < hv; v += w)
                 TW.Store(z + v, TW.Max(TW.MultiplyAdd(TW.Load(z + v), scale, TW.Load(b1 + v)), TW.Zero));
         }
@@ -139,72 +144,69 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
             for (int s = 0; s < Tile; s++) a1T[j * Tile + s] = rows[s * hv + j];
     }
 
-    // z (W) = sum over entries of value * w1T row; 4 accumulators so the FMA chain does not wait on its latency
+    // z (W) = sum over the non-zeros of value * w1T row; 4 accumulators so the FMA chain does not wait on its latency
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void GatherRow1(float* z, uint* e, int count, float* w1T, float* values)
+    private static void GatherRow1(float* z, int* o, float* x, int count, float* w1T)
     {
         TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero;
         int i = 0;
         for (; i + 4 <= count; i += 4)
         {
-            uint e0 = e[i], e1 = e[i + 1], e2 = e[i + 2], e3 = e[i + 3];
-            a0 = TW.MultiplyAdd(TW.Load(w1T + (e0 >> 8)), TW.Create(values[e0 & 0xFF]), a0);
-            a1 = TW.MultiplyAdd(TW.Load(w1T + (e1 >> 8)), TW.Create(values[e1 & 0xFF]), a1);
-            a2 = TW.MultiplyAdd(TW.Load(w1T + (e2 >> 8)), TW.Create(values[e2 & 0xFF]), a2);
-            a3 = TW.MultiplyAdd(TW.Load(w1T + (e3 >> 8)), TW.Create(values[e3 & 0xFF]), a3);
+            a0 = TW.MultiplyAdd(TW.Load(w1T + o[i]), TW.Create(x[i]), a0);
+            a1 = TW.MultiplyAdd(TW.Load(w1T + o[i + 1]), TW.Create(x[i + 1]), a1);
+            a2 = TW.MultiplyAdd(TW.Load(w1T + o[i + 2]), TW.Create(x[i + 2]), a2);
+            a3 = TW.MultiplyAdd(TW.Load(w1T + o[i + 3]), TW.Create(x[i + 3]), a3);
         }
-        for (; i < count; i++) a0 = TW.MultiplyAdd(TW.Create(values[e[i] & 0xFF]), TW.Load(w1T + (e[i] >> 8)), a0);
+        for (; i < count; i++) a0 = TW.MultiplyAdd(TW.Load(w1T + o[i]), TW.Create(x[i]), a0);
         TW.Store(z, TW.Add(TW.Add(a0, a1), TW.Add(a2, a3)));
     }
 
-    // z (2W): 2 vectors x 2 entries in flight
+    // z (2W): 2 vectors x 2 non-zeros in flight
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void GatherRow2(float* z, uint* e, int count, float* w1T, float* values)
+    private static void GatherRow2(float* z, int* o, float* x, int count, float* w1T)
     {
         int w = TW.Count;
         TVec a0 = TW.Zero, a1 = TW.Zero, b0 = TW.Zero, b1 = TW.Zero;
         int i = 0;
         for (; i + 2 <= count; i += 2)
         {
-            uint e0 = e[i], e1 = e[i + 1];
-            TVec v0 = TW.Create(values[e0 & 0xFF]), v1 = TW.Create(values[e1 & 0xFF]);
-            float* r0 = w1T + (e0 >> 8), r1 = w1T + (e1 >> 8);
-            a0 = TW.MultiplyAdd(v0, TW.Load(r0), a0); a1 = TW.MultiplyAdd(v0, TW.Load(r0 + w), a1);
-            b0 = TW.MultiplyAdd(v1, TW.Load(r1), b0); b1 = TW.MultiplyAdd(v1, TW.Load(r1 + w), b1);
+            TVec v0 = TW.Create(x[i]), v1 = TW.Create(x[i + 1]);
+            float* r0 = w1T + o[i], r1 = w1T + o[i + 1];
+            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
+            b0 = TW.MultiplyAdd(TW.Load(r1), v1, b0); b1 = TW.MultiplyAdd(TW.Load(r1 + w), v1, b1);
         }
         if (i < count)
         {
-            TVec v0 = TW.Create(values[e[i] & 0xFF]);
-            float* r0 = w1T + (e[i] >> 8);
-            a0 = TW.MultiplyAdd(v0, TW.Load(r0), a0); a1 = TW.MultiplyAdd(v0, TW.Load(r0 + w), a1);
+            TVec v0 = TW.Create(x[i]);
+            float* r0 = w1T + o[i];
+            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
         }
         TW.Store(z, TW.Add(a0, b0));
         TW.Store(z + w, TW.Add(a1, b1));
     }
 
-    // z (4W): 4 vectors x 2 entries in flight
+    // z (4W): 4 vectors x 2 non-zeros in flight
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void GatherRow4(float* z, uint* e, int count, float* w1T, float* values)
+    private static void GatherRow4(float* z, int* o, float* x, int count, float* w1T)
     {
         int w = TW.Count;
         TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero, b3 = TW.Zero;
         int i = 0;
         for (; i + 2 <= count; i += 2)
         {
-            uint e0 = e[i], e1 = e[i + 1];
-            TVec v0 = TW.Create(values[e0 & 0xFF]), v1 = TW.Create(values[e1 & 0xFF]);
-            float* r0 = w1T + (e0 >> 8), r1 = w1T + (e1 >> 8);
-            a0 = TW.MultiplyAdd(v0, TW.Load(r0), a0); a1 = TW.MultiplyAdd(v0, TW.Load(r0 + w), a1);
-            a2 = TW.MultiplyAdd(v0, TW.Load(r0 + 2 * w), a2); a3 = TW.MultiplyAdd(v0, TW.Load(r0 + 3 * w), a3);
-            b0 = TW.MultiplyAdd(v1, TW.Load(r1), b0); b1 = TW.MultiplyAdd(v1, TW.Load(r1 + w), b1);
-            b2 = TW.MultiplyAdd(v1, TW.Load(r1 + 2 * w), b2); b3 = TW.MultiplyAdd(v1, TW.Load(r1 + 3 * w), b3);
+            TVec v0 = TW.Create(x[i]), v1 = TW.Create(x[i + 1]);
+            float* r0 = w1T + o[i], r1 = w1T + o[i + 1];
+            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
+            a2 = TW.MultiplyAdd(TW.Load(r0 + 2 * w), v0, a2); a3 = TW.MultiplyAdd(TW.Load(r0 + 3 * w), v0, a3);
+            b0 = TW.MultiplyAdd(TW.Load(r1), v1, b0); b1 = TW.MultiplyAdd(TW.Load(r1 + w), v1, b1);
+            b2 = TW.MultiplyAdd(TW.Load(r1 + 2 * w), v1, b2); b3 = TW.MultiplyAdd(TW.Load(r1 + 3 * w), v1, b3);
         }
         if (i < count)
         {
-            TVec v0 = TW.Create(values[e[i] & 0xFF]);
-            float* r0 = w1T + (e[i] >> 8);
-            a0 = TW.MultiplyAdd(v0, TW.Load(r0), a0); a1 = TW.MultiplyAdd(v0, TW.Load(r0 + w), a1);
-            a2 = TW.MultiplyAdd(v0, TW.Load(r0 + 2 * w), a2); a3 = TW.MultiplyAdd(v0, TW.Load(r0 + 3 * w), a3);
+            TVec v0 = TW.Create(x[i]);
+            float* r0 = w1T + o[i];
+            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
+            a2 = TW.MultiplyAdd(TW.Load(r0 + 2 * w), v0, a2); a3 = TW.MultiplyAdd(TW.Load(r0 + 3 * w), v0, a3);
         }
         TW.Store(z, TW.Add(a0, b0)); TW.Store(z + w, TW.Add(a1, b1));
         TW.Store(z + 2 * w, TW.Add(a2, b2)); TW.Store(z + 3 * w, TW.Add(a3, b3));
@@ -212,32 +214,34 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
 
     // z (8W) of a wider row: 8 independent accumulators are enough to cover the FMA latency
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void GatherRow8(float* z, uint* e, int count, float* w1T, float* values)
+    private static void GatherRow8(float* z, int* o, float* x, int count, float* w1T)
     {
         int w = TW.Count;
         TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero, a5 = TW.Zero, a6 = TW.Zero, a7 = TW.Zero;
         for (int i = 0; i < count; i++)
         {
-            uint e0 = e[i];
-            TVec v = TW.Create(values[e0 & 0xFF]);
-            float* r = w1T + (e0 >> 8);
-            a0 = TW.MultiplyAdd(v, TW.Load(r), a0); a1 = TW.MultiplyAdd(v, TW.Load(r + w), a1);
-            a2 = TW.MultiplyAdd(v, TW.Load(r + 2 * w), a2); a3 = TW.MultiplyAdd(v, TW.Load(r + 3 * w), a3);
-            a4 = TW.MultiplyAdd(v, TW.Load(r + 4 * w), a4); a5 = TW.MultiplyAdd(v, TW.Load(r + 5 * w), a5);
-            a6 = TW.MultiplyAdd(v, TW.Load(r + 6 * w), a6); a7 = TW.MultiplyAdd(v, TW.Load(r + 7 * w), a7);
+            TVec v = TW.Create(x[i]);
+            float* r = w1T + o[i];
+            a0 = TW.MultiplyAdd(TW.Load(r), v, a0); a1 = TW.MultiplyAdd(TW.Load(r + w), v, a1);
+            a2 = TW.MultiplyAdd(TW.Load(r + 2 * w), v, a2); a3 = TW.MultiplyAdd(TW.Load(r + 3 * w), v, a3);
+            a4 = TW.MultiplyAdd(TW.Load(r + 4 * w), v, a4); a5 = TW.MultiplyAdd(TW.Load(r + 5 * w), v, a5);
+            a6 = TW.MultiplyAdd(TW.Load(r + 6 * w), v, a6); a7 = TW.MultiplyAdd(TW.Load(r + 7 * w), v, a7);
         }
         TW.Store(z, a0); TW.Store(z + w, a1); TW.Store(z + 2 * w, a2); TW.Store(z + 3 * w, a3);
         TW.Store(z + 4 * w, a4); TW.Store(z + 5 * w, a5); TW.Store(z + 6 * w, a6); TW.Store(z + 7 * w, a7);
     }
 
     // dw1 += dz1^T x over the non-zero pixels only
-    //      dz1T (Hp, Tile), entries (rows of the tile's samples) -> rows (Tile, Hv) scratch, dw1T (784, Hv) partial
-    // dz1 is transposed to sample-major rows first; then each entry of sample s adds value * dz1[s] to its pixel's
-    // gradient row, with dz1[s] held in registers. The rows a sample touches are distinct, so the read-modify-writes
-    // of one sample do not wait on each other; samples are added in order, so the sums are deterministic.
+    //      dz1T (Hp, Tile), the tile's non-zeros -> rows (Tile, Hv) scratch, dw1T (784, Hv) partial
+    // dz1 is transposed to sample-major rows first (Tile x Hv floats: 2 KB at H=10, 16 KB at H=128, in L1).
+    // Rows of 4 or more vectors (CSC): for each pixel column the tile's samples that light it add value * dz1[s]
+    // in registers, and the column's gradient row is read and written once per tile. Rows of 1 or 2 vectors (H=10):
+    // each non-zero of the CSR adds value * dz1[s] straight into its pixel's gradient row (a read-modify-write of
+    // one or two vectors); the column walk's per-column overhead and index multiply cost more there than they save.
+    // Both in a fixed order: deterministic. See docs/journal/sparse-training.md for the A/B.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void SparseHiddenWeightGradient(float* dw1T, float* rows, float* dz1T, uint* entries, int* rowStart,
-        float* values, int hp, int hv)
+    internal static void SparseHiddenWeightGradient(float* dw1T, float* rows, float* dz1T, int* offsets, float* pixels,
+        int* rowStart, ushort* entries, int* entryStart, int* columnOffset, int firstColumn, int endColumn, float* valueTable, int hp, int hv)
     {
         int w = TW.Count, vectors = hv / w;
         for (int s = 0; s < Tile; s++)
@@ -246,82 +250,104 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
             for (int j = 0; j < hp; j++) g[j] = dz1T[j * Tile + s];
             for (int j = hp; j < hv; j++) g[j] = 0;
         }
-        for (int s = 0; s < Tile; s++)
+        if (vectors <= 2)
         {
-            uint* e = entries + rowStart[s];
-            int count = rowStart[s + 1] - rowStart[s];
-            float* g = rows + s * hv;
-            if (vectors == 1) ScatterRow1(dw1T, g, e, count, values);
-            else if (vectors == 2) ScatterRow2(dw1T, g, e, count, values);
-            else if (vectors == 4) ScatterRow4(dw1T, g, e, count, values);
+            for (int s = 0; s < Tile; s++)
+            {
+                int* o = offsets + rowStart[s];
+                float* x = pixels + rowStart[s];
+                int count = rowStart[s + 1] - rowStart[s];
+                if (vectors == 1) ScatterRow1(dw1T, rows + s * hv, o, x, count);
+                else ScatterRow2(dw1T, rows + s * hv, o, x, count);
+            }
+            return;
+        }
+        for (int c = firstColumn; c < endColumn; c++)
+        {
+            ushort* e = entries + entryStart[c];
+            int count = entryStart[c + 1] - entryStart[c];
+            float* d = dw1T + columnOffset[c];
+            if (vectors == 4) ColumnSum4(d, rows, e, count, valueTable, hv);
             else
-                for (int v = 0; v < vectors; v += 8) ScatterRow8(dw1T + v * w, g + v * w, e, count, values);
+                for (int v = 0; v < vectors; v += 8) ColumnSum8(d + v * w, rows + v * w, e, count, valueTable, hv);
         }
     }
 
+    // dw1T rows += value * g (W) for each of one sample's non-zeros
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ScatterRow1(float* dw1T, float* g, uint* e, int count, float* values)
+    private static void ScatterRow1(float* dw1T, float* g, int* o, float* x, int count)
     {
         TVec g0 = TW.Load(g);
         for (int i = 0; i < count; i++)
         {
-            uint e0 = e[i];
-            float* r = dw1T + (e0 >> 8);
-            TW.Store(r, TW.MultiplyAdd(TW.Create(values[e0 & 0xFF]), g0, TW.Load(r)));
+            float* r = dw1T + o[i];
+            TW.Store(r, TW.MultiplyAdd(g0, TW.Create(x[i]), TW.Load(r)));
         }
     }
 
+    // dw1T rows += value * g (2W) for each of one sample's non-zeros
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ScatterRow2(float* dw1T, float* g, uint* e, int count, float* values)
+    private static void ScatterRow2(float* dw1T, float* g, int* o, float* x, int count)
     {
         int w = TW.Count;
         TVec g0 = TW.Load(g), g1 = TW.Load(g + w);
         for (int i = 0; i < count; i++)
         {
-            uint e0 = e[i];
-            float* r = dw1T + (e0 >> 8);
-            TVec v = TW.Create(values[e0 & 0xFF]);
+            float* r = dw1T + o[i];
+            TVec v = TW.Create(x[i]);
             TW.Store(r, TW.MultiplyAdd(v, g0, TW.Load(r)));
             TW.Store(r + w, TW.MultiplyAdd(v, g1, TW.Load(r + w)));
         }
     }
 
+    // d (4W): 4 vectors x 2 chains
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ScatterRow4(float* dw1T, float* g, uint* e, int count, float* values)
+    private static void ColumnSum4(float* d, float* rows, ushort* e, int count, float* valueTable, int hv)
     {
         int w = TW.Count;
-        TVec g0 = TW.Load(g), g1 = TW.Load(g + w), g2 = TW.Load(g + 2 * w), g3 = TW.Load(g + 3 * w);
-        for (int i = 0; i < count; i++)
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero, b3 = TW.Zero;
+        int i = 0;
+        for (; i + 2 <= count; i += 2)
         {
-            uint e0 = e[i];
-            float* r = dw1T + (e0 >> 8);
-            TVec v = TW.Create(values[e0 & 0xFF]);
-            TW.Store(r, TW.MultiplyAdd(v, g0, TW.Load(r)));
-            TW.Store(r + w, TW.MultiplyAdd(v, g1, TW.Load(r + w)));
-            TW.Store(r + 2 * w, TW.MultiplyAdd(v, g2, TW.Load(r + 2 * w)));
-            TW.Store(r + 3 * w, TW.MultiplyAdd(v, g3, TW.Load(r + 3 * w)));
+            int e0 = e[i], e1 = e[i + 1];
+            TVec v0 = TW.Create(valueTable[e0 & 0xFF]), v1 = TW.Create(valueTable[e1 & 0xFF]);
+            float* r0 = rows + (e0 >> 8) * hv, r1 = rows + (e1 >> 8) * hv;
+            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
+            a2 = TW.MultiplyAdd(TW.Load(r0 + 2 * w), v0, a2); a3 = TW.MultiplyAdd(TW.Load(r0 + 3 * w), v0, a3);
+            b0 = TW.MultiplyAdd(TW.Load(r1), v1, b0); b1 = TW.MultiplyAdd(TW.Load(r1 + w), v1, b1);
+            b2 = TW.MultiplyAdd(TW.Load(r1 + 2 * w), v1, b2); b3 = TW.MultiplyAdd(TW.Load(r1 + 3 * w), v1, b3);
         }
+        if (i < count)
+        {
+            TVec v0 = TW.Create(valueTable[e[i] & 0xFF]);
+            float* r0 = rows + (e[i] >> 8) * hv;
+            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
+            a2 = TW.MultiplyAdd(TW.Load(r0 + 2 * w), v0, a2); a3 = TW.MultiplyAdd(TW.Load(r0 + 3 * w), v0, a3);
+        }
+        TW.Store(d, TW.Add(TW.Load(d), TW.Add(a0, b0))); TW.Store(d + w, TW.Add(TW.Load(d + w), TW.Add(a1, b1)));
+        TW.Store(d + 2 * w, TW.Add(TW.Load(d + 2 * w), TW.Add(a2, b2)));
+        TW.Store(d + 3 * w, TW.Add(TW.Load(d + 3 * w), TW.Add(a3, b3)));
     }
 
+    // d (8W) of a wider row: 8 independent chains
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ScatterRow8(float* dw1T, float* g, uint* e, int count, float* values)
+    private static void ColumnSum8(float* d, float* rows, ushort* e, int count, float* valueTable, int hv)
     {
         int w = TW.Count;
-        TVec g0 = TW.Load(g), g1 = TW.Load(g + w), g2 = TW.Load(g + 2 * w), g3 = TW.Load(g + 3 * w);
-        TVec g4 = TW.Load(g + 4 * w), g5 = TW.Load(g + 5 * w), g6 = TW.Load(g + 6 * w), g7 = TW.Load(g + 7 * w);
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero, a5 = TW.Zero, a6 = TW.Zero, a7 = TW.Zero;
         for (int i = 0; i < count; i++)
         {
-            uint e0 = e[i];
-            float* r = dw1T + (e0 >> 8);
-            TVec v = TW.Create(values[e0 & 0xFF]);
-            TW.Store(r, TW.MultiplyAdd(v, g0, TW.Load(r)));
-            TW.Store(r + w, TW.MultiplyAdd(v, g1, TW.Load(r + w)));
-            TW.Store(r + 2 * w, TW.MultiplyAdd(v, g2, TW.Load(r + 2 * w)));
-            TW.Store(r + 3 * w, TW.MultiplyAdd(v, g3, TW.Load(r + 3 * w)));
-            TW.Store(r + 4 * w, TW.MultiplyAdd(v, g4, TW.Load(r + 4 * w)));
-            TW.Store(r + 5 * w, TW.MultiplyAdd(v, g5, TW.Load(r + 5 * w)));
-            TW.Store(r + 6 * w, TW.MultiplyAdd(v, g6, TW.Load(r + 6 * w)));
-            TW.Store(r + 7 * w, TW.MultiplyAdd(v, g7, TW.Load(r + 7 * w)));
+            int e0 = e[i];
+            TVec v = TW.Create(valueTable[e0 & 0xFF]);
+            float* r = rows + (e0 >> 8) * hv;
+            a0 = TW.MultiplyAdd(TW.Load(r), v, a0); a1 = TW.MultiplyAdd(TW.Load(r + w), v, a1);
+            a2 = TW.MultiplyAdd(TW.Load(r + 2 * w), v, a2); a3 = TW.MultiplyAdd(TW.Load(r + 3 * w), v, a3);
+            a4 = TW.MultiplyAdd(TW.Load(r + 4 * w), v, a4); a5 = TW.MultiplyAdd(TW.Load(r + 5 * w), v, a5);
+            a6 = TW.MultiplyAdd(TW.Load(r + 6 * w), v, a6); a7 = TW.MultiplyAdd(TW.Load(r + 7 * w), v, a7);
         }
+        TW.Store(d, TW.Add(TW.Load(d), a0)); TW.Store(d + w, TW.Add(TW.Load(d + w), a1));
+        TW.Store(d + 2 * w, TW.Add(TW.Load(d + 2 * w), a2)); TW.Store(d + 3 * w, TW.Add(TW.Load(d + 3 * w), a3));
+        TW.Store(d + 4 * w, TW.Add(TW.Load(d + 4 * w), a4)); TW.Store(d + 5 * w, TW.Add(TW.Load(d + 5 * w), a5));
+        TW.Store(d + 6 * w, TW.Add(TW.Load(d + 6 * w), a6)); TW.Store(d + 7 * w, TW.Add(TW.Load(d + 7 * w), a7));
     }
 }
