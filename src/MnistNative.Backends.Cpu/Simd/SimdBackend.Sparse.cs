@@ -17,7 +17,7 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
     /// the gradient rows, the transposes around the kernels). Auto picks sparse when density x Hv / Hp x this is
     /// below 1. See docs/journal/sparse-training.md for the measurement.
     /// </summary>
-    internal const double SparseLaneCost = 2.0;
+    internal const double SparseLaneCost = 3.0;
 
     private readonly int _hv;                  // floats per pixel row of w1T, dw1T and the (Tile, Hv) row buffers
     private readonly NativeBuffer<float> _w1T, _dw1T; // (784, Hv): layer 1 pixel-major, for the sparse kernels
