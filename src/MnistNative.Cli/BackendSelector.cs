@@ -11,7 +11,8 @@ namespace MnistNative.Cli;
 /// --opencl-variant, --profile and --kernel (the layer-1 kernels: dense, sparse or auto).
 /// </summary>
 public sealed record BackendRequest(string Backend, Precision Precision, int Hidden, int? Threads = null, string? Device = null,
-    string? KernelsDir = null, string? OpenClVariant = null, bool Profiling = false, KernelMode Kernel = KernelMode.Auto);
+    string? KernelsDir = null, string? OpenClVariant = null, bool Profiling = false,
+        KernelMode Kernel = KernelMode.Auto);
 
 /// <summary>
 /// The one place that turns a request into a backend. `auto` explains what it picked and why; a forced
@@ -32,18 +33,22 @@ public static class BackendSelector
         "auto" => KernelMode.Auto,
         "dense" => KernelMode.Dense,
         "sparse" => KernelMode.Sparse,
-        _ => throw new ArgumentException($"--kernel: unknown kernel '{value}' (choose from {string.Join(", ", KernelNames)})"),
+        _ => throw new ArgumentException(
+            $"--kernel: unknown kernel '{value}' (choose from {string.Join(", ", KernelNames)})"),
     };
 
-    /// <summary>One line on which layer-1 kernel a backend runs and why (after Upload); null for a backend without a choice.</summary>
+    /// <summary>One line on which layer-1 kernel a backend runs and why (after Upload); null for a backend without a
+    /// choice.</summary>
     public static string? DescribeKernel(ITrainingBackend backend) =>
         backend is IKernelChoosingBackend { KernelChoice: { } c } ? $"kernel {c.Name}: {c.Reason}" : null;
 
     public static ITrainingBackend Create(BackendRequest request, Action<string> explain)
     {
-        if (request.Kernel == KernelMode.Sparse && request.Backend != "auto" && !SparseBackends.Contains(request.Backend))
+        if (request.Kernel == KernelMode.Sparse && request.Backend != "auto"
+            && !SparseBackends.Contains(request.Backend))
             throw new BackendUnavailableException(
-                $"backend {request.Backend} has no sparse kernels; --kernel sparse goes with {string.Join(" or ", SparseBackends)}");
+                $"backend {request.Backend} has no sparse kernels; " +
+                $"--kernel sparse goes with {string.Join(" or ", SparseBackends)}");
         switch (request.Backend)
         {
             case "auto":
@@ -85,7 +90,8 @@ public static class BackendSelector
             return CreateScalar(request);
         }
         if (request.Kernel == KernelMode.Sparse)
-            explain("backend auto: not opencl (--kernel sparse: the sparse kernels are on " + string.Join(" and ", SparseBackends) + ")");
+            explain("backend auto: not opencl (--kernel sparse: the sparse kernels are on " + string.Join(" and ",
+                SparseBackends) + ")");
         else if (!OpenClRuntime.TryProbe(out string reason, out var devices))
             explain($"backend auto: no OpenCL GPU ({reason})");
         else if (devices.FirstOrDefault(d => d.Type == OpenClDeviceType.Gpu) is { } gpu)
@@ -116,8 +122,10 @@ public static class BackendSelector
     {
         if (request.Kernel == KernelMode.Sparse)
             throw new BackendUnavailableException(
-                $"backend scalar has no sparse kernels; --kernel sparse goes with {string.Join(" or ", SparseBackends)}");
-        return request.Precision == Precision.F64 ? new ReferenceBackend<double>(request.Hidden) : new ReferenceBackend<float>(request.Hidden);
+                "backend scalar has no sparse kernels; " +
+                $"--kernel sparse goes with {string.Join(" or ", SparseBackends)}");
+        return request.Precision == Precision.F64 ? new ReferenceBackend<double>(request.Hidden)
+            : new ReferenceBackend<float>(request.Hidden);
     }
 
     private static ITrainingBackend CreateOpenCl(BackendRequest request) => new OpenClBackend(request.Hidden, new OpenClBackendOptions

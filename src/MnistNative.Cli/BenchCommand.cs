@@ -18,12 +18,13 @@ public sealed partial class CliApp
         var threads = IntOption("--threads", "Threads for the multi-threaded backends and the FMA peak loop (default: all cores).", Environment.ProcessorCount, 1, 1024, "N");
         var kernel = new Option<string>("--kernel")
         {
-            Description = "Layer-1 kernels, comma-separated: auto, dense, sparse (avx2/avx512). Each backend is measured with each " +
-                "kernel it has, e.g. --kernel dense,sparse for the A/B.",
+            Description = "Layer-1 kernels, comma-separated: auto, dense, sparse (avx2/avx512). " +
+                "Each backend is measured with each kernel it has, e.g. --kernel dense,sparse for the A/B.",
             DefaultValueFactory = _ => "auto",
             HelpName = "LIST",
         };
-        var rounds = IntOption("--rounds", "Interleave the measurement: each round times --iterations steps of every backend and kernel " +
+        var rounds = IntOption("--rounds",
+            "Interleave the measurement: each round times --iterations steps of every backend and kernel " +
             "in turn (a shared, noisy machine then hits them alike); medians are over all rounds.", 1, 1, 1000, "N");
         var data = DataOption();
         var json = JsonOption("the machine, the FMA peaks and one result per backend and kernel");
@@ -50,7 +51,8 @@ public sealed partial class CliApp
             List<string> kernelNames = parse.GetValue(kernel)!
                 .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct().ToList();
             KernelMode[] kernelModes = kernelNames.Select(BackendSelector.ParseKernel).ToArray();
-            if (kernelModes.Length == 0) throw new ArgumentException("--kernel: give at least one of auto, dense, sparse");
+            if (kernelModes.Length == 0)
+                throw new ArgumentException("--kernel: give at least one of auto, dense, sparse");
             int roundCount = parse.GetValue(rounds);
 
             Dictionary<string, double> peaks = MeasurePeaks(threadCount);
@@ -67,10 +69,12 @@ public sealed partial class CliApp
                     foreach (KernelMode mode in kernelModes)
                     {
                         ITrainingBackend backend;
-                        try { backend = BackendSelector.Create(new BackendRequest(name, Precision.F32, h, threadCount, Kernel: mode), _ => { }); }
+                        try { backend = BackendSelector.Create(new BackendRequest(name, Precision.F32, h, threadCount,
+                            Kernel: mode), _ => { }); }
                         catch (BackendUnavailableException e)
                         {
-                            human.WriteLine($"{name} (--kernel {mode.ToString().ToLowerInvariant()}): skipped ({e.Message})");
+                            string requested = mode.ToString().ToLowerInvariant();
+                            human.WriteLine($"{name} (--kernel {requested}): skipped ({e.Message})");
                             continue;
                         }
                         var run = new BenchRun(name, mode, backend, new double[roundCount * steps]);
@@ -102,8 +106,9 @@ public sealed partial class CliApp
                     double? peak = peaks.TryGetValue(width, out double p) ? p : null;
                     KernelChoice? choice = (run.Backend as IKernelChoosingBackend)?.KernelChoice;
                     double usefulGflops = usefulFlops / (median / 1000) / 1e9;
-                    results.Add(new BenchResult(run.Name, run.Backend.Info.Device, run.Backend.Info.Threads, median, times[0], times[^1],
-                        gflops, gflops / peak, width, 0, Evaluation.Accuracy(predictions, test.Labels))
+                    results.Add(new BenchResult(run.Name, run.Backend.Info.Device, run.Backend.Info.Threads, median,
+                        times[0], times[^1], gflops, gflops / peak, width, 0,
+                        Evaluation.Accuracy(predictions, test.Labels))
                     {
                         Kernel = choice?.Name ?? "dense",
                         KernelRequested = run.Mode.ToString().ToLowerInvariant(),
@@ -125,20 +130,26 @@ public sealed partial class CliApp
             if (asJson)
             {
                 Out.WriteLine(JsonSerializer.Serialize(new BenchReport(MachineInfo(), peaks, results,
-                    new BenchWorkload(train.Count, h, steps, flops / 1e6) { Rounds = roundCount, Density = density, UsefulMflopPerIteration = usefulFlops / 1e6 }), JsonOutput.Options));
+                    new BenchWorkload(train.Count, h, steps, flops / 1e6) { Rounds = roundCount, Density = density,
+                        UsefulMflopPerIteration = usefulFlops / 1e6 }), JsonOutput.Options));
                 return ExitCodes.Ok;
             }
             Out.WriteLine();
             Out.WriteLine($"Training step, 784-{h}-10 on {train.Count} images ({flops / 1e6:F0} MFLOP), {steps} timed steps after 3 warm-up; test accuracy after them");
-            Out.WriteLine($"{"backend",-8} {"kernel",-6} {"threads",7} {"median ms",10} {"min",8} {"max",8} {"GFLOP/s",8} {"% peak",7} " +
+            Out.WriteLine($"{"backend",-8} {"kernel",-6} {"threads",7} {"median ms",10} {"min",8} {"max",8} " +
+                $"{"GFLOP/s",8} {"% peak",7} " +
                 $"{"useful",8} {"% peak",7} {"vs scalar",9} {"test acc",8}  device");
             foreach (BenchResult r in results)
-                Out.WriteLine($"{r.Backend,-8} {r.Kernel,-6} {r.Threads,7} {r.MsPerIteration,10:F3} {r.MinMs,8:F3} {r.MaxMs,8:F3} {r.Gflops,8:F1} " +
+                Out.WriteLine($"{r.Backend,-8} {r.Kernel,-6} {r.Threads,7} {r.MsPerIteration,10:F3} " +
+                    $"{r.MinMs,8:F3} {r.MaxMs,8:F3} {r.Gflops,8:F1} " +
                     $"{Percent(r.PeakFraction),7} {r.UsefulGflops,8:F1} {Percent(r.UsefulPeakFraction),7} " +
-                    $"{(r.SpeedupVsScalar is double x ? x.ToString("F1") + "x" : "-"),9} {r.TestAccuracy,8:F4}  {r.Device}");
+                    $"{(r.SpeedupVsScalar is double x ? x.ToString("F1") + "x" : "-"),9} " +
+                    $"{r.TestAccuracy,8:F4}  {r.Device}");
             Out.WriteLine($"% peak: against the FMA peak measured above for the backend's vector width (scalar: one lane of the 256-bit peak; OpenCL on a CPU: the widest).");
-            Out.WriteLine($"GFLOP/s counts the dense step ({flops / 1e6:F0} MFLOP, every pixel); useful GFLOP/s counts layer 1's products over the " +
-                $"non-zero pixels only ({usefulFlops / 1e6:F0} MFLOP: {density:P1} of the pixels are non-zero), the work a sparse kernel has to do.");
+            Out.WriteLine($"GFLOP/s counts the dense step ({flops / 1e6:F0} MFLOP, every pixel); " +
+                "useful GFLOP/s counts layer 1's products over the non-zero pixels only " +
+                $"({usefulFlops / 1e6:F0} MFLOP: {density:P1} of the pixels are non-zero), " +
+                "the work a sparse kernel has to do.");
             return ExitCodes.Ok;
         }));
         return command;
@@ -189,12 +200,14 @@ public sealed partial class CliApp
 public sealed record BenchResult(string Backend, string Device, int Threads, double MsPerIteration, double MinMs, double MaxMs, double Gflops,
     double? PeakFraction, string PeakWidth, double? SpeedupVsScalar, double TestAccuracy)
 {
-    /// <summary>The layer-1 kernel that ran ("dense" or "sparse"), what --kernel asked for, and the backend's reason.</summary>
+    /// <summary>The layer-1 kernel that ran ("dense" or "sparse"), what --kernel asked for, and the backend's
+    /// reason.</summary>
     public string Kernel { get; init; } = "dense";
     public string KernelRequested { get; init; } = "auto";
     public string KernelReason { get; init; } = "";
 
-    /// <summary>GFLOP/s counting layer 1's two products over the non-zero pixels only, and its fraction of the peak.</summary>
+    /// <summary>GFLOP/s counting layer 1's two products over the non-zero pixels only, and its fraction of the
+    /// peak.</summary>
     public double UsefulGflops { get; init; }
     public double? UsefulPeakFraction { get; init; }
 }
@@ -205,7 +218,8 @@ public sealed record BenchWorkload(int TrainCount, int Hidden, int TimedIteratio
 {
     public int Rounds { get; init; } = 1;
 
-    /// <summary>Fraction of non-zero training pixels, and the step's FLOPs over them (layer 1's products scaled by it).</summary>
+    /// <summary>Fraction of non-zero training pixels, and the step's FLOPs over them (layer 1's products scaled by
+    /// it).</summary>
     public double Density { get; init; }
     public double UsefulMflopPerIteration { get; init; }
 }

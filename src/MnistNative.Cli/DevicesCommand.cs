@@ -8,8 +8,9 @@ namespace MnistNative.Cli;
 public sealed partial class CliApp
 {
     private const string KernelAutoRule =
-        "auto: decided at upload from the training images: sparse when the non-zero fraction x the sparse lanes per non-zero pixel " +
-        "/ the dense lanes per pixel x 3 (the measured cost of a sparse lane) is below 1 (MNIST: 19% non-zero -> sparse; " +
+        "auto: decided at upload from the training images: sparse when the non-zero fraction " +
+        "x the sparse lanes per non-zero pixel / the dense lanes per pixel " +
+        "x 3 (the measured cost of a sparse lane) is below 1 (MNIST: 19% non-zero -> sparse; " +
         "standardised pixels without zeros -> dense); train prints the choice and the figures on stderr.";
 
     private Command DevicesCommand()
@@ -29,7 +30,8 @@ public sealed partial class CliApp
                     opencl = openCl ? (object)devices : new { unavailable = openClReason },
                     backends = BackendSelector.Names.Where(n => n != "auto").ToDictionary(n => n, n => BackendSelector.Availability(n) ?? "can run"),
                     layer1_kernels = BackendSelector.Names.Where(n => n != "auto")
-                        .ToDictionary(n => n, n => BackendSelector.SparseBackends.Contains(n) ? "dense, sparse" : "dense"),
+                        .ToDictionary(n => n, n => BackendSelector.SparseBackends.Contains(n) ? "dense, sparse"
+                            : "dense"),
                     kernel_auto = KernelAutoRule,
                 }, JsonOutput.Options));
                 return ExitCodes.Ok;
@@ -48,7 +50,8 @@ public sealed partial class CliApp
             foreach (string name in BackendSelector.Names.Where(n => n != "auto"))
                 Out.WriteLine($"  {name,-8} {BackendSelector.Availability(name) ?? "can run"}");
             Out.WriteLine();
-            Out.WriteLine($"Layer-1 kernels: dense and sparse on {string.Join(" and ", BackendSelector.SparseBackends)}, dense elsewhere " +
+            string sparseOn = string.Join(" and ", BackendSelector.SparseBackends);
+            Out.WriteLine($"Layer-1 kernels: dense and sparse on {sparseOn}, dense elsewhere " +
                 "(--kernel dense|sparse|auto on train and bench).");
             Out.WriteLine($"  {KernelAutoRule}");
             return ExitCodes.Ok;

@@ -31,7 +31,8 @@ public sealed partial class CliApp
         var profile = new Option<bool>("--profile") { Description = "Print where the training time went: per phase (forward, backward, reduce, update, metrics, transfers, kernels) total ms, share and calls." };
         var kernel = new Option<string>("--kernel")
         {
-            Description = "Layer-1 kernels of the avx2/avx512 backends: dense, sparse (visit only the non-zero pixels), or auto " +
+            Description = "Layer-1 kernels of the avx2/avx512 backends: dense, sparse " +
+                "(visit only the non-zero pixels), or auto " +
                 "(picked at upload from the images' measured density; printed on stderr with the reason).",
             DefaultValueFactory = _ => "auto",
         };
@@ -50,7 +51,8 @@ public sealed partial class CliApp
             if (beyond.Used(parse) || parse.GetValue(hidden)!.Length > 1)
             {
                 if (parse.GetValue(kernel) != "auto")
-                    throw new ArgumentException($"--kernel {parse.GetValue(kernel)}: mini-batch training has no kernel choice yet (it goes with full-batch training)");
+                    throw new ArgumentException($"--kernel {parse.GetValue(kernel)}: mini-batch training has " +
+                        "no kernel choice yet (it goes with full-batch training)");
                 return RunMiniBatch(parse, beyond, new SeedOptions(backend, precision, hidden, iterations, lr, trainCount, seed, threads, device, kernels, variant, init, output, data, json, profile, trace));
             }
             bool asJson = parse.GetValue(json);
@@ -115,7 +117,8 @@ public sealed partial class CliApp
                 var summary = new TrainSummary(engine.Info.Name, engine.Info.Precision.ToString().ToLowerInvariant(), h, train.Count,
                     options.Iterations, options.LearningRate, engine.Info.Threads, engine.Info.Device,
                     result.Log.Select(e => new TrainLogEntry(e.Iteration, e.TrainAccuracy, e.Loss)).ToList(),
-                    testAccuracy, result.TrainTime.TotalSeconds, result.MillisecondsPerIteration, Path.GetFullPath(outPath),
+                    testAccuracy, result.TrainTime.TotalSeconds, result.MillisecondsPerIteration,
+                    Path.GetFullPath(outPath),
                     (engine as IKernelChoosingBackend)?.KernelChoice?.Name ?? "dense");
                 Out.WriteLine(JsonSerializer.Serialize(summary, JsonOutput.Options));
             }

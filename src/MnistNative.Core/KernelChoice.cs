@@ -1,6 +1,7 @@
 namespace MnistNative.Core;
 
-/// <summary>Which layer-1 kernels a backend runs: the dense products, the sparse ones that skip zero pixels, or its own pick.</summary>
+/// <summary>Which layer-1 kernels a backend runs: the dense products, the sparse ones that skip zero pixels, or its own
+/// pick.</summary>
 public enum KernelMode
 {
     /// <summary>The backend picks from the shape and the measured density of the uploaded images.</summary>

@@ -53,16 +53,19 @@ internal static class KernelAb
     }
 }
 
-/// <summary>`sparsekernels <mnist dir> <avx2|avx512> <H>`: caller CPU ms per step of each sparse kernel over the 313 real tiles.</summary>
+/// <summary>`sparsekernels <mnist dir> <avx2|avx512> <H>`: caller CPU ms per step of each sparse kernel over the 313
+/// real tiles.</summary>
 internal static unsafe class SparseKernelBench
 {
     public static void Run(string[] args)
     {
-        if (args[2] == "avx512") Run<Avx512Width, System.Runtime.Intrinsics.Vector512<float>>(args[1], int.Parse(args[3]));
+        if (args[2] == "avx512") Run<Avx512Width, System.Runtime.Intrinsics.Vector512<float>>(args[1],
+            int.Parse(args[3]));
         else Run<Avx2Width, System.Runtime.Intrinsics.Vector256<float>>(args[1], int.Parse(args[3]));
     }
 
-    private static void Run<TW, TVec>(string mnist, int hidden) where TW : struct, IVectorWidth<TVec> where TVec : unmanaged
+    private static void Run<TW, TVec>(string mnist, int hidden)
+        where TW : struct, IVectorWidth<TVec> where TVec : unmanaged
     {
         const int T = SimdBackend<TW, TVec>.Tile;
         LabeledImages data = MnistFiles.Load(mnist).Train.Take(10_000);
@@ -82,10 +85,12 @@ internal static unsafe class SparseKernelBench
         for (int i = 0; i < dz1.Length; i++) dz1.Span[i] = (float)(rng.NextDouble() - 0.5);
         (string, Action<int>)[] kernels =
         [
-            ("SparseHiddenForward", t => SimdBackend<TW, TVec>.SparseHiddenForward(a1.Pointer, rows.Pointer, images.Offsets.Pointer,
-                images.Values.Pointer, images.RowStart.Pointer + t * T, w1T.Pointer, b1.Pointer, hp, hv)),
-            ("SparseHiddenWeightGradient", t => SimdBackend<TW, TVec>.SparseHiddenWeightGradient(dw1T.Pointer, rows.Pointer, dz1.Pointer,
-                images.Offsets.Pointer, images.Values.Pointer, images.RowStart.Pointer + t * T, images.ColumnEntries.Pointer, images.ColumnEntryStart.Pointer, images.ColumnOffset.Pointer,
+            ("SparseHiddenForward", t => SimdBackend<TW, TVec>.SparseHiddenForward(a1.Pointer, rows.Pointer,
+                images.Offsets.Pointer, images.Values.Pointer, images.RowStart.Pointer + t * T, w1T.Pointer, b1.Pointer,
+                hp, hv)),
+            ("SparseHiddenWeightGradient", t => SimdBackend<TW, TVec>.SparseHiddenWeightGradient(dw1T.Pointer,
+                rows.Pointer, dz1.Pointer, images.Offsets.Pointer, images.Values.Pointer, images.RowStart.Pointer + t * T,
+                images.ColumnEntries.Pointer, images.ColumnEntryStart.Pointer, images.ColumnOffset.Pointer,
                 images.TileColumnStart.Pointer[t], images.TileColumnStart.Pointer[t + 1], values.Pointer, hp, hv)),
         ];
         foreach (var (name, kernel) in kernels)

@@ -194,7 +194,8 @@ public sealed class CliTests : IDisposable
     [InlineData("opencl")]
     public void ForcedSparseOnABackendWithoutSparseKernelsIsAClearError(string backend)
     {
-        var (code, stdout, stderr) = Run("train", "--backend", backend, "--kernel", "sparse", "--data", TestPaths.MnistDir,
+        var (code, stdout, stderr) = Run("train", "--backend", backend, "--kernel", "sparse",
+            "--data", TestPaths.MnistDir,
             "--out", Path_("m.npz"));
         Assert.Equal(ExitCodes.BadInput, code);
         Assert.Contains($"backend {backend} has no sparse kernels; --kernel sparse goes with avx2 or avx512", stderr);
@@ -205,14 +206,17 @@ public sealed class CliTests : IDisposable
     [SkippableFact]
     public void TrainSaysWhichLayer1KernelRanAndWhy()
     {
-        Skip.If(!MnistNative.Backends.Cpu.CpuFeatures.CanRunAvx2 && Environment.GetEnvironmentVariable("CI") != "true", "needs AVX2");
+        Skip.If(!MnistNative.Backends.Cpu.CpuFeatures.CanRunAvx2
+            && Environment.GetEnvironmentVariable("CI") != "true", "needs AVX2");
         foreach (string kernel in new[] { "auto", "dense", "sparse" })
         {
-            var (code, stdout, stderr) = Run("train", "--backend", "avx2", "--kernel", kernel, "--train-count", "300", "--iterations", "3",
+            var (code, stdout, stderr) = Run("train", "--backend", "avx2", "--kernel", kernel, "--train-count", "300",
+                "--iterations", "3",
                 "--data", TestPaths.MnistDir, "--out", Path_($"{kernel}.npz"), "--json", "--profile");
             Assert.True(code == 0, stderr);
             string ran = kernel == "dense" ? "dense" : "sparse"; // MNIST is 19% non-zero: auto picks sparse
-            Assert.Contains($"kernel {ran}: {(kernel == "auto" ? "auto: " : $"forced by --kernel {kernel} (")}", stderr);
+            Assert.Contains($"kernel {ran}: {(kernel == "auto" ? "auto: " : $"forced by --kernel {kernel} (")}",
+                stderr);
             Assert.Contains($"Layer-1 kernel {ran}: ", stderr); // --profile with --json: the human lines go to stderr
             using var doc = JsonDocument.Parse(stdout);
             Assert.Equal(ran, doc.RootElement.GetProperty("kernel").GetString());
@@ -222,8 +226,10 @@ public sealed class CliTests : IDisposable
     [SkippableFact]
     public void BenchInterleavesKernelsAndReportsUsefulFlops()
     {
-        Skip.If(!MnistNative.Backends.Cpu.CpuFeatures.CanRunAvx2 && Environment.GetEnvironmentVariable("CI") != "true", "needs AVX2");
-        var (code, stdout, stderr) = Run("bench", "--backends", "avx2,scalar", "--kernel", "dense,sparse", "--train-count", "200",
+        Skip.If(!MnistNative.Backends.Cpu.CpuFeatures.CanRunAvx2
+            && Environment.GetEnvironmentVariable("CI") != "true", "needs AVX2");
+        var (code, stdout, stderr) = Run("bench", "--backends", "avx2,scalar", "--kernel", "dense,sparse",
+            "--train-count", "200",
             "--iterations", "2", "--rounds", "2", "--data", TestPaths.MnistDir, "--json");
         Assert.True(code == 0, stderr);
         Assert.Contains("scalar (--kernel sparse): skipped (backend scalar has no sparse kernels", stderr);

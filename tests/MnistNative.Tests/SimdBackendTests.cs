@@ -18,14 +18,17 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     /// <summary>Both widths with each layer-1 kernel forced.</summary>
     public static TheoryData<string, KernelMode> NamesAndKernels => new()
     {
-        { "avx2", KernelMode.Dense }, { "avx2", KernelMode.Sparse }, { "avx512", KernelMode.Dense }, { "avx512", KernelMode.Sparse },
+        { "avx2", KernelMode.Dense }, { "avx2", KernelMode.Sparse },
+        { "avx512", KernelMode.Dense }, { "avx512", KernelMode.Sparse },
     };
 
     internal static ITrainingBackend Create(string name, int hidden, int threads, KernelMode kernel = KernelMode.Auto)
     {
         try
         {
-            return name == "avx512" ? new Avx512Backend(hidden, threads, kernel) : new Avx2Backend(hidden, threads, kernel);
+            return name == "avx512"
+                ? new Avx512Backend(hidden, threads, kernel)
+                : new Avx2Backend(hidden, threads, kernel);
         }
         catch (BackendUnavailableException e) when (Environment.GetEnvironmentVariable("CI") != "true")
         {
@@ -34,7 +37,8 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         }
     }
 
-    private static MlpParameters Train(string name, int threads, int hidden, int steps, KernelMode kernel = KernelMode.Auto)
+    private static MlpParameters Train(string name, int threads, int hidden, int steps,
+        KernelMode kernel = KernelMode.Auto)
     {
         var (data, weights) = BackendConformance.RandomProblem(hidden, 1000, seed: 7);
         using ITrainingBackend b = Create(name, hidden, threads, kernel);
@@ -76,21 +80,24 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         output.WriteLine($"{name} {kernel}: max |1 thread - 2 threads| after 20 steps: {max:E2}");
     }
 
-    /// <summary>The sparse kernels compute the same sums as the dense ones in another order: float reassociation only.</summary>
+    /// <summary>The sparse kernels compute the same sums as the dense ones in another order: float reassociation
+    /// only.</summary>
     [SkippableTheory]
     [MemberData(nameof(Names))]
     public void SparseAndDenseKernelsAgree(string name)
     {
         foreach (int hidden in new[] { 10, 33, 128 })
         {
-            MlpParameters dense = Train(name, 2, hidden, 10, KernelMode.Dense), sparse = Train(name, 2, hidden, 10, KernelMode.Sparse);
+            MlpParameters dense = Train(name, 2, hidden, 10, KernelMode.Dense);
+            MlpParameters sparse = Train(name, 2, hidden, 10, KernelMode.Sparse);
             double max = 0;
             for (int l = 0; l < 2; l++)
                 for (int i = 0; i < dense.W[l].Length; i++)
                 {
                     double diff = Math.Abs(dense.W[l][i] - sparse.W[l][i]);
                     max = Math.Max(max, diff);
-                    Assert.True(diff <= 1e-5 + 1e-4 * Math.Abs(dense.W[l][i]), $"H={hidden} w{l + 1}[{i}]: dense {dense.W[l][i]:R}, sparse {sparse.W[l][i]:R}");
+                    Assert.True(diff <= 1e-5 + 1e-4 * Math.Abs(dense.W[l][i]),
+                        $"H={hidden} w{l + 1}[{i}]: dense {dense.W[l][i]:R}, sparse {sparse.W[l][i]:R}");
                 }
             output.WriteLine($"{name} H={hidden}: max |dense - sparse| after 10 steps: {max:E2}");
         }
@@ -122,7 +129,8 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
             Assert.Equal(1.0, noZeros.Density);
             Assert.StartsWith("auto: 100.0", noZeros.Reason, StringComparison.Ordinal);
             Assert.True(mnistLike.UsefulFlopsPerStep < 0.5 * FlopCount.TrainingStep(200, hidden));
-            Assert.Equal(FlopCount.TrainingStep(200, hidden), noZeros.UsefulFlopsPerStep, 1e-6 * noZeros.UsefulFlopsPerStep);
+            Assert.Equal(FlopCount.TrainingStep(200, hidden), noZeros.UsefulFlopsPerStep,
+                1e-6 * noZeros.UsefulFlopsPerStep);
             // after a re-upload the backend trains with the kernel it picked last, from the same weights
             b.SetWeights(MlpParameters.Initialize([784, hidden, 10], 8));
             Assert.Equal(200, b.Step(0.1, measure: true).Count);
@@ -229,14 +237,16 @@ public sealed class SimdAllocationTests(ITestOutputHelper output)
     [MemberData(nameof(SimdBackendTests.NamesAndKernels), MemberType = typeof(SimdBackendTests))]
     public void TrainingAllocatesNothingAfterSetup(string name, KernelMode kernel)
     {
-        foreach (int hidden in new[] { 10, 128 }) // the sparse weight gradient walks rows at H=10, pixel columns at H=128
+        // the sparse weight gradient walks rows at H=10, pixel columns at H=128
+        foreach (int hidden in new[] { 10, 128 })
         {
             var (data, weights) = BackendConformance.RandomProblem(hidden, 1000, seed: 5);
             using ITrainingBackend b = SimdBackendTests.Create(name, hidden, 2, kernel);
             b.Upload(data);
             b.SetWeights(weights);
             b.Step(0.1, measure: true); // first call: JIT and lazily created events
-            Func<long> workers = b is Avx2Backend a2 ? () => a2.WorkerAllocatedBytes : () => ((Avx512Backend)b).WorkerAllocatedBytes;
+            Func<long> workers = b is Avx2Backend a2 ? () => a2.WorkerAllocatedBytes
+                : () => ((Avx512Backend)b).WorkerAllocatedBytes;
             long workersBefore = workers();
             long before = GC.GetAllocatedBytesForCurrentThread();
             for (int i = 0; i < 100; i++) b.Step(0.1, measure: i % 50 == 0);

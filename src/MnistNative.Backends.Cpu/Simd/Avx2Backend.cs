@@ -15,7 +15,8 @@ public sealed class Avx2Backend : ITrainingBackend, IKernelChoosingBackend
     /// <param name="hidden">Hidden width H (any H &gt;= 1).</param>
     /// <param name="threads">Worker threads; 0 = all cores (Environment.ProcessorCount).</param>
     /// <exception cref="BackendUnavailableException">The CPU or the runtime (DOTNET_EnableAVX2=0) lacks AVX2 or FMA.</exception>
-    /// <param name="kernel">Layer-1 kernels: dense, sparse (skip zero pixels), or auto (from the uploaded images' density).</param>
+    /// <param name="kernel">Layer-1 kernels: dense, sparse (skip zero pixels), or auto (from the uploaded images'
+    /// density).</param>
     public Avx2Backend(int hidden, int threads = 0, KernelMode kernel = KernelMode.Auto)
         : this(hidden, threads, InputLayout.BytesPerTile, kernel) { }
 

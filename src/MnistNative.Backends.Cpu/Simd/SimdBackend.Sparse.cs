@@ -28,7 +28,8 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
 
     public KernelChoice? KernelChoice { get; private set; }
 
-    /// <summary>The floats 0..255: the column entries carry the byte, and a broadcast from this table costs no conversion.</summary>
+    /// <summary>The floats 0..255: the column entries carry the byte, and a broadcast from this table costs no
+    /// conversion.</summary>
     private static NativeBuffer<float> PixelValueTable()
     {
         var table = new NativeBuffer<float>(256);
@@ -36,7 +37,8 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
         return table;
     }
 
-    /// <summary>Hp rounded up to 1, 2 or 4 vectors, or to a multiple of 8 (the register blocks of the row kernels).</summary>
+    /// <summary>Hp rounded up to 1, 2 or 4 vectors, or to a multiple of 8 (the register blocks of the row
+    /// kernels).</summary>
     internal static int SparseRowWidth(int hp)
     {
         int w = TW.Count, vectors = (hp + w - 1) / w;
@@ -48,7 +50,8 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
     internal static (bool Sparse, string Reason) DecideKernel(KernelMode mode, double density, int hp, int hv)
     {
         double ratio = density * hv / hp * SparseLaneCost;
-        string measured = $"{density:P1} of the training pixels are non-zero; sparse work estimated at {ratio:F2}x dense " +
+        string measured = $"{density:P1} of the training pixels are non-zero; " +
+            $"sparse work estimated at {ratio:F2}x dense " +
             $"({hv} lanes per non-zero pixel against {hp} per pixel, x{SparseLaneCost} per sparse lane)";
         return mode switch
         {
@@ -82,7 +85,8 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
         _denseW1Stale = false;
     }
 
-    /// <summary>Brings _w1 up to date with _w1T after sparse steps (Predict, GetWeights and a new Upload read _w1).</summary>
+    /// <summary>Brings _w1 up to date with _w1T after sparse steps (Predict, GetWeights and a new Upload read
+    /// _w1).</summary>
     private void SyncDenseW1()
     {
         if (!_denseW1Stale) return;
@@ -111,9 +115,10 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
         OutputBackward(s.Z2, s.Dw2, s.Db2, s.Z2, labels, valid, s.A1, _hp);
         HiddenDelta(s.Dz1, s.Db1, s.Z2, _w2.Pointer, s.A1, _hp);
         SparseImages images = _sparseImages;
-        SparseHiddenWeightGradient(s.Dw1, s.Rows, s.Dz1, offsets, values, rowStart, images.ColumnEntries.Pointer, images.ColumnEntryStart.Pointer,
-            images.ColumnOffset.Pointer, images.TileColumnStart.Pointer[tile], images.TileColumnStart.Pointer[tile + 1],
-            _pixelValues.Pointer, _hp, _hv);
+        SparseHiddenWeightGradient(s.Dw1, s.Rows, s.Dz1, offsets, values, rowStart,
+            images.ColumnEntries.Pointer, images.ColumnEntryStart.Pointer, images.ColumnOffset.Pointer,
+            images.TileColumnStart.Pointer[tile], images.TileColumnStart.Pointer[tile + 1], _pixelValues.Pointer,
+            _hp, _hv);
     }
 
     // z1 = x w1^T / 255 + b1; a1 = relu(z1), over the non-zero pixels only
@@ -121,8 +126,8 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
     // Each sample's z1 row is accumulated in registers, one broadcast pixel value times the pixel's weight row per
     // entry, then biased and ReLU'd as vectors and transposed into the hidden-major a1T the output layer reads.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void SparseHiddenForward(float* a1T, float* rows, int* offsets, float* values, int* rowStart, float* w1T,
-        float* b1, int hp, int hv)
+    internal static void SparseHiddenForward(float* a1T, float* rows, int* offsets, float* values, int* rowStart,
+        float* w1T, float* b1, int hp, int hv)
     {
         int w = TW.Count, vectors = hv / w;
         TVec scale = TW.Create(PixelScale);
@@ -190,7 +195,8 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
     private static void GatherRow4(float* z, int* o, float* x, int count, float* w1T)
     {
         int w = TW.Count;
-        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero, b3 = TW.Zero;
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero,
+            b3 = TW.Zero;
         int i = 0;
         for (; i + 2 <= count; i += 2)
         {
@@ -217,7 +223,8 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
     private static void GatherRow8(float* z, int* o, float* x, int count, float* w1T)
     {
         int w = TW.Count;
-        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero, a5 = TW.Zero, a6 = TW.Zero, a7 = TW.Zero;
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero, a5 = TW.Zero, a6 = TW.Zero,
+            a7 = TW.Zero;
         for (int i = 0; i < count; i++)
         {
             TVec v = TW.Create(x[i]);
@@ -241,7 +248,8 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
     // Both in a fixed order: deterministic. See docs/journal/sparse-training.md for the A/B.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void SparseHiddenWeightGradient(float* dw1T, float* rows, float* dz1T, int* offsets, float* pixels,
-        int* rowStart, ushort* entries, int* entryStart, int* columnOffset, int firstColumn, int endColumn, float* valueTable, int hp, int hv)
+        int* rowStart, ushort* entries, int* entryStart, int* columnOffset, int firstColumn, int endColumn,
+        float* valueTable, int hp, int hv)
     {
         int w = TW.Count, vectors = hv / w;
         for (int s = 0; s < Tile; s++)
@@ -305,7 +313,8 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
     private static void ColumnSum4(float* d, float* rows, ushort* e, int count, float* valueTable, int hv)
     {
         int w = TW.Count;
-        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero, b3 = TW.Zero;
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero,
+            b3 = TW.Zero;
         int i = 0;
         for (; i + 2 <= count; i += 2)
         {
@@ -334,7 +343,8 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
     private static void ColumnSum8(float* d, float* rows, ushort* e, int count, float* valueTable, int hv)
     {
         int w = TW.Count;
-        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero, a5 = TW.Zero, a6 = TW.Zero, a7 = TW.Zero;
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero, a5 = TW.Zero, a6 = TW.Zero,
+            a7 = TW.Zero;
         for (int i = 0; i < count; i++)
         {
             int e0 = e[i];

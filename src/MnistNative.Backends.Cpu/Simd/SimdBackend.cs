@@ -213,7 +213,8 @@ internal sealed unsafe partial class SimdBackend<TW, TVec> : ITrainingBackend
     {
         _pool.Dispose();
         DisposeData();
-        foreach (NativeBuffer<float> b in new[] { _w1, _b1, _w2, _b2, _dw1, _db1, _dw2, _db2, _w1T, _dw1T }) b.Dispose();
+        foreach (NativeBuffer<float> b in new[] { _w1, _b1, _w2, _b2, _dw1, _db1, _dw2, _db2, _w1T, _dw1T })
+            b.Dispose();
         _pixelValues.Dispose();
         foreach (WorkerScratch s in _scratch) s.Dispose();
     }
@@ -467,7 +468,8 @@ internal sealed unsafe partial class SimdBackend<TW, TVec> : ITrainingBackend
         HiddenWeightGradient(dw1, dz1T, x, hp, next);
     }
 
-    // dz1 = (dz2 w2) * relu'(z1); db1 += sum(dz1)   dz2T (10, Tile), w2 (10, Hp), a1T (Hp, Tile) -> dz1T (Hp, Tile), db1 (Hp, W)
+    // dz1 = (dz2 w2) * relu'(z1); db1 += sum(dz1)   dz2T (10, Tile), w2 (10, Hp), a1T (Hp, Tile) -> dz1T (Hp, Tile),
+    // db1 (Hp, W)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void HiddenDelta(float* dz1T, float* db1, float* dz2T, float* w2, float* a1T, int hp)
     {
@@ -630,7 +632,8 @@ internal sealed unsafe partial class SimdBackend<TW, TVec> : ITrainingBackend
             float* p = (float*)_memory.Pointer;
             float* Next(int n) { float* r = p; p += Padded(n); return r; }
             X = Next(sizes[0]); A1 = Next(sizes[1]); Dz1 = Next(sizes[2]); Z2 = Next(sizes[3]); Rows = Next(sizes[4]);
-            Dw1 = Next(sizes[5]); Db1 = Next(sizes[6]); Dw2 = Next(sizes[7]); Db2 = Next(sizes[8]); // the partials, last
+            // the partials, last
+            Dw1 = Next(sizes[5]); Db1 = Next(sizes[6]); Dw2 = Next(sizes[7]); Db2 = Next(sizes[8]);
             _partialFloats = (int)(p - Dw1);
         }
 

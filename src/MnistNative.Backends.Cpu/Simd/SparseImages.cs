@@ -21,7 +21,8 @@ namespace MnistNative.Backends.Cpu.Simd;
 /// </summary>
 internal sealed unsafe class SparseImages : IDisposable
 {
-    private SparseImages(NativeBuffer<int> rowStart, NativeBuffer<int> offsets, NativeBuffer<float> values, long nonZeros)
+    private SparseImages(NativeBuffer<int> rowStart, NativeBuffer<int> offsets, NativeBuffer<float> values,
+        long nonZeros)
     {
         RowStart = rowStart;
         Offsets = offsets;
@@ -38,7 +39,8 @@ internal sealed unsafe class SparseImages : IDisposable
     public NativeBuffer<int> ColumnEntryStart { get; private set; }
     public NativeBuffer<ushort> ColumnEntries { get; private set; }
 
-    /// <summary>(rows + 1) indices into <see cref="Offsets"/> and <see cref="Values"/>; rows past the images' count are empty.</summary>
+    /// <summary>(rows + 1) indices into <see cref="Offsets"/> and <see cref="Values"/>; rows past the images' count are
+    /// empty.</summary>
     public NativeBuffer<int> RowStart { get; }
     public NativeBuffer<int> Offsets { get; }
     public NativeBuffer<float> Values { get; }
@@ -53,7 +55,8 @@ internal sealed unsafe class SparseImages : IDisposable
         if (tile is < 1 or > 256 || rows % tile != 0) throw new ArgumentOutOfRangeException(nameof(tile));
         const int In = MlpParameters.InputSize;
         long nonZeros = (long)pixels.Length - pixels.Count((byte)0);
-        if (nonZeros > int.MaxValue) throw new ArgumentException($"{nonZeros} non-zero pixels do not fit the sparse layout");
+        if (nonZeros > int.MaxValue)
+            throw new ArgumentException($"{nonZeros} non-zero pixels do not fit the sparse layout");
         var rowStart = new NativeBuffer<int>(rows + 1);
         var offsets = new NativeBuffer<int>((int)Math.Max(1, nonZeros));
         var values = new NativeBuffer<float>((int)Math.Max(1, nonZeros));
