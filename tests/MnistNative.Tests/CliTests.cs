@@ -203,6 +203,17 @@ public sealed class CliTests : IDisposable
         Assert.False(File.Exists(Path_("m.npz")));
     }
 
+    [Fact]
+    public void KernelFlagWithMiniBatchTrainingIsAClearError()
+    {
+        var (code, stdout, stderr) = Run("train", "--batch-size", "100", "--kernel", "sparse", "--data", TestPaths.MnistDir,
+            "--out", Path_("m.npz"));
+        Assert.Equal(ExitCodes.BadInput, code);
+        Assert.Contains("--kernel sparse: mini-batch training has no kernel choice yet", stderr);
+        Assert.Equal("", stdout);
+        Assert.False(File.Exists(Path_("m.npz")));
+    }
+
     [SkippableFact]
     public void TrainSaysWhichLayer1KernelRanAndWhy()
     {
