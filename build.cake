@@ -12,7 +12,7 @@
 //   ./build.sh --target=Fuzz      SharpFuzz + AFL++ on each parser for --fuzz-seconds=N (default 60) each, one at a time;
 //                                 --fuzz-targets=idx,npz,... picks some; findings in artifacts/fuzz (see docs/reliability.md)
 // Arguments: --configuration=Release|Debug, --train-args="..." (extra flags for Train), --filter="..." (Test),
-//   --backends=scalar,avx2,avx512,opencl and --iterations=N (Compare).
+//   --backends=scalar,avx2,avx512,opencl, --kernels=auto|dense,sparse and --iterations=N (Compare).
 
 var target = Argument("target", "Train");
 var configuration = Argument("configuration", "Release");
@@ -108,6 +108,8 @@ Task("Compare").IsDependentOn("Data").Does(() =>
 {
     var iterations = Argument("iterations", 1000);
     var backends = Argument("backends", "scalar,avx2,avx512,opencl").Split(',', StringSplitOptions.RemoveEmptyEntries);
+    // --kernels=dense,sparse runs avx2/avx512 once per layer-1 kernel (the other backends have only dense ones)
+    var kernels = Argument("kernels", "auto").Split(',', StringSplitOptions.RemoveEmptyEntries);
     string python = "/usr/bin/python3";
     // Debian's numpy runs on whichever libblas.so.3 is installed; the reference BLAS makes the seed ~7x slower
     // (about 100 ms per iteration here instead of 15), so OpenBLAS comes with it.
@@ -125,15 +127,16 @@ Task("Compare").IsDependentOn("Data").Does(() =>
     rows.Add(("numpy (seed, float64)", numpy.GetProperty("ms_per_iteration").GetDouble(), numpy.GetProperty("test_accuracy").GetDouble()));
     Information($"numpy {numpy.GetProperty("numpy").GetString()} with BLAS {numpy.GetProperty("blas").GetString()}");
     foreach (var backend in backends)
-    {
-        try
+        foreach (var kernel in backend is "avx2" or "avx512" ? kernels : new[] { "auto" })
         {
-            var run = RunJson("dotnet", $"{cliDll} train --backend {backend} --iterations {iterations} --out {artifacts}/compare-{backend}.npz --json");
-            rows.Add(($"mnistnative {backend} ({run.GetProperty("precision").GetString()}, {run.GetProperty("threads").GetInt32()} threads)",
-                run.GetProperty("ms_per_iteration").GetDouble(), run.GetProperty("test_accuracy").GetDouble()));
+            try
+            {
+                var run = RunJson("dotnet", $"{cliDll} train --backend {backend} --kernel {kernel} --iterations {iterations} --out {artifacts}/compare-{backend}-{kernel}.npz --json");
+                rows.Add(($"mnistnative {backend} {run.GetProperty("kernel").GetString()} ({run.GetProperty("precision").GetString()}, {run.GetProperty("threads").GetInt32()} threads)",
+                    run.GetProperty("ms_per_iteration").GetDouble(), run.GetProperty("test_accuracy").GetDouble()));
+            }
+            catch (Exception e) { Warning($"{backend} --kernel {kernel}: skipped ({e.Message})"); }
         }
-        catch (Exception e) { Warning($"{backend}: skipped ({e.Message})"); }
-    }
     double baseline = rows[0].Ms;
     Console.WriteLine();
     Console.WriteLine($"{"run",-44} {"ms/iteration",13} {"vs numpy",9} {"test acc",9}");

@@ -8,10 +8,11 @@ namespace MnistNative.Cli;
 
 /// <summary>
 /// What the user asked for with --backend, --precision, --hidden, --threads, --device, --kernels,
-/// --opencl-variant and --profile.
+/// --opencl-variant, --profile and --kernel (the layer-1 kernels: dense, sparse or auto).
 /// </summary>
 public sealed record BackendRequest(string Backend, Precision Precision, int Hidden, int? Threads = null, string? Device = null,
-    string? KernelsDir = null, string? OpenClVariant = null, bool Profiling = false);
+    string? KernelsDir = null, string? OpenClVariant = null, bool Profiling = false,
+        KernelMode Kernel = KernelMode.Auto);
 
 /// <summary>
 /// The one place that turns a request into a backend. `auto` explains what it picked and why; a forced
@@ -21,8 +22,33 @@ public static class BackendSelector
 {
     public static IReadOnlyList<string> Names { get; } = ["auto", "scalar", "avx2", "avx512", "opencl"];
 
+    /// <summary>The values of --kernel.</summary>
+    public static IReadOnlyList<string> KernelNames { get; } = ["auto", "dense", "sparse"];
+
+    /// <summary>The backends that have sparse layer-1 kernels (the others run dense under --kernel auto).</summary>
+    public static IReadOnlyList<string> SparseBackends { get; } = ["avx2", "avx512"];
+
+    public static KernelMode ParseKernel(string value) => value switch
+    {
+        "auto" => KernelMode.Auto,
+        "dense" => KernelMode.Dense,
+        "sparse" => KernelMode.Sparse,
+        _ => throw new ArgumentException(
+            $"--kernel: unknown kernel '{value}' (choose from {string.Join(", ", KernelNames)})"),
+    };
+
+    /// <summary>One line on which layer-1 kernel a backend runs and why (after Upload); null for a backend without a
+    /// choice.</summary>
+    public static string? DescribeKernel(ITrainingBackend backend) =>
+        backend is IKernelChoosingBackend { KernelChoice: { } c } ? $"kernel {c.Name}: {c.Reason}" : null;
+
     public static ITrainingBackend Create(BackendRequest request, Action<string> explain)
     {
+        if (request.Kernel == KernelMode.Sparse && request.Backend != "auto"
+            && !SparseBackends.Contains(request.Backend))
+            throw new BackendUnavailableException(
+                $"backend {request.Backend} has no sparse kernels; " +
+                $"--kernel sparse goes with {string.Join(" or ", SparseBackends)}");
         switch (request.Backend)
         {
             case "auto":
@@ -31,10 +57,10 @@ public static class BackendSelector
                 return CreateScalar(request);
             case "avx2":
                 RequireF32(request);
-                return new Avx2Backend(request.Hidden, request.Threads ?? 0);
+                return new Avx2Backend(request.Hidden, request.Threads ?? 0, request.Kernel);
             case "avx512":
                 RequireF32(request);
-                return new Avx512Backend(request.Hidden, request.Threads ?? 0);
+                return new Avx512Backend(request.Hidden, request.Threads ?? 0, request.Kernel);
             case "opencl":
                 return CreateOpenCl(request);
             default:
@@ -63,12 +89,16 @@ public static class BackendSelector
             explain("backend auto: picked scalar (f64 is only on the scalar backend)");
             return CreateScalar(request);
         }
-        if (OpenClRuntime.FindGpu(out string noGpu) is { } gpu)
+        if (request.Kernel == KernelMode.Sparse)
+            explain("backend auto: not opencl (--kernel sparse: the sparse kernels are on " + string.Join(" and ",
+                SparseBackends) + ")");
+        else if (OpenClRuntime.FindGpu(out string noGpu) is { } gpu)
         {
             explain($"backend auto: picked opencl on GPU {gpu.Id} {gpu.Name}");
             return CreateOpenCl(request with { Device = request.Device ?? gpu.Id });
         }
-        explain($"backend auto: no OpenCL GPU ({noGpu})");
+        else
+            explain($"backend auto: no OpenCL GPU ({noGpu})");
 
         var (simd, why) = CpuFeatures.BestSimdBackend();
         if (simd == null)
@@ -86,9 +116,15 @@ public static class BackendSelector
             throw new BackendUnavailableException($"backend {request.Backend} is float32 only; f64 is only on the scalar and opencl backends (use --backend scalar --precision f64, or --precision f32)");
     }
 
-    private static ITrainingBackend CreateScalar(BackendRequest request) => request.Precision == Precision.F64
-        ? new ReferenceBackend<double>(request.Hidden)
-        : new ReferenceBackend<float>(request.Hidden);
+    private static ITrainingBackend CreateScalar(BackendRequest request)
+    {
+        if (request.Kernel == KernelMode.Sparse)
+            throw new BackendUnavailableException(
+                "backend scalar has no sparse kernels; " +
+                $"--kernel sparse goes with {string.Join(" or ", SparseBackends)}");
+        return request.Precision == Precision.F64 ? new ReferenceBackend<double>(request.Hidden)
+            : new ReferenceBackend<float>(request.Hidden);
+    }
 
     private static ITrainingBackend CreateOpenCl(BackendRequest request) => new OpenClBackend(request.Hidden, new OpenClBackendOptions
     {

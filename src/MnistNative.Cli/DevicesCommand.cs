@@ -7,6 +7,12 @@ namespace MnistNative.Cli;
 
 public sealed partial class CliApp
 {
+    private const string KernelAutoRule =
+        "auto: decided at upload from the training images: sparse when the non-zero fraction " +
+        "x the sparse lanes per non-zero pixel / the dense lanes per pixel " +
+        "x 3 (the measured cost of a sparse lane) is below 1 (MNIST: 19% non-zero -> sparse; " +
+        "standardised pixels without zeros -> dense); train prints the choice and the figures on stderr.";
+
     private Command DevicesCommand()
     {
         var json = JsonOption("the CPU features and backends");
@@ -23,6 +29,10 @@ public sealed partial class CliApp
                     vector512_accelerated = CpuFeatures.Vector512Accelerated,
                     opencl = openCl ? (object)devices : new { unavailable = openClReason },
                     backends = BackendSelector.Names.Where(n => n != "auto").ToDictionary(n => n, n => BackendSelector.Availability(n) ?? "can run"),
+                    layer1_kernels = BackendSelector.Names.Where(n => n != "auto")
+                        .ToDictionary(n => n, n => BackendSelector.SparseBackends.Contains(n) ? "dense, sparse"
+                            : "dense"),
+                    kernel_auto = KernelAutoRule,
                 }, JsonOutput.Options));
                 return ExitCodes.Ok;
             }
@@ -39,6 +49,11 @@ public sealed partial class CliApp
             Out.WriteLine("Backends:");
             foreach (string name in BackendSelector.Names.Where(n => n != "auto"))
                 Out.WriteLine($"  {name,-8} {BackendSelector.Availability(name) ?? "can run"}");
+            Out.WriteLine();
+            string sparseOn = string.Join(" and ", BackendSelector.SparseBackends);
+            Out.WriteLine($"Layer-1 kernels: dense and sparse on {sparseOn}, dense elsewhere " +
+                "(--kernel dense|sparse|auto on train and bench).");
+            Out.WriteLine($"  {KernelAutoRule}");
             return ExitCodes.Ok;
         }));
         return command;

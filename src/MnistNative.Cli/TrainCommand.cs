@@ -29,18 +29,32 @@ public sealed partial class CliApp
         var data = DataOption();
         var json = JsonOption("the run's summary");
         var profile = new Option<bool>("--profile") { Description = "Print where the training time went: per phase (forward, backward, reduce, update, metrics, transfers, kernels) total ms, share and calls." };
+        var kernel = new Option<string>("--kernel")
+        {
+            Description = "Layer-1 kernels of the avx2/avx512 backends: dense, sparse " +
+                "(visit only the non-zero pixels), or auto " +
+                "(picked at upload from the images' measured density; printed on stderr with the reason).",
+            DefaultValueFactory = _ => "auto",
+        };
+        kernel.AcceptOnlyFromAmong([.. BackendSelector.KernelNames]);
         var trace = new Option<string?>("--trace") { Description = "Write the phases as a Chrome trace (JSON) that Perfetto (ui.perfetto.dev) and chrome://tracing open.", HelpName = "FILE.json" };
 
         var command = new Command("train", "Train the MLP and save it: by default full-batch gradient descent exactly as the seed notebook; mini-batches, optimizers and deeper nets with --batch-size, --optimizer, --hidden 256,128 or --preset fast98.")
         {
             backend, precision, hidden, iterations, lr, trainCount, logEvery, seed, threads, device, kernels, variant, init, output, data, json, profile, trace,
+            kernel,
         };
         var beyond = new BeyondOptions();
         beyond.AddTo(command);
         command.SetAction(parse => Guard(() =>
         {
             if (beyond.Used(parse) || parse.GetValue(hidden)!.Length > 1)
+            {
+                if (parse.GetValue(kernel) != "auto")
+                    throw new ArgumentException($"--kernel {parse.GetValue(kernel)}: mini-batch training has " +
+                        "no kernel choice yet (it goes with full-batch training)");
                 return RunMiniBatch(parse, beyond, new SeedOptions(backend, precision, hidden, iterations, lr, trainCount, seed, threads, device, kernels, variant, init, output, data, json, profile, trace));
+            }
             bool asJson = parse.GetValue(json);
             TextWriter human = asJson ? Err : Out;
             int count = parse.GetValue(trainCount);
@@ -66,18 +80,26 @@ public sealed partial class CliApp
             bool profiling = parse.GetValue(profile) || tracePath != null;
             var request = new BackendRequest(parse.GetValue(backend)!, ParsePrecision(parse.GetValue(precision)!), h,
                 parse.GetResult(threads) is { Implicit: false } ? parse.GetValue(threads) : null,
-                parse.GetValue(device), parse.GetValue(kernels), parse.GetValue(variant), profiling);
+                parse.GetValue(device), parse.GetValue(kernels), parse.GetValue(variant), profiling,
+                BackendSelector.ParseKernel(parse.GetValue(kernel)!));
             if (request.Backend is not ("opencl" or "auto") && (request.Device ?? request.KernelsDir ?? request.OpenClVariant) != null)
                 throw new ArgumentException($"--device, --kernels and --opencl-variant go with --backend opencl, not {request.Backend}");
             using ITrainingBackend engine = BackendSelector.Create(request, line => Err.WriteLine(line));
             engine.Upload(train);
+            string? kernelLine = BackendSelector.DescribeKernel(engine);
+            if (kernelLine != null) Err.WriteLine(kernelLine);
             engine.SetWeights(weights);
             var options = new TrainingOptions(parse.GetValue(iterations), parse.GetValue(lr), parse.GetValue(logEvery));
             human.WriteLine($"Training 784-{h}-10 on {train.Count} images: {options.Iterations} iterations, lr {options.LearningRate}, backend {engine.Info.Name} ({engine.Info.Precision.ToString().ToLowerInvariant()}, {engine.Info.Threads} thread{(engine.Info.Threads == 1 ? "" : "s")}, {engine.Info.Device})");
             Profiler? profiler = profiling ? new Profiler() : null;
             TrainingResult result = Trainer.Run(engine, options,
                 e => human.WriteLine($"Iteration {e.Iteration}: Accuracy = {e.TrainAccuracy:F4}  Loss = {e.Loss:F6}"), profiler);
-            if (profiler != null && parse.GetValue(profile)) PrintProfile(human, profiler, result);
+            if (profiler != null && parse.GetValue(profile))
+            {
+                PrintProfile(human, profiler, result);
+                human.WriteLine($"Layer-1 {kernelLine ?? "kernel dense: the only one this backend has"}");
+                human.WriteLine();
+            }
             if (profiler != null && tracePath != null)
             {
                 Formats.AtomicFile.Write(tracePath, stream => profiler.WriteChromeTrace(stream));
@@ -95,7 +117,9 @@ public sealed partial class CliApp
                 var summary = new TrainSummary(engine.Info.Name, engine.Info.Precision.ToString().ToLowerInvariant(), h, train.Count,
                     options.Iterations, options.LearningRate, engine.Info.Threads, engine.Info.Device,
                     result.Log.Select(e => new TrainLogEntry(e.Iteration, e.TrainAccuracy, e.Loss)).ToList(),
-                    testAccuracy, result.TrainTime.TotalSeconds, result.MillisecondsPerIteration, Path.GetFullPath(outPath));
+                    testAccuracy, result.TrainTime.TotalSeconds, result.MillisecondsPerIteration,
+                    Path.GetFullPath(outPath),
+                    (engine as IKernelChoosingBackend)?.KernelChoice?.Name ?? "dense");
                 Out.WriteLine(JsonSerializer.Serialize(summary, JsonOutput.Options));
             }
             return ExitCodes.Ok;
@@ -144,7 +168,8 @@ public sealed record TrainLogEntry(int Iteration, double TrainAccuracy, double L
 
 public sealed record TrainSummary(
     string Backend, string Precision, int Hidden, int TrainCount, int Iterations, double LearningRate, int Threads, string Device,
-    IReadOnlyList<TrainLogEntry> Log, double TestAccuracy, double TrainSeconds, double MsPerIteration, string Model);
+    IReadOnlyList<TrainLogEntry> Log, double TestAccuracy, double TrainSeconds, double MsPerIteration, string Model,
+    string Kernel = "dense");
 
 public static class JsonOutput
 {

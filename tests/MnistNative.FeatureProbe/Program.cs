@@ -20,6 +20,16 @@ if (args.Length >= 8 && args[0] == "abdeep")
     AbBench.RunDeep(args);
     return 0;
 }
+if (args.Length >= 4 && args[0] == "sparsekernels")
+{
+    SparseKernelBench.Run(args);
+    return 0;
+}
+if (args.Length >= 5 && args[0] == "kernelab")
+{
+    KernelAb.Run(args);
+    return 0;
+}
 if (args.Length >= 3 && args[0] == "kernels")
 {
     KernelBench.Run(args[1], int.Parse(args[2]));
@@ -48,18 +58,32 @@ if (args.Length >= 5 && args[0] == "bench")
 }
 
 foreach (string line in CpuFeatures.Describe()) Console.WriteLine(line);
-Probe("avx512", () => new Avx512Backend(10, 1));
-Probe("avx2", () => new Avx2Backend(10, 1));
+Probe("avx512", kernel => new Avx512Backend(10, 1, kernel));
+Probe("avx2", kernel => new Avx2Backend(10, 1, kernel));
 var (best, why) = CpuFeatures.BestSimdBackend();
 Console.WriteLine($"best: {best ?? "none"}: {why}");
 return 0;
 
-static void Probe(string name, Func<ITrainingBackend> create)
+// Prints "<name>: ok", then one step of each layer-1 kernel on a small MNIST-like problem: "<name> sparse: ok (...)".
+static void Probe(string name, Func<KernelMode, ITrainingBackend> create)
 {
     try
     {
-        using ITrainingBackend b = create();
-        Console.WriteLine($"{name}: ok");
+        using (create(KernelMode.Auto)) Console.WriteLine($"{name}: ok");
+        var rng = new Random(3);
+        var pixels = new byte[100 * 784];
+        for (int i = 0; i < pixels.Length; i++) pixels[i] = rng.NextDouble() < 0.8 ? (byte)0 : (byte)rng.Next(1, 256);
+        var data = new LabeledImages(pixels, Enumerable.Range(0, 100).Select(i => (byte)(i % 10)).ToArray());
+        foreach (KernelMode kernel in new[] { KernelMode.Dense, KernelMode.Sparse })
+        {
+            using ITrainingBackend b = create(kernel);
+            b.Upload(data);
+            b.SetWeights(MlpParameters.Initialize([784, 10, 10], 0));
+            StepMetrics m = b.Step(0.1, measure: true);
+            string ran = ((IKernelChoosingBackend)b).KernelChoice!.Name;
+            Console.WriteLine(double.IsFinite(m.Loss) && m.Count == 100
+                ? $"{name} {ran}: ok (loss {m.Loss:F4})" : $"{name} {ran}: failed (loss {m.Loss}, {m.Count} samples)");
+        }
     }
     catch (BackendUnavailableException e)
     {

@@ -189,6 +189,78 @@ public sealed class CliTests : IDisposable
         Assert.Equal("can run", doc.RootElement.GetProperty("backends").GetProperty("scalar").GetString());
     }
 
+    [Theory]
+    [InlineData("scalar")]
+    [InlineData("opencl")]
+    public void ForcedSparseOnABackendWithoutSparseKernelsIsAClearError(string backend)
+    {
+        var (code, stdout, stderr) = Run("train", "--backend", backend, "--kernel", "sparse",
+            "--data", TestPaths.MnistDir,
+            "--out", Path_("m.npz"));
+        Assert.Equal(ExitCodes.BadInput, code);
+        Assert.Contains($"backend {backend} has no sparse kernels; --kernel sparse goes with avx2 or avx512", stderr);
+        Assert.Equal("", stdout);
+        Assert.False(File.Exists(Path_("m.npz")));
+    }
+
+    [Fact]
+    public void KernelFlagWithMiniBatchTrainingIsAClearError()
+    {
+        var (code, stdout, stderr) = Run("train", "--batch-size", "100", "--kernel", "sparse", "--data", TestPaths.MnistDir,
+            "--out", Path_("m.npz"));
+        Assert.Equal(ExitCodes.BadInput, code);
+        Assert.Contains("--kernel sparse: mini-batch training has no kernel choice yet", stderr);
+        Assert.Equal("", stdout);
+        Assert.False(File.Exists(Path_("m.npz")));
+    }
+
+    [SkippableFact]
+    public void TrainSaysWhichLayer1KernelRanAndWhy()
+    {
+        Skip.If(!MnistNative.Backends.Cpu.CpuFeatures.CanRunAvx2
+            && Environment.GetEnvironmentVariable("CI") != "true", "needs AVX2");
+        foreach (string kernel in new[] { "auto", "dense", "sparse" })
+        {
+            var (code, stdout, stderr) = Run("train", "--backend", "avx2", "--kernel", kernel, "--train-count", "300",
+                "--iterations", "3",
+                "--data", TestPaths.MnistDir, "--out", Path_($"{kernel}.npz"), "--json", "--profile");
+            Assert.True(code == 0, stderr);
+            string ran = kernel == "dense" ? "dense" : "sparse"; // MNIST is 19% non-zero: auto picks sparse
+            Assert.Contains($"kernel {ran}: {(kernel == "auto" ? "auto: " : $"forced by --kernel {kernel} (")}",
+                stderr);
+            Assert.Contains($"Layer-1 kernel {ran}: ", stderr); // --profile with --json: the human lines go to stderr
+            using var doc = JsonDocument.Parse(stdout);
+            Assert.Equal(ran, doc.RootElement.GetProperty("kernel").GetString());
+        }
+    }
+
+    [SkippableFact]
+    public void BenchInterleavesKernelsAndReportsUsefulFlops()
+    {
+        Skip.If(!MnistNative.Backends.Cpu.CpuFeatures.CanRunAvx2
+            && Environment.GetEnvironmentVariable("CI") != "true", "needs AVX2");
+        var (code, stdout, stderr) = Run("bench", "--backends", "avx2,scalar", "--kernel", "dense,sparse",
+            "--train-count", "200",
+            "--iterations", "2", "--rounds", "2", "--data", TestPaths.MnistDir, "--json");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("scalar (--kernel sparse): skipped (backend scalar has no sparse kernels", stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        JsonElement workload = doc.RootElement.GetProperty("workload");
+        Assert.Equal(2, workload.GetProperty("rounds").GetInt32());
+        double density = workload.GetProperty("density").GetDouble();
+        Assert.InRange(density, 0.1, 0.3);
+        Assert.True(workload.GetProperty("useful_mflop_per_iteration").GetDouble() < workload.GetProperty("mflop_per_iteration").GetDouble());
+        var results = doc.RootElement.GetProperty("results").EnumerateArray().ToList();
+        Assert.Equal(["avx2/dense", "avx2/sparse", "scalar/dense"],
+            results.Select(r => $"{r.GetProperty("backend").GetString()}/{r.GetProperty("kernel").GetString()}"));
+        foreach (JsonElement r in results)
+        {
+            Assert.True(r.GetProperty("useful_gflops").GetDouble() > 0);
+            Assert.True(r.GetProperty("useful_gflops").GetDouble() < r.GetProperty("gflops").GetDouble());
+            Assert.NotEqual("", r.GetProperty("kernel_reason").GetString());
+        }
+    }
+
     [Fact]
     public void AForcedBackendThatCannotTakeF64IsAClearError()
     {

@@ -15,11 +15,20 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
 {
     public static TheoryData<string> Names => new() { "avx2", "avx512" };
 
-    internal static ITrainingBackend Create(string name, int hidden, int threads)
+    /// <summary>Both widths with each layer-1 kernel forced.</summary>
+    public static TheoryData<string, KernelMode> NamesAndKernels => new()
+    {
+        { "avx2", KernelMode.Dense }, { "avx2", KernelMode.Sparse },
+        { "avx512", KernelMode.Dense }, { "avx512", KernelMode.Sparse },
+    };
+
+    internal static ITrainingBackend Create(string name, int hidden, int threads, KernelMode kernel = KernelMode.Auto)
     {
         try
         {
-            return name == "avx512" ? new Avx512Backend(hidden, threads) : new Avx2Backend(hidden, threads);
+            return name == "avx512"
+                ? new Avx512Backend(hidden, threads, kernel)
+                : new Avx2Backend(hidden, threads, kernel);
         }
         catch (BackendUnavailableException e) when (Environment.GetEnvironmentVariable("CI") != "true")
         {
@@ -28,23 +37,25 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         }
     }
 
-    private static MlpParameters Train(string name, int threads, int hidden, int steps)
+    private static MlpParameters Train(string name, int threads, int hidden, int steps,
+        KernelMode kernel = KernelMode.Auto)
     {
         var (data, weights) = BackendConformance.RandomProblem(hidden, 1000, seed: 7);
-        using ITrainingBackend b = Create(name, hidden, threads);
+        using ITrainingBackend b = Create(name, hidden, threads, kernel);
         b.Upload(data);
+        Assert.Equal(kernel == KernelMode.Dense ? "dense" : "sparse", ((IKernelChoosingBackend)b).KernelChoice!.Name);
         b.SetWeights(weights);
         for (int i = 0; i < steps; i++) b.Step(0.5, measure: i % 5 == 0);
         return b.GetWeights();
     }
 
     [SkippableTheory]
-    [MemberData(nameof(Names))]
-    public void SameThreadsGiveBitwiseIdenticalWeights(string name)
+    [MemberData(nameof(NamesAndKernels))]
+    public void SameThreadsGiveBitwiseIdenticalWeights(string name, KernelMode kernel)
     {
         foreach (int threads in new[] { 1, 2, 3 })
         {
-            MlpParameters a = Train(name, threads, 33, 20), b = Train(name, threads, 33, 20);
+            MlpParameters a = Train(name, threads, 33, 20, kernel), b = Train(name, threads, 33, 20, kernel);
             for (int l = 0; l < 2; l++)
             {
                 Assert.Equal(a.W[l], b.W[l]);
@@ -54,10 +65,10 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     }
 
     [SkippableTheory]
-    [MemberData(nameof(Names))]
-    public void OneAndTwoThreadsAgree(string name)
+    [MemberData(nameof(NamesAndKernels))]
+    public void OneAndTwoThreadsAgree(string name, KernelMode kernel)
     {
-        MlpParameters one = Train(name, 1, 10, 20), two = Train(name, 2, 10, 20);
+        MlpParameters one = Train(name, 1, 10, 20, kernel), two = Train(name, 2, 10, 20, kernel);
         double max = 0;
         for (int l = 0; l < 2; l++)
             for (int i = 0; i < one.W[l].Length; i++)
@@ -66,15 +77,72 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
                 max = Math.Max(max, diff);
                 Assert.True(diff <= 1e-5 + 1e-4 * Math.Abs(one.W[l][i]), $"w{l + 1}[{i}]: 1 thread {one.W[l][i]:R}, 2 threads {two.W[l][i]:R}");
             }
-        output.WriteLine($"{name}: max |1 thread - 2 threads| after 20 steps: {max:E2}");
+        output.WriteLine($"{name} {kernel}: max |1 thread - 2 threads| after 20 steps: {max:E2}");
+    }
+
+    /// <summary>The sparse kernels compute the same sums as the dense ones in another order: float reassociation
+    /// only.</summary>
+    [SkippableTheory]
+    [MemberData(nameof(Names))]
+    public void SparseAndDenseKernelsAgree(string name)
+    {
+        foreach (int hidden in new[] { 10, 33, 128 })
+        {
+            MlpParameters dense = Train(name, 2, hidden, 10, KernelMode.Dense);
+            MlpParameters sparse = Train(name, 2, hidden, 10, KernelMode.Sparse);
+            double max = 0;
+            for (int l = 0; l < 2; l++)
+                for (int i = 0; i < dense.W[l].Length; i++)
+                {
+                    double diff = Math.Abs(dense.W[l][i] - sparse.W[l][i]);
+                    max = Math.Max(max, diff);
+                    Assert.True(diff <= 1e-5 + 1e-4 * Math.Abs(dense.W[l][i]),
+                        $"H={hidden} w{l + 1}[{i}]: dense {dense.W[l][i]:R}, sparse {sparse.W[l][i]:R}");
+                }
+            output.WriteLine($"{name} H={hidden}: max |dense - sparse| after 10 steps: {max:E2}");
+        }
     }
 
     [SkippableTheory]
     [MemberData(nameof(Names))]
-    public void Float32MatchesTheSeedFor1000Iterations(string name)
+    public void AutoPicksSparseForMnistLikeImagesAndDenseForImagesWithoutZeros(string name)
+    {
+        var (sparseData, _) = BackendConformance.RandomProblem(10, 200, seed: 8);
+        var rng = new Random(8);
+        var full = new byte[sparseData.Pixels.Length];
+        for (int i = 0; i < full.Length; i++) full[i] = (byte)rng.Next(1, 256); // like standardised pixels: no zeros
+        var denseData = new LabeledImages(full, sparseData.Labels);
+        foreach (int hidden in new[] { 10, 128 })
+        {
+            using ITrainingBackend b = Create(name, hidden, 1);
+            var chooser = (IKernelChoosingBackend)b;
+            Assert.Null(chooser.KernelChoice);
+            b.Upload(sparseData);
+            KernelChoice mnistLike = chooser.KernelChoice!;
+            b.Upload(denseData);
+            KernelChoice noZeros = chooser.KernelChoice!;
+            output.WriteLine($"{name} H={hidden}: {mnistLike.Name}: {mnistLike.Reason}\n{noZeros.Name}: {noZeros.Reason}");
+            Assert.Equal(KernelMode.Sparse, mnistLike.Kernel);
+            Assert.InRange(mnistLike.Density, 0.15, 0.25);
+            Assert.StartsWith("auto: ", mnistLike.Reason);
+            Assert.Equal(KernelMode.Dense, noZeros.Kernel);
+            Assert.Equal(1.0, noZeros.Density);
+            Assert.StartsWith("auto: 100.0", noZeros.Reason, StringComparison.Ordinal);
+            Assert.True(mnistLike.UsefulFlopsPerStep < 0.5 * FlopCount.TrainingStep(200, hidden));
+            Assert.Equal(FlopCount.TrainingStep(200, hidden), noZeros.UsefulFlopsPerStep,
+                1e-6 * noZeros.UsefulFlopsPerStep);
+            // after a re-upload the backend trains with the kernel it picked last, from the same weights
+            b.SetWeights(MlpParameters.Initialize([784, hidden, 10], 8));
+            Assert.Equal(200, b.Step(0.1, measure: true).Count);
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(NamesAndKernels))]
+    public void Float32MatchesTheSeedFor1000Iterations(string name, KernelMode kernel)
     {
         var (expected, expectedTest) = SeedParityTests.Expected();
-        using ITrainingBackend backend = Create(name, 10, 0);
+        using ITrainingBackend backend = Create(name, 10, 0, kernel);
         backend.Upload(TestPaths.Train.Take(10_000));
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
         TrainingResult result = Trainer.Run(backend, TrainingOptions.Seed);
@@ -87,7 +155,7 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         Assert.Equal(20, result.Log.Count);
         int[] predictions = Evaluation.Predict(backend, TestPaths.Test.Pixels, TestPaths.Test.Count);
         double test = Evaluation.Accuracy(predictions, TestPaths.Test.Labels);
-        output.WriteLine($"{name}: test accuracy {test:F4} (seed {expectedTest:F4}), {result.MillisecondsPerIteration:F2} ms/iteration");
+        output.WriteLine($"{name} {kernel}: test accuracy {test:F4} (seed {expectedTest:F4}), {result.MillisecondsPerIteration:F2} ms/iteration");
         Assert.InRange(test, expectedTest - 0.003, expectedTest + 0.003);
     }
 
@@ -112,7 +180,14 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         Assert.StartsWith($"{disabled}: unavailable: backend {disabled} needs", line);
         Assert.Contains(disabled == "avx512" ? "AVX-512F" : "AVX2", line);
         Assert.Contains(lines, l => l.StartsWith($"best: {expectedBest}:", StringComparison.Ordinal));
-        if (disabled == "avx512") Assert.Contains("avx2: ok", lines);
+        if (disabled == "avx512")
+        {
+            Assert.Contains("avx2: ok", lines);
+            // the remaining width still trains with both layer-1 kernels
+            Assert.Contains(lines, l => l.StartsWith("avx2 dense: ok (loss ", StringComparison.Ordinal));
+            Assert.Contains(lines, l => l.StartsWith("avx2 sparse: ok (loss ", StringComparison.Ordinal));
+            Assert.DoesNotContain(lines, l => l.StartsWith("avx512 ", StringComparison.Ordinal));
+        }
     }
 
     private static string ProbePath()
@@ -159,23 +234,28 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
 public sealed class SimdAllocationTests(ITestOutputHelper output)
 {
     [SkippableTheory]
-    [MemberData(nameof(SimdBackendTests.Names), MemberType = typeof(SimdBackendTests))]
-    public void TrainingAllocatesNothingAfterSetup(string name)
+    [MemberData(nameof(SimdBackendTests.NamesAndKernels), MemberType = typeof(SimdBackendTests))]
+    public void TrainingAllocatesNothingAfterSetup(string name, KernelMode kernel)
     {
-        var (data, weights) = BackendConformance.RandomProblem(10, 1000, seed: 5);
-        using ITrainingBackend b = SimdBackendTests.Create(name, 10, 2);
-        b.Upload(data);
-        b.SetWeights(weights);
-        b.Step(0.1, measure: true); // first call: JIT and lazily created events
-        Func<long> workers = b is Avx2Backend a2 ? () => a2.WorkerAllocatedBytes : () => ((Avx512Backend)b).WorkerAllocatedBytes;
-        long workersBefore = workers();
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 100; i++) b.Step(0.1, measure: i % 50 == 0);
-        long caller = GC.GetAllocatedBytesForCurrentThread() - before;
-        long worker = workers() - workersBefore;
-        output.WriteLine($"{name}: 100 steps allocated {caller} bytes on the calling thread, {worker} on the workers");
-        Assert.Equal(0, caller);
-        Assert.Equal(0, worker);
+        // the sparse weight gradient walks rows at H=10, pixel columns at H=128
+        foreach (int hidden in new[] { 10, 128 })
+        {
+            var (data, weights) = BackendConformance.RandomProblem(hidden, 1000, seed: 5);
+            using ITrainingBackend b = SimdBackendTests.Create(name, hidden, 2, kernel);
+            b.Upload(data);
+            b.SetWeights(weights);
+            b.Step(0.1, measure: true); // first call: JIT and lazily created events
+            Func<long> workers = b is Avx2Backend a2 ? () => a2.WorkerAllocatedBytes
+                : () => ((Avx512Backend)b).WorkerAllocatedBytes;
+            long workersBefore = workers();
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 100; i++) b.Step(0.1, measure: i % 50 == 0);
+            long caller = GC.GetAllocatedBytesForCurrentThread() - before;
+            long worker = workers() - workersBefore;
+            output.WriteLine($"{name} {kernel} H={hidden}: 100 steps allocated {caller} bytes on the calling thread, {worker} on the workers");
+            Assert.Equal(0, caller);
+            Assert.Equal(0, worker);
+        }
     }
 }
 

@@ -7,7 +7,7 @@ namespace MnistNative.Backends.Cpu.Simd;
 /// Float32 training on Vector256 with AVX2 + FMA3, fused per tile and multi-threaded; mirrors
 /// <see cref="Reference.ReferenceBackend{T}"/>. See docs/cpu-backends.md.
 /// </summary>
-public sealed class Avx2Backend : ITrainingBackend
+public sealed class Avx2Backend : ITrainingBackend, IKernelChoosingBackend
 {
     public const string Name = "avx2";
     private readonly SimdBackend<Avx2Width, Vector256<float>> _engine;
@@ -15,15 +15,19 @@ public sealed class Avx2Backend : ITrainingBackend
     /// <param name="hidden">Hidden width H (any H &gt;= 1).</param>
     /// <param name="threads">Worker threads; 0 = all cores (Environment.ProcessorCount).</param>
     /// <exception cref="BackendUnavailableException">The CPU or the runtime (DOTNET_EnableAVX2=0) lacks AVX2 or FMA.</exception>
-    public Avx2Backend(int hidden, int threads = 0) : this(hidden, threads, InputLayout.BytesPerTile) { }
+    /// <param name="kernel">Layer-1 kernels: dense, sparse (skip zero pixels), or auto (from the uploaded images'
+    /// density).</param>
+    public Avx2Backend(int hidden, int threads = 0, KernelMode kernel = KernelMode.Auto)
+        : this(hidden, threads, InputLayout.BytesPerTile, kernel) { }
 
-    internal Avx2Backend(int hidden, int threads, InputLayout layout)
+    internal Avx2Backend(int hidden, int threads, InputLayout layout, KernelMode kernel = KernelMode.Auto)
     {
         if (CpuFeatures.Avx2UnavailableReason() is { } reason) throw new BackendUnavailableException(reason);
-        _engine = new SimdBackend<Avx2Width, Vector256<float>>(Name, hidden, threads, layout);
+        _engine = new SimdBackend<Avx2Width, Vector256<float>>(Name, hidden, threads, layout, kernel);
     }
 
     public BackendInfo Info => _engine.Info;
+    public KernelChoice? KernelChoice => _engine.KernelChoice;
     internal long WorkerAllocatedBytes => _engine.WorkerAllocatedBytes;
     public void Upload(LabeledImages train) => _engine.Upload(train);
     public void SetWeights(MlpParameters weights) => _engine.SetWeights(weights);

@@ -7,7 +7,7 @@ namespace MnistNative.Backends.Cpu.Simd;
 /// Float32 training on Vector512 with AVX-512F, fused per tile and multi-threaded; mirrors
 /// <see cref="Reference.ReferenceBackend{T}"/>. See docs/cpu-backends.md.
 /// </summary>
-public sealed class Avx512Backend : ITrainingBackend
+public sealed class Avx512Backend : ITrainingBackend, IKernelChoosingBackend
 {
     public const string Name = "avx512";
     private readonly SimdBackend<Avx512Width, Vector512<float>> _engine;
@@ -15,15 +15,19 @@ public sealed class Avx512Backend : ITrainingBackend
     /// <param name="hidden">Hidden width H (any H &gt;= 1).</param>
     /// <param name="threads">Worker threads; 0 = all cores (Environment.ProcessorCount).</param>
     /// <exception cref="BackendUnavailableException">The CPU or the runtime (DOTNET_EnableAVX512=0) lacks AVX-512F.</exception>
-    public Avx512Backend(int hidden, int threads = 0) : this(hidden, threads, InputLayout.BytesPerTile) { }
+    /// <param name="kernel">Layer-1 kernels: dense, sparse (skip zero pixels), or auto (from the uploaded images'
+    /// density).</param>
+    public Avx512Backend(int hidden, int threads = 0, KernelMode kernel = KernelMode.Auto)
+        : this(hidden, threads, InputLayout.BytesPerTile, kernel) { }
 
-    internal Avx512Backend(int hidden, int threads, InputLayout layout)
+    internal Avx512Backend(int hidden, int threads, InputLayout layout, KernelMode kernel = KernelMode.Auto)
     {
         if (CpuFeatures.Avx512UnavailableReason() is { } reason) throw new BackendUnavailableException(reason);
-        _engine = new SimdBackend<Avx512Width, Vector512<float>>(Name, hidden, threads, layout);
+        _engine = new SimdBackend<Avx512Width, Vector512<float>>(Name, hidden, threads, layout, kernel);
     }
 
     public BackendInfo Info => _engine.Info;
+    public KernelChoice? KernelChoice => _engine.KernelChoice;
     internal long WorkerAllocatedBytes => _engine.WorkerAllocatedBytes;
     public void Upload(LabeledImages train) => _engine.Upload(train);
     public void SetWeights(MlpParameters weights) => _engine.SetWeights(weights);

@@ -34,7 +34,7 @@ internal enum InputLayout
 /// and the partials are summed in worker order, so a backend with a given thread count is bitwise
 /// reproducible. Pixels stay 0..255 as floats; the 1/255 is folded into z1 and into the dw1 scale.
 /// </summary>
-internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
+internal sealed unsafe partial class SimdBackend<TW, TVec> : ITrainingBackend
     where TW : struct, IVectorWidth<TVec>
     where TVec : unmanaged
 {
@@ -60,6 +60,7 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
 
     private readonly int _h, _hp;
     private readonly InputLayout _layout;
+    private readonly KernelMode _kernelMode;
     private readonly NativeBuffer<float> _w1, _b1, _w2, _b2;     // w1 (Hp, Pitch), b1 (Hp), w2 (10, Hp), b2 (10)
     private readonly NativeBuffer<float> _dw1, _db1, _dw2, _db2; // mean gradients, same shapes
     private readonly WorkerScratch[] _scratch;
@@ -77,18 +78,23 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
     private double* _predictOut;
     private int _predictCount;
 
-    public SimdBackend(string name, int hidden, int threads, InputLayout layout = InputLayout.BytesPerTile)
+    public SimdBackend(string name, int hidden, int threads, InputLayout layout = InputLayout.BytesPerTile,
+        KernelMode kernel = KernelMode.Auto)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(hidden, 1);
         ArgumentOutOfRangeException.ThrowIfNegative(threads);
         if (threads == 0) threads = Environment.ProcessorCount;
         _h = hidden;
         _hp = (hidden + 1) & ~1;
+        _hv = SparseRowWidth(_hp);
         _layout = layout;
-        _w1 = new(_hp * Pitch); _b1 = new(_hp); _w2 = new(Out * _hp); _b2 = new(16);
+        _kernelMode = kernel;
+        // b1 is read as whole vectors of _hv by the sparse forward; the floats past _hp stay zero
+        _w1 = new(_hp * Pitch); _b1 = new(_hv); _w2 = new(Out * _hp); _b2 = new(16);
         _dw1 = new(_hp * Pitch); _db1 = new(_hp); _dw2 = new(Out * _hp); _db2 = new(16);
+        _w1T = new(In * _hv); _dw1T = new(In * _hv);
         _scratch = new WorkerScratch[threads];
-        for (int i = 0; i < threads; i++) _scratch[i] = new WorkerScratch(_hp, TW.Count);
+        for (int i = 0; i < threads; i++) _scratch[i] = new WorkerScratch(_hp, _hv, TW.Count);
         _pool = new WorkerPool(threads, Work, name);
         Info = new BackendInfo(name, Precision.F32, threads,
             $"CPU, {TW.Count * 32}-bit vectors ({(TW.Count == 16 ? "AVX-512F" : "AVX2 + FMA")}), {threads} thread{(threads == 1 ? "" : "s")}");
@@ -101,6 +107,7 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
 
     public void Upload(LabeledImages train)
     {
+        SyncDenseW1(); // the weights live in _w1 again until ChooseKernel decides
         DisposeData();
         _n = train.Count;
         _tiles = (_n + Tile - 1) / Tile;
@@ -119,6 +126,7 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
             _xf = new NativeBuffer<float>(nPad * Pitch);
             for (int t = 0; t < _tiles; t++) ConvertTile(_xf.Pointer + (long)t * Tile * Pitch, _pixels.Pointer + (long)t * Tile * In, Tile);
         }
+        ChooseKernel(train);
     }
 
     public void SetWeights(MlpParameters weights)
@@ -137,10 +145,12 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
             for (int j = 0; j < _h; j++) w2[c, j] = (float)weights.W[1][c * _h + j];
             _b2.Span[c] = (float)weights.B[1][c];
         }
+        TransposeW1ToPixelMajor();
     }
 
     public MlpParameters GetWeights()
     {
+        SyncDenseW1();
         var p = MlpParameters.ForHidden(_h);
         CopyOut(p, _w1, _b1, _w2, _b2);
         return p;
@@ -150,7 +160,12 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
     {
         StepMetrics m = ForwardBackward(measure);
         float lr = (float)learningRate;
-        Update(_w1.Pointer, _dw1.Pointer, _hp * Pitch, lr);
+        if (_sparse)
+        {
+            Update(_w1T.Pointer, _dw1T.Pointer, In * _hv, lr);
+            _denseW1Stale = true;
+        }
+        else Update(_w1.Pointer, _dw1.Pointer, _hp * Pitch, lr);
         Update(_b1.Pointer, _db1.Pointer, _hp, lr);
         Update(_w2.Pointer, _dw2.Pointer, Out * _hp, lr);
         Update(_b2.Pointer, _db2.Pointer, Out, lr);
@@ -162,6 +177,7 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
         if (!gradients.SameShape(MlpParameters.ForHidden(_h)))
             throw new ArgumentException($"gradients must be 784-{_h}-10, got {string.Join('-', gradients.Sizes)}");
         StepMetrics m = ForwardBackward(measure: true);
+        if (_sparse) TransposeToRowMajor(_dw1.Pointer, _dw1T.Pointer);
         CopyOut(gradients, _dw1, _db1, _dw2, _db2);
         return m;
     }
@@ -172,6 +188,7 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
         if (images.Length != n * In) throw new ArgumentException($"images must be rows of {In} bytes, got {images.Length} bytes");
         if (probabilities.Length != n * Out) throw new ArgumentException($"need {n * Out} probabilities for {n} images, got {probabilities.Length}");
         if (n == 0) return;
+        SyncDenseW1(); // Predict runs the dense forward: its images come as raw bytes, with no sparse layout
         fixed (byte* pi = images)
         fixed (double* po = probabilities)
         {
@@ -196,7 +213,9 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
     {
         _pool.Dispose();
         DisposeData();
-        foreach (NativeBuffer<float> b in new[] { _w1, _b1, _w2, _b2, _dw1, _db1, _dw2, _db2 }) b.Dispose();
+        foreach (NativeBuffer<float> b in new[] { _w1, _b1, _w2, _b2, _dw1, _db1, _dw2, _db2, _w1T, _dw1T })
+            b.Dispose();
+        _pixelValues.Dispose();
         foreach (WorkerScratch s in _scratch) s.Dispose();
     }
 
@@ -204,6 +223,9 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
     {
         _pixels?.Dispose(); _xf?.Dispose(); _labels?.Dispose(); _valid?.Dispose();
         _pixels = null; _xf = null; _labels = null; _valid = null;
+        _sparseImages?.Dispose();
+        _sparseImages = null;
+        _sparse = false;
     }
 
     private StepMetrics ForwardBackward(bool measure)
@@ -228,7 +250,10 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
             WorkerScratch s = _scratch[worker];
             s.ClearPartials();
             (int first, int end) = Share(worker, _tiles);
-            for (int t = first; t < end; t++) TrainTile(s, t);
+            if (_sparse)
+                for (int t = first; t < end; t++) SparseTrainTile(s, t);
+            else
+                for (int t = first; t < end; t++) TrainTile(s, t);
         }
     }
 
@@ -439,6 +464,15 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void HiddenBackward(float* dw1, float* db1, float* dz1T, float* dz2T, float* w2, float* a1T, float* x, int hp, byte* next = null)
     {
+        HiddenDelta(dz1T, db1, dz2T, w2, a1T, hp);
+        HiddenWeightGradient(dw1, dz1T, x, hp, next);
+    }
+
+    // dz1 = (dz2 w2) * relu'(z1); db1 += sum(dz1)   dz2T (10, Tile), w2 (10, Hp), a1T (Hp, Tile) -> dz1T (Hp, Tile),
+    // db1 (Hp, W)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void HiddenDelta(float* dz1T, float* db1, float* dz2T, float* w2, float* a1T, int hp)
+    {
         int w = TW.Count;
         for (int j = 0; j < hp; j++)
         {
@@ -453,7 +487,13 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
             }
             TW.Store(db1 + j * w, acc);
         }
+    }
 
+    // dw1 += dz1^T x (the dense product; see HiddenBackward)       dz1T (Hp, Tile), x (Tile, Pitch) -> dw1 (Hp, Pitch)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void HiddenWeightGradient(float* dw1, float* dz1T, float* x, int hp, byte* next)
+    {
+        int w = TW.Count;
         int chunk = BackwardChunk * w, chunks = Pitch / chunk, lines = Tile * In / 64;
         for (int k = 0; k < Pitch; k += chunk)
         {
@@ -505,8 +545,9 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
         int w = TW.Count, workers = _scratch.Length;
         float invN = 1f / _n;
         TVec scale1 = TW.Create((float)(1.0 / (255.0 * _n)));
-        float* dw1 = _dw1.Pointer;
-        for (int i = 0; i < _hp * Pitch; i += w)
+        float* dw1 = _sparse ? _dw1T.Pointer : _dw1.Pointer;
+        int dw1Length = _sparse ? In * _hv : _hp * Pitch;
+        for (int i = 0; i < dw1Length; i += w)
         {
             TVec acc = TW.Load(_scratch[0].Dw1 + i);
             for (int p = 1; p < workers; p++) acc = TW.Add(acc, TW.Load(_scratch[p].Dw1 + i));
@@ -575,20 +616,24 @@ internal sealed unsafe class SimdBackend<TW, TVec> : ITrainingBackend
     {
         private readonly HugePageBuffer _memory;
         private readonly int _partialFloats;
-        public readonly float* X, A1, Dz1, Z2, Dw1, Db1, Dw2, Db2;
+        public readonly float* X, A1, Dz1, Z2, Rows, Dw1, Db1, Dw2, Db2;
         public int Correct;
         public double LossSum;
 
-        public WorkerScratch(int hp, int width)
+        /// <param name="hv">The sparse kernels' row width: Rows is (Tile, hv) and the dw1 partial is also the
+        /// sparse kernels' pixel-major (784, hv) one, whichever is larger.</param>
+        public WorkerScratch(int hp, int hv, int width)
         {
-            ReadOnlySpan<int> sizes = [Tile * Pitch, hp * Tile, hp * Tile, Out * Tile, hp * Pitch, hp * width, Out * hp * width, Out * width];
+            ReadOnlySpan<int> sizes = [Tile * Pitch, hp * Tile, hp * Tile, Out * Tile, Tile * hv,
+                Math.Max(hp * Pitch, In * hv), hp * width, Out * hp * width, Out * width];
             long total = 0;
             foreach (int n in sizes) total += Padded(n);
             _memory = new HugePageBuffer(total * sizeof(float));
             float* p = (float*)_memory.Pointer;
             float* Next(int n) { float* r = p; p += Padded(n); return r; }
-            X = Next(sizes[0]); A1 = Next(sizes[1]); Dz1 = Next(sizes[2]); Z2 = Next(sizes[3]);
-            Dw1 = Next(sizes[4]); Db1 = Next(sizes[5]); Dw2 = Next(sizes[6]); Db2 = Next(sizes[7]); // the partials, last
+            X = Next(sizes[0]); A1 = Next(sizes[1]); Dz1 = Next(sizes[2]); Z2 = Next(sizes[3]); Rows = Next(sizes[4]);
+            // the partials, last
+            Dw1 = Next(sizes[5]); Db1 = Next(sizes[6]); Dw2 = Next(sizes[7]); Db2 = Next(sizes[8]);
             _partialFloats = (int)(p - Dw1);
         }
 

@@ -71,6 +71,37 @@ public abstract class BackendConformance(ITestOutputHelper output)
         Assert.Equal(default, backend.Step(0.5, measure: false));
     }
 
+    /// <summary>
+    /// Images a sparse kernel handles differently: all-zero images (no entries at all), one fully dense image
+    /// (784 entries), a count that is not a multiple of any tile, and odd hidden widths.
+    /// </summary>
+    [SkippableTheory]
+    [InlineData(7, 45)]
+    [InlineData(33, 77)]
+    public void EmptyAndFullyDenseImagesMatchReference(int hidden, int n)
+    {
+        var (data, weights) = RandomProblem(hidden, n, seed: 6);
+        byte[] pixels = data.Pixels.ToArray();
+        Array.Clear(pixels, 0, 5 * 784);                             // images 0..4: all zero
+        for (int k = 0; k < 784; k++) pixels[6 * 784 + k] = (byte)(1 + k % 255); // image 6: no zero pixel
+        Array.Clear(pixels, (n - 1) * 784, 784);                     // the last image: all zero
+        data = new LabeledImages(pixels, data.Labels);
+        using var reference = Reference(hidden, data, weights);
+        using var backend = Open(hidden, data, weights);
+        var want = MlpParameters.ForHidden(hidden);
+        var got = MlpParameters.ForHidden(hidden);
+        Assert.Equal(reference.ComputeGradients(want).Correct, backend.ComputeGradients(got).Correct);
+        AssertParameters("gradient", want, got);
+        reference.Step(0.5, measure: false);
+        backend.Step(0.5, measure: false);
+        AssertParameters("updated weight", reference.GetWeights(), backend.GetWeights());
+        var wantProbabilities = new double[n * 10];
+        var gotProbabilities = new double[n * 10];
+        reference.Predict(data.Pixels, wantProbabilities);
+        backend.Predict(data.Pixels, gotProbabilities);
+        AssertClose("probabilities after the update", wantProbabilities, gotProbabilities);
+    }
+
     [SkippableFact]
     public void SetThenGetWeightsRoundTrips()
     {

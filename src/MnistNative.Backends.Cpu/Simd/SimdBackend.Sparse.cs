@@ -1,0 +1,363 @@
+using System.Runtime.CompilerServices;
+using MnistNative.Core;
+
+namespace MnistNative.Backends.Cpu.Simd;
+
+/// <summary>
+/// The sparse layer-1 kernels: the same fused tile pipeline, but HiddenForward and the weight gradient of
+/// HiddenBackward visit only the non-zero pixels of each sample (<see cref="SparseImages"/>), and layer 1's
+/// weights are kept pixel-major, w1T (784, Hv), so one non-zero pixel is one broadcast times Hv/W vectors.
+/// Hv is Hp rounded up to 1, 2 or 4 vectors or a multiple of 8 (<see cref="SparseRowWidth"/>); the padding columns
+/// stay zero. See docs/cpu-backends.md ("Sparse layer 1").
+/// </summary>
+internal sealed unsafe partial class SimdBackend<TW, TVec>
+{
+    /// <summary>
+    /// How much more a sparse lane costs than a dense one (index decode, the broadcast, the read-modify-write of
+    /// the gradient rows, the transposes around the kernels). Auto picks sparse when density x Hv / Hp x this is
+    /// below 1. See docs/journal/sparse-training.md for the measurement.
+    /// </summary>
+    internal const double SparseLaneCost = 3.0;
+
+    private readonly int _hv;                  // floats per pixel row of w1T, dw1T and the (Tile, Hv) row buffers
+    private readonly NativeBuffer<float> _w1T, _dw1T; // (784, Hv): layer 1 pixel-major, for the sparse kernels
+    private readonly NativeBuffer<float> _pixelValues = PixelValueTable();
+    private SparseImages? _sparseImages;
+    private bool _sparse;        // the sparse kernels run, and _w1T holds the current weights
+    private bool _denseW1Stale;  // _w1 lags behind _w1T (sparse steps since the last sync)
+
+    public KernelChoice? KernelChoice { get; private set; }
+
+    /// <summary>The floats 0..255: the column entries carry the byte, and a broadcast from this table costs no
+    /// conversion.</summary>
+    private static NativeBuffer<float> PixelValueTable()
+    {
+        var table = new NativeBuffer<float>(256);
+        for (int v = 0; v < 256; v++) table.Span[v] = v;
+        return table;
+    }
+
+    /// <summary>Hp rounded up to 1, 2 or 4 vectors, or to a multiple of 8 (the register blocks of the row
+    /// kernels).</summary>
+    internal static int SparseRowWidth(int hp)
+    {
+        int w = TW.Count, vectors = (hp + w - 1) / w;
+        vectors = vectors <= 2 ? vectors : vectors <= 4 ? 4 : (vectors + 7) & ~7;
+        return vectors * w;
+    }
+
+    /// <summary>Dense or sparse, and why: sparse when its estimated lane work is below the dense kernels'.</summary>
+    internal static (bool Sparse, string Reason) DecideKernel(KernelMode mode, double density, int hp, int hv)
+    {
+        double ratio = density * hv / hp * SparseLaneCost;
+        string measured = $"{density:P1} of the training pixels are non-zero; " +
+            $"sparse work estimated at {ratio:F2}x dense " +
+            $"({hv} lanes per non-zero pixel against {hp} per pixel, x{SparseLaneCost} per sparse lane)";
+        return mode switch
+        {
+            KernelMode.Dense => (false, $"forced by --kernel dense ({measured})"),
+            KernelMode.Sparse => (true, $"forced by --kernel sparse ({measured})"),
+            _ => ratio < 1 ? (true, $"auto: {measured}") : (false, $"auto: {measured}"),
+        };
+    }
+
+    private void ChooseKernel(LabeledImages train)
+    {
+        double density = KernelChoice.MeasureDensity(train.Pixels);
+        (bool sparse, string reason) = DecideKernel(_kernelMode, density, _hp, _hv);
+        if (sparse)
+        {
+            _sparseImages = SparseImages.Build(train.Pixels, _n, _tiles * Tile, _hv, Tile);
+            TransposeW1ToPixelMajor();
+        }
+        _sparse = sparse;
+        KernelChoice = new KernelChoice(sparse ? KernelMode.Sparse : KernelMode.Dense, reason, density,
+            Core.KernelChoice.UsefulFlops(_n, _h, density));
+    }
+
+    // w1 (Hp, Pitch) -> w1T (784, Hv), padding columns zero
+    private void TransposeW1ToPixelMajor()
+    {
+        float* src = _w1.Pointer, dst = _w1T.Pointer;
+        _w1T.Clear();
+        for (int j = 0; j < _hp; j++)
+            for (int k = 0; k < In; k++) dst[k * _hv + j] = src[j * Pitch + k];
+        _denseW1Stale = false;
+    }
+
+    /// <summary>Brings _w1 up to date with _w1T after sparse steps (Predict, GetWeights and a new Upload read
+    /// _w1).</summary>
+    private void SyncDenseW1()
+    {
+        if (!_denseW1Stale) return;
+        TransposeToRowMajor(_w1.Pointer, _w1T.Pointer);
+        _denseW1Stale = false;
+    }
+
+    // (784, Hv) -> (Hp, Pitch)
+    private void TransposeToRowMajor(float* dst, float* src)
+    {
+        for (int j = 0; j < _hp; j++)
+            for (int k = 0; k < In; k++) dst[j * Pitch + k] = src[k * _hv + j];
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void SparseTrainTile(WorkerScratch s, int tile)
+    {
+        float* labels = _labels!.Pointer + tile * Tile;
+        float* valid = _valid!.Pointer + tile * Tile;
+        int* rowStart = _sparseImages!.RowStart.Pointer + tile * Tile;
+        int* offsets = _sparseImages.Offsets.Pointer;
+        float* values = _sparseImages.Values.Pointer;
+        SparseHiddenForward(s.A1, s.Rows, offsets, values, rowStart, _w1T.Pointer, _b1.Pointer, _hp, _hv);
+        OutputForward(s.Z2, s.A1, _w2.Pointer, _b2.Pointer, _hp);
+        Softmax(s.Z2, s.Z2, labels, valid, _measure, ref s.Correct, ref s.LossSum);
+        OutputBackward(s.Z2, s.Dw2, s.Db2, s.Z2, labels, valid, s.A1, _hp);
+        HiddenDelta(s.Dz1, s.Db1, s.Z2, _w2.Pointer, s.A1, _hp);
+        SparseImages images = _sparseImages;
+        SparseHiddenWeightGradient(s.Dw1, s.Rows, s.Dz1, offsets, values, rowStart,
+            images.ColumnEntries.Pointer, images.ColumnEntryStart.Pointer, images.ColumnOffset.Pointer,
+            images.TileColumnStart.Pointer[tile], images.TileColumnStart.Pointer[tile + 1], _pixelValues.Pointer,
+            _hp, _hv);
+    }
+
+    // z1 = x w1^T / 255 + b1; a1 = relu(z1), over the non-zero pixels only
+    //      entries (rows of the tile's Tile samples), w1T (784, Hv), b1 (Hv) -> rows (Tile, Hv) scratch, a1T (Hp, Tile)
+    // Each sample's z1 row is accumulated in registers, one broadcast pixel value times the pixel's weight row per
+    // entry, then biased and ReLU'd as vectors and transposed into the hidden-major a1T the output layer reads.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void SparseHiddenForward(float* a1T, float* rows, int* offsets, float* values, int* rowStart,
+        float* w1T, float* b1, int hp, int hv)
+    {
+        int w = TW.Count, vectors = hv / w;
+        TVec scale = TW.Create(PixelScale);
+        for (int s = 0; s < Tile; s++)
+        {
+            int* o = offsets + rowStart[s];
+            float* x = values + rowStart[s];
+            int count = rowStart[s + 1] - rowStart[s];
+            float* z = rows + s * hv;
+            if (vectors == 1) GatherRow1(z, o, x, count, w1T);
+            else if (vectors == 2) GatherRow2(z, o, x, count, w1T);
+            else if (vectors == 4) GatherRow4(z, o, x, count, w1T);
+            else
+                for (int v = 0; v < vectors; v += 8) GatherRow8(z + v * w, o, x, count, w1T + v * w);
+            for (int v = 0; v < hv; v += w)
+                TW.Store(z + v, TW.Max(TW.MultiplyAdd(TW.Load(z + v), scale, TW.Load(b1 + v)), TW.Zero));
+        }
+        for (int j = 0; j < hp; j++)
+            for (int s = 0; s < Tile; s++) a1T[j * Tile + s] = rows[s * hv + j];
+    }
+
+    // z (W) = sum over the non-zeros of value * w1T row; 4 accumulators so the FMA chain does not wait on its latency
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GatherRow1(float* z, int* o, float* x, int count, float* w1T)
+    {
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero;
+        int i = 0;
+        for (; i + 4 <= count; i += 4)
+        {
+            a0 = TW.MultiplyAdd(TW.Load(w1T + o[i]), TW.Create(x[i]), a0);
+            a1 = TW.MultiplyAdd(TW.Load(w1T + o[i + 1]), TW.Create(x[i + 1]), a1);
+            a2 = TW.MultiplyAdd(TW.Load(w1T + o[i + 2]), TW.Create(x[i + 2]), a2);
+            a3 = TW.MultiplyAdd(TW.Load(w1T + o[i + 3]), TW.Create(x[i + 3]), a3);
+        }
+        for (; i < count; i++) a0 = TW.MultiplyAdd(TW.Load(w1T + o[i]), TW.Create(x[i]), a0);
+        TW.Store(z, TW.Add(TW.Add(a0, a1), TW.Add(a2, a3)));
+    }
+
+    // z (2W): 2 vectors x 2 non-zeros in flight
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GatherRow2(float* z, int* o, float* x, int count, float* w1T)
+    {
+        int w = TW.Count;
+        TVec a0 = TW.Zero, a1 = TW.Zero, b0 = TW.Zero, b1 = TW.Zero;
+        int i = 0;
+        for (; i + 2 <= count; i += 2)
+        {
+            TVec v0 = TW.Create(x[i]), v1 = TW.Create(x[i + 1]);
+            float* r0 = w1T + o[i], r1 = w1T + o[i + 1];
+            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
+            b0 = TW.MultiplyAdd(TW.Load(r1), v1, b0); b1 = TW.MultiplyAdd(TW.Load(r1 + w), v1, b1);
+        }
+        if (i < count)
+        {
+            TVec v0 = TW.Create(x[i]);
+            float* r0 = w1T + o[i];
+            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
+        }
+        TW.Store(z, TW.Add(a0, b0));
+        TW.Store(z + w, TW.Add(a1, b1));
+    }
+
+    // z (4W): 4 vectors x 2 non-zeros in flight
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GatherRow4(float* z, int* o, float* x, int count, float* w1T)
+    {
+        int w = TW.Count;
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero,
+            b3 = TW.Zero;
+        int i = 0;
+        for (; i + 2 <= count; i += 2)
+        {
+            TVec v0 = TW.Create(x[i]), v1 = TW.Create(x[i + 1]);
+            float* r0 = w1T + o[i], r1 = w1T + o[i + 1];
+            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
+            a2 = TW.MultiplyAdd(TW.Load(r0 + 2 * w), v0, a2); a3 = TW.MultiplyAdd(TW.Load(r0 + 3 * w), v0, a3);
+            b0 = TW.MultiplyAdd(TW.Load(r1), v1, b0); b1 = TW.MultiplyAdd(TW.Load(r1 + w), v1, b1);
+            b2 = TW.MultiplyAdd(TW.Load(r1 + 2 * w), v1, b2); b3 = TW.MultiplyAdd(TW.Load(r1 + 3 * w), v1, b3);
+        }
+        if (i < count)
+        {
+            TVec v0 = TW.Create(x[i]);
+            float* r0 = w1T + o[i];
+            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
+            a2 = TW.MultiplyAdd(TW.Load(r0 + 2 * w), v0, a2); a3 = TW.MultiplyAdd(TW.Load(r0 + 3 * w), v0, a3);
+        }
+        TW.Store(z, TW.Add(a0, b0)); TW.Store(z + w, TW.Add(a1, b1));
+        TW.Store(z + 2 * w, TW.Add(a2, b2)); TW.Store(z + 3 * w, TW.Add(a3, b3));
+    }
+
+    // z (8W) of a wider row: 8 independent accumulators are enough to cover the FMA latency
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GatherRow8(float* z, int* o, float* x, int count, float* w1T)
+    {
+        int w = TW.Count;
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero, a5 = TW.Zero, a6 = TW.Zero,
+            a7 = TW.Zero;
+        for (int i = 0; i < count; i++)
+        {
+            TVec v = TW.Create(x[i]);
+            float* r = w1T + o[i];
+            a0 = TW.MultiplyAdd(TW.Load(r), v, a0); a1 = TW.MultiplyAdd(TW.Load(r + w), v, a1);
+            a2 = TW.MultiplyAdd(TW.Load(r + 2 * w), v, a2); a3 = TW.MultiplyAdd(TW.Load(r + 3 * w), v, a3);
+            a4 = TW.MultiplyAdd(TW.Load(r + 4 * w), v, a4); a5 = TW.MultiplyAdd(TW.Load(r + 5 * w), v, a5);
+            a6 = TW.MultiplyAdd(TW.Load(r + 6 * w), v, a6); a7 = TW.MultiplyAdd(TW.Load(r + 7 * w), v, a7);
+        }
+        TW.Store(z, a0); TW.Store(z + w, a1); TW.Store(z + 2 * w, a2); TW.Store(z + 3 * w, a3);
+        TW.Store(z + 4 * w, a4); TW.Store(z + 5 * w, a5); TW.Store(z + 6 * w, a6); TW.Store(z + 7 * w, a7);
+    }
+
+    // dw1 += dz1^T x over the non-zero pixels only
+    //      dz1T (Hp, Tile), the tile's non-zeros -> rows (Tile, Hv) scratch, dw1T (784, Hv) partial
+    // dz1 is transposed to sample-major rows first (Tile x Hv floats: 2 KB at H=10, 16 KB at H=128, in L1).
+    // Rows of 4 or more vectors (CSC): for each pixel column the tile's samples that light it add value * dz1[s]
+    // in registers, and the column's gradient row is read and written once per tile. Rows of 1 or 2 vectors (H=10):
+    // each non-zero of the CSR adds value * dz1[s] straight into its pixel's gradient row (a read-modify-write of
+    // one or two vectors); the column walk's per-column overhead and index multiply cost more there than they save.
+    // Both in a fixed order: deterministic. See docs/journal/sparse-training.md for the A/B.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void SparseHiddenWeightGradient(float* dw1T, float* rows, float* dz1T, int* offsets, float* pixels,
+        int* rowStart, ushort* entries, int* entryStart, int* columnOffset, int firstColumn, int endColumn,
+        float* valueTable, int hp, int hv)
+    {
+        int w = TW.Count, vectors = hv / w;
+        for (int s = 0; s < Tile; s++)
+        {
+            float* g = rows + s * hv;
+            for (int j = 0; j < hp; j++) g[j] = dz1T[j * Tile + s];
+            for (int j = hp; j < hv; j++) g[j] = 0;
+        }
+        if (vectors <= 2)
+        {
+            for (int s = 0; s < Tile; s++)
+            {
+                int* o = offsets + rowStart[s];
+                float* x = pixels + rowStart[s];
+                int count = rowStart[s + 1] - rowStart[s];
+                if (vectors == 1) ScatterRow1(dw1T, rows + s * hv, o, x, count);
+                else ScatterRow2(dw1T, rows + s * hv, o, x, count);
+            }
+            return;
+        }
+        for (int c = firstColumn; c < endColumn; c++)
+        {
+            ushort* e = entries + entryStart[c];
+            int count = entryStart[c + 1] - entryStart[c];
+            float* d = dw1T + columnOffset[c];
+            if (vectors == 4) ColumnSum4(d, rows, e, count, valueTable, hv);
+            else
+                for (int v = 0; v < vectors; v += 8) ColumnSum8(d + v * w, rows + v * w, e, count, valueTable, hv);
+        }
+    }
+
+    // dw1T rows += value * g (W) for each of one sample's non-zeros
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScatterRow1(float* dw1T, float* g, int* o, float* x, int count)
+    {
+        TVec g0 = TW.Load(g);
+        for (int i = 0; i < count; i++)
+        {
+            float* r = dw1T + o[i];
+            TW.Store(r, TW.MultiplyAdd(g0, TW.Create(x[i]), TW.Load(r)));
+        }
+    }
+
+    // dw1T rows += value * g (2W) for each of one sample's non-zeros
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScatterRow2(float* dw1T, float* g, int* o, float* x, int count)
+    {
+        int w = TW.Count;
+        TVec g0 = TW.Load(g), g1 = TW.Load(g + w);
+        for (int i = 0; i < count; i++)
+        {
+            float* r = dw1T + o[i];
+            TVec v = TW.Create(x[i]);
+            TW.Store(r, TW.MultiplyAdd(v, g0, TW.Load(r)));
+            TW.Store(r + w, TW.MultiplyAdd(v, g1, TW.Load(r + w)));
+        }
+    }
+
+    // d (4W): 4 vectors x 2 chains
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ColumnSum4(float* d, float* rows, ushort* e, int count, float* valueTable, int hv)
+    {
+        int w = TW.Count;
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero,
+            b3 = TW.Zero;
+        int i = 0;
+        for (; i + 2 <= count; i += 2)
+        {
+            int e0 = e[i], e1 = e[i + 1];
+            TVec v0 = TW.Create(valueTable[e0 & 0xFF]), v1 = TW.Create(valueTable[e1 & 0xFF]);
+            float* r0 = rows + (e0 >> 8) * hv, r1 = rows + (e1 >> 8) * hv;
+            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
+            a2 = TW.MultiplyAdd(TW.Load(r0 + 2 * w), v0, a2); a3 = TW.MultiplyAdd(TW.Load(r0 + 3 * w), v0, a3);
+            b0 = TW.MultiplyAdd(TW.Load(r1), v1, b0); b1 = TW.MultiplyAdd(TW.Load(r1 + w), v1, b1);
+            b2 = TW.MultiplyAdd(TW.Load(r1 + 2 * w), v1, b2); b3 = TW.MultiplyAdd(TW.Load(r1 + 3 * w), v1, b3);
+        }
+        if (i < count)
+        {
+            TVec v0 = TW.Create(valueTable[e[i] & 0xFF]);
+            float* r0 = rows + (e[i] >> 8) * hv;
+            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
+            a2 = TW.MultiplyAdd(TW.Load(r0 + 2 * w), v0, a2); a3 = TW.MultiplyAdd(TW.Load(r0 + 3 * w), v0, a3);
+        }
+        TW.Store(d, TW.Add(TW.Load(d), TW.Add(a0, b0))); TW.Store(d + w, TW.Add(TW.Load(d + w), TW.Add(a1, b1)));
+        TW.Store(d + 2 * w, TW.Add(TW.Load(d + 2 * w), TW.Add(a2, b2)));
+        TW.Store(d + 3 * w, TW.Add(TW.Load(d + 3 * w), TW.Add(a3, b3)));
+    }
+
+    // d (8W) of a wider row: 8 independent chains
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ColumnSum8(float* d, float* rows, ushort* e, int count, float* valueTable, int hv)
+    {
+        int w = TW.Count;
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero, a5 = TW.Zero, a6 = TW.Zero,
+            a7 = TW.Zero;
+        for (int i = 0; i < count; i++)
+        {
+            int e0 = e[i];
+            TVec v = TW.Create(valueTable[e0 & 0xFF]);
+            float* r = rows + (e0 >> 8) * hv;
+            a0 = TW.MultiplyAdd(TW.Load(r), v, a0); a1 = TW.MultiplyAdd(TW.Load(r + w), v, a1);
+            a2 = TW.MultiplyAdd(TW.Load(r + 2 * w), v, a2); a3 = TW.MultiplyAdd(TW.Load(r + 3 * w), v, a3);
+            a4 = TW.MultiplyAdd(TW.Load(r + 4 * w), v, a4); a5 = TW.MultiplyAdd(TW.Load(r + 5 * w), v, a5);
+            a6 = TW.MultiplyAdd(TW.Load(r + 6 * w), v, a6); a7 = TW.MultiplyAdd(TW.Load(r + 7 * w), v, a7);
+        }
+        TW.Store(d, TW.Add(TW.Load(d), a0)); TW.Store(d + w, TW.Add(TW.Load(d + w), a1));
+        TW.Store(d + 2 * w, TW.Add(TW.Load(d + 2 * w), a2)); TW.Store(d + 3 * w, TW.Add(TW.Load(d + 3 * w), a3));
+        TW.Store(d + 4 * w, TW.Add(TW.Load(d + 4 * w), a4)); TW.Store(d + 5 * w, TW.Add(TW.Load(d + 5 * w), a5));
+        TW.Store(d + 6 * w, TW.Add(TW.Load(d + 6 * w), a6)); TW.Store(d + 7 * w, TW.Add(TW.Load(d + 7 * w), a7));
+    }
+}
