@@ -138,6 +138,19 @@ public sealed class NpzHardeningTests : IDisposable
     }
 
     [Fact]
+    public void EvalOfADirectoryOrAnOverflowingShapeIsExitTwo()
+    {
+        var (code, _, stderr) = CliTests.Run("eval", "--model", _dir, "--data", TestPaths.MnistDir);
+        Assert.Equal(Cli.ExitCodes.BadInput, code);
+        Assert.Contains("is a directory, not a .npz file", stderr);
+        string path = Write("overflow.npz", ZipBytes([("w1.npy", Npy("<f8", "(2147483647, 2147483647, 2147483647)", 64))]));
+        (code, _, stderr) = CliTests.Run("eval", "--model", path, "--data", TestPaths.MnistDir);
+        Assert.Equal(Cli.ExitCodes.BadInput, code);
+        Assert.Contains("overflows", stderr);
+        Assert.DoesNotContain("unexpected", stderr);
+    }
+
+    [Fact]
     public void AMissingW2IsNamedByTheDataReaderToo()
     {
         var sizes = new[] { 784, 3, 10 };
