@@ -150,6 +150,19 @@ public sealed class NpzHardeningTests : IDisposable
         Assert.DoesNotContain("unexpected", stderr);
     }
 
+    // Before: the line carried whatever bytes the file's name (or a key read from a file) held, NUL and ESC included.
+    [Fact]
+    public void ControlCharactersNeverReachTheErrorLine()
+    {
+        string path = Path.Combine(_dir, "model\u0001\u001b[2J.npz");
+        File.WriteAllBytes(path, [1, 2, 3]);
+        var (code, _, stderr) = CliTests.Run("eval", "--model", path, "--data", TestPaths.MnistDir);
+        Assert.Equal(Cli.ExitCodes.BadInput, code);
+        string error = Assert.Single(stderr.Split('\n'), l => l.StartsWith("mnistnative: error:", StringComparison.Ordinal));
+        Assert.Contains("model??[2J.npz", error);
+        AssertPrintable(error);
+    }
+
     [Fact]
     public void AMissingW2IsNamedByTheDataReaderToo()
     {
