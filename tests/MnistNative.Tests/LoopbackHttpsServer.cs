@@ -38,7 +38,8 @@ public sealed class LoopbackHttpsServer : IDisposable
     /// <summary>A client handler that trusts exactly this server's certificate.</summary>
     public HttpMessageHandler TrustingHandler() => new SocketsHttpHandler
     {
-        ConnectTimeout = TimeSpan.FromSeconds(5),
+        // generous: on a loaded CI machine the TLS handshake alone has taken over 5 s (a flaky "timed out")
+        ConnectTimeout = TimeSpan.FromSeconds(30),
         SslOptions = new SslClientAuthenticationOptions
         {
             RemoteCertificateValidationCallback = (_, cert, _, _) => cert is not null && cert.GetCertHashString() == Certificate.GetCertHashString(),

@@ -90,7 +90,7 @@ public sealed class AcquisitionLimitTests : IDisposable
         var endless = new byte[1 << 20]; // 1 MB for a .gz whose raw file is 10 KB
         using var hostile = new LoopbackHttpsServer(path => path == MnistFiles.TestLabels + ".gz" ? new(endless) : null);
         var e = Assert.Throws<DataFormatException>(() => Acquisition(hostile, null, hostile.BaseUrl).Ensure(_dir));
-        Assert.Contains("the server announces 1048576 bytes", e.Message);
+        Assert.True(e.Message.Contains("the server announces 1048576 bytes", StringComparison.Ordinal), e.Message);
         AssertNoTempFiles();
     }
 

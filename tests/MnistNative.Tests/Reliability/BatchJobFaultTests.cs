@@ -10,11 +10,14 @@ namespace MnistNative.Tests.Reliability;
 /// </summary>
 public sealed unsafe class BatchJobFaultTests
 {
-    // Chunks sleep so that the other thread is surely mid-chunk when the failing one throws.
+    // Chunks sleep so that the other thread is surely mid-chunk when the failing one throws; the failing chunk
+    // first waits until another thread is inside a chunk. Touching the batch after the call returned is counted.
     private sealed class FaultyPredictor(Func<bool> shouldThrow) : IRangePredictor
     {
         private int _inFlight;
         public int ChunksRun;
+        public int TouchedAfterReturn;
+        public volatile bool Returned;
 
         public int InFlight => Volatile.Read(ref _inFlight);
 
@@ -24,8 +27,13 @@ public sealed unsafe class BatchJobFaultTests
             try
             {
                 Interlocked.Increment(ref ChunksRun);
-                if (shouldThrow()) throw new InsufficientExecutionStackException("injected failure");
+                if (shouldThrow())
+                {
+                    SpinWait.SpinUntil(() => InFlight >= 2, TimeSpan.FromSeconds(5));
+                    throw new InsufficientExecutionStackException("injected failure");
+                }
                 Thread.Sleep(20);
+                if (Returned) Interlocked.Increment(ref TouchedAfterReturn);
                 for (int i = start; i < end; i++) labels[i] = images[i];
             }
             finally { Interlocked.Decrement(ref _inFlight); }
@@ -38,9 +46,8 @@ public sealed unsafe class BatchJobFaultTests
         var images = new byte[count];
         var labels = new int[count];
         int caller = Environment.CurrentManagedThreadId;
-        FaultyPredictor? predictor = null;
         int thrown = 0;
-        predictor = new FaultyPredictor(() => throwOnThread(caller) && Interlocked.Exchange(ref thrown, 1) == 0);
+        var predictor = new FaultyPredictor(() => throwOnThread(caller) && Interlocked.Exchange(ref thrown, 1) == 0);
         Exception? error = null;
         fixed (byte* pi = images)
         fixed (int* pl = labels)
@@ -50,6 +57,7 @@ public sealed unsafe class BatchJobFaultTests
                 BatchJob.Run(predictor, pi, pl, count, threads: 2);
             }
             catch (Exception e) { error = e; }
+            predictor.Returned = true;
         }
         return (predictor, error);
     }
@@ -61,6 +69,8 @@ public sealed unsafe class BatchJobFaultTests
         int inFlightAtReturn = predictor.InFlight;
         Assert.IsType<InsufficientExecutionStackException>(error);
         Assert.True(inFlightAtReturn == 0, $"{inFlightAtReturn} worker chunk(s) still running after the caller returned");
+        Thread.Sleep(100);
+        Assert.Equal(0, predictor.TouchedAfterReturn);
         Assert.True(predictor.ChunksRun < 40, $"all {predictor.ChunksRun} chunks ran: the failure did not stop the batch");
     }
 
@@ -72,6 +82,8 @@ public sealed unsafe class BatchJobFaultTests
         Assert.True(predictor.ChunksRun > 0);
         Assert.IsType<InsufficientExecutionStackException>(error);
         Assert.Equal(0, inFlightAtReturn);
+        Thread.Sleep(100);
+        Assert.Equal(0, predictor.TouchedAfterReturn);
     }
 
     [Fact]

@@ -138,6 +138,32 @@ public sealed class NpzHardeningTests : IDisposable
     }
 
     [Fact]
+    public void EvalOfADirectoryOrAnOverflowingShapeIsExitTwo()
+    {
+        var (code, _, stderr) = CliTests.Run("eval", "--model", _dir, "--data", TestPaths.MnistDir);
+        Assert.Equal(Cli.ExitCodes.BadInput, code);
+        Assert.Contains("is a directory, not a .npz file", stderr);
+        string path = Write("overflow.npz", ZipBytes([("w1.npy", Npy("<f8", "(2147483647, 2147483647, 2147483647)", 64))]));
+        (code, _, stderr) = CliTests.Run("eval", "--model", path, "--data", TestPaths.MnistDir);
+        Assert.Equal(Cli.ExitCodes.BadInput, code);
+        Assert.Contains("overflows", stderr);
+        Assert.DoesNotContain("unexpected", stderr);
+    }
+
+    // Before: the line carried whatever bytes the file's name (or a key read from a file) held, NUL and ESC included.
+    [Fact]
+    public void ControlCharactersNeverReachTheErrorLine()
+    {
+        string path = Path.Combine(_dir, "model\u0001\u001b[2J.npz");
+        File.WriteAllBytes(path, [1, 2, 3]);
+        var (code, _, stderr) = CliTests.Run("eval", "--model", path, "--data", TestPaths.MnistDir);
+        Assert.Equal(Cli.ExitCodes.BadInput, code);
+        string error = Assert.Single(stderr.Split('\n'), l => l.StartsWith("mnistnative: error:", StringComparison.Ordinal));
+        Assert.Contains("model??[2J.npz", error);
+        AssertPrintable(error);
+    }
+
+    [Fact]
     public void AMissingW2IsNamedByTheDataReaderToo()
     {
         var sizes = new[] { 784, 3, 10 };
