@@ -129,6 +129,11 @@ public static partial class Npz
         {
             throw new DataFormatException(path, $"array '{name}' has an unreadable shape ({shapeMatch.Groups[1].Value})");
         }
+        if (fortran && shape.Length > 2)
+        {
+            throw new DataFormatException(path,
+                $"array '{name}' is Fortran-ordered with {shape.Length} dimensions; only 1-D and 2-D ones are supported");
+        }
         long count = 1;
         foreach (int d in shape) count = checked(count * d);
         long bytes = count * itemSize;
