@@ -55,6 +55,10 @@ public static class CheckpointFile
         NpyArray Need(string name) => a.TryGetValue(name, out NpyArray? v) ? v : throw new DataFormatException(path, $"has no array '{name}': not a checkpoint");
         double[] state = Need("state").ToDoubles();
         if (state.Length != 9) throw new DataFormatException(path, "'state' must hold 9 values");
+        // Found by fuzzing (tests/fuzz/checkpoint): a negative count overflowed the array allocation, a huge one
+        // allocated it before any moment was read, and a moment of another length was copied as a prefix or threw.
+        if (state[8] is not (0 or 1 or 2))
+            throw new DataFormatException(path, $"'state' holds {state[8]} optimizer moments; 0, 1 or 2 expected");
         int momentCount = (int)state[8];
         var moments = new MlpParameters[momentCount];
         for (int k = 0; k < momentCount; k++)
@@ -62,8 +66,8 @@ public static class CheckpointFile
             moments[k] = new MlpParameters(weights.Sizes);
             for (int l = 0; l < weights.LayerCount; l++)
             {
-                Need($"m{k}_w{l + 1}").ToDoubles().CopyTo(moments[k].W[l], 0);
-                Need($"m{k}_b{l + 1}").ToDoubles().CopyTo(moments[k].B[l], 0);
+                CopyExactly(path, $"m{k}_w{l + 1}", Need($"m{k}_w{l + 1}").ToDoubles(), moments[k].W[l]);
+                CopyExactly(path, $"m{k}_b{l + 1}", Need($"m{k}_b{l + 1}").ToDoubles(), moments[k].B[l]);
             }
         }
         double[] h = Need("history").ToDoubles();
@@ -77,5 +81,12 @@ public static class CheckpointFile
             Step = (long)state[2], EpochLossSum = state[3], EpochCorrect = (long)state[4], EpochCount = (long)state[5], TrainSeconds = state[6],
             History = history, RunKey = key,
         };
+    }
+
+    private static void CopyExactly(string path, string name, double[] values, double[] destination)
+    {
+        if (values.Length != destination.Length)
+            throw new DataFormatException(path, $"'{name}' holds {values.Length} values; {destination.Length} expected");
+        values.CopyTo(destination, 0);
     }
 }
