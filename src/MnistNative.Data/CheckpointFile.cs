@@ -86,7 +86,10 @@ public static class CheckpointFile
     private static void CopyExactly(string path, string name, double[] values, double[] destination)
     {
         if (values.Length != destination.Length)
-            throw new DataFormatException(path, $"'{name}' holds {values.Length} values; {destination.Length} expected");
+        {
+            throw new DataFormatException(path,
+                $"'{name}' holds {values.Length} values; {destination.Length} expected");
+        }
         values.CopyTo(destination, 0);
     }
 }
