@@ -74,7 +74,8 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
     // corrupt file's name or key) become '?', so a message never garbles a terminal or a log.
     private static string OneLine(string message)
     {
-        string line = string.Join(' ', message.Split(['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        string line = string.Join(' ', message.Split(['\n', '\r', '\t'],
+            StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
         return string.Create(line.Length, line, static (span, text) =>
         {
             for (int i = 0; i < text.Length; i++) span[i] = char.IsControl(text[i]) ? '?' : text[i];

@@ -40,7 +40,9 @@ public sealed class TrainingCheckpoint
     /// <summary>The loss of the run's first step, the reference of the divergence check (NaN: not recorded).</summary>
     public double FirstLoss { get; init; } = double.NaN;
 
-    /// <summary>Null when the weights and every optimizer moment are finite, else the first array that is not.</summary>
+    /// <summary>
+    /// Null when the weights and every optimizer moment are finite, else the first array that is not.
+    /// </summary>
     public string? FirstNonFinite()
     {
         if (!Weights.AllFinite()) return "the weights";
@@ -135,7 +137,8 @@ public static class MiniBatchTrainer
             backend.SetOptimizerState(r.Optimizer);
             (epoch, batchInEpoch, step, lossSum, correct, count, seconds) = (r.Epoch, r.BatchInEpoch, r.Step, r.EpochLossSum, r.EpochCorrect, r.EpochCount, r.TrainSeconds);
             history.AddRange(r.History);
-            firstLoss = double.IsFinite(r.FirstLoss) ? r.FirstLoss : history.Count > 0 ? history[0].TrainLoss : double.NaN;
+            firstLoss = double.IsFinite(r.FirstLoss) ? r.FirstLoss : history.Count > 0
+                ? history[0].TrainLoss : double.NaN;
         }
         double smoothing = Math.Min(1.0, (double)batch / DivergenceWindowSamples), smoothedLoss = firstLoss;
 
@@ -151,7 +154,8 @@ public static class MiniBatchTrainer
             if (hooks.SaveCheckpoint == null) return;
             TrainingCheckpoint c = Snapshot();
             if (c.FirstNonFinite() is string bad)
-                throw new DivergenceException($"training diverged at step {step}: {bad} are not finite; the last checkpoint was kept");
+                throw new DivergenceException($"training diverged at step {step}: {bad} are not finite; the last " +
+                    $"checkpoint was kept");
             hooks.SaveCheckpoint(c);
         }
 
@@ -179,7 +183,8 @@ public static class MiniBatchTrainer
             if (double.IsNaN(firstLoss)) smoothedLoss = firstLoss = m.Loss;
             smoothedLoss += smoothing * (m.Loss - smoothedLoss);
             if (!double.IsFinite(m.LossSum)) smoothedLoss = m.Loss;
-            Trainer.CheckLoss(smoothedLoss, firstLoss, $"at step {step} (epoch {epoch + 1})", options.Schedule.BaseRate);
+            Trainer.CheckLoss(smoothedLoss, firstLoss, $"at step {step} (epoch {epoch + 1})",
+                options.Schedule.BaseRate);
             lossSum += m.LossSum;
             correct += m.Correct;
             count += m.Count;

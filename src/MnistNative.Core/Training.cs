@@ -50,7 +50,8 @@ public static class Trainer
             // the last update is not covered by any step's loss: one more forward pass, outside the clock and the
             // profile, at the final weights (iteration 0, always logged, holds the first loss)
             StepMetrics final = backend.ComputeGradients(MlpParameters.ForHidden(result.Weights.Hidden));
-            CheckLoss(final.Loss, result.Log[0].Loss, $"after iteration {options.Iterations - 1} (the final weights)", options.LearningRate);
+            CheckLoss(final.Loss, result.Log[0].Loss, $"after iteration {options.Iterations - 1} (the final weights)",
+                options.LearningRate);
         }
         return result;
     }
@@ -59,9 +60,11 @@ public static class Trainer
     public static void CheckLoss(double loss, double firstLoss, string where, double learningRate)
     {
         if (!double.IsFinite(loss))
-            throw new DivergenceException($"training diverged {where}: the loss is {loss} (learning rate {learningRate} is too high?)");
+            throw new DivergenceException($"training diverged {where}: the loss is {loss} (learning rate " +
+                $"{learningRate} is too high?)");
         if (loss > DivergenceFactor * firstLoss)
-            throw new DivergenceException($"training diverged {where}: the loss {loss:G4} is over {DivergenceFactor}x its first value {firstLoss:G4} (learning rate {learningRate} is too high?)");
+            throw new DivergenceException($"training diverged {where}: the loss {loss:G4} is over " +
+                $"{DivergenceFactor}x its first value {firstLoss:G4} (learning rate {learningRate} is too high?)");
     }
 
     // Every step measures its forward pass: a diverged run is stopped at the step where its loss blows up, not at

@@ -65,11 +65,14 @@ public static partial class CheckpointFile
         string path = PathIn(directory);
         if (!File.Exists(path)) throw new ArgumentException($"--resume: no checkpoint in {directory} (expected {FileName})");
         MlpParameters weights = ModelFile.Load(path);
-        Dictionary<string, NpyArray> a = Npz.Read(path, name => name is "state" or "history" or "run_key" or "first_loss" || MomentName().IsMatch(name));
-        DataFormatException Bad(string field, string problem) => new(path, $"field '{field}' {problem}; not a usable checkpoint");
+        Dictionary<string, NpyArray> a = Npz.Read(path, name =>
+            name is "state" or "history" or "run_key" or "first_loss" || MomentName().IsMatch(name));
+        DataFormatException Bad(string field, string problem) => new(path, $"field '{field}' {problem}; not a usable " +
+            $"checkpoint");
         double[] Values(string name, int[]? shape = null)
         {
-            if (!a.TryGetValue(name, out NpyArray? v)) throw new DataFormatException(path, $"has no array '{name}': not a checkpoint");
+            if (!a.TryGetValue(name, out NpyArray? v))
+                throw new DataFormatException(path, $"has no array '{name}': not a checkpoint");
             if (!v.IsFloat) throw Bad(name, $"has dtype {v.Descr}; float64 expected");
             if (shape != null && !v.Shape.AsSpan().SequenceEqual(shape))
                 throw Bad(name, $"has shape ({string.Join(", ", v.Shape)}); ({string.Join(", ", shape)}) expected");
@@ -87,12 +90,15 @@ public static partial class CheckpointFile
         long batchInEpoch = Count("state[1] (batch in epoch)", state[1], MaxCount);
         long step = Count("state[2] (step)", state[2], MaxCount);
         double lossSum = state[3];
-        if (!double.IsFinite(lossSum) || lossSum < 0) throw Bad("state[3] (epoch loss sum)", $"is {lossSum}; a finite number >= 0 expected");
+        if (!double.IsFinite(lossSum) || lossSum < 0)
+            throw Bad("state[3] (epoch loss sum)", $"is {lossSum}; a finite number >= 0 expected");
         long correct = Count("state[4] (epoch correct)", state[4], MaxCount);
         long count = Count("state[5] (epoch count)", state[5], MaxCount);
-        if (correct > count) throw Bad("state[4] (epoch correct)", $"is {correct}, more than the epoch's {count} samples");
+        if (correct > count)
+            throw Bad("state[4] (epoch correct)", $"is {correct}, more than the epoch's {count} samples");
         double seconds = state[6];
-        if (!double.IsFinite(seconds) || seconds < 0) throw Bad("state[6] (train seconds)", $"is {seconds}; a finite number >= 0 expected");
+        if (!double.IsFinite(seconds) || seconds < 0)
+            throw Bad("state[6] (train seconds)", $"is {seconds}; a finite number >= 0 expected");
         long optimizerSteps = Count("state[7] (optimizer steps)", state[7], MaxCount);
         int momentCount = (int)Count("state[8] (optimizer moments)", state[8], 2);
 
@@ -112,9 +118,11 @@ public static partial class CheckpointFile
             }
         }
 
-        if (!a.TryGetValue("history", out NpyArray? historyArray)) throw new DataFormatException(path, "has no array 'history': not a checkpoint");
+        if (!a.TryGetValue("history", out NpyArray? historyArray))
+            throw new DataFormatException(path, "has no array 'history': not a checkpoint");
         int epochs = historyArray.Shape.Length == 2 && historyArray.Shape[1] == 6 ? historyArray.Shape[0] : -1;
-        if (epochs < 0 || epochs > MaxEpochs) throw Bad("history", $"has shape ({string.Join(", ", historyArray.Shape)}); (epochs, 6) expected");
+        if (epochs < 0 || epochs > MaxEpochs)
+            throw Bad("history", $"has shape ({string.Join(", ", historyArray.Shape)}); (epochs, 6) expected");
         double[] h = Values("history");
         var history = new List<EpochEntry>(epochs);
         for (int i = 0; i < epochs; i++)
@@ -123,16 +131,21 @@ public static partial class CheckpointFile
             ReadOnlySpan<double> r = h.AsSpan(i * 6, 6);
             int entryEpoch = (int)Count(row + " (epoch)", r[0], MaxEpochs);
             long entryStep = Count(row + " (step)", r[1], MaxCount);
-            if (!double.IsFinite(r[2]) || r[2] < 0) throw Bad(row + " (train loss)", $"is {r[2]}; a finite number >= 0 expected");
+            if (!double.IsFinite(r[2]) || r[2] < 0)
+                throw Bad(row + " (train loss)", $"is {r[2]}; a finite number >= 0 expected");
             if (!(r[3] >= 0 && r[3] <= 1)) throw Bad(row + " (train accuracy)", $"is {r[3]}; 0..1 expected");
-            if (!double.IsNaN(r[4]) && !(r[4] >= 0 && r[4] <= 1)) throw Bad(row + " (validation accuracy)", $"is {r[4]}; 0..1 (or NaN: none) expected");
-            if (!double.IsFinite(r[5]) || r[5] < 0) throw Bad(row + " (train seconds)", $"is {r[5]}; a finite number >= 0 expected");
+            if (!double.IsNaN(r[4]) && !(r[4] >= 0 && r[4] <= 1))
+                throw Bad(row + " (validation accuracy)", $"is {r[4]}; 0..1 (or NaN: none) expected");
+            if (!double.IsFinite(r[5]) || r[5] < 0)
+                throw Bad(row + " (train seconds)", $"is {r[5]}; a finite number >= 0 expected");
             history.Add(new EpochEntry(entryEpoch, entryStep, r[2], r[3], r[4], r[5]));
         }
 
-        if (!a.TryGetValue("run_key", out NpyArray? keyArray)) throw new DataFormatException(path, "has no array 'run_key': not a checkpoint");
+        if (!a.TryGetValue("run_key", out NpyArray? keyArray))
+            throw new DataFormatException(path, "has no array 'run_key': not a checkpoint");
         if (keyArray.Shape.Length != 1 || keyArray.Shape[0] > MaxRunKeyLength)
-            throw Bad("run_key", $"has shape ({string.Join(", ", keyArray.Shape)}); at most {MaxRunKeyLength} character codes expected");
+            throw Bad("run_key", $"has shape ({string.Join(", ", keyArray.Shape)}); at most {MaxRunKeyLength} " +
+                $"character codes expected");
         double[] codes = Values("run_key");
         if (codes.Any(c => !(c >= ' ' && c <= '~') || c != Math.Floor(c)))
             throw Bad("run_key", "holds codes that are not printable ASCII characters");
@@ -142,11 +155,13 @@ public static partial class CheckpointFile
         if (a.ContainsKey("first_loss"))
         {
             firstLoss = Values("first_loss", [1])[0];
-            if (!double.IsFinite(firstLoss) || firstLoss < 0) throw Bad("first_loss", $"is {firstLoss}; a finite number >= 0 expected");
+            if (!double.IsFinite(firstLoss) || firstLoss < 0)
+                throw Bad("first_loss", $"is {firstLoss}; a finite number >= 0 expected");
         }
         return new TrainingCheckpoint
         {
-            Weights = weights, Optimizer = new OptimizerState(optimizerSteps, moments), Epoch = epoch, BatchInEpoch = batchInEpoch,
+            Weights = weights, Optimizer = new OptimizerState(optimizerSteps, moments), Epoch = epoch,
+                BatchInEpoch = batchInEpoch,
             Step = step, EpochLossSum = lossSum, EpochCorrect = correct, EpochCount = count, TrainSeconds = seconds,
             History = history, RunKey = key, FirstLoss = firstLoss,
         };

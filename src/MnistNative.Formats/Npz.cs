@@ -45,13 +45,17 @@ public static partial class Npz
     {
         ["<f8"] = 8, ["<f4"] = 4, ["<i8"] = 8, ["<i4"] = 4, ["|u1"] = 1, ["|i1"] = 1,
     };
-    /// <summary>Largest array this reader inflates (1 GiB, a Keras mnist.npz is 55 MB, a 784-4096-4096-10 model 160 MB).</summary>
+    /// <summary>
+    /// Largest array this reader inflates (1 GiB, a Keras mnist.npz is 55 MB, a 784-4096-4096-10 model 160 MB).
+    /// </summary>
     public const long MaxArrayBytes = 1L << 30;
 
     /// <summary>Largest sum of the declared sizes of the entries read from one file.</summary>
     public const long MaxTotalBytes = 1L << 30;
 
-    /// <summary>Most entries one .npz may list (a 16-layer checkpoint holds under 100); checked before any is read.</summary>
+    /// <summary>
+    /// Most entries one .npz may list (a 16-layer checkpoint holds under 100); checked before any is read.
+    /// </summary>
     public const int MaxEntries = 1024;
 
     /// <summary>
@@ -68,8 +72,14 @@ public static partial class Npz
             using var file = File.OpenRead(path);
             return Read(file, path, wanted);
         }
-        catch (IOException e) when (e is not FileNotFoundException and not EndOfStreamException) { throw new DataFormatException(path, $"cannot be read ({e.GetType().Name})"); }
-        catch (UnauthorizedAccessException) { throw new DataFormatException(path, "cannot be read (permission denied)"); }
+        catch (IOException e) when (e is not FileNotFoundException and not EndOfStreamException)
+        {
+            throw new DataFormatException(path, $"cannot be read ({e.GetType().Name})");
+        }
+        catch (UnauthorizedAccessException)
+        {
+            throw new DataFormatException(path, "cannot be read (permission denied)");
+        }
     }
 
     /// <summary>Reads a .npz from a seekable stream (e.g. a model held in memory); <paramref name="name"/>
@@ -79,24 +89,30 @@ public static partial class Npz
         try
         {
             long listed = DeclaredEntryCount(stream);
-            if (listed > MaxEntries) throw new DataFormatException(name, $"lists {listed} entries; a .npz of this project holds at most {MaxEntries}");
+            if (listed > MaxEntries)
+                throw new DataFormatException(name, $"lists {listed} entries; a .npz of this project holds at most " +
+                    $"{MaxEntries}");
             using var zip = new ZipArchive(stream, ZipArchiveMode.Read, leaveOpen: true);
             if (zip.Entries.Count > MaxEntries)
-                throw new DataFormatException(name, $"holds {zip.Entries.Count} entries; a .npz of this project holds at most {MaxEntries}");
+                throw new DataFormatException(name, $"holds {zip.Entries.Count} entries; a .npz of this project " +
+                    $"holds at most {MaxEntries}");
             var selected = new List<(string Array, ZipArchiveEntry Entry)>();
             var seen = new HashSet<string>(StringComparer.Ordinal);
             long total = 0;
             foreach (ZipArchiveEntry entry in zip.Entries)
             {
-                if (!seen.Add(entry.FullName)) throw new DataFormatException(name, $"holds the entry '{Printable(entry.FullName)}' twice");
+                if (!seen.Add(entry.FullName))
+                    throw new DataFormatException(name, $"holds the entry '{Printable(entry.FullName)}' twice");
                 if (!entry.FullName.EndsWith(".npy", StringComparison.Ordinal)) continue;
                 string arrayName = entry.FullName[..^4];
                 if (wanted != null && !wanted(arrayName)) continue;
                 if (entry.Length > MaxArrayBytes)
-                    throw new DataFormatException(name, $"array '{Printable(arrayName)}' declares {entry.Length} bytes; at most {MaxArrayBytes} are read");
+                    throw new DataFormatException(name, $"array '{Printable(arrayName)}' declares {entry.Length} " +
+                        $"bytes; at most {MaxArrayBytes} are read");
                 total += entry.Length;
                 if (total > MaxTotalBytes)
-                    throw new DataFormatException(name, $"its arrays declare over {MaxTotalBytes} bytes in all; refused before inflating them");
+                    throw new DataFormatException(name, $"its arrays declare over {MaxTotalBytes} bytes in all; " +
+                        $"refused before inflating them");
                 selected.Add((arrayName, entry));
             }
             var arrays = new Dictionary<string, NpyArray>(StringComparer.Ordinal);
@@ -109,11 +125,20 @@ public static partial class Npz
         }
         catch (InvalidDataException) { throw new DataFormatException(name, "is not a valid .npz (zip) file"); }
         catch (EndOfStreamException) { throw new DataFormatException(name, "is truncated"); }
-        catch (IOException e) when (e is not FileNotFoundException) { throw new DataFormatException(name, $"cannot be read ({e.GetType().Name})"); }
-        catch (NotSupportedException) { throw new DataFormatException(name, "uses a zip feature this reader does not support (encryption, an unknown compression method)"); }
+        catch (IOException e) when (e is not FileNotFoundException)
+        {
+            throw new DataFormatException(name, $"cannot be read ({e.GetType().Name})");
+        }
+        catch (NotSupportedException)
+        {
+            throw new DataFormatException(name,
+                "uses a zip feature this reader does not support (encryption, an unknown compression method)");
+        }
     }
 
-    /// <summary>The text with control characters and anything outside printable ASCII shown as '?', at most 64 characters.</summary>
+    /// <summary>
+    /// The text with control characters and anything outside printable ASCII shown as '?', at most 64 characters.
+    /// </summary>
     public static string Printable(string text)
     {
         var b = new StringBuilder(Math.Min(text.Length, 64));
@@ -191,9 +216,12 @@ public static partial class Npz
         {
             throw new DataFormatException(path, $"array '{name}' has an unreadable shape ({shapeMatch.Groups[1].Value})");
         }
-        if (shape.Length > 32) throw new DataFormatException(path, $"array '{name}' has {shape.Length} dimensions; numpy allows at most 32");
+        if (shape.Length > 32)
+            throw new DataFormatException(path,
+                $"array '{name}' has {shape.Length} dimensions; numpy allows at most 32");
         if (fortran && shape.Length > 2)
-            throw new DataFormatException(path, $"array '{name}' is a {shape.Length}-D Fortran-ordered array; only 1-D and 2-D ones are supported");
+            throw new DataFormatException(path, $"array '{name}' is a {shape.Length}-D Fortran-ordered array; only " +
+                $"1-D and 2-D ones are supported");
         long bytes = itemSize;
         try
         {
@@ -201,11 +229,13 @@ public static partial class Npz
         }
         catch (OverflowException)
         {
-            throw new DataFormatException(path, $"array '{name}' has a shape ({string.Join(", ", shape)}) whose size overflows");
+            throw new DataFormatException(path, $"array '{name}' has a shape ({string.Join(", ", shape)}) whose size " +
+                $"overflows");
         }
         long available = entryLength - prefix - headerLength;
         if (bytes > MaxArrayBytes)
-            throw new DataFormatException(path, $"array '{name}' has shape ({string.Join(", ", shape)}) = {bytes} bytes; at most {MaxArrayBytes} are read");
+            throw new DataFormatException(path, $"array '{name}' has shape ({string.Join(", ", shape)}) = {bytes} " +
+                $"bytes; at most {MaxArrayBytes} are read");
         if (bytes > available)
             throw new DataFormatException(path, $"array '{name}' is truncated: its header claims shape ({string.Join(", ", shape)}) = {bytes} bytes but the entry holds {Math.Max(0, available)}");
         var data = new byte[bytes];

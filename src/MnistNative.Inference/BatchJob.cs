@@ -2,7 +2,9 @@ using System.Runtime.ExceptionServices;
 
 namespace MnistNative.Inference;
 
-/// <summary>Predicts the labels of images [start, end) of a batch; what <see cref="BatchJob"/> spreads over threads.</summary>
+/// <summary>
+/// Predicts the labels of images [start, end) of a batch; what <see cref="BatchJob"/> spreads over threads.
+/// </summary>
 internal unsafe interface IRangePredictor
 {
     void PredictRange(byte* images, int* labels, int start, int end);

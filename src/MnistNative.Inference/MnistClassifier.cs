@@ -112,7 +112,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     {
         using var stream = new MemoryStream(npzBytes.ToArray(), writable: false);
         var unexpected = new List<string>();
-        return new MnistClassifier("<memory>", Npz.Read(stream, "<memory>", ModelArrays.LayerArraysOnly(unexpected)), unexpected);
+        return new MnistClassifier("<memory>", Npz.Read(stream, "<memory>", ModelArrays.LayerArraysOnly(unexpected)),
+            unexpected);
     }
 
     /// <summary>Layer sizes, input first: [784, H1, ..., 10].</summary>
@@ -253,7 +254,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     public const int ParallelThreshold = 512;
     internal const int BatchChunk = 128;
 
-    void IRangePredictor.PredictRange(byte* images, int* labels, int start, int end) => PredictRange(images, labels, start, end);
+    void IRangePredictor.PredictRange(byte* images, int* labels, int start, int end) =>
+        PredictRange(images, labels, start, end);
 
     internal void PredictRange(byte* images, int* labels, int start, int end)
     {
@@ -496,7 +498,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     private static int[] Validate(string source, Dictionary<string, NpyArray> arrays, List<string> unexpected)
     {
         if (unexpected.Count > 0)
-            throw new DataFormatException(source, $"has an unexpected array '{Npz.Printable(unexpected[0])}'; a model holds only w1..wL and b1..bL");
+            throw new DataFormatException(source, $"has an unexpected array '{Npz.Printable(unexpected[0])}'; a " +
+                $"model holds only w1..wL and b1..bL");
         int layers = ModelArrays.LayerCount(source, arrays);
         var sizes = new List<int> { PixelCount };
         for (int l = 1; l <= layers; l++)

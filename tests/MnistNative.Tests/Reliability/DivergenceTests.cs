@@ -50,7 +50,8 @@ public sealed class DivergenceTests : IDisposable
     {
         string model = Path.Combine(_dir, "model.npz");
         File.WriteAllText(model, "the previous model");
-        var (code, stdout, stderr) = CliTests.Run("train", "--lr", "1e6", "--iterations", "50", "--backend", "scalar", "--train-count", "1000",
+        var (code, stdout, stderr) = CliTests.Run("train", "--lr", "1e6", "--iterations", "50", "--backend", "scalar",
+            "--train-count", "1000",
             "--data", TestPaths.MnistDir, "--out", model);
         Assert.Equal(ExitCodes.Diverged, code);
         Assert.Contains("training diverged at iteration", stderr);
@@ -74,8 +75,10 @@ public sealed class DivergenceTests : IDisposable
         public MlpParameters GetWeights() => inner.GetWeights();
         public OptimizerState GetOptimizerState() => inner.GetOptimizerState();
         public void SetOptimizerState(OptimizerState state) => inner.SetOptimizerState(state);
-        public StepMetrics ComputeGradients(ReadOnlySpan<int> sampleIndices, MlpParameters gradients) => inner.ComputeGradients(sampleIndices, gradients);
-        public void Predict(ReadOnlySpan<byte> images, Span<double> probabilities) => inner.Predict(images, probabilities);
+        public StepMetrics ComputeGradients(ReadOnlySpan<int> sampleIndices, MlpParameters gradients) =>
+            inner.ComputeGradients(sampleIndices, gradients);
+        public void Predict(ReadOnlySpan<byte> images, Span<double> probabilities) =>
+            inner.Predict(images, probabilities);
         public void Dispose() => inner.Dispose();
 
         public StepMetrics StepBatch(ReadOnlySpan<int> sampleIndices, double learningRate, bool measure)
@@ -98,14 +101,16 @@ public sealed class DivergenceTests : IDisposable
     {
         LabeledImages train = TestPaths.Train.Take(400);
         int[] sizes = [MlpParameters.InputSize, 8, MlpParameters.Classes];
-        var backend = new PoisonedBackend(new DeepReferenceBackend<double>(sizes, OptimizerSettings.Gd), poisonAfterStep: 8);
+        var backend = new PoisonedBackend(new DeepReferenceBackend<double>(sizes, OptimizerSettings.Gd),
+            poisonAfterStep: 8);
         using (backend)
         {
             backend.Upload(train);
             backend.SetWeights(MlpParameters.Initialize(sizes, 0));
             var saved = new List<TrainingCheckpoint>();
             var options = new MiniBatchOptions(100, 2, null, 1, LearningRateSchedule.Constant(0.1));
-            var e = Assert.Throws<DivergenceException>(() => MiniBatchTrainer.Run(backend, train.Count, options, new MiniBatchHooks
+            var e = Assert.Throws<DivergenceException>(() =>
+                MiniBatchTrainer.Run(backend, train.Count, options, new MiniBatchHooks
             {
                 SaveCheckpoint = c =>
                 {

@@ -32,7 +32,8 @@ public sealed class NpzHardeningTests : IDisposable
         return bytes.ToArray();
     }
 
-    private static byte[] ZipBytes(IEnumerable<(string Entry, byte[] Bytes)> entries, CompressionLevel level = CompressionLevel.NoCompression)
+    private static byte[] ZipBytes(IEnumerable<(string Entry, byte[] Bytes)> entries,
+        CompressionLevel level = CompressionLevel.NoCompression)
     {
         using var ms = new MemoryStream();
         using (var zip = new ZipArchive(ms, ZipArchiveMode.Create, leaveOpen: true))
@@ -70,7 +71,8 @@ public sealed class NpzHardeningTests : IDisposable
     [Fact]
     public void DuplicateEntriesAreRefused()
     {
-        string path = Write("dup.npz", ZipBytes([("w1.npy", Npy("<f8", "(1,)", 8)), ("w1.npy", Npy("<f8", "(2,)", 16))]));
+        byte[] zip = ZipBytes([("w1.npy", Npy("<f8", "(1,)", 8)), ("w1.npy", Npy("<f8", "(2,)", 16))]);
+        string path = Write("dup.npz", zip);
         var e = Assert.Throws<DataFormatException>(() => Npz.Read(path));
         Assert.Contains("holds the entry 'w1.npy' twice", e.Message);
     }
@@ -114,7 +116,8 @@ public sealed class NpzHardeningTests : IDisposable
         string path = Write("extra.npz", ZipBytes(entries));
         MlpParameters p = ModelFile.Load(path);
         Assert.Equal([784, 3, 10], p.Sizes);
-        Assert.Contains("'notes' is not a .npy entry (bad magic)", Assert.Throws<DataFormatException>(() => Npz.Read(path)).Message);
+        Assert.Contains("'notes' is not a .npy entry (bad magic)", Assert.Throws<DataFormatException>(() =>
+            Npz.Read(path)).Message);
     }
 
     [Theory]
@@ -143,7 +146,8 @@ public sealed class NpzHardeningTests : IDisposable
         var (code, _, stderr) = CliTests.Run("eval", "--model", _dir, "--data", TestPaths.MnistDir);
         Assert.Equal(Cli.ExitCodes.BadInput, code);
         Assert.Contains("is a directory, not a .npz file", stderr);
-        string path = Write("overflow.npz", ZipBytes([("w1.npy", Npy("<f8", "(2147483647, 2147483647, 2147483647)", 64))]));
+        byte[] overflowing = ZipBytes([("w1.npy", Npy("<f8", "(2147483647, 2147483647, 2147483647)", 64))]);
+        string path = Write("overflow.npz", overflowing);
         (code, _, stderr) = CliTests.Run("eval", "--model", path, "--data", TestPaths.MnistDir);
         Assert.Equal(Cli.ExitCodes.BadInput, code);
         Assert.Contains("overflows", stderr);
@@ -158,7 +162,8 @@ public sealed class NpzHardeningTests : IDisposable
         File.WriteAllBytes(path, [1, 2, 3]);
         var (code, _, stderr) = CliTests.Run("eval", "--model", path, "--data", TestPaths.MnistDir);
         Assert.Equal(Cli.ExitCodes.BadInput, code);
-        string error = Assert.Single(stderr.Split('\n'), l => l.StartsWith("mnistnative: error:", StringComparison.Ordinal));
+        string error = Assert.Single(stderr.Split('\n'), l =>
+            l.StartsWith("mnistnative: error:", StringComparison.Ordinal));
         Assert.Contains("model??[2J.npz", error);
         AssertPrintable(error);
     }
@@ -168,7 +173,8 @@ public sealed class NpzHardeningTests : IDisposable
     {
         var sizes = new[] { 784, 3, 10 };
         var (w, b) = InferenceFixtures.RandomModel(sizes, 3);
-        string path = Write("no-w2.npz", InferenceFixtures.NpzBytes(sizes, w, b, float32: false, a => a.RemoveAll(x => x.Name == "w2")));
+        byte[] model = InferenceFixtures.NpzBytes(sizes, w, b, float32: false, a => a.RemoveAll(x => x.Name == "w2"));
+        string path = Write("no-w2.npz", model);
         var e = Assert.Throws<DataFormatException>(() => ModelFile.Load(path));
         Assert.Contains("has no array 'w2' (it has b2)", e.Message);
     }
@@ -187,14 +193,17 @@ public sealed class NpzHardeningTests : IDisposable
         }
         var checkpoint = new TrainingCheckpoint
         {
-            Weights = w, Optimizer = new OptimizerState(12, [Moment(0.1), Moment(0.2)]), Epoch = 1, BatchInEpoch = 2, Step = 12,
+            Weights = w, Optimizer = new OptimizerState(12, [Moment(0.1), Moment(0.2)]), Epoch = 1, BatchInEpoch = 2,
+                Step = 12,
             EpochLossSum = 3.5, EpochCorrect = 150, EpochCount = 200, TrainSeconds = 1.5,
-            History = [new EpochEntry(1, 10, 0.9, 0.7, double.NaN, 1.2)], RunKey = "784-4-10|batch 100", FirstLoss = 2.3,
+            History = [new EpochEntry(1, 10, 0.9, 0.7, double.NaN, 1.2)], RunKey = "784-4-10|batch 100",
+                FirstLoss = 2.3,
         };
         string dir = Path.Combine(_dir, "ckpt");
         CheckpointFile.Save(dir, checkpoint);
         string path = CheckpointFile.PathIn(dir);
-        var arrays = Npz.Read(path).ToDictionary(kv => kv.Key, kv => (Shape: kv.Value.Shape, Values: kv.Value.ToDoubles()));
+        var arrays = Npz.Read(path).ToDictionary(kv => kv.Key, kv =>
+            (Shape: kv.Value.Shape, Values: kv.Value.ToDoubles()));
         edit(arrays);
         Npz.Write(path, arrays.Select(kv => new Npz.Entry(kv.Key, kv.Value.Shape, kv.Value.Values)));
         return dir;
@@ -259,10 +268,12 @@ public sealed class NpzHardeningTests : IDisposable
     public void AGarbageCheckpointEndsTheCliWithExitTwoAndOnePrintableLine()
     {
         string dir = SaveCheckpoint(a => a["run_key"] = ([3], [0, 0, 0]));
-        var (code, _, stderr) = CliTests.Run("train", "--batch-size", "100", "--epochs", "1", "--hidden", "4", "--train-count", "200",
-            "--backend", "scalar", "--data", TestPaths.MnistDir, "--checkpoint", dir, "--resume", "--out", Path.Combine(_dir, "m.npz"));
+        var (code, _, stderr) = CliTests.Run("train", "--batch-size", "100", "--epochs", "1", "--hidden", "4",
+            "--train-count", "200", "--backend", "scalar", "--data", TestPaths.MnistDir,
+            "--checkpoint", dir, "--resume", "--out", Path.Combine(_dir, "m.npz"));
         Assert.Equal(Cli.ExitCodes.BadInput, code);
-        string error = Assert.Single(stderr.Split('\n'), l => l.StartsWith("mnistnative: error:", StringComparison.Ordinal));
+        string error = Assert.Single(stderr.Split('\n'), l =>
+            l.StartsWith("mnistnative: error:", StringComparison.Ordinal));
         Assert.Contains("field 'run_key'", error);
         AssertPrintable(error);
     }

@@ -5,7 +5,9 @@ using Xunit;
 
 namespace MnistNative.Tests.Reliability;
 
-/// <summary>Issue 13, defect 10: an OpenCL failure mid-run is the device's problem, told as such (exit 2), not a bug (exit 1).</summary>
+/// <summary>
+/// Issue 13, defect 10: an OpenCL failure mid-run is the device's problem, told as such (exit 2), not a bug (exit 1).
+/// </summary>
 [Collection(OpenClTestDevice.Collection)]
 public sealed class OpenClErrorTests : IDisposable
 {
@@ -20,13 +22,18 @@ public sealed class OpenClErrorTests : IDisposable
         string kernels = Path.Combine(_dir, "kernels");
         Directory.CreateDirectory(kernels);
         foreach (string f in Directory.GetFiles(Path.Combine(TestPaths.RepoRoot, "native", "opencl"), "*.cl"))
-            File.WriteAllText(Path.Combine(kernels, Path.GetFileName(f)), File.ReadAllText(f) + "\n#error injected failure\n");
-        var args = new List<string> { "train", "--backend", "opencl", "--opencl-variant", "cpu", "--kernels", kernels, "--iterations", "1",
+        {
+            string broken = File.ReadAllText(f) + "\n#error injected failure\n";
+            File.WriteAllText(Path.Combine(kernels, Path.GetFileName(f)), broken);
+        }
+        var args = new List<string> { "train", "--backend", "opencl", "--opencl-variant", "cpu", "--kernels", kernels,
+            "--iterations", "1",
             "--train-count", "100", "--data", TestPaths.MnistDir, "--out", Path.Combine(_dir, "m.npz") };
         if (OpenClTestDevice.Device is string d) args.AddRange(["--device", d]);
         var (code, _, stderr) = CliTests.Run([.. args]);
         Assert.Equal(ExitCodes.BadInput, code);
-        string error = Assert.Single(stderr.Split('\n'), l => l.StartsWith("mnistnative: error:", StringComparison.Ordinal));
+        string error = Assert.Single(stderr.Split('\n'), l =>
+            l.StartsWith("mnistnative: error:", StringComparison.Ordinal));
         OpenClDeviceInfo device = OpenClRuntime.SelectDevice(OpenClTestDevice.Device);
         Assert.Contains($"OpenCL device {device.Id} {device.Name}:", error);
         Assert.Contains("CL_BUILD_PROGRAM_FAILURE", error);
