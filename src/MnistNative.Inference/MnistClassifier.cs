@@ -3,6 +3,7 @@ using System.Runtime.Intrinsics.X86;
 using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
 using MnistNative.Formats;
+using MnistNative.Inference.Onnx;
 
 [module: SkipLocalsInit] // per-call scratch is stackalloc'd and fully written before it is read
 
@@ -98,20 +99,60 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         _int16Pass = _small != SmallKernel.None && _int16 != null && ForwardKernels.CanRunInt16;
     }
 
-    /// <summary>Loads a model from a .npz file.</summary>
+    /// <summary>
+    /// Loads a model from a .npz file (the seed's format) or an ONNX file (an MLP graph, see
+    /// <see cref="OnnxImporter"/>), told apart by content: a .npz is a zip archive, anything else is read as ONNX.
+    /// </summary>
     /// <exception cref="DataFormatException">The file is missing, unreadable or not a valid model.</exception>
     public static MnistClassifier Load(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        return new MnistClassifier(path, Npz.Read(path));
+        if (!File.Exists(path)) return new MnistClassifier(path, Npz.Read(path)); // Npz.Read words the missing file
+        byte[] bytes;
+        try
+        {
+            bytes = File.ReadAllBytes(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new DataFormatException(path, $"cannot be read ({e.Message})");
+        }
+        return FromBytes(bytes, path);
     }
 
-    /// <summary>Loads a model from the bytes of a .npz file held in memory.</summary>
+    /// <summary>Loads a model from the bytes of a .npz or ONNX file held in memory.</summary>
     /// <exception cref="DataFormatException">The bytes are not a valid model.</exception>
-    public static MnistClassifier Load(ReadOnlySpan<byte> npzBytes)
+    public static MnistClassifier Load(ReadOnlySpan<byte> modelBytes) => FromBytes(modelBytes.ToArray(), "<memory>");
+
+    private static MnistClassifier FromBytes(byte[] bytes, string source)
     {
-        using var stream = new MemoryStream(npzBytes.ToArray(), writable: false);
-        return new MnistClassifier("<memory>", Npz.Read(stream, "<memory>"));
+        if (OnnxImporter.IsZip(bytes))
+        {
+            using var stream = new MemoryStream(bytes, writable: false);
+            return new MnistClassifier(source, Npz.Read(stream, source));
+        }
+        string problem = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)
+            ? "is not a valid ONNX model" : "is not a valid .npz (zip) file or ONNX model";
+        return new MnistClassifier(source, ToArrays(OnnxImporter.Import(bytes, source, problem)));
+    }
+
+    // The imported layers as the .npz arrays the constructor validates and converts (float64: no rounding yet).
+    private static Dictionary<string, NpyArray> ToArrays(MlpWeights weights)
+    {
+        var arrays = new Dictionary<string, NpyArray>(StringComparer.Ordinal);
+        for (int l = 0; l < weights.W.Length; l++)
+        {
+            arrays[$"w{l + 1}"] = new NpyArray("<f8", [weights.Sizes[l + 1], weights.Sizes[l]], Float64Bytes(weights.W[l]));
+            arrays[$"b{l + 1}"] = new NpyArray("<f8", [weights.Sizes[l + 1]], Float64Bytes(weights.B[l]));
+        }
+        return arrays;
+    }
+
+    private static byte[] Float64Bytes(double[] values)
+    {
+        var bytes = new byte[values.Length * sizeof(double)];
+        MemoryMarshal.AsBytes(values.AsSpan()).CopyTo(bytes);
+        return bytes;
     }
 
     /// <summary>Layer sizes, input first: [784, H1, ..., 10].</summary>

@@ -26,7 +26,7 @@ public static class OnnxExporter
     {
         ArgumentNullException.ThrowIfNull(modelNpzPath);
         ArgumentNullException.ThrowIfNull(onnxPath);
-        MlpParameters p = ModelFile.Load(modelNpzPath);
+        MlpParameters p = ModelInput.Load(modelNpzPath);
         ModelProto model = Build(p, Path.GetFileNameWithoutExtension(modelNpzPath));
         AtomicFile.Write(onnxPath, stream => model.WriteTo(stream));
     }
