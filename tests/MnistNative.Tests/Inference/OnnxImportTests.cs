@@ -403,3 +403,67 @@ public static class OnnxModels
     private static TensorProto Tensor(string name, long[] dims, float[] values, bool float64) =>
         Tensor(name, dims, values.Select(v => (double)v).ToArray(), float64);
 }
+
+/// <summary>The deep-model batch path (layer 1 grouped over images by column blocks) against the per-image path.</summary>
+public sealed class DeepBatchTests(ITestOutputHelper output)
+{
+    [SkippableTheory]
+    [InlineData(InferenceKernel.Avx512)]
+    [InlineData(InferenceKernel.Avx2)]
+    [InlineData(InferenceKernel.Scalar)]
+    public void GroupedLayerOneGivesThePerImageLabels(InferenceKernel kernel)
+    {
+        Skip.IfNot(ForwardKernelsSupported(kernel), $"{kernel} is not supported here");
+        var (images, _) = InferenceFixtures.TestSet;
+        int[] sizes = [784, 200, 72, 10]; // 200 -> outPad 208: three 64-column blocks and a 16-column tail
+        var (w, b) = InferenceFixtures.RandomModel(sizes, seed: 11);
+        using var grouped = MnistClassifier.Load(InferenceFixtures.NpzBytes(sizes, w, b, float32: true));
+        using var single = MnistClassifier.Load(InferenceFixtures.NpzBytes(sizes, w, b, float32: true));
+        grouped.ForceKernel(kernel);
+        single.ForceKernel(kernel);
+        single.GroupedBatch = false;
+        Assert.True(grouped.GroupedBatch);
+        Assert.False(single.GroupedBatch);
+        int n = 3001; // not a multiple of the group or the chunk
+        var a = new int[n];
+        var e = new int[n];
+        grouped.PredictBatch(images.AsSpan(0, n * 784), a);
+        single.PredictBatch(images.AsSpan(0, n * 784), e);
+        for (int i = 0; i < n; i += 50) Assert.Equal(e[i], grouped.Predict(images.AsSpan(i * 784, 784)));
+        Assert.Equal(e, a);
+        output.WriteLine($"{kernel}: {n} images, grouped and per-image labels equal");
+    }
+
+    [SkippableFact]
+    public void DeepOnnxModelCallsAllocateNothing()
+    {
+        var (images, _) = InferenceFixtures.TestSet;
+        using var c = MnistClassifier.Load(Path.Combine(OnnxImportTests.FixtureDir, "mlp_784_384_128_10.onnx"));
+        Assert.True(c.GroupedBatch);
+        var labels = new int[10000];
+        var small = new int[100];
+        var probs = new float[10];
+        void Run()
+        {
+            for (int i = 0; i < 200; i++)
+            {
+                c.Predict(images.AsSpan(i * 784, 784));
+                c.Probabilities(images.AsSpan(i * 784, 784), probs);
+            }
+            c.PredictBatch(images.AsSpan(0, 100 * 784), small);
+            c.PredictBatch(images, labels);
+        }
+        Run(); Run(); // JIT, tiering, the thread's batch job and group scratch
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int r = 0; r < 3; r++) Run();
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated == 0, $"{allocated} bytes allocated by prediction calls");
+    }
+
+    private static bool ForwardKernelsSupported(InferenceKernel kernel) => kernel switch
+    {
+        InferenceKernel.Avx512 => System.Runtime.Intrinsics.X86.Avx512F.IsSupported,
+        InferenceKernel.Avx2 => System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported,
+        _ => true,
+    };
+}
