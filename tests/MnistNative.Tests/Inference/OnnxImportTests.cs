@@ -190,10 +190,22 @@ public sealed class OnnxImportTests(ITestOutputHelper output)
         string dir = Directory.CreateTempSubdirectory("mnistnative-onnx-").FullName;
         try
         {
-            foreach (string kind in new[] { "conv", "second-input", "unknown-op", "external-data" })
+            byte[] good = File.ReadAllBytes(Path.Combine(FixtureDir, "mlp_784_48_10_opset9.onnx"));
+            var random = new byte[2048];
+            new Random(8).NextBytes(random);
+            var files = new Dictionary<string, byte[]>
+            {
+                ["conv"] = OnnxModels.Bad("conv").ToByteArray(),
+                ["second-input"] = OnnxModels.Bad("second-input").ToByteArray(),
+                ["unknown-op"] = OnnxModels.Bad("unknown-op").ToByteArray(),
+                ["external-data"] = OnnxModels.Bad("external-data").ToByteArray(),
+                ["truncated"] = good[..(good.Length * 2 / 3)],
+                ["random"] = random,
+            };
+            foreach (var (kind, bytes) in files)
             {
                 string path = Path.Combine(dir, kind + ".onnx");
-                File.WriteAllBytes(path, OnnxModels.Bad(kind).ToByteArray());
+                File.WriteAllBytes(path, bytes);
                 foreach (string[] args in new[] { new[] { "eval", "--model", path }, ["export", "--model", path, "--onnx", path + ".out"] })
                 {
                     var (code, stdout, stderr) = CliTests.Run(args);
@@ -458,6 +470,47 @@ public sealed class DeepBatchTests(ITestOutputHelper output)
         for (int r = 0; r < 3; r++) Run();
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
         Assert.True(allocated == 0, $"{allocated} bytes allocated by prediction calls");
+    }
+
+    /// <summary>
+    /// Interleaved A/B of the grouped layer 1 on the fast98 shape, 1 thread: rounds alternate grouped and per-image
+    /// batches of the 10,000 test images; prints the medians (figures go to docs/journal/onnx-import.md).
+    /// </summary>
+    [SkippableFact]
+    [Trait("Category", "Timing")]
+    public void GroupedVersusPerImageBatchTiming()
+    {
+        var (images, _) = InferenceFixtures.TestSet;
+        string path = Path.Combine(OnnxImportTests.FixtureDir, "mlp_784_384_128_10.onnx");
+        using var grouped = MnistClassifier.Load(path);
+        using var single = MnistClassifier.Load(path);
+        single.GroupedBatch = false;
+        var a = new int[10000];
+        var e = new int[10000];
+        var timesGrouped = new List<double>();
+        var timesSingle = new List<double>();
+        for (int round = 0; round < 12; round++)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            grouped.PredictBatch(images, a, maxThreads: 1);
+            double g = clock.Elapsed.TotalMilliseconds;
+            clock.Restart();
+            single.PredictBatch(images, e, maxThreads: 1);
+            double p = clock.Elapsed.TotalMilliseconds;
+            if (round < 2) continue; // JIT and tiering
+            timesGrouped.Add(g);
+            timesSingle.Add(p);
+        }
+        double mg = Median(timesGrouped), ms = Median(timesSingle);
+        output.WriteLine($"784-384-128-10, 10k images, 1 thread, 10 interleaved rounds: grouped {mg:F2} ms, "
+            + $"per image {ms:F2} ms (median), ratio {ms / mg:F2}x");
+        Assert.Equal(e, a);
+    }
+
+    private static double Median(List<double> values)
+    {
+        values.Sort();
+        return values.Count % 2 == 1 ? values[values.Count / 2] : (values[values.Count / 2 - 1] + values[values.Count / 2]) / 2;
     }
 
     private static bool ForwardKernelsSupported(InferenceKernel kernel) => kernel switch
