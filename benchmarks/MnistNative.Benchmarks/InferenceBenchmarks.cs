@@ -22,7 +22,7 @@ public unsafe class InferenceBenchmarks
     public const string CAbiCategory = "CAbi";
     private const int Images = 10_000;
 
-    private MnistClassifier _classifier = null!, _ungrouped = null!;
+    private MnistClassifier _classifier = null!;
     private byte[] _images = [];
     private byte[] _one = [];
     private readonly int[] _labels = new int[Images];
@@ -86,8 +86,6 @@ public unsafe class InferenceBenchmarks
         _one = _images.AsSpan(0, MnistClassifier.PixelCount).ToArray();
         string modelFile = ModelFile;
         _classifier = MnistClassifier.Load(modelFile);
-        _ungrouped = MnistClassifier.Load(modelFile);
-        _ungrouped.GroupedBatch = false;
 
         if (File.Exists(NativeLibPath))
         {
@@ -143,7 +141,6 @@ public unsafe class InferenceBenchmarks
     public void Cleanup()
     {
         _classifier.Dispose();
-        _ungrouped.Dispose();
         if (_lib != 0)
         {
             _free(_model);
@@ -165,11 +162,6 @@ public unsafe class InferenceBenchmarks
 
     [Benchmark(Description = "MnistClassifier.PredictBatch, 10k, 2 threads")]
     public void ClassifierBatch2() => _classifier.PredictBatch(_images, _labels, maxThreads: 2);
-
-    // A/B of the grouped layer 1 (MnistClassifier.PredictRangeGrouped): the same model with it off. The seed's
-    // model never takes it (its kernels are the fused small ones), so there the two rows run the same code.
-    [Benchmark(Description = "MnistClassifier.PredictBatch, 10k, 2 threads, layer 1 per image (A/B)")]
-    public void ClassifierBatch2Ungrouped() => _ungrouped.PredictBatch(_images, _labels, maxThreads: 2);
 
     [Benchmark(Description = "C ABI mn_predict_u8, 1 image")]
     [BenchmarkCategory(CAbiCategory)]

@@ -341,30 +341,14 @@ internal static unsafe partial class ForwardKernels
         else AccumulateScalar(output, wt, bias, outPad, idx, val, n);
     }
 
-    // out (width) = bias + sum_i val[i] * wt[idx[i], 0..width)   wt rows stride floats apart; width a multiple of 16
-    // (one column block of a wider layer: see MnistClassifier.PredictRangeGrouped)
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void AccumulateColumns(InferenceKernel kernel, float* output, float* wt, float* bias, int stride, int width,
-        int* idx, float* val, int n)
-    {
-        if (kernel == InferenceKernel.Avx512) Accumulate512(output, wt, bias, stride, idx, val, n, width);
-        else if (kernel == InferenceKernel.Avx2) Accumulate256(output, wt, bias, stride, idx, val, n, width);
-        else AccumulateScalar(output, wt, bias, stride, idx, val, n, width);
-    }
-
     // Mirrors AccumulateScalar. Four output vectors per pass give four independent FMA chains; a lone
     // vector (outPad 16, e.g. the seed's 10 hidden units) splits the inputs over four accumulators instead,
     // so the 4-cycle FMA latency never serialises the loop.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Accumulate512(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n)
-        => Accumulate512(output, wt, bias, outPad, idx, val, n, outPad);
-
-    // columns [0, width) of rows outPad floats apart
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Accumulate512(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n, int width)
+    private static void Accumulate512(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n)
     {
         int c = 0;
-        for (; c + 64 <= width; c += 64)
+        for (; c + 64 <= outPad; c += 64)
         {
             Vector512<float> a0 = Vector512.LoadAligned(bias + c), a1 = Vector512.LoadAligned(bias + c + 16);
             Vector512<float> a2 = Vector512.LoadAligned(bias + c + 32), a3 = Vector512.LoadAligned(bias + c + 48);
@@ -380,7 +364,7 @@ internal static unsafe partial class ForwardKernels
             Vector512.Store(a0, output + c); Vector512.Store(a1, output + c + 16);
             Vector512.Store(a2, output + c + 32); Vector512.Store(a3, output + c + 48);
         }
-        for (; c < width; c += 16)
+        for (; c < outPad; c += 16)
         {
             Vector512<float> a0 = Vector512.LoadAligned(bias + c), a1 = Vector512<float>.Zero;
             Vector512<float> a2 = Vector512<float>.Zero, a3 = Vector512<float>.Zero;
@@ -400,15 +384,11 @@ internal static unsafe partial class ForwardKernels
     }
 
     // Mirrors Accumulate512 with two 256-bit halves per 64-byte line.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Accumulate256(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n)
-        => Accumulate256(output, wt, bias, outPad, idx, val, n, outPad);
-
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Accumulate256(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n, int width)
+    private static void Accumulate256(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n)
     {
         int c = 0;
-        for (; c + 32 <= width; c += 32)
+        for (; c + 32 <= outPad; c += 32)
         {
             Vector256<float> a0 = Vector256.LoadAligned(bias + c), a1 = Vector256.LoadAligned(bias + c + 8);
             Vector256<float> a2 = Vector256.LoadAligned(bias + c + 16), a3 = Vector256.LoadAligned(bias + c + 24);
@@ -424,7 +404,7 @@ internal static unsafe partial class ForwardKernels
             Vector256.Store(a0, output + c); Vector256.Store(a1, output + c + 8);
             Vector256.Store(a2, output + c + 16); Vector256.Store(a3, output + c + 24);
         }
-        for (; c < width; c += 16)
+        for (; c < outPad; c += 16)
         {
             // one 64-byte line = two halves; inputs alternate between two accumulator pairs
             Vector256<float> lo0 = Vector256.LoadAligned(bias + c), hi0 = Vector256.LoadAligned(bias + c + 8);
@@ -453,19 +433,15 @@ internal static unsafe partial class ForwardKernels
     }
 
     // The reference for the vector kernels: out[j] = b[j] + sum_i val[i] * wt[idx[i], j].
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AccumulateScalar(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n)
-        => AccumulateScalar(output, wt, bias, outPad, idx, val, n, outPad);
-
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AccumulateScalar(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n, int width)
+    private static void AccumulateScalar(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n)
     {
-        for (int j = 0; j < width; j++) output[j] = bias[j];
+        for (int j = 0; j < outPad; j++) output[j] = bias[j];
         for (int i = 0; i < n; i++)
         {
             float* w = wt + (nint)idx[i] * outPad;
             float x = val[i];
-            for (int j = 0; j < width; j++) output[j] += w[j] * x;
+            for (int j = 0; j < outPad; j++) output[j] += w[j] * x;
         }
     }
 

@@ -97,7 +97,6 @@ public sealed unsafe partial class MnistClassifier : IDisposable
             : ForwardKernels.CanRunSmall256 ? SmallKernel.Avx2
             : SmallKernel.None;
         _int16Pass = _small != SmallKernel.None && _int16 != null && ForwardKernels.CanRunInt16;
-        GroupedBatch = true;
     }
 
     /// <summary>
@@ -318,104 +317,11 @@ public sealed unsafe partial class MnistClassifier : IDisposable
             PredictRangeSmall(images, labels, start, end, scratch);
             return;
         }
-        if (_groupLayer1)
-        {
-            fixed (byte* group = GroupScratch()) PredictRangeGrouped(images, labels, start, end, scratch, group);
-            return;
-        }
         for (int i = start; i < end; i++)
         {
             PrefetchImage(images + (long)Math.Min(i + PrefetchDistance, end - 1) * PixelCount);
             labels[i] = ArgMaxOf(images + (long)i * PixelCount, null, scratch);
         }
-    }
-
-    // Models other than the seed's shape, in a batch: layer 1 of DeepGroup images at a time, one block of
-    // GroupColumns outputs for all of them before the next block. One image's layer 1 reads its ~150 pixel rows
-    // across the whole W1t (784 x 384 floats = 1.2 MB for the fast98 model, more than a Zen 4 core's 1 MB L2),
-    // so image after image pulled the rows back from L3; a block (784 x 64 floats = 200 KB) stays in L2 while
-    // the group's images, whose inked pixels mostly coincide, reuse it. Later layers (a few hundred KB at most
-    // for such models) run per image from the layer-1 output. Same arithmetic per image as Forward.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void PredictRangeGrouped(byte* images, int* labels, int start, int end, byte* scratch, byte* groupScratch)
-    {
-        Layer first = _layers[0];
-        int entryStride = PixelCount + ForwardKernels.CompactSlack;
-        int* idx = (int*)AlignScratch(groupScratch);
-        float* val = (float*)(idx + DeepGroup * entryStride);
-        float* hidden = val + DeepGroup * entryStride;
-        int* counts = stackalloc int[DeepGroup];
-        byte* bytes = (byte*)AlignScratch(scratch) + ScratchAlignment; // CompactPixelsBytes' byte arrays
-        InferenceKernel kernel = _kernel;
-        bool compactBytes = kernel == InferenceKernel.Avx512 && ForwardKernels.CanCompactBytes;
-        for (int g = start; g < end; g += DeepGroup)
-        {
-            int count = Math.Min(DeepGroup, end - g);
-            for (int i = 0; i < count; i++)
-            {
-                byte* pixels = images + (long)(g + i) * PixelCount;
-                PrefetchImage(images + (long)Math.Min(g + i + DeepGroup, end - 1) * PixelCount);
-                counts[i] = compactBytes
-                    ? ForwardKernels.CompactPixelsBytes(pixels, bytes, idx + i * entryStride, val + i * entryStride)
-                    : ForwardKernels.CompactPixels(kernel, pixels, idx + i * entryStride, val + i * entryStride);
-            }
-            for (int c = 0; c < first.OutPad; c += GroupColumns)
-            {
-                int width = Math.Min(GroupColumns, first.OutPad - c);
-                for (int i = 0; i < count; i++)
-                    ForwardKernels.AccumulateColumns(kernel, hidden + i * first.OutPad + c, first.Wt + c, first.Bias + c,
-                        first.OutPad, width, idx + i * entryStride, val + i * entryStride, counts[i]);
-            }
-            for (int i = 0; i < count; i++)
-                labels[g + i] = ForwardKernels.ArgMax(ForwardFrom(hidden + i * first.OutPad, scratch), ClassCount);
-        }
-    }
-
-    // layers 2..L of one image from its layer-1 output z1 (OutPad floats, before ReLU) -> logits (inside scratch)
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private float* ForwardFrom(float* z1, byte* scratch)
-    {
-        int* idx = (int*)AlignScratch(scratch);
-        float* val = (float*)(idx + _maxInputs + ForwardKernels.CompactSlack);
-        float* z = val + _maxInputs + ForwardKernels.CompactSlack;
-        InferenceKernel kernel = _kernel;
-        Layer[] layers = _layers;
-        float* input = z1;
-        for (int l = 1; l < layers.Length; l++)
-        {
-            Layer previous = layers[l - 1], layer = layers[l];
-            ForwardKernels.Relu(input, previous.OutPad);
-            int n = ForwardKernels.CompactFloats(kernel, input, previous.Out, idx, val);
-            ForwardKernels.Accumulate(kernel, z, layer.Wt, layer.Bias, layer.OutPad, idx, val, n);
-            input = z;
-        }
-        return z;
-    }
-
-    private const int DeepGroup = 8;
-    private const int GroupColumns = 64; // four 64-byte lines of W1t per row: the kernels' widest pass
-
-    // Whether batches of this model take PredictRangeGrouped: a model with 2 or more layers whose layer 1 is wider
-    // than one column block (narrower ones already keep W1t in L2). Tests and benchmarks turn it off for A/B.
-    private bool _groupLayer1;
-
-    internal bool GroupedBatch
-    {
-        get => _groupLayer1;
-        set => _groupLayer1 = value && _small == SmallKernel.None && _layers[0].OutPad > GroupColumns;
-    }
-
-    [ThreadStatic] private static byte[]? t_groupScratch;
-
-    // The group's entries (idx and val, DeepGroup x (784 + slack) each) and layer-1 outputs: one pinned buffer per
-    // thread, grown on demand, never shrunk (the first batch on a thread allocates it).
-    private byte[] GroupScratch()
-    {
-        int bytes = DeepGroup * (PixelCount + ForwardKernels.CompactSlack) * (sizeof(int) + sizeof(float))
-            + DeepGroup * _layers[0].OutPad * sizeof(float) + ScratchAlignment;
-        byte[]? s = t_groupScratch;
-        if (s == null || s.Length < bytes) t_groupScratch = s = GC.AllocateUninitializedArray<byte>(bytes, pinned: true);
-        return s;
     }
 
     // The small-model kernels over a range, SmallGroup images at a time: layer 1 of each image into the group's

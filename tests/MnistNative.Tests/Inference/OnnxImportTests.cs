@@ -416,42 +416,14 @@ public static class OnnxModels
         Tensor(name, dims, values.Select(v => (double)v).ToArray(), float64);
 }
 
-/// <summary>The deep-model batch path (layer 1 grouped over images by column blocks) against the per-image path.</summary>
-public sealed class DeepBatchTests(ITestOutputHelper output)
+/// <summary>The deep models' calls: no allocation per call once loaded.</summary>
+public sealed class DeepModelAllocationTests
 {
-    [SkippableTheory]
-    [InlineData(InferenceKernel.Avx512)]
-    [InlineData(InferenceKernel.Avx2)]
-    [InlineData(InferenceKernel.Scalar)]
-    public void GroupedLayerOneGivesThePerImageLabels(InferenceKernel kernel)
-    {
-        Skip.IfNot(ForwardKernelsSupported(kernel), $"{kernel} is not supported here");
-        var (images, _) = InferenceFixtures.TestSet;
-        int[] sizes = [784, 200, 72, 10]; // 200 -> outPad 208: three 64-column blocks and a 16-column tail
-        var (w, b) = InferenceFixtures.RandomModel(sizes, seed: 11);
-        using var grouped = MnistClassifier.Load(InferenceFixtures.NpzBytes(sizes, w, b, float32: true));
-        using var single = MnistClassifier.Load(InferenceFixtures.NpzBytes(sizes, w, b, float32: true));
-        grouped.ForceKernel(kernel);
-        single.ForceKernel(kernel);
-        single.GroupedBatch = false;
-        Assert.True(grouped.GroupedBatch);
-        Assert.False(single.GroupedBatch);
-        int n = 3001; // not a multiple of the group or the chunk
-        var a = new int[n];
-        var e = new int[n];
-        grouped.PredictBatch(images.AsSpan(0, n * 784), a);
-        single.PredictBatch(images.AsSpan(0, n * 784), e);
-        for (int i = 0; i < n; i += 50) Assert.Equal(e[i], grouped.Predict(images.AsSpan(i * 784, 784)));
-        Assert.Equal(e, a);
-        output.WriteLine($"{kernel}: {n} images, grouped and per-image labels equal");
-    }
-
     [SkippableFact]
     public void DeepOnnxModelCallsAllocateNothing()
     {
         var (images, _) = InferenceFixtures.TestSet;
         using var c = MnistClassifier.Load(Path.Combine(OnnxImportTests.FixtureDir, "mlp_784_384_128_10.onnx"));
-        Assert.True(c.GroupedBatch);
         var labels = new int[10000];
         var small = new int[100];
         var probs = new float[10];
@@ -465,58 +437,10 @@ public sealed class DeepBatchTests(ITestOutputHelper output)
             c.PredictBatch(images.AsSpan(0, 100 * 784), small);
             c.PredictBatch(images, labels);
         }
-        Run(); Run(); // JIT, tiering, the thread's batch job and group scratch
+        Run(); Run(); // JIT, tiering, the thread's batch job
         long before = GC.GetAllocatedBytesForCurrentThread();
         for (int r = 0; r < 3; r++) Run();
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
         Assert.True(allocated == 0, $"{allocated} bytes allocated by prediction calls");
     }
-
-    /// <summary>
-    /// Interleaved A/B of the grouped layer 1 on the fast98 shape, 1 thread: rounds alternate grouped and per-image
-    /// batches of the 10,000 test images; prints the medians (figures go to docs/journal/onnx-import.md).
-    /// </summary>
-    [SkippableFact]
-    [Trait("Category", "Timing")]
-    public void GroupedVersusPerImageBatchTiming()
-    {
-        var (images, _) = InferenceFixtures.TestSet;
-        string path = Path.Combine(OnnxImportTests.FixtureDir, "mlp_784_384_128_10.onnx");
-        using var grouped = MnistClassifier.Load(path);
-        using var single = MnistClassifier.Load(path);
-        single.GroupedBatch = false;
-        var a = new int[10000];
-        var e = new int[10000];
-        var timesGrouped = new List<double>();
-        var timesSingle = new List<double>();
-        for (int round = 0; round < 12; round++)
-        {
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            grouped.PredictBatch(images, a, maxThreads: 1);
-            double g = clock.Elapsed.TotalMilliseconds;
-            clock.Restart();
-            single.PredictBatch(images, e, maxThreads: 1);
-            double p = clock.Elapsed.TotalMilliseconds;
-            if (round < 2) continue; // JIT and tiering
-            timesGrouped.Add(g);
-            timesSingle.Add(p);
-        }
-        double mg = Median(timesGrouped), ms = Median(timesSingle);
-        output.WriteLine($"784-384-128-10, 10k images, 1 thread, 10 interleaved rounds: grouped {mg:F2} ms, "
-            + $"per image {ms:F2} ms (median), ratio {ms / mg:F2}x");
-        Assert.Equal(e, a);
-    }
-
-    private static double Median(List<double> values)
-    {
-        values.Sort();
-        return values.Count % 2 == 1 ? values[values.Count / 2] : (values[values.Count / 2 - 1] + values[values.Count / 2]) / 2;
-    }
-
-    private static bool ForwardKernelsSupported(InferenceKernel kernel) => kernel switch
-    {
-        InferenceKernel.Avx512 => System.Runtime.Intrinsics.X86.Avx512F.IsSupported,
-        InferenceKernel.Avx2 => System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported,
-        _ => true,
-    };
 }
