@@ -142,7 +142,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable
         var arrays = new Dictionary<string, NpyArray>(StringComparer.Ordinal);
         for (int l = 0; l < weights.W.Length; l++)
         {
-            arrays[$"w{l + 1}"] = new NpyArray("<f8", [weights.Sizes[l + 1], weights.Sizes[l]], Float64Bytes(weights.W[l]));
+            int[] shape = [weights.Sizes[l + 1], weights.Sizes[l]];
+            arrays[$"w{l + 1}"] = new NpyArray("<f8", shape, Float64Bytes(weights.W[l]));
             arrays[$"b{l + 1}"] = new NpyArray("<f8", [weights.Sizes[l + 1]], Float64Bytes(weights.B[l]));
         }
         return arrays;

@@ -28,7 +28,9 @@ public static class OnnxImporter
 
     private const int Pixels = MnistClassifier.PixelCount;
 
-    /// <summary>Whether the bytes look like a .npz: a zip archive starts with a local file header or an empty end record.</summary>
+    /// <summary>
+    /// Whether the bytes look like a .npz: a zip archive starts with a local file header or an empty end record.
+    /// </summary>
     public static bool IsZip(ReadOnlySpan<byte> head) =>
         head.Length >= 4 && head[0] == (byte)'P' && head[1] == (byte)'K' && (head[2], head[3]) is (3, 4) or (5, 6);
 
@@ -36,8 +38,11 @@ public static class OnnxImporter
     /// <param name="bytes">The whole .onnx file.</param>
     /// <param name="source">The file name (or "&lt;memory&gt;") that messages start with.</param>
     /// <param name="notOnnxProblem">The problem to report when the bytes are not a protobuf ModelProto at all.</param>
-    /// <exception cref="DataFormatException">The bytes are not an ONNX model, or the graph is not a supported MLP.</exception>
-    public static MlpWeights Import(ReadOnlySpan<byte> bytes, string source, string notOnnxProblem = "is not a valid ONNX model")
+    /// <exception cref="DataFormatException">
+    /// The bytes are not an ONNX model, or the graph is not a supported MLP.
+    /// </exception>
+    public static MlpWeights Import(ReadOnlySpan<byte> bytes, string source,
+        string notOnnxProblem = "is not a valid ONNX model")
     {
         ModelProto model;
         try
@@ -123,7 +128,8 @@ public static class OnnxImporter
                 bool known = true;
                 for (int d = 1; d < dims.Count; d++)
                 {
-                    if (dims[d].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue) perImage *= dims[d].DimValue;
+                    if (dims[d].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue)
+                        perImage *= dims[d].DimValue;
                     else known = false;
                 }
                 if (dims.Count < 2 || (known && perImage != Pixels))
@@ -149,8 +155,8 @@ public static class OnnxImporter
             {
                 if (input.Length == 0 || input == _current || _constants.ContainsKey(input)) continue;
                 if (_passedValues.Contains(input))
-                    throw RefuseNode(node, index, $"reads '{input}', an earlier value of the chain; only a single chain of "
-                        + "layers (no branches or skip connections) is supported");
+                    throw RefuseNode(node, index, $"reads '{input}', an earlier value of the chain; only a single "
+                        + "chain of layers (no branches or skip connections) is supported");
                 throw RefuseNode(node, index, $"reads '{input}', which is neither the running value nor a constant "
                     + "(a second input or a branch)");
             }
@@ -162,7 +168,8 @@ public static class OnnxImporter
                     _constants[node.Output[0]] = _constants[node.Input[0]];
                     return;
                 }
-                throw RefuseNode(node, index, "computes on constants only; fold it into the initializers before export");
+                throw RefuseNode(node, index, "computes on constants only; fold it into the initializers before "
+                    + "export");
             }
             if (node.Output.Count == 0 || node.Output[0].Length == 0) throw RefuseNode(node, index, "has no output");
             if (_stage == Stage.Softmax && node.OpType != "Identity")
@@ -172,12 +179,15 @@ public static class OnnxImporter
                 case "Identity":
                     break;
                 case "Dropout":
-                    if (node.Input.Count > 2 && node.Input[2].Length > 0 && ConstantOf(node, index, 2).Values.Any(v => v != 0))
+                    bool training = node.Input.Count > 2 && node.Input[2].Length > 0
+                        && ConstantOf(node, index, 2).Values.Any(v => v != 0);
+                    if (training)
                         throw RefuseNode(node, index, "is in training mode");
                     break;
                 case "Cast":
                     if (IntAttribute(node, "to", 0) != (int)TensorProto.Types.DataType.Float)
-                        throw RefuseNode(node, index, $"casts to {TypeName((int)IntAttribute(node, "to", 0))}; only float32 is supported");
+                        throw RefuseNode(node, index, $"casts to {TypeName((int)IntAttribute(node, "to", 0))}; "
+                            + $"only float32 is supported");
                     break;
                 case "Flatten":
                     long axis = IntAttribute(node, "axis", 1);
@@ -207,12 +217,15 @@ public static class OnnxImporter
                     LowerSoftmax(node, index);
                     break;
                 case "Conv" or "ConvTranspose" or "MaxPool" or "AveragePool" or "GlobalAveragePool" or "GlobalMaxPool":
-                    throw RefuseNode(node, index, "is a convolution or pooling layer; the core runs MLPs (dense layers over 784 pixels)");
-                case "Sigmoid" or "Tanh" or "LeakyRelu" or "Elu" or "Selu" or "Gelu" or "HardSigmoid" or "PRelu" or "Softplus":
-                    throw RefuseNode(node, index, "is an activation other than ReLU; the core's hidden layers use ReLU only");
+                    throw RefuseNode(node, index, "is a convolution or pooling layer; the core runs MLPs (dense "
+                        + "layers over 784 pixels)");
+                case "Sigmoid" or "Tanh" or "LeakyRelu" or "Elu" or "Selu" or "Gelu" or "HardSigmoid" or "PRelu"
+                    or "Softplus":
+                    throw RefuseNode(node, index, "is an activation other than ReLU; the core's hidden layers use "
+                        + "ReLU only");
                 default:
-                    throw RefuseNode(node, index, "is not supported; the core runs MLPs made of Gemm or MatMul + Add, Relu, "
-                        + "Flatten/Reshape, constant Add/Sub/Mul/Div and a final Softmax");
+                    throw RefuseNode(node, index, "is not supported; the core runs MLPs made of Gemm or MatMul + "
+                        + "Add, Relu, Flatten/Reshape, constant Add/Sub/Mul/Div and a final Softmax");
             }
             _passedValues.Add(_current);
             _current = node.Output[0];
@@ -221,13 +234,15 @@ public static class OnnxImporter
         private void LowerReshape(NodeProto node, int index)
         {
             if (node.Input.Count < 2 || node.Input[1] != "" && !_constants.ContainsKey(node.Input[1]))
-                throw RefuseNode(node, index, "takes its shape from a computed value; export with a constant shape (e.g. nn.Flatten)");
+                throw RefuseNode(node, index, "takes its shape from a computed value; export with a constant "
+                    + "shape (e.g. nn.Flatten)");
             double[] shape = node.Input.Count >= 2 && node.Input[1].Length > 0
                 ? ConstantOf(node, index, 1).Values
                 : [.. IntsAttribute(node, "shape").Select(v => (double)v)];
             bool ok = shape.Length == 2 && (shape[1] == _width || shape[1] == -1 && shape[0] != -1);
             if (!ok)
-                throw RefuseNode(node, index, $"reshapes to ({string.Join(", ", shape)}); only (N, {_width}) keeps one row per image");
+                throw RefuseNode(node, index, $"reshapes to ({string.Join(", ", shape)}); only (N, {_width}) "
+                    + $"keeps one row per image");
             _rank = 2;
         }
 
@@ -238,14 +253,16 @@ public static class OnnxImporter
             if (node.Input.Count < 2 || !_constants.ContainsKey(node.Input[1]))
                 throw RefuseNode(node, index, "has a B that is not a constant");
             Constant b = _constants[node.Input[1]];
-            if (b.Dims.Length != 2) throw RefuseNode(node, index, $"has B of shape ({string.Join(", ", b.Dims)}); a matrix expected");
+            if (b.Dims.Length != 2)
+                throw RefuseNode(node, index, $"has B of shape ({string.Join(", ", b.Dims)}); a matrix expected");
             bool transB = IntAttribute(node, "transB", 0) != 0;
             double alpha = FloatAttribute(node, "alpha", 1.0), beta = FloatAttribute(node, "beta", 1.0);
             int inputs = (int)(transB ? b.Dims[1] : b.Dims[0]), outputs = (int)(transB ? b.Dims[0] : b.Dims[1]);
             var w = new double[(long)outputs * inputs];
             for (int j = 0; j < outputs; j++)
                 for (int k = 0; k < inputs; k++)
-                    w[(long)j * inputs + k] = alpha * (transB ? b.Values[(long)j * inputs + k] : b.Values[(long)k * outputs + j]);
+                    w[(long)j * inputs + k] =
+                        alpha * (transB ? b.Values[(long)j * inputs + k] : b.Values[(long)k * outputs + j]);
             var bias = new double[outputs];
             if (node.Input.Count > 2 && node.Input[2].Length > 0)
             {
@@ -260,9 +277,11 @@ public static class OnnxImporter
         {
             if (node.Input[0] != _current || !_constants.ContainsKey(node.Input[1]))
                 throw RefuseNode(node, index, "is not (running value) x (constant matrix)");
-            if (_rank != 2) throw RefuseNode(node, index, $"multiplies a rank-{_rank} value; flatten the input to (N, 784) first");
+            if (_rank != 2)
+                throw RefuseNode(node, index, $"multiplies a rank-{_rank} value; flatten the input to (N, 784) first");
             Constant b = _constants[node.Input[1]];
-            if (b.Dims.Length != 2) throw RefuseNode(node, index, $"has B of shape ({string.Join(", ", b.Dims)}); a matrix expected");
+            if (b.Dims.Length != 2)
+                throw RefuseNode(node, index, $"has B of shape ({string.Join(", ", b.Dims)}); a matrix expected");
             int inputs = (int)b.Dims[0], outputs = (int)b.Dims[1];
             var w = new double[(long)outputs * inputs];
             for (int j = 0; j < outputs; j++)
@@ -281,7 +300,8 @@ public static class OnnxImporter
             if (inputs != _width)
                 throw RefuseNode(node, index, $"takes {inputs} inputs but the value before it has {_width} features"
                     + (_layers.Count == 0 ? " (an MLP over 784 pixels expected)" : ""));
-            if (outputs < 1 || outputs > (1 << 16)) throw RefuseNode(node, index, $"has {outputs} outputs; 1..65536 supported");
+            if (outputs < 1 || outputs > (1 << 16))
+                throw RefuseNode(node, index, $"has {outputs} outputs; 1..65536 supported");
             if (_affinePending)
             {
                 for (int j = 0; j < outputs; j++)
@@ -326,7 +346,8 @@ public static class OnnxImporter
                         if (v[i] == 0) throw RefuseNode(node, index, "divides by zero");
                         scale[i] = 1 / v[i];
                         break;
-                    default: throw RefuseNode(node, index, "divides a constant by the running value (not an affine map)");
+                    default: throw RefuseNode(node, index, "divides a constant by the running value (not an "
+                        + "affine map)");
                 }
             }
             ApplyAffine(node, index, scale, shift);
@@ -369,7 +390,8 @@ public static class OnnxImporter
             {
                 _scale[i] *= scale[i];
                 _shift[i] = _shift[i] * scale[i] + shift[i];
-                if (!double.IsFinite(_scale[i]) || !double.IsFinite(_shift[i])) throw RefuseNode(node, index, "gives non-finite values");
+                if (!double.IsFinite(_scale[i]) || !double.IsFinite(_shift[i]))
+                    throw RefuseNode(node, index, "gives non-finite values");
             }
             _affinePending = true;
             _afterRelu = false;
@@ -395,9 +417,11 @@ public static class OnnxImporter
         private void LowerSoftmax(NodeProto node, int index)
         {
             if (_stage != Stage.Linear || _width != MnistClassifier.ClassCount)
-                throw RefuseNode(node, index, $"is not applied to the {MnistClassifier.ClassCount} outputs of the last linear layer");
+                throw RefuseNode(node, index, $"is not applied to the {MnistClassifier.ClassCount} outputs of the "
+                    + $"last linear layer");
             long axis = IntAttribute(node, "axis", _opset >= 13 ? -1 : 1);
-            if (axis is not (1 or -1)) throw RefuseNode(node, index, $"runs over axis {axis}; the class axis (1 or -1) expected");
+            if (axis is not (1 or -1))
+                throw RefuseNode(node, index, $"runs over axis {axis}; the class axis (1 or -1) expected");
             _stage = Stage.Softmax;
         }
 
@@ -405,12 +429,15 @@ public static class OnnxImporter
         {
             var outputs = _graph.Output.Select(o => o.Name).ToList();
             if (outputs.Count != 1)
-                throw Refuse($"has {outputs.Count} outputs ({string.Join(", ", outputs.Select(o => $"'{o}'"))}); one output of 10 scores expected");
+                throw Refuse($"has {outputs.Count} outputs ({string.Join(", ", outputs.Select(o => $"'{o}'"))}); "
+                    + $"one output of 10 scores expected");
             if (outputs[0] != _current)
-                throw Refuse($"its output '{outputs[0]}' is not the end of the chain of layers (which ends at '{_current}')");
+                throw Refuse($"its output '{outputs[0]}' is not the end of the chain of layers (which ends at "
+                    + $"'{_current}')");
             if (_layers.Count == 0) throw Refuse("has no linear layer (Gemm or MatMul)");
             if (_stage == Stage.Features)
-                throw Refuse($"ends with an activation or an affine map after its last linear layer; the output must be "
+                throw Refuse($"ends with an activation or an affine map after its last linear layer; the output "
+                    + $"must be "
                     + "that layer's scores (optionally through Softmax or LogSoftmax)");
             if (_width != MnistClassifier.ClassCount)
                 throw Refuse($"its last layer has {_width} outputs; {MnistClassifier.ClassCount} classes expected");
@@ -424,9 +451,11 @@ public static class OnnxImporter
         private double[] PerFeature(NodeProto node, int index, Constant c, int width, string what)
         {
             if (c.Count == 1) return Filled(width, c.Values[0]);
-            if (c.Count == width && c.Dims.Take(c.Dims.Length - 1).All(d => d == 1) || c.Count == width && _layers.Count == 0)
+            // one per feature: any shape over the pixels (e.g. (1, 1, 28, 28)), else (.., 1, width)
+            if (c.Count == width && (_layers.Count == 0 || c.Dims.Take(c.Dims.Length - 1).All(d => d == 1)))
                 return c.Values;
-            throw RefuseNode(node, index, $"has {what} of shape ({string.Join(", ", c.Dims)}); one value or one per feature "
+            throw RefuseNode(node, index, $"has {what} of shape ({string.Join(", ", c.Dims)}); one value or one "
+                + $"per feature "
                 + $"({width}) expected");
         }
 
@@ -456,8 +485,10 @@ public static class OnnxImporter
         private Constant ReadTensor(TensorProto t, string what)
         {
             if (t.DataLocation == TensorProto.Types.DataLocation.External || t.ExternalData.Count > 0)
-                throw Refuse($"{what} is stored as external data (in a separate file); the core reads self-contained models: "
-                    + "save with the weights inside the .onnx (e.g. onnx.save(model, path, save_as_external_data=False))");
+                throw Refuse($"{what} is stored as external data (in a separate file); the core reads "
+                    + $"self-contained models: "
+                    + "save with the weights inside the .onnx (e.g. onnx.save(model, path, "
+                        + "save_as_external_data=False))");
             long count = 1;
             foreach (long d in t.Dims)
             {
@@ -474,7 +505,8 @@ public static class OnnxImporter
                 TensorProto.Types.DataType.Double => 8,
                 TensorProto.Types.DataType.Int64 => 8,
                 TensorProto.Types.DataType.Int32 => 4,
-                _ => throw Refuse($"{what} has element type {TypeName(t.DataType)}; float32, float64, int32 or int64 supported"),
+                _ => throw Refuse($"{what} has element type {TypeName(t.DataType)}; float32, float64, int32 or "
+                    + $"int64 supported"),
             };
             if (raw.Length > 0)
             {
@@ -500,7 +532,8 @@ public static class OnnxImporter
                 TensorProto.Types.DataType.Int64 => t.Int64Data.Count,
                 _ => t.Int32Data.Count,
             };
-            if (stored != count) throw Refuse($"{what} holds {stored} values; its shape ({string.Join(", ", t.Dims)}) needs {count}");
+            if (stored != count)
+                throw Refuse($"{what} holds {stored} values; its shape ({string.Join(", ", t.Dims)}) needs {count}");
             for (int i = 0; i < values.Length; i++)
             {
                 values[i] = type switch
@@ -540,12 +573,14 @@ public static class OnnxImporter
     }
 
     private static string ShapeText(TensorShapeProto shape) => "(" + string.Join(", ", shape.Dim.Select(d =>
-        d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue.ToString(System.Globalization.CultureInfo.InvariantCulture)
-        : d.DimParam.Length > 0 ? d.DimParam : "?")) + ")";
+        d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue
+            ? d.DimValue.ToString(System.Globalization.CultureInfo.InvariantCulture)
+            : d.DimParam.Length > 0 ? d.DimParam : "?")) + ")";
 
     private static string TypeName(int elemType) => elemType switch
     {
-        1 => "float32", 2 => "uint8", 3 => "int8", 4 => "uint16", 5 => "int16", 6 => "int32", 7 => "int64", 8 => "string",
+        1 => "float32", 2 => "uint8", 3 => "int8", 4 => "uint16", 5 => "int16", 6 => "int32", 7 => "int64",
+        8 => "string",
         9 => "bool", 10 => "float16", 11 => "float64", 12 => "uint32", 13 => "uint64", 16 => "bfloat16",
         _ => $"type #{elemType}",
     };

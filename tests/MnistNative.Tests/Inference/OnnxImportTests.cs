@@ -40,7 +40,8 @@ public sealed class OnnxImportTests(ITestOutputHelper output)
         int disagreements = ours.Where((p, i) => p != ort[i]).Count();
         string sha = Convert.ToHexStringLower(SHA256.HashData(ours.Select(p => (byte)p).ToArray()));
         output.WriteLine($"{file}: core {correct}/{labels.Length}, PyTorch {expected.PytorchTestCorrect}; "
-            + $"{disagreements} disagreements with ONNX Runtime; predictions sha256 {sha} (PyTorch {expected.PytorchPredictionsSha256})");
+            + $"{disagreements} disagreements with ONNX Runtime; predictions sha256 {sha} (PyTorch "
+                + $"{expected.PytorchPredictionsSha256})");
         Assert.Equal(0, disagreements);
         Assert.Equal(expected.PytorchTestCorrect, correct);
         Assert.Equal(expected.PytorchPredictionsSha256, sha);
@@ -165,13 +166,15 @@ public sealed class OnnxImportTests(ITestOutputHelper output)
             Assert.True(code == 0, stderr);
             Assert.Contains($"Test accuracy = {norm.PytorchTestAccuracy:F4}", stdout);
 
-            (code, stdout, stderr) = CliTests.Run("predict", "--model", fixture, "--idx", InferenceFixtures.TestImagesPath,
+            (code, stdout, stderr) = CliTests.Run("predict", "--model", fixture,
+                "--idx", InferenceFixtures.TestImagesPath,
                 "--index", "0..2");
             Assert.True(code == 0, stderr);
             Assert.Equal(3, stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
 
             string trained = Path.Combine(dir, "trained.npz");
-            (code, stdout, stderr) = CliTests.Run("train", "--init-weights", Path.Combine(FixtureDir, "mlp_784_128_10_gemm.onnx"),
+            (code, stdout, stderr) = CliTests.Run("train",
+                "--init-weights", Path.Combine(FixtureDir, "mlp_784_128_10_gemm.onnx"),
                 "--iterations", "2", "--train-count", "500", "--backend", "scalar", "--out", trained);
             Assert.True(code == 0, stderr);
             Assert.Contains("Training 784-128-10", stdout);
@@ -206,7 +209,8 @@ public sealed class OnnxImportTests(ITestOutputHelper output)
             {
                 string path = Path.Combine(dir, kind + ".onnx");
                 File.WriteAllBytes(path, bytes);
-                foreach (string[] args in new[] { new[] { "eval", "--model", path }, ["export", "--model", path, "--onnx", path + ".out"] })
+                string[][] commands = [["eval", "--model", path], ["export", "--model", path, "--onnx", path + ".out"]];
+                foreach (string[] args in commands)
                 {
                     var (code, stdout, stderr) = CliTests.Run(args);
                     output.WriteLine(stderr.TrimEnd());
@@ -250,7 +254,8 @@ public sealed class OnnxImportTests(ITestOutputHelper output)
         return labels;
     }
 
-    public sealed record ManifestModel(string File, int[] Sizes, int Opset, List<JsonElement> InputShape, int PytorchTestCorrect,
+    public sealed record ManifestModel(string File, int[] Sizes, int Opset, List<JsonElement> InputShape,
+        int PytorchTestCorrect,
         double PytorchTestAccuracy, string PytorchPredictionsSha256);
 
     private sealed record ManifestFile(string TorchVersion, List<ManifestModel> Models);
@@ -264,10 +269,13 @@ public sealed class OnnxImportTests(ITestOutputHelper output)
 
 public enum GraphForm { Gemm, MatMulAdd, Float64MatMulAdd }
 
-/// <summary>ONNX graphs built with OnnxSharp's messages: MLPs in several exporters' forms, and unsupported graphs.</summary>
+/// <summary>
+/// ONNX graphs built with OnnxSharp's messages: MLPs in several exporters' forms, and unsupported graphs.
+/// </summary>
 public static class OnnxModels
 {
-    public static ModelProto Mlp(int[] sizes, double[][] w, double[][] b, GraphForm form, (float Mean, float Std)? normalise = null)
+    public static ModelProto Mlp(int[] sizes, double[][] w, double[][] b, GraphForm form,
+        (float Mean, float Std)? normalise = null)
     {
         var g = new GraphProto { Name = "mlp" };
         g.Input.Add(Value("pixels", 784));
@@ -289,7 +297,9 @@ public static class OnnxModels
                 g.Initializer.Add(Tensor($"w{l + 1}", [outputs, inputs], w[l], float64: false));
                 g.Initializer.Add(Tensor($"b{l + 1}", [outputs], b[l], float64: false));
                 NodeProto gemm = Node($"gemm{l + 1}", "Gemm", [x, $"w{l + 1}", $"b{l + 1}"], z);
-                gemm.Attribute.Add(new AttributeProto { Name = "transB", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+                var transB = new AttributeProto { Name = "transB", I = 1 };
+                transB.Type = AttributeProto.Types.AttributeType.Int;
+                gemm.Attribute.Add(transB);
                 g.Node.Add(gemm);
             }
             else
@@ -388,7 +398,14 @@ public static class OnnxModels
         return new ValueInfoProto
         {
             Name = name,
-            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float, Shape = shape } },
+            Type = new TypeProto
+            {
+                TensorType = new TypeProto.Types.Tensor
+                {
+                    ElemType = (int)TensorProto.Types.DataType.Float,
+                    Shape = shape,
+                },
+            },
         };
     }
 
