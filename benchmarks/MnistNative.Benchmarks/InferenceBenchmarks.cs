@@ -7,7 +7,8 @@ using MnistNative.Inference;
 namespace MnistNative.Benchmarks;
 
 /// <summary>
-/// Inference of the seed model (784-10-10) side by side: MnistClassifier in process, the same library through
+/// Inference of three models (Model: the seed's 784-10-10, and the PyTorch exports 784-128-10 and
+/// 784-384-128-10 in tests/fixtures/onnx, loaded from their .onnx files) side by side: MnistClassifier in process, the same library through
 /// its C ABI (the NativeAOT libmnistnative.so, P/Invoke), and ONNX Runtime on the model exported by
 /// <see cref="OnnxExporter"/>. One image (the first test image; bytes for MnistNative, floats already scaled
 /// to [0, 1] for ONNX Runtime, whose graph takes floats) and the 10,000 test images on 1 and 2 threads.
@@ -61,12 +62,30 @@ public unsafe class InferenceBenchmarks
         }
     }
 
+    /// <summary>seed: <see cref="ModelPath"/>; the others: PyTorch exports in tests/fixtures/onnx.</summary>
+    [ParamsSource(nameof(Models))]
+    public string Model { get; set; } = "seed";
+
+    /// <summary>MNISTNATIVE_BENCH_MODELS (comma-separated, e.g. "784-384-128-10"), else all three.</summary>
+    public static IEnumerable<string> Models => Environment.GetEnvironmentVariable("MNISTNATIVE_BENCH_MODELS") is { Length: > 0 } list
+        ? list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+        : ["seed", "784-128-10", "784-384-128-10"];
+
+    private string ModelFile => Model switch
+    {
+        "seed" => ModelPath,
+        "784-128-10" => Path.Combine(RepoRoot ?? ".", "tests", "fixtures", "onnx", "mlp_784_128_10_gemm.onnx"),
+        "784-384-128-10" => Path.Combine(RepoRoot ?? ".", "tests", "fixtures", "onnx", "mlp_784_384_128_10.onnx"),
+        _ => throw new ArgumentException($"unknown model {Model}"),
+    };
+
     [GlobalSetup]
     public void Setup()
     {
         _images = Workload.Test.Pixels.AsSpan(0, Images * MnistClassifier.PixelCount).ToArray();
         _one = _images.AsSpan(0, MnistClassifier.PixelCount).ToArray();
-        _classifier = MnistClassifier.Load(ModelPath);
+        string modelFile = ModelFile;
+        _classifier = MnistClassifier.Load(modelFile);
 
         if (File.Exists(NativeLibPath))
         {
@@ -75,14 +94,16 @@ public unsafe class InferenceBenchmarks
             _predictU8 = (delegate* unmanaged<ulong, byte*, nuint, int*, int>)NativeLibrary.GetExport(_lib, "mn_predict_u8");
             _predictBatchU8 = (delegate* unmanaged<ulong, byte*, nuint, nuint, int*, nuint, int>)NativeLibrary.GetExport(_lib, "mn_predict_batch_u8");
             _free = (delegate* unmanaged<ulong, int>)NativeLibrary.GetExport(_lib, "mn_free");
-            byte[] path = System.Text.Encoding.UTF8.GetBytes(ModelPath + "\0");
+            byte[] path = System.Text.Encoding.UTF8.GetBytes(modelFile + "\0");
             ulong model;
             fixed (byte* p = path) Check(load(p, &model), "mn_load_path");
             _model = model;
         }
 
         _onnxPath = Path.Combine(Path.GetTempPath(), $"mnistnative-bench-{Environment.ProcessId}.onnx");
-        OnnxExporter.Export(ModelPath, _onnxPath);
+        // ONNX Runtime runs the exporter's graph of the same weights (Gemm, Relu, Softmax; dynamic batch): the
+        // 784-128-10 fixture is exported with a fixed batch of 1, which ORT could not run as one batch of 10k
+        OnnxExporter.Export(modelFile, _onnxPath);
         _ort1 = Session(1);
         _ort2 = Session(2);
         _runOptions = new RunOptions();

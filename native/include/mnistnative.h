@@ -41,7 +41,10 @@ const char* mn_version(void);
  * on this thread; owned by the library. */
 const char* mn_last_error(void);
 
-/* Loads a seed-format .npz model (w1 (H,784), b1, ..., wL (10,H), bL; float64 or float32). */
+/* Loads a model: a seed-format .npz (w1 (H,784), b1, ..., wL (10,H), bL; float64 or float32) or an ONNX MLP graph
+   (Gemm or MatMul + Add, Relu, Flatten/Reshape, constant normalisation, final Softmax; as PyTorch and tf2onnx
+   write them), told apart by content. An unsupported graph returns MN_ERR_BAD_MODEL; mn_last_error names the
+   node, its op type and why. npz_bytes may hold either format. */
 mn_status mn_load_path(const char* path_utf8, mn_model* out_model);
 mn_status mn_load_memory(const uint8_t* npz_bytes, size_t length, mn_model* out_model);
 

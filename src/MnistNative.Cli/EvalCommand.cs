@@ -10,7 +10,7 @@ public sealed partial class CliApp
 {
     private Command EvalCommand()
     {
-        var model = new Option<FileInfo>("--model") { Description = "The model .npz to evaluate (as written by train).", Required = true, HelpName = "FILE" };
+        var model = new Option<FileInfo>("--model") { Description = "The model to evaluate: a .npz (as written by train) or an ONNX MLP.", Required = true, HelpName = "FILE" };
         var data = DataOption();
         var json = JsonOption("the accuracy and the confusion matrix");
         var confusionPng = new Option<string?>("--confusion") { Description = "Also draw the confusion matrix as a heat map into this PNG.", HelpName = "FILE.png" };

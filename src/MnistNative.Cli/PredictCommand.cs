@@ -11,7 +11,7 @@ public sealed partial class CliApp
 {
     private Command PredictCommand()
     {
-        var model = new Option<FileInfo>("--model") { Description = "The model .npz (as written by train).", Required = true, HelpName = "FILE" };
+        var model = new Option<FileInfo>("--model") { Description = "The model: a .npz (as written by train) or an ONNX MLP.", Required = true, HelpName = "FILE" };
         var idx = new Option<FileInfo?>("--idx") { Description = "An IDX images file (raw or .gz), e.g. data/mnist/t10k-images-idx3-ubyte.", HelpName = "IMAGES" };
         var index = new Option<string?>("--index") { Description = "With --idx: the image index I, or a range I..J (inclusive).", HelpName = "I[..J]" };
         var png = new Option<FileInfo?>("--png") { Description = "A 28x28 grayscale PNG, white digit on black as in MNIST.", HelpName = "FILE" };
@@ -79,7 +79,7 @@ public sealed partial class CliApp
 
     private Command ExportCommand()
     {
-        var model = new Option<FileInfo>("--model") { Description = "The model .npz to export.", Required = true, HelpName = "FILE" };
+        var model = new Option<FileInfo>("--model") { Description = "The model to export: a .npz, or an ONNX MLP (rewritten in this exporter's form, normalisation folded).", Required = true, HelpName = "FILE" };
         var onnx = new Option<string>("--onnx") { Description = "The ONNX file to write (Gemm/Relu/.../Softmax, opset 13; input 'pixels' float[N,784] scaled to 0..1, output 'probabilities' float[N,10]).", Required = true, HelpName = "FILE" };
         var command = new Command("export", "Export a model to ONNX, for ONNX Runtime and other tools.") { model, onnx };
         command.SetAction(parse => Guard(() =>

@@ -24,7 +24,7 @@ public sealed partial class CliApp
         var variant = new Option<string?>("--opencl-variant") { Description = "Force the OpenCL kernel variant (full-batch and mini-batch paths): gpu (many work-items, local-memory tiles and reductions) or cpu (explicit vectors, few work-items). Default: from the device type.", HelpName = "gpu|cpu" };
         variant.AcceptOnlyFromAmong("gpu", "cpu");
         var threads = IntOption("--threads", "Worker threads for the multi-threaded backends (default: all cores).", Environment.ProcessorCount, 1, 1024, "N");
-        var init = new Option<FileInfo?>("--init-weights") { Description = "Start from w1, b1, w2, b2 in this .npz (float64 or float32) instead of --seed.", HelpName = "FILE" };
+        var init = new Option<FileInfo?>("--init-weights") { Description = "Start from w1, b1, w2, b2 in this .npz (float64 or float32) or ONNX model (784-H-10) instead of --seed.", HelpName = "FILE" };
         var output = new Option<string>("--out") { Description = "Where to save the trained model (.npz with the seed's names and orientation).", DefaultValueFactory = _ => "model.npz", HelpName = "FILE" };
         var data = DataOption();
         var json = JsonOption("the run's summary");
@@ -66,7 +66,7 @@ public sealed partial class CliApp
             int h = parse.GetValue(hidden)![0];
             if (parse.GetValue(init) is FileInfo initFile)
             {
-                weights = ModelFile.Load(initFile.FullName);
+                weights = Onnx.ModelInput.Load(initFile.FullName);
                 if (weights.LayerCount != 2)
                     throw new ArgumentException($"--init-weights {initFile.Name}: holds {weights.LayerCount} layers; training takes one hidden layer (784-H-10)");
                 bool hiddenGiven = parse.GetResult(hidden) is { Implicit: false };

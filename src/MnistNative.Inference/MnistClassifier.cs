@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics.X86;
 using System.Runtime.InteropServices;
 using MnistNative.Formats;
+using MnistNative.Inference.Onnx;
 
 [module: SkipLocalsInit] // per-call scratch is stackalloc'd and fully written before it is read
 
@@ -97,23 +98,78 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
         _int16Pass = _small != SmallKernel.None && _int16 != null && ForwardKernels.CanRunInt16;
     }
 
-    /// <summary>Loads a model from a .npz file.</summary>
+    /// <summary>
+    /// Loads a model from a .npz file (the seed's format) or an ONNX file (an MLP graph, see
+    /// <see cref="OnnxImporter"/>), told apart by content: a .npz is a zip archive, anything else is read as ONNX.
+    /// </summary>
     /// <exception cref="DataFormatException">The file is missing, unreadable or not a valid model.</exception>
     public static MnistClassifier Load(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        var unexpected = new List<string>();
-        return new MnistClassifier(path, Npz.Read(path, ModelArrays.LayerArraysOnly(unexpected)), unexpected);
+        if (Directory.Exists(path)) throw new DataFormatException(path, "is a directory, not a model file");
+        byte[] bytes;
+        try
+        {
+            // A .npz is read as a stream (its arrays are capped before they are inflated); anything else is taken
+            // as ONNX, which protobuf parses from memory, so its size is capped here first.
+            using (var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read))
+            {
+                Span<byte> head = stackalloc byte[4];
+                if (OnnxImporter.IsZip(head[..file.ReadAtLeast(head, 4, throwOnEndOfStream: false)]))
+                {
+                    var unexpected = new List<string>();
+                    return new MnistClassifier(path, Npz.Read(path, ModelArrays.LayerArraysOnly(unexpected)), unexpected);
+                }
+                if (file.Length > MaxOnnxBytes)
+                    throw new DataFormatException(path, $"is {file.Length} bytes; an ONNX MLP over 784 inputs is read up to {MaxOnnxBytes}");
+            }
+            bytes = File.ReadAllBytes(path);
+        }
+        catch (FileNotFoundException) { throw new DataFormatException(path, "file not found"); }
+        catch (DirectoryNotFoundException) { throw new DataFormatException(path, "file not found"); }
+        catch (UnauthorizedAccessException) { throw new DataFormatException(path, "cannot be read (permission denied)"); }
+        catch (IOException e) { throw new DataFormatException(path, $"cannot be read ({e.GetType().Name})"); }
+        return FromBytes(bytes, path);
     }
 
-    /// <summary>Loads a model from the bytes of a .npz file held in memory.</summary>
+    /// <summary>Loads a model from the bytes of a .npz or ONNX file held in memory.</summary>
     /// <exception cref="DataFormatException">The bytes are not a valid model.</exception>
-    public static MnistClassifier Load(ReadOnlySpan<byte> npzBytes)
+    public static MnistClassifier Load(ReadOnlySpan<byte> modelBytes) => FromBytes(modelBytes.ToArray(), "<memory>");
+
+    private static MnistClassifier FromBytes(byte[] bytes, string source)
     {
-        using var stream = new MemoryStream(npzBytes.ToArray(), writable: false);
-        var unexpected = new List<string>();
-        return new MnistClassifier("<memory>", Npz.Read(stream, "<memory>", ModelArrays.LayerArraysOnly(unexpected)),
-            unexpected);
+        if (OnnxImporter.IsZip(bytes))
+        {
+            using var stream = new MemoryStream(bytes, writable: false);
+            var unexpected = new List<string>();
+            return new MnistClassifier(source, Npz.Read(stream, source, ModelArrays.LayerArraysOnly(unexpected)), unexpected);
+        }
+        string problem = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)
+            ? "is not a valid ONNX model" : "is not a valid .npz (zip) file or ONNX model";
+        return new MnistClassifier(source, ToArrays(OnnxImporter.Import(bytes, source, problem)), []);
+    }
+
+    /// <summary>The largest ONNX file read: a 784-4096-4096-10 float64 MLP is about 160 MB.</summary>
+    private const long MaxOnnxBytes = 256L << 20;
+
+    // The imported layers as the .npz arrays the constructor validates and converts (float64: no rounding yet).
+    private static Dictionary<string, NpyArray> ToArrays(MlpWeights weights)
+    {
+        var arrays = new Dictionary<string, NpyArray>(StringComparer.Ordinal);
+        for (int l = 0; l < weights.W.Length; l++)
+        {
+            int[] shape = [weights.Sizes[l + 1], weights.Sizes[l]];
+            arrays[$"w{l + 1}"] = new NpyArray("<f8", shape, Float64Bytes(weights.W[l]));
+            arrays[$"b{l + 1}"] = new NpyArray("<f8", [weights.Sizes[l + 1]], Float64Bytes(weights.B[l]));
+        }
+        return arrays;
+    }
+
+    private static byte[] Float64Bytes(double[] values)
+    {
+        var bytes = new byte[values.Length * sizeof(double)];
+        MemoryMarshal.AsBytes(values.AsSpan()).CopyTo(bytes);
+        return bytes;
     }
 
     /// <summary>Layer sizes, input first: [784, H1, ..., 10].</summary>

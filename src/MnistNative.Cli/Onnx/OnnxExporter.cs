@@ -7,8 +7,8 @@ using Onnx;
 namespace MnistNative.Cli.Onnx;
 
 /// <summary>
-/// Writes a model .npz as an ONNX graph: input "pixels" float32 (N, 784) already scaled to [0, 1]
-/// (raw bytes * (1/255), as MnistClassifier scales them), then for each layer
+/// Writes a model (.npz, or an ONNX MLP read through ModelInput) as an ONNX graph: input "pixels" float32
+/// (N, 784) already scaled to [0, 1] (raw bytes * (1/255), as MnistClassifier scales them), then for each layer
 /// Gemm(x, w_l, b_l, transB = 1) followed by Relu (hidden layers only), and Softmax(axis = 1) producing
 /// "probabilities" float32 (N, 10). N is a symbolic dimension "batch".
 /// Weights are stored as float32 initializers in the seed's orientation (w_l is (out, in), hence transB).
@@ -26,8 +26,8 @@ public static class OnnxExporter
     {
         ArgumentNullException.ThrowIfNull(modelNpzPath);
         ArgumentNullException.ThrowIfNull(onnxPath);
-        MlpParameters p = ModelFile.Load(modelNpzPath);
-        ModelProto model = Build(p, Path.GetFileNameWithoutExtension(modelNpzPath));
+        MlpParameters p = ModelInput.Load(modelNpzPath);
+        ModelProto model = Build(p, Path.GetFileName(modelNpzPath));
         AtomicFile.Write(onnxPath, stream => model.WriteTo(stream));
     }
 
@@ -62,7 +62,7 @@ public static class OnnxExporter
             IrVersion = IrVersion,
             ProducerName = "mnistnative",
             ProducerVersion = typeof(OnnxExporter).Assembly.GetName().Version?.ToString() ?? "0",
-            DocString = $"MNIST MLP {string.Join("-", p.Sizes)} exported from {name}.npz; input: pixels scaled by 1/255",
+            DocString = $"MNIST MLP {string.Join("-", p.Sizes)} exported from {name}; input: pixels scaled by 1/255",
             Graph = graph,
         };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = Opset });

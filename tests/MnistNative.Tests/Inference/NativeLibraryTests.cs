@@ -78,4 +78,40 @@ public sealed class NativeLibraryTests(NativeLibraryFixture native, ITestOutputH
         Assert.True(code == 0, $"abi_check exited {code}:\n{log}");
         Assert.Contains("all checks passed", log);
     }
+
+    [SkippableFact]
+    public void CAbiLoadsAPyTorchOnnxExportAndRefusesBadGraphsWithTheirReason()
+    {
+        var (_, labels) = InferenceFixtures.TestSet;
+        Assert.True(native.Error == null, native.Error);
+        string onnx = Path.Combine(OnnxImportTests.FixtureDir, "mlp_784_128_64_10_norm.onnx");
+        var (code, log) = Shell.Run(Path.Combine(native.Dir, "classify"), [onnx, InferenceFixtures.TestImagesPath, InferenceFixtures.TestLabelsPath], TimeSpan.FromMinutes(2));
+        output.WriteLine(log);
+        Assert.True(code == 0, $"classify exited {code}:\n{log}");
+        using var c = MnistClassifier.Load(onnx);
+        var predicted = new int[labels.Length];
+        c.PredictBatch(InferenceFixtures.TestSet.Images, predicted);
+        int correct = predicted.Where((p, i) => p == labels[i]).Count();
+        Assert.Contains($"accuracy {correct / (double)labels.Length:F4} ({correct}/{labels.Length})", log);
+
+        string dir = Directory.CreateTempSubdirectory("mnistnative-onnx-abi-").FullName;
+        try
+        {
+            string conv = Path.Combine(dir, "conv.onnx"), second = Path.Combine(dir, "second.onnx"), random = Path.Combine(dir, "random.onnx");
+            File.WriteAllBytes(conv, Google.Protobuf.MessageExtensions.ToByteArray(OnnxModels.Bad("conv")));
+            File.WriteAllBytes(second, Google.Protobuf.MessageExtensions.ToByteArray(OnnxModels.Bad("second-input")));
+            var bytes = new byte[1000];
+            new Random(4).NextBytes(bytes);
+            File.WriteAllBytes(random, bytes);
+            (code, log) = Shell.Run(Path.Combine(native.Dir, "abi_check"), [onnx, conv, second, random], TimeSpan.FromMinutes(1));
+            output.WriteLine(log);
+            Assert.True(code == 0, $"abi_check exited {code}:\n{log}");
+            Assert.Contains("all checks passed", log);
+            Assert.Contains($"refused {conv}: {conv}: node 'conv1' (Conv) is a convolution", log);
+            Assert.Contains("refused from memory: <memory>: node 'conv1' (Conv) is a convolution", log);
+            Assert.Contains($"refused {second}: {second}: has 2 inputs", log);
+            Assert.Contains($"refused {random}: {random}: is not a valid ONNX model", log);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
 }

@@ -11,7 +11,7 @@ static int failures = 0;
     else printf("ok   %s -> %d %s\n", #call, (int)s_, s_ ? mn_last_error() : ""); } while (0)
 
 int main(int argc, char** argv) {
-    if (argc != 2) return 2;
+    if (argc < 2) return 2;
     uint8_t pixels[MN_PIXELS] = {0};
     float scaled[MN_PIXELS] = {0};
     float probs[MN_CLASSES];
@@ -93,6 +93,23 @@ int main(int argc, char** argv) {
     EXPECT(mn_free(m3), MN_OK);
     EXPECT(mn_free(m2), MN_OK);
     EXPECT(mn_free(0), MN_ERR_INVALID_HANDLE);
+
+    /* further arguments: models that must be refused, by path and from memory, with mn_last_error saying why */
+    for (int a = 2; a < argc; a++) {
+        mn_model refused = 0;
+        EXPECT(mn_load_path(argv[a], &refused), MN_ERR_BAD_MODEL);
+        printf("refused %s: %s\n", argv[a], mn_last_error());
+        FILE* bf = fopen(argv[a], "rb");
+        if (!bf) { printf("FAIL cannot open %s\n", argv[a]); failures++; continue; }
+        fseek(bf, 0, SEEK_END); long bn = ftell(bf); fseek(bf, 0, SEEK_SET);
+        uint8_t* bb = malloc((size_t)bn + 1);
+        if (fread(bb, 1, (size_t)bn, bf) != (size_t)bn) return 3;
+        fclose(bf);
+        EXPECT(mn_load_memory(bb, (size_t)bn, &refused), MN_ERR_BAD_MODEL);
+        printf("refused from memory: %s\n", mn_last_error());
+        if (refused != 0) { printf("FAIL a refused load left out_model %llu\n", (unsigned long long)refused); failures++; }
+        free(bb);
+    }
 
     if (failures) { printf("%d checks failed\n", failures); return 1; }
     printf("all checks passed\n");

@@ -145,7 +145,7 @@ public sealed class NpzHardeningTests : IDisposable
     {
         var (code, _, stderr) = CliTests.Run("eval", "--model", _dir, "--data", TestPaths.MnistDir);
         Assert.Equal(Cli.ExitCodes.BadInput, code);
-        Assert.Contains("is a directory, not a .npz file", stderr);
+        Assert.Contains("is a directory, not a model file", stderr);
         byte[] overflowing = ZipBytes([("w1.npy", Npy("<f8", "(2147483647, 2147483647, 2147483647)", 64))]);
         string path = Write("overflow.npz", overflowing);
         (code, _, stderr) = CliTests.Run("eval", "--model", path, "--data", TestPaths.MnistDir);
