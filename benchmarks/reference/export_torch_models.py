@@ -25,20 +25,13 @@ import datetime
 import hashlib
 import json
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
 from torch import nn
 
-
-def read_idx(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    magic = struct.unpack(">I", data[:4])[0]
-    dims = struct.unpack(">" + "I" * (magic & 0xFF), data[4:4 + 4 * (magic & 0xFF)])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * len(dims)).reshape(dims)
+from seed_numpy import read_idx  # the IDX reader of the seed's numpy script, beside this one
 
 
 def load(data_dir, prefix):

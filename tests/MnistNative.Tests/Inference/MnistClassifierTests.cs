@@ -241,17 +241,19 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
     }
 
     [SkippableFact]
-    public void CallsAfterLoadAllocateNothing()
+    public void CallsAfterLoadAllocateNothing() => AssertCallsAllocateNothing(Final.Value, singleImages: 1000, rounds: 5);
+
+    /// <summary>Single, float, probability and batch calls on the test set allocate nothing once warmed up.</summary>
+    internal static void AssertCallsAllocateNothing(MnistClassifier c, int singleImages, int rounds)
     {
         var (images, _) = InferenceFixtures.TestSet;
-        MnistClassifier c = Final.Value;
         var labels = new int[10000];
         var small = new int[100];
         var scaled = new float[784];
         var probs = new float[10];
         void Run()
         {
-            for (int i = 0; i < 1000; i++)
+            for (int i = 0; i < singleImages; i++)
             {
                 c.Predict(images.AsSpan(i * 784, 784));
                 c.Predict(scaled);
@@ -262,7 +264,7 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
         }
         Run(); Run(); // JIT, tiering, the thread's batch job
         long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int r = 0; r < 5; r++) Run();
+        for (int r = 0; r < rounds; r++) Run();
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
         Assert.True(allocated == 0, $"{allocated} bytes allocated by prediction calls");
     }

@@ -439,25 +439,7 @@ public sealed class DeepModelAllocationTests
     [SkippableFact]
     public void DeepOnnxModelCallsAllocateNothing()
     {
-        var (images, _) = InferenceFixtures.TestSet;
         using var c = MnistClassifier.Load(Path.Combine(OnnxImportTests.FixtureDir, "mlp_784_384_128_10.onnx"));
-        var labels = new int[10000];
-        var small = new int[100];
-        var probs = new float[10];
-        void Run()
-        {
-            for (int i = 0; i < 200; i++)
-            {
-                c.Predict(images.AsSpan(i * 784, 784));
-                c.Probabilities(images.AsSpan(i * 784, 784), probs);
-            }
-            c.PredictBatch(images.AsSpan(0, 100 * 784), small);
-            c.PredictBatch(images, labels);
-        }
-        Run(); Run(); // JIT, tiering, the thread's batch job
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int r = 0; r < 3; r++) Run();
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-        Assert.True(allocated == 0, $"{allocated} bytes allocated by prediction calls");
+        MnistClassifierTests.AssertCallsAllocateNothing(c, singleImages: 200, rounds: 3);
     }
 }
