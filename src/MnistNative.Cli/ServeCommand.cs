@@ -12,7 +12,7 @@ public sealed partial class CliApp
         var model = new Option<FileInfo>("--model")
         {
             Description =
-                "The model .npz to serve; replacing the file swaps the new model in without dropping requests.",
+                "The model (.npz or .onnx) to serve; replacing the file swaps the new model in without dropping requests.",
             Required = true,
             HelpName = "FILE",
         };
