@@ -55,28 +55,22 @@ public static class Idx
         bool images = magic == ImageMagic;
         string what = images ? "images" : "labels";
         int dims = images ? 3 : 1, headerBytes = 4 + 4 * dims, itemBytes = images ? LabeledImages.PixelsPerImage : 1;
-        if (IsGzip(path))
-        {
-            byte[] file = ReadFile(path);
-            int[] h = ParseHeader(path, file, magic, dims, what);
-            if (images) CheckImageShape(path, h);
-            CheckPayload(path, file.Length - headerBytes, (long)h[0] * itemBytes, $"{h[0]} {what}");
-            count = h[0];
-            return file.AsSpan(headerBytes, (int)(Math.Min(h[0], take) * (long)itemBytes)).ToArray();
-        }
         if (Directory.Exists(path)) throw new DataFormatException(path, "is a directory, not an IDX file");
         try
         {
             using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
             if (stream.Length > MaxFileBytes) throw new DataFormatException(path, $"is {stream.Length} bytes, larger than any MNIST file");
-            var headerBuffer = new byte[Math.Min(headerBytes, stream.Length)];
-            stream.ReadExactly(headerBuffer);
-            int[] h = ParseHeader(path, headerBuffer, magic, dims, what);
+            var head = new byte[Math.Min(headerBytes, stream.Length)];
+            stream.ReadExactly(head);
+            byte[]? inflated = head.Length >= 2 && head[0] == 0x1f && head[1] == 0x8b ? Gunzip(path, File.ReadAllBytes(path)) : null;
+            int[] h = ParseHeader(path, inflated ?? head, magic, dims, what);
             if (images) CheckImageShape(path, h);
-            CheckPayload(path, stream.Length - headerBytes, (long)h[0] * itemBytes, $"{h[0]} {what}");
-            var values = new byte[Math.Min(h[0], take) * (long)itemBytes];
-            stream.ReadExactly(values);
+            CheckPayload(path, (inflated?.Length ?? stream.Length) - headerBytes, (long)h[0] * itemBytes, $"{h[0]} {what}");
             count = h[0];
+            int keep = (int)(Math.Min(h[0], take) * (long)itemBytes);
+            if (inflated != null) return inflated.AsSpan(headerBytes, keep).ToArray();
+            var values = new byte[keep];
+            stream.ReadExactly(values);
             return values;
         }
         catch (FileNotFoundException) { throw new DataFormatException(path, "file not found"); }
@@ -92,20 +86,6 @@ public static class Idx
             throw new DataFormatException(path, $"images are {header[1]}x{header[2]}, expected 28x28");
     }
 
-    private static bool IsGzip(string path)
-    {
-        Span<byte> magic = stackalloc byte[2];
-        try
-        {
-            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1);
-            return stream.Read(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return false; // the raw reader opens it again and reports why it cannot
-        }
-    }
-
     /// <summary>Writes an IDX file of unsigned bytes (used by tests and tools).</summary>
     public static byte[] Encode(ReadOnlySpan<int> dims, ReadOnlySpan<byte> values)
     {
@@ -115,23 +95,6 @@ public static class Idx
         for (int d = 0; d < dims.Length; d++) BinaryPrimitives.WriteInt32BigEndian(bytes.AsSpan(4 + 4 * d), dims[d]);
         values.CopyTo(bytes.AsSpan(4 + 4 * dims.Length));
         return bytes;
-    }
-
-    /// <summary>The file's bytes; a .gz file (by name or by its magic bytes) is decompressed, up to a cap.</summary>
-    internal static byte[] ReadFile(string path)
-    {
-        byte[] raw;
-        try
-        {
-            var info = new FileInfo(path);
-            if (!info.Exists) throw new DataFormatException(path, "file not found");
-            if (info.Length > MaxFileBytes) throw new DataFormatException(path, $"is {info.Length} bytes, larger than any MNIST file");
-            raw = File.ReadAllBytes(path);
-        }
-        catch (IOException e) { throw new DataFormatException(path, $"cannot be read ({e.Message})"); }
-        catch (UnauthorizedAccessException) { throw new DataFormatException(path, "permission denied"); }
-        if (raw.Length >= 2 && raw[0] == 0x1f && raw[1] == 0x8b) return Gunzip(path, raw);
-        return raw;
     }
 
     private static byte[] Gunzip(string path, byte[] compressed)
