@@ -40,7 +40,6 @@ public sealed partial class CliApp
             int count = parse.GetValue(trainCount);
             var (train, test) = LoadData(parse.GetValue(data), count);
             if (count > train.Count) throw new ArgumentException($"--train-count {count} is more than the {train.Count} training images available");
-            train = train.Take(count);
             List<string> names = parse.GetValue(backends) is { } list
                 ? list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList()
                 : BackendSelector.Names.Where(n => n != "auto").ToList();

@@ -136,20 +136,20 @@ public sealed partial class CliApp
         int? threads = Given(s.Threads) ? parse.GetValue(s.Threads) : null;
 
         using IMiniBatchBackend engine = CreateMiniBatchBackend(backendName, precision, sizes, optimizer, batch, threads, line => Err.WriteLine(line), openCl);
-        var (trainImages, validation, test) = UploadTrainingSet(engine, parse.GetValue(s.Data), trainCount, fit);
+        var (validation, test) = UploadTrainingSet(engine, parse.GetValue(s.Data), trainCount, fit);
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
 
         uint seed = parse.GetValue(s.Seed);
         var options = new MiniBatchOptions(batch, epochs ?? 0, epochs == null ? parse.GetValue(s.Iterations) : null, seed, LearningRateSchedule.Constant(lr));
-        long totalSteps = options.TotalSteps(trainImages);
+        long totalSteps = options.TotalSteps(fit);
         var scheduleKind = scheduleName switch { "step" => ScheduleKind.Step, "cosine" => ScheduleKind.Cosine, _ => ScheduleKind.Constant };
         options = options with { Schedule = new LearningRateSchedule(scheduleKind, lr, totalSteps, warmup) };
         engine.SetWeights(MlpParameters.Initialize(sizes, seed));
         string shape = string.Join('-', sizes);
-        string runKey = $"{shape}|batch {batch}|seed {seed}|{optimizer}|{(options.Schedule.Kind == ScheduleKind.Constant && warmup == 0 ? $"constant {lr}" : options.Schedule.ToString())}|train {trainImages}|validation {validationCount}|{engine.Info.Name} {engine.Info.Precision}";
+        string runKey = $"{shape}|batch {batch}|seed {seed}|{optimizer}|{(options.Schedule.Kind == ScheduleKind.Constant && warmup == 0 ? $"constant {lr}" : options.Schedule.ToString())}|train {fit}|validation {validationCount}|{engine.Info.Name} {engine.Info.Precision}";
         TrainingCheckpoint? resumeFrom = resume ? CheckpointFile.Load(checkpointDir!) : null;
         string epochsText = options.Iterations is long it ? $"{it} steps" : $"{options.Epochs} epochs";
-        human.WriteLine($"Training {shape} on {trainImages} images{(validation != null ? $" ({validation.Count} held out for validation)" : "")}: {epochsText} of batch {batch}, " +
+        human.WriteLine($"Training {shape} on {fit} images{(validation != null ? $" ({validation.Count} held out for validation)" : "")}: {epochsText} of batch {batch}, " +
             $"{optimizerName} lr {lr} {scheduleName}{(warmup > 0 ? $" warm-up {warmup}" : "")}{(preset != null ? $" (preset {preset})" : "")}, backend {engine.Info.Name} " +
             $"({engine.Info.Precision.ToString().ToLowerInvariant()}, {engine.Info.Threads} thread{(engine.Info.Threads == 1 ? "" : "s")}, {engine.Info.Device})");
         if (resumeFrom != null) human.WriteLine($"Resuming from {CheckpointFile.PathIn(checkpointDir!)} at step {resumeFrom.Step} (epoch {resumeFrom.Epoch + 1})");
@@ -197,7 +197,7 @@ public sealed partial class CliApp
                     {
                         ProgressTask? task = null;
                         int taskEpoch = -1;
-                        result = MiniBatchTrainer.Run(engine, trainImages, options, hooks with
+                        result = MiniBatchTrainer.Run(engine, fit, options, hooks with
                         {
                             OnStep = (epoch, inEpoch, total, loss, acc) =>
                             {
@@ -216,7 +216,7 @@ public sealed partial class CliApp
             }
             else
             {
-                result = MiniBatchTrainer.Run(engine, trainImages, options, hooks with { OnEpoch = logEpoch });
+                result = MiniBatchTrainer.Run(engine, fit, options, hooks with { OnEpoch = logEpoch });
             }
         }
         finally
@@ -243,7 +243,7 @@ public sealed partial class CliApp
         human.WriteLine($"Trained in {result.TrainTime.TotalSeconds:F3} s ({result.Steps} steps, {msPerStep:F3} ms per step); model saved to {outPath}");
         if (asJson)
         {
-            var summary = new MiniBatchSummary(engine.Info.Name, engine.Info.Precision.ToString().ToLowerInvariant(), preset, sizes, hidden, trainImages, validationCount,
+            var summary = new MiniBatchSummary(engine.Info.Name, engine.Info.Precision.ToString().ToLowerInvariant(), preset, sizes, hidden, fit, validationCount,
                 batch, options.Epochs, result.Steps, optimizerName, lr, scheduleName, warmup, engine.Info.Threads, engine.Info.Device,
                 result.Epochs.Select(e => new EpochLogEntry(e.Epoch, e.Step, e.TrainLoss, e.TrainAccuracy, double.IsNaN(e.ValidationAccuracy) ? null : e.ValidationAccuracy,
                     testAccuracies.TryGetValue(e.Epoch, out double t) ? t : null)).ToList(),
@@ -258,11 +258,11 @@ public sealed partial class CliApp
 
     /// <summary>
     /// Loads the first <paramref name="trainCount"/> training images, uploads the first <paramref name="fit"/> of
-    /// them and returns what the run still needs: their count, the held-out rest and the test set. The backend
+    /// them and returns what the run still needs: the held-out rest and the test set. The backend
     /// keeps the training set in its own layout, so the pixel bytes staged for it (47 MB for all 60,000 images)
     /// die with this frame and are collected before training, instead of staying beside that layout all run.
     /// </summary>
-    private (int TrainImages, LabeledImages? Validation, LabeledImages Test) UploadTrainingSet(IMiniBatchBackend engine,
+    private (LabeledImages? Validation, LabeledImages Test) UploadTrainingSet(IMiniBatchBackend engine,
         string? dataOption, int trainCount, int fit)
     {
         var (all, test) = LoadData(dataOption, trainCount);
@@ -271,7 +271,7 @@ public sealed partial class CliApp
             ? new LabeledImages(all.Pixels.AsSpan(fit * LabeledImages.PixelsPerImage).ToArray(), all.Labels.AsSpan(fit).ToArray())
             : null;
         engine.Upload(all.Take(fit));
-        return (fit, validation, test);
+        return (validation, test);
     }
 
     /// <summary>

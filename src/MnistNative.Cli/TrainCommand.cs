@@ -60,7 +60,6 @@ public sealed partial class CliApp
             int count = parse.GetValue(trainCount);
             var (train, test) = LoadData(parse.GetValue(data), count);
             if (count > train.Count) throw new ArgumentException($"--train-count {count} is more than the {train.Count} training images available");
-            train = train.Take(count);
 
             MlpParameters weights;
             int h = parse.GetValue(hidden)![0];
