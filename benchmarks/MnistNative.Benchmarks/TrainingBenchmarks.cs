@@ -10,7 +10,7 @@ namespace MnistNative.Benchmarks;
 [MemoryDiagnoser]
 public class TrainingStepBenchmarks
 {
-    private ITrainingBackend _backend = null!;
+    private IFullBatchBackend _backend = null!;
 
     [ParamsSource(nameof(Backends))]
     public string Backend { get; set; } = "scalar";
@@ -43,7 +43,7 @@ public class TrainingStepBenchmarks
 [MemoryDiagnoser]
 public class BackendInferenceBenchmarks
 {
-    private ITrainingBackend _backend = null!;
+    private IFullBatchBackend _backend = null!;
     private byte[] _images = [];
     private readonly double[] _probabilities = new double[10_000 * 10];
 

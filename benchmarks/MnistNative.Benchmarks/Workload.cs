@@ -22,7 +22,7 @@ public static class Workload
     {
         foreach (string name in BackendSelector.Names.Where(n => n != "auto"))
         {
-            ITrainingBackend? backend = null;
+            IFullBatchBackend? backend = null;
             try { backend = BackendSelector.Create(new BackendRequest(name, Precision.F32, 10), _ => { }); }
             catch (BackendUnavailableException) { continue; }
             finally { backend?.Dispose(); }
@@ -30,9 +30,9 @@ public static class Workload
         }
     }
 
-    public static ITrainingBackend Open(string name, int hidden, LabeledImages train)
+    public static IFullBatchBackend Open(string name, int hidden, LabeledImages train)
     {
-        ITrainingBackend backend = BackendSelector.Create(new BackendRequest(name, Precision.F32, hidden), _ => { });
+        IFullBatchBackend backend = BackendSelector.Create(new BackendRequest(name, Precision.F32, hidden), _ => { });
         backend.Upload(train);
         backend.SetWeights(MlpParameters.Initialize([MlpParameters.InputSize, hidden, MlpParameters.Classes], 0));
         return backend;

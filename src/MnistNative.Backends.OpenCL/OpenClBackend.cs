@@ -38,7 +38,7 @@ public sealed record KernelTiming(string Name, int Calls, double TotalMillisecon
 /// the device; a step enqueues the fused forward+backward kernel and the reduce-and-update kernel and returns
 /// without waiting, and only a measuring step reads back its few metrics. See docs/opencl-backend.md.
 /// </summary>
-public sealed unsafe class OpenClBackend : ITrainingBackend, IProfiledBackend
+public sealed unsafe class OpenClBackend : IFullBatchBackend, IProfiledBackend
 {
     private const int In = MlpParameters.InputSize;
     private const int Out = MlpParameters.Classes;

@@ -39,10 +39,10 @@ public static class BackendSelector
 
     /// <summary>One line on which layer-1 kernel a backend runs and why (after Upload); null for a backend without a
     /// choice.</summary>
-    public static string? DescribeKernel(ITrainingBackend backend) =>
+    public static string? DescribeKernel(IFullBatchBackend backend) =>
         backend is IKernelChoosingBackend { KernelChoice: { } c } ? $"kernel {c.Name}: {c.Reason}" : null;
 
-    public static ITrainingBackend Create(BackendRequest request, Action<string> explain)
+    public static IFullBatchBackend Create(BackendRequest request, Action<string> explain)
     {
         if (request.Kernel == KernelMode.Sparse && request.Backend != "auto"
             && !SparseBackends.Contains(request.Backend))
@@ -82,7 +82,7 @@ public static class BackendSelector
     /// An OpenCL GPU first (it beats every CPU path); then the widest SIMD path of this CPU (an OpenCL CPU
     /// device such as PoCL runs the same cores no faster); then the scalar reference. f64 is scalar only.
     /// </summary>
-    private static ITrainingBackend CreateAuto(BackendRequest request, Action<string> explain)
+    private static IFullBatchBackend CreateAuto(BackendRequest request, Action<string> explain)
     {
         if (request.Precision == Precision.F64)
         {
@@ -116,7 +116,7 @@ public static class BackendSelector
             throw new BackendUnavailableException($"backend {request.Backend} is float32 only; f64 is only on the scalar and opencl backends (use --backend scalar --precision f64, or --precision f32)");
     }
 
-    private static ITrainingBackend CreateScalar(BackendRequest request)
+    private static IFullBatchBackend CreateScalar(BackendRequest request)
     {
         if (request.Kernel == KernelMode.Sparse)
             throw new BackendUnavailableException(
@@ -126,7 +126,7 @@ public static class BackendSelector
             : new ReferenceBackend<float>(request.Hidden);
     }
 
-    private static ITrainingBackend CreateOpenCl(BackendRequest request) => new OpenClBackend(request.Hidden, new OpenClBackendOptions
+    private static IFullBatchBackend CreateOpenCl(BackendRequest request) => new OpenClBackend(request.Hidden, new OpenClBackendOptions
     {
         Device = request.Device,
         Variant = request.OpenClVariant,

@@ -67,7 +67,7 @@ public sealed partial class CliApp
                 foreach (string name in names)
                     foreach (KernelMode mode in kernelModes)
                     {
-                        ITrainingBackend backend;
+                        IFullBatchBackend backend;
                         try { backend = BackendSelector.Create(new BackendRequest(name, Precision.F32, h, threadCount,
                             Kernel: mode), _ => { }); }
                         catch (BackendUnavailableException e)
@@ -213,7 +213,7 @@ public sealed record BenchResult(string Backend, string Device, int Threads, dou
     public double? UsefulPeakFraction { get; init; }
 }
 
-internal sealed record BenchRun(string Name, KernelMode Mode, ITrainingBackend Backend, double[] Times);
+internal sealed record BenchRun(string Name, KernelMode Mode, IFullBatchBackend Backend, double[] Times);
 
 public sealed record BenchWorkload(int TrainCount, int Hidden, int TimedIterations, double MflopPerIteration)
 {

@@ -83,7 +83,7 @@ public sealed partial class CliApp
                 BackendSelector.ParseKernel(parse.GetValue(kernel)!));
             if (request.Backend is not ("opencl" or "auto") && (request.Device ?? request.KernelsDir ?? request.OpenClVariant) != null)
                 throw new ArgumentException($"--device, --kernels and --opencl-variant go with --backend opencl, not {request.Backend}");
-            using ITrainingBackend engine = BackendSelector.Create(request, line => Err.WriteLine(line));
+            using IFullBatchBackend engine = BackendSelector.Create(request, line => Err.WriteLine(line));
             engine.Upload(train);
             string? kernelLine = BackendSelector.DescribeKernel(engine);
             if (kernelLine != null) Err.WriteLine(kernelLine);
@@ -91,7 +91,7 @@ public sealed partial class CliApp
             var options = new TrainingOptions(parse.GetValue(iterations), parse.GetValue(lr), parse.GetValue(logEvery));
             human.WriteLine($"Training 784-{h}-10 on {train.Count} images: {options.Iterations} iterations, lr {options.LearningRate}, backend {engine.Info.Name} ({engine.Info.Precision.ToString().ToLowerInvariant()}, {engine.Info.Threads} thread{(engine.Info.Threads == 1 ? "" : "s")}, {engine.Info.Device})");
             Profiler? profiler = profiling ? new Profiler() : null;
-            TrainingResult result = Trainer.Run(engine, options,
+            TrainingResult result = FullBatchTrainer.Run(engine, options,
                 e => human.WriteLine($"Iteration {e.Iteration}: Accuracy = {e.TrainAccuracy:F4}  Loss = {e.Loss:F6}"), profiler);
             if (profiler != null && parse.GetValue(profile))
             {

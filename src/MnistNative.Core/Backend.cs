@@ -24,7 +24,7 @@ public readonly record struct StepMetrics(int Correct, double LossSum, int Count
 /// needs them. Inside, each backend keeps the llm.c pairs (HiddenForward / HiddenBackward, OutputForward /
 /// OutputBackward) so the math sits in the same place everywhere.
 /// </summary>
-public interface ITrainingBackend : IDisposable
+public interface IFullBatchBackend : IDisposable
 {
     BackendInfo Info { get; }
 

@@ -183,7 +183,7 @@ public static class MiniBatchTrainer
             if (double.IsNaN(firstLoss)) smoothedLoss = firstLoss = m.Loss;
             smoothedLoss += smoothing * (m.Loss - smoothedLoss);
             if (!double.IsFinite(m.LossSum)) smoothedLoss = m.Loss;
-            Trainer.CheckLoss(smoothedLoss, firstLoss, $"at step {step} (epoch {epoch + 1})",
+            FullBatchTrainer.CheckLoss(smoothedLoss, firstLoss, $"at step {step} (epoch {epoch + 1})",
                 options.Schedule.BaseRate);
             lossSum += m.LossSum;
             correct += m.Correct;
@@ -198,8 +198,8 @@ public static class MiniBatchTrainer
                 if (hooks.Validation is { Count: > 0 } v)
                     validation = Evaluation.Accuracy(Predict(backend, v.Pixels, v.Count), v.Labels);
                 var entry = new EpochEntry(epoch + 1, step, lossSum / count, (double)correct / count, validation, seconds);
-                if (history.Count > 0 && entry.TrainLoss > Trainer.DivergenceFactor * history[0].TrainLoss)
-                    throw new DivergenceException($"training diverged in epoch {epoch + 1}: the loss {entry.TrainLoss:G4} is over {Trainer.DivergenceFactor}x its first value {history[0].TrainLoss:G4}");
+                if (history.Count > 0 && entry.TrainLoss > FullBatchTrainer.DivergenceFactor * history[0].TrainLoss)
+                    throw new DivergenceException($"training diverged in epoch {epoch + 1}: the loss {entry.TrainLoss:G4} is over {FullBatchTrainer.DivergenceFactor}x its first value {history[0].TrainLoss:G4}");
                 history.Add(entry);
                 if (epochDone)
                 {

@@ -16,7 +16,7 @@ public sealed record TrainingResult(IReadOnlyList<LogEntry> Log, MlpParameters W
 }
 
 /// <summary>Full-batch gradient descent, the seed's loop, on any backend.</summary>
-public static class Trainer
+public static class FullBatchTrainer
 {
     /// <summary>
     /// A loss above this multiple of the run's first loss counts as divergence. A softmax over 10 classes starts
@@ -31,7 +31,7 @@ public static class Trainer
     /// </summary>
     /// <exception cref="DivergenceException">The loss of some iteration, the final loss or the final weights are
     /// not finite, or a loss is over <see cref="DivergenceFactor"/> times the first one.</exception>
-    public static TrainingResult Run(ITrainingBackend backend, TrainingOptions options, Action<LogEntry>? onLog = null, Profiler? profiler = null)
+    public static TrainingResult Run(IFullBatchBackend backend, TrainingOptions options, Action<LogEntry>? onLog = null, Profiler? profiler = null)
     {
         var profiled = backend as IProfiledBackend;
         if (profiled != null) profiled.Profiler = profiler;
@@ -69,7 +69,7 @@ public static class Trainer
 
     // Every step measures its forward pass: a diverged run is stopped at the step where its loss blows up, not at
     // the next logged one, which may be past the end of the run (--lr 1e6 --iterations 50 logs iteration 0 only).
-    private static TrainingResult RunLoop(ITrainingBackend backend, TrainingOptions options, Action<LogEntry>? onLog, Profiler? stepProfiler)
+    private static TrainingResult RunLoop(IFullBatchBackend backend, TrainingOptions options, Action<LogEntry>? onLog, Profiler? stepProfiler)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(options.Iterations);
         ArgumentOutOfRangeException.ThrowIfLessThan(options.LogEvery, 1);
@@ -120,7 +120,7 @@ public static class Evaluation
     }
 
     /// <summary>Predicted class of every image through the backend's forward-only path.</summary>
-    public static int[] Predict(ITrainingBackend backend, ReadOnlySpan<byte> images, int count)
+    public static int[] Predict(IFullBatchBackend backend, ReadOnlySpan<byte> images, int count)
     {
         const int chunk = 2048;
         long start = Stopwatch.GetTimestamp();

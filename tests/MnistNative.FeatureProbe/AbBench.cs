@@ -8,7 +8,7 @@ using MnistNative.Data;
 /// `ab <mnist dir> <dirA> <dirB> <avx2|avx512> <hidden> <threads> [rounds] [iterations]`: interleaved A/B
 /// timing of two builds of MnistNative.Backends.Cpu.dll (e.g. a baseline commit and the working tree) in
 /// one process. Each build is loaded into its own AssemblyLoadContext (MnistNative.Core is shared, so both
-/// are ITrainingBackend); rounds alternate A, B, A, B... so both see the same machine load, and the
+/// are IFullBatchBackend); rounds alternate A, B, A, B... so both see the same machine load, and the
 /// per-round ms/iteration are summarised as median and min. With AB_PREDICT=1 the rounds time Predict over the
 /// 10,000 test images instead of training steps.
 /// </summary>
@@ -61,12 +61,12 @@ internal static class AbBench
         int hidden = int.Parse(args[5]), threads = int.Parse(args[6]);
         int rounds = args.Length > 7 ? int.Parse(args[7]) : 10, iterations = args.Length > 8 ? int.Parse(args[8]) : 10;
         var dirs = new[] { Path.GetFullPath(args[2]), Path.GetFullPath(args[3]) };
-        var backends = new ITrainingBackend[2];
+        var backends = new IFullBatchBackend[2];
         for (int v = 0; v < 2; v++)
         {
             Assembly asm = new Context(dirs[v]).LoadFromAssemblyPath(Path.Combine(dirs[v], "MnistNative.Backends.Cpu.dll"));
             Type t = asm.GetType(backend == "avx512" ? "MnistNative.Backends.Cpu.Simd.Avx512Backend" : "MnistNative.Backends.Cpu.Simd.Avx2Backend")!;
-            backends[v] = (ITrainingBackend)Activator.CreateInstance(t, hidden, threads)!;
+            backends[v] = (IFullBatchBackend)Activator.CreateInstance(t, hidden, threads)!;
             if (Environment.GetEnvironmentVariable("AB_VERBOSE") == "1") Console.WriteLine($"{(v == 0 ? "A" : "B")}: {asm.Location} in {AssemblyLoadContext.GetLoadContext(asm)!.Name}, MVID {asm.ManifestModule.ModuleVersionId}");
             backends[v].Upload(data);
             backends[v].SetWeights(MlpParameters.Initialize([784, hidden, 10], 0));

@@ -19,10 +19,10 @@ internal static class KernelAb
         int rounds = args.Length > 5 ? int.Parse(args[5]) : 20, iterations = args.Length > 6 ? int.Parse(args[6]) : 20;
         KernelMode[] modes = [KernelMode.Dense, KernelMode.Sparse];
         var backends = modes.Select(m => width == "avx512"
-            ? (ITrainingBackend)new Avx512Backend(hidden, threads, m) : new Avx2Backend(hidden, threads, m)).ToArray();
+            ? (IFullBatchBackend)new Avx512Backend(hidden, threads, m) : new Avx2Backend(hidden, threads, m)).ToArray();
         var wall = modes.Select(_ => new List<double>()).ToArray();
         var cpu = modes.Select(_ => new List<double>()).ToArray();
-        foreach (ITrainingBackend b in backends)
+        foreach (IFullBatchBackend b in backends)
         {
             b.Upload(data);
             b.SetWeights(MlpParameters.Initialize([784, hidden, 10], 0));

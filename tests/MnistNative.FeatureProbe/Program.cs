@@ -40,7 +40,7 @@ if (args.Length >= 5 && args[0] == "bench")
     LabeledImages data = MnistFiles.Load(args[1]).Train.Take(10_000);
     int hidden = int.Parse(args[3]), threads = int.Parse(args[4]);
     int iterations = args.Length > 5 ? int.Parse(args[5]) : 20;
-    using ITrainingBackend b = args[2] == "avx512" ? new Avx512Backend(hidden, threads) : new Avx2Backend(hidden, threads);
+    using IFullBatchBackend b = args[2] == "avx512" ? new Avx512Backend(hidden, threads) : new Avx2Backend(hidden, threads);
     b.Upload(data);
     b.SetWeights(MlpParameters.Initialize([784, hidden, 10], 0));
     for (int i = 0; i < 5; i++) b.Step(0.1, false);
@@ -65,7 +65,7 @@ Console.WriteLine($"best: {best ?? "none"}: {why}");
 return 0;
 
 // Prints "<name>: ok", then one step of each layer-1 kernel on a small MNIST-like problem: "<name> sparse: ok (...)".
-static void Probe(string name, Func<KernelMode, ITrainingBackend> create)
+static void Probe(string name, Func<KernelMode, IFullBatchBackend> create)
 {
     try
     {
@@ -76,7 +76,7 @@ static void Probe(string name, Func<KernelMode, ITrainingBackend> create)
         var data = new LabeledImages(pixels, Enumerable.Range(0, 100).Select(i => (byte)(i % 10)).ToArray());
         foreach (KernelMode kernel in new[] { KernelMode.Dense, KernelMode.Sparse })
         {
-            using ITrainingBackend b = create(kernel);
+            using IFullBatchBackend b = create(kernel);
             b.Upload(data);
             b.SetWeights(MlpParameters.Initialize([784, 10, 10], 0));
             StepMetrics m = b.Step(0.1, measure: true);

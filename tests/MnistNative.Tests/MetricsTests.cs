@@ -31,7 +31,7 @@ public sealed class MetricsTests
         using var backend = new ReferenceBackend<float>(5);
         backend.Upload(data);
         backend.SetWeights(weights);
-        Trainer.Run(backend, new TrainingOptions(12, 0.1, 4));
+        FullBatchTrainer.Run(backend, new TrainingOptions(12, 0.1, 4));
         listener.RecordObservableInstruments();
 
         // other tests may train at the same time: at least ours were counted

@@ -47,7 +47,7 @@ public sealed class SeedParityTests(ITestOutputHelper output)
         using var backend = new ReferenceBackend<double>(10);
         backend.Upload(TestPaths.Train.Take(10_000));
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
-        TrainingResult result = Trainer.Run(backend, new TrainingOptions(iterations, 0.1, 50));
+        TrainingResult result = FullBatchTrainer.Run(backend, new TrainingOptions(iterations, 0.1, 50));
         foreach (LogEntry got in result.Log)
         {
             ExpectedLog want = expected.Single(e => e.Iteration == got.Iteration);

@@ -22,7 +22,7 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         { "avx512", KernelMode.Dense }, { "avx512", KernelMode.Sparse },
     };
 
-    internal static ITrainingBackend Create(string name, int hidden, int threads, KernelMode kernel = KernelMode.Auto)
+    internal static IFullBatchBackend Create(string name, int hidden, int threads, KernelMode kernel = KernelMode.Auto)
     {
         try
         {
@@ -41,7 +41,7 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         KernelMode kernel = KernelMode.Auto)
     {
         var (data, weights) = BackendConformance.RandomProblem(hidden, 1000, seed: 7);
-        using ITrainingBackend b = Create(name, hidden, threads, kernel);
+        using IFullBatchBackend b = Create(name, hidden, threads, kernel);
         b.Upload(data);
         Assert.Equal(kernel == KernelMode.Dense ? "dense" : "sparse", ((IKernelChoosingBackend)b).KernelChoice!.Name);
         b.SetWeights(weights);
@@ -114,7 +114,7 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         var denseData = new LabeledImages(full, sparseData.Labels);
         foreach (int hidden in new[] { 10, 128 })
         {
-            using ITrainingBackend b = Create(name, hidden, 1);
+            using IFullBatchBackend b = Create(name, hidden, 1);
             var chooser = (IKernelChoosingBackend)b;
             Assert.Null(chooser.KernelChoice);
             b.Upload(sparseData);
@@ -142,10 +142,10 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     public void Float32MatchesTheSeedFor1000Iterations(string name, KernelMode kernel)
     {
         var (expected, expectedTest) = SeedParityTests.Expected();
-        using ITrainingBackend backend = Create(name, 10, 0, kernel);
+        using IFullBatchBackend backend = Create(name, 10, 0, kernel);
         backend.Upload(TestPaths.Train.Take(10_000));
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
-        TrainingResult result = Trainer.Run(backend, TrainingOptions.Seed);
+        TrainingResult result = FullBatchTrainer.Run(backend, TrainingOptions.Seed);
         foreach (LogEntry got in result.Log)
         {
             SeedParityTests.ExpectedLog want = expected.Single(e => e.Iteration == got.Iteration);
@@ -203,7 +203,7 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     public void AutoPicksTheWidestSimdBackendAndSaysWhy()
     {
         var said = new List<string>();
-        using ITrainingBackend b = BackendSelector.Create(new BackendRequest("auto", Precision.F32, 10, Threads: 1), said.Add);
+        using IFullBatchBackend b = BackendSelector.Create(new BackendRequest("auto", Precision.F32, 10, Threads: 1), said.Add);
         var (best, _) = CpuFeatures.BestSimdBackend();
         Assert.Equal(best ?? "scalar", b.Info.Name);
         Assert.Contains(said, s => s.StartsWith($"backend auto: picked {best ?? "scalar"} (", StringComparison.Ordinal));
@@ -241,7 +241,7 @@ public sealed class SimdAllocationTests(ITestOutputHelper output)
         foreach (int hidden in new[] { 10, 128 })
         {
             var (data, weights) = BackendConformance.RandomProblem(hidden, 1000, seed: 5);
-            using ITrainingBackend b = SimdBackendTests.Create(name, hidden, 2, kernel);
+            using IFullBatchBackend b = SimdBackendTests.Create(name, hidden, 2, kernel);
             b.Upload(data);
             b.SetWeights(weights);
             b.Step(0.1, measure: true); // first call: JIT and lazily created events

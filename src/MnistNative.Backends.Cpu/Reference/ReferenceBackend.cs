@@ -8,7 +8,7 @@ namespace MnistNative.Backends.Cpu.Reference;
 /// float32. Every faster backend is tested against it. Shapes follow the seed with samples as rows:
 /// x (n,784), z1/a1 (n,h), z2/probs (n,10); w1 (h,784), b1 (h), w2 (10,h), b2 (10).
 /// </summary>
-public sealed class ReferenceBackend<T> : ITrainingBackend, IProfiledBackend where T : unmanaged, IFloatingPointIeee754<T>
+public sealed class ReferenceBackend<T> : IFullBatchBackend, IProfiledBackend where T : unmanaged, IFloatingPointIeee754<T>
 {
     private const int In = MlpParameters.InputSize;
     private const int Out = MlpParameters.Classes;

@@ -7,7 +7,7 @@ namespace MnistNative.Backends.Cpu.Simd;
 /// Float32 training on Vector256 with AVX2 + FMA3, fused per tile and multi-threaded; mirrors
 /// <see cref="Reference.ReferenceBackend{T}"/>. See docs/cpu-backends.md.
 /// </summary>
-public sealed class Avx2Backend : ITrainingBackend, IKernelChoosingBackend
+public sealed class Avx2Backend : IFullBatchBackend, IKernelChoosingBackend
 {
     public const string Name = "avx2";
     private readonly SimdBackend<Avx2Width, Vector256<float>> _engine;

@@ -7,7 +7,7 @@ namespace MnistNative.Backends.Cpu.Simd;
 /// Float32 training on Vector512 with AVX-512F, fused per tile and multi-threaded; mirrors
 /// <see cref="Reference.ReferenceBackend{T}"/>. See docs/cpu-backends.md.
 /// </summary>
-public sealed class Avx512Backend : ITrainingBackend, IKernelChoosingBackend
+public sealed class Avx512Backend : IFullBatchBackend, IKernelChoosingBackend
 {
     public const string Name = "avx512";
     private readonly SimdBackend<Avx512Width, Vector512<float>> _engine;

@@ -34,7 +34,7 @@ internal enum InputLayout
 /// and the partials are summed in worker order, so a backend with a given thread count is bitwise
 /// reproducible. Pixels stay 0..255 as floats; the 1/255 is folded into z1 and into the dw1 scale.
 /// </summary>
-internal sealed unsafe partial class SimdBackend<TW, TVec> : ITrainingBackend
+internal sealed unsafe partial class SimdBackend<TW, TVec> : IFullBatchBackend
     where TW : struct, IVectorWidth<TVec>
     where TVec : unmanaged
 {

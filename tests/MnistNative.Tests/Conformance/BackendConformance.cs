@@ -14,7 +14,7 @@ namespace MnistNative.Tests.Conformance;
 public abstract class BackendConformance(ITestOutputHelper output)
 {
     /// <summary>Creates the backend under test; throws <see cref="BackendUnavailableException"/> when it cannot run here.</summary>
-    protected abstract ITrainingBackend Create(int hidden);
+    protected abstract IFullBatchBackend Create(int hidden);
 
     /// <summary>|got - want| must be at most AbsoluteTolerance + RelativeTolerance * |want|.</summary>
     protected virtual double AbsoluteTolerance => 2e-5;
@@ -110,9 +110,9 @@ public abstract class BackendConformance(ITestOutputHelper output)
         AssertParameters("weight", weights, backend.GetWeights());
     }
 
-    private ITrainingBackend Open(int hidden, LabeledImages data, MlpParameters weights)
+    private IFullBatchBackend Open(int hidden, LabeledImages data, MlpParameters weights)
     {
-        ITrainingBackend backend;
+        IFullBatchBackend backend;
         try
         {
             backend = Create(hidden);
@@ -178,5 +178,5 @@ public abstract class BackendConformance(ITestOutputHelper output)
 /// <summary>The float32 scalar reference against the float64 one: checks the suite itself.</summary>
 public sealed class ScalarF32Conformance(ITestOutputHelper output) : BackendConformance(output)
 {
-    protected override ITrainingBackend Create(int hidden) => new ReferenceBackend<float>(hidden);
+    protected override IFullBatchBackend Create(int hidden) => new ReferenceBackend<float>(hidden);
 }

@@ -10,40 +10,40 @@ namespace MnistNative.Tests.Conformance;
 
 public sealed class Avx2OneThreadConformance(ITestOutputHelper output) : BackendConformance(output)
 {
-    protected override ITrainingBackend Create(int hidden) => new Avx2Backend(hidden, threads: 1);
+    protected override IFullBatchBackend Create(int hidden) => new Avx2Backend(hidden, threads: 1);
 }
 
 public sealed class Avx2TwoThreadConformance(ITestOutputHelper output) : BackendConformance(output)
 {
-    protected override ITrainingBackend Create(int hidden) => new Avx2Backend(hidden, threads: 2);
+    protected override IFullBatchBackend Create(int hidden) => new Avx2Backend(hidden, threads: 2);
 }
 
 public sealed class Avx512OneThreadConformance(ITestOutputHelper output) : BackendConformance(output)
 {
-    protected override ITrainingBackend Create(int hidden) => new Avx512Backend(hidden, threads: 1);
+    protected override IFullBatchBackend Create(int hidden) => new Avx512Backend(hidden, threads: 1);
 }
 
 public sealed class Avx512TwoThreadConformance(ITestOutputHelper output) : BackendConformance(output)
 {
-    protected override ITrainingBackend Create(int hidden) => new Avx512Backend(hidden, threads: 2);
+    protected override IFullBatchBackend Create(int hidden) => new Avx512Backend(hidden, threads: 2);
 }
 
 public sealed class Avx2DenseConformance(ITestOutputHelper output) : BackendConformance(output)
 {
-    protected override ITrainingBackend Create(int hidden) => new Avx2Backend(hidden, threads: 2, KernelMode.Dense);
+    protected override IFullBatchBackend Create(int hidden) => new Avx2Backend(hidden, threads: 2, KernelMode.Dense);
 }
 
 public sealed class Avx2SparseConformance(ITestOutputHelper output) : BackendConformance(output)
 {
-    protected override ITrainingBackend Create(int hidden) => new Avx2Backend(hidden, threads: 2, KernelMode.Sparse);
+    protected override IFullBatchBackend Create(int hidden) => new Avx2Backend(hidden, threads: 2, KernelMode.Sparse);
 }
 
 public sealed class Avx512DenseConformance(ITestOutputHelper output) : BackendConformance(output)
 {
-    protected override ITrainingBackend Create(int hidden) => new Avx512Backend(hidden, threads: 2, KernelMode.Dense);
+    protected override IFullBatchBackend Create(int hidden) => new Avx512Backend(hidden, threads: 2, KernelMode.Dense);
 }
 
 public sealed class Avx512SparseConformance(ITestOutputHelper output) : BackendConformance(output)
 {
-    protected override ITrainingBackend Create(int hidden) => new Avx512Backend(hidden, threads: 2, KernelMode.Sparse);
+    protected override IFullBatchBackend Create(int hidden) => new Avx512Backend(hidden, threads: 2, KernelMode.Sparse);
 }

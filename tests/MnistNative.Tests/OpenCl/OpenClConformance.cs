@@ -10,7 +10,7 @@ namespace MnistNative.Tests.OpenCl;
 [Collection(OpenClTestDevice.Collection)]
 public sealed class OpenClCpuVariantConformance(ITestOutputHelper output) : BackendConformance(output)
 {
-    protected override ITrainingBackend Create(int hidden)
+    protected override IFullBatchBackend Create(int hidden)
     {
         OpenClTestDevice.RequireOpenCl();
         return new OpenClBackend(hidden, new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = "cpu" });
@@ -21,7 +21,7 @@ public sealed class OpenClCpuVariantConformance(ITestOutputHelper output) : Back
 [Collection(OpenClTestDevice.Collection)]
 public sealed class OpenClGpuVariantConformance(ITestOutputHelper output) : BackendConformance(output)
 {
-    protected override ITrainingBackend Create(int hidden)
+    protected override IFullBatchBackend Create(int hidden)
     {
         OpenClTestDevice.RequireOpenCl();
         return new OpenClBackend(hidden, new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = "gpu" });
@@ -32,7 +32,7 @@ public sealed class OpenClGpuVariantConformance(ITestOutputHelper output) : Back
 [Collection(OpenClTestDevice.Collection)]
 public sealed class OpenClF64Conformance(ITestOutputHelper output) : BackendConformance(output)
 {
-    protected override ITrainingBackend Create(int hidden)
+    protected override IFullBatchBackend Create(int hidden)
     {
         OpenClTestDevice.RequireOpenCl();
         return new OpenClBackend(hidden, new OpenClBackendOptions { Device = OpenClTestDevice.Device, Precision = Precision.F64 });

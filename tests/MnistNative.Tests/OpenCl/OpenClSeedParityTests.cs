@@ -31,7 +31,7 @@ public sealed class OpenClSeedParityTests(ITestOutputHelper output)
         backend.Upload(TestPaths.Train.Take(10_000));
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
         var clock = Stopwatch.StartNew();
-        TrainingResult result = Trainer.Run(backend, new TrainingOptions(iterations, 0.1, 50));
+        TrainingResult result = FullBatchTrainer.Run(backend, new TrainingOptions(iterations, 0.1, 50));
         output.WriteLine($"{backend.Info.Device}: {iterations} iterations, {clock.Elapsed.TotalMilliseconds / iterations:F2} ms/iteration including the first launch");
         foreach (LogEntry got in result.Log)
         {

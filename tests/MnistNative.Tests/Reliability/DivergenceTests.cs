@@ -31,7 +31,7 @@ public sealed class DivergenceTests : IDisposable
     public void AnUnloggedIterationThatBlowsUpStopsTheRun()
     {
         using var backend = SeedBackend(1000);
-        var e = Assert.Throws<DivergenceException>(() => Trainer.Run(backend, new TrainingOptions(50, 1e6, 50)));
+        var e = Assert.Throws<DivergenceException>(() => FullBatchTrainer.Run(backend, new TrainingOptions(50, 1e6, 50)));
         Assert.Contains("at iteration 1", e.Message);
         Assert.Contains("over 10x its first value", e.Message);
     }
@@ -40,7 +40,7 @@ public sealed class DivergenceTests : IDisposable
     public void AHealthyRunIsNotStopped()
     {
         using var backend = SeedBackend(1000);
-        TrainingResult result = Trainer.Run(backend, new TrainingOptions(60, 0.1, 50));
+        TrainingResult result = FullBatchTrainer.Run(backend, new TrainingOptions(60, 0.1, 50));
         Assert.Equal(2, result.Log.Count);
         Assert.True(result.Log[1].Loss < result.Log[0].Loss);
     }
