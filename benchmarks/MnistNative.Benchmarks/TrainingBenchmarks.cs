@@ -10,7 +10,7 @@ namespace MnistNative.Benchmarks;
 [MemoryDiagnoser]
 public class TrainingStepBenchmarks
 {
-    private IFullBatchBackend _backend = null!;
+    private ITrainingBackend _backend = null!;
 
     [ParamsSource(nameof(Backends))]
     public string Backend { get; set; } = "scalar";
@@ -24,7 +24,7 @@ public class TrainingStepBenchmarks
     public void Setup()
     {
         _backend = Workload.Open(Backend, Hidden, Workload.Train);
-        _backend.Step(1e-3, measure: false); // first call: kernels compiled, buffers touched
+        _backend.Step(TrainingBatch.WholeSet, 1e-3, measure: false); // first call: kernels compiled, buffers touched
         _backend.Synchronize();
     }
 
@@ -34,7 +34,7 @@ public class TrainingStepBenchmarks
     [Benchmark]
     public void TrainingStep()
     {
-        _backend.Step(1e-3, measure: false);
+        _backend.Step(TrainingBatch.WholeSet, 1e-3, measure: false);
         _backend.Synchronize(); // OpenCL enqueues steps; time them to completion
     }
 }
@@ -43,7 +43,7 @@ public class TrainingStepBenchmarks
 [MemoryDiagnoser]
 public class BackendInferenceBenchmarks
 {
-    private IFullBatchBackend _backend = null!;
+    private ITrainingBackend _backend = null!;
     private byte[] _images = [];
     private readonly double[] _probabilities = new double[10_000 * 10];
 

@@ -1,4 +1,4 @@
-using MnistNative.Cli;
+using MnistNative.Backends;
 using MnistNative.Core;
 using MnistNative.Data;
 
@@ -20,19 +20,19 @@ public static class Workload
     /// <summary>Every backend name except auto that can be created here (float32).</summary>
     public static IEnumerable<string> AvailableBackends()
     {
-        foreach (string name in BackendSelector.Names.Where(n => n != "auto"))
+        foreach (string name in BackendCatalog.Backends)
         {
-            IFullBatchBackend? backend = null;
-            try { backend = BackendSelector.Create(new BackendRequest(name, Precision.F32, 10), _ => { }); }
+            ITrainingBackend? backend = null;
+            try { backend = BackendCatalog.Create(BackendRequest.FullBatch(name, Precision.F32, 10, 10_000), _ => { }); }
             catch (BackendUnavailableException) { continue; }
             finally { backend?.Dispose(); }
             yield return name;
         }
     }
 
-    public static IFullBatchBackend Open(string name, int hidden, LabeledImages train)
+    public static ITrainingBackend Open(string name, int hidden, LabeledImages train)
     {
-        IFullBatchBackend backend = BackendSelector.Create(new BackendRequest(name, Precision.F32, hidden), _ => { });
+        ITrainingBackend backend = BackendCatalog.Create(BackendRequest.FullBatch(name, Precision.F32, hidden, train.Count), _ => { });
         backend.Upload(train);
         backend.SetWeights(MlpParameters.Initialize([MlpParameters.InputSize, hidden, MlpParameters.Classes], 0));
         return backend;

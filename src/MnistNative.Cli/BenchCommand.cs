@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text.Json;
+using MnistNative.Backends;
 using MnistNative.Backends.Cpu;
 using MnistNative.Core;
 
@@ -42,14 +43,14 @@ public sealed partial class CliApp
             if (count > train.Count) throw new ArgumentException($"--train-count {count} is more than the {train.Count} training images available");
             List<string> names = parse.GetValue(backends) is { } list
                 ? list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList()
-                : BackendSelector.Names.Where(n => n != "auto").ToList();
+                : BackendCatalog.Backends.ToList();
             foreach (string n in names)
-                if (n == "auto" || !BackendSelector.Names.Contains(n))
-                    throw new ArgumentException($"--backends: unknown backend '{n}' (choose from {string.Join(", ", BackendSelector.Names.Where(x => x != "auto"))})");
+                if (!BackendCatalog.Backends.Contains(n))
+                    throw new ArgumentException($"--backends: unknown backend '{n}' (choose from {string.Join(", ", BackendCatalog.Backends)})");
 
             List<string> kernelNames = parse.GetValue(kernel)!
                 .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct().ToList();
-            KernelMode[] kernelModes = kernelNames.Select(BackendSelector.ParseKernel).ToArray();
+            KernelMode[] kernelModes = kernelNames.Select(BackendCatalog.ParseKernel).ToArray();
             if (kernelModes.Length == 0)
                 throw new ArgumentException("--kernel: give at least one of auto, dense, sparse");
             int roundCount = parse.GetValue(rounds);
@@ -67,9 +68,12 @@ public sealed partial class CliApp
                 foreach (string name in names)
                     foreach (KernelMode mode in kernelModes)
                     {
-                        IFullBatchBackend backend;
-                        try { backend = BackendSelector.Create(new BackendRequest(name, Precision.F32, h, threadCount,
-                            Kernel: mode), _ => { }); }
+                        ITrainingBackend backend;
+                        try
+                        {
+                            backend = BackendCatalog.Create(BackendRequest.FullBatch(name, Precision.F32, h, train.Count)
+                                with { Threads = threadCount, Kernel = mode }, _ => { });
+                        }
                         catch (BackendUnavailableException e)
                         {
                             string requested = mode.ToString().ToLowerInvariant();
@@ -80,9 +84,9 @@ public sealed partial class CliApp
                         runs.Add(run);
                         backend.Upload(train);
                         backend.SetWeights(init);
-                        if (BackendSelector.DescribeKernel(backend) is { } line) human.WriteLine($"{name}: {line}");
+                        human.WriteLine($"{name}: {BackendCatalog.DescribeKernel(backend)}");
                         // measure: true, as the trainer steps (its divergence check reads every step's loss)
-                        for (int i = 0; i < 3; i++) backend.Step(0.1, measure: true);
+                        for (int i = 0; i < 3; i++) backend.Step(TrainingBatch.WholeSet, 0.1, measure: true);
                         backend.Synchronize();
                     }
                 for (int round = 0; round < roundCount; round++)
@@ -90,7 +94,7 @@ public sealed partial class CliApp
                         for (int i = 0; i < steps; i++)
                         {
                             long t0 = Stopwatch.GetTimestamp();
-                            run.Backend.Step(0.1, measure: true);
+                            run.Backend.Step(TrainingBatch.WholeSet, 0.1, measure: true);
                             run.Backend.Synchronize();
                             run.Times[round * steps + i] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
                         }
@@ -104,7 +108,7 @@ public sealed partial class CliApp
                     double gflops = flops / (median / 1000) / 1e9;
                     string width = PeakKey(run.Name);
                     double? peak = peaks.TryGetValue(width, out double p) ? p : null;
-                    KernelChoice? choice = (run.Backend as IKernelChoosingBackend)?.KernelChoice;
+                    KernelChoice? choice = run.Backend.KernelChoice;
                     double usefulGflops = usefulFlops / (median / 1000) / 1e9;
                     results.Add(new BenchResult(run.Name, run.Backend.Info.Device, run.Backend.Info.Threads, median,
                         times[0], times[^1], gflops, gflops / peak, width, 0,
@@ -213,7 +217,7 @@ public sealed record BenchResult(string Backend, string Device, int Threads, dou
     public double? UsefulPeakFraction { get; init; }
 }
 
-internal sealed record BenchRun(string Name, KernelMode Mode, IFullBatchBackend Backend, double[] Times);
+internal sealed record BenchRun(string Name, KernelMode Mode, ITrainingBackend Backend, double[] Times);
 
 public sealed record BenchWorkload(int TrainCount, int Hidden, int TimedIterations, double MflopPerIteration)
 {

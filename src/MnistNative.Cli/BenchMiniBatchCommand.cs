@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using MnistNative.Backends;
 using MnistNative.Core;
 
 namespace MnistNative.Cli;
@@ -17,14 +18,15 @@ public sealed partial class CliApp
         var hidden = HiddenOption();
         var batches = new Option<string>("--batch-sizes") { Description = "Comma list of batch sizes.", DefaultValueFactory = _ => "128,512" };
         var backend = new Option<string>("--backend") { Description = "auto, avx512, avx2, scalar or opencl.", DefaultValueFactory = _ => "auto" };
-        backend.AcceptOnlyFromAmong("auto", "avx512", "avx2", "scalar", "opencl");
+        backend.AcceptOnlyFromAmong([.. BackendCatalog.Names]);
         var device = new Option<string?>("--device") { Description = "OpenCL device for --backend opencl: P:D or part of its name (see `mnistnative devices`).", HelpName = "P:D|NAME" };
         var variant = new Option<string?>("--opencl-variant") { Description = "Force the OpenCL matrix kernels: gpu (16 x 16 work-groups, local-memory tiles) or cpu (few work-items, explicit vectors). Default: from the device type.", HelpName = "gpu|cpu" };
         variant.AcceptOnlyFromAmong("gpu", "cpu");
         var threads = IntOption("--threads", "Worker threads (CPU backends).", Environment.ProcessorCount, 1, 1024, "N");
         var steps = IntOption("--steps", "Timed steps per batch size (after 20 warm-up steps).", 200, 1, 1_000_000, "N");
         var data = DataOption();
-        var command = new Command("bench-minibatch", "Time mini-batch training steps (Adam) of the deep backends: ms per step and dense-equivalent GFLOP/s.") { hidden, batches, backend, device, variant, threads, steps, data };
+        var profile = new Option<bool>("--profile") { Description = "Then time the same steps again with the profiler attached and print ms per step by phase." };
+        var command = new Command("bench-minibatch", "Time mini-batch training steps (Adam) of any depth: ms per step and dense-equivalent GFLOP/s.") { hidden, batches, backend, device, variant, threads, steps, data, profile };
         command.SetAction(parse => Guard(() =>
         {
             if ((parse.GetValue(device) ?? parse.GetValue(variant)) != null && parse.GetValue(backend) != "opencl")
@@ -37,26 +39,50 @@ public sealed partial class CliApp
             {
                 int batch = int.Parse(b);
                 var optimizer = new OptimizerSettings(OptimizerKind.Adam);
-                using IMiniBatchBackend engine = CreateMiniBatchBackend(parse.GetValue(backend)!, Precision.F32, sizes, optimizer, batch,
-                    parse.GetResult(threads) is { Implicit: false } ? parse.GetValue(threads) : null, _ => { }, new OpenClChoice(parse.GetValue(device), Variant: parse.GetValue(variant)));
+                var request = new BackendRequest(parse.GetValue(backend)!, Precision.F32, sizes, optimizer, batch)
+                {
+                    Threads = parse.GetResult(threads) is { Implicit: false } ? parse.GetValue(threads) : null,
+                    Device = parse.GetValue(device),
+                    OpenClVariant = parse.GetValue(variant),
+                };
+                using ITrainingBackend engine = BackendCatalog.Create(request, _ => { });
                 engine.Upload(train);
                 engine.SetWeights(MlpParameters.Initialize(sizes, 0));
                 var order = new int[train.Count];
-                MiniBatchTrainer.Permutation(0, 0, order);
+                Trainer.Permutation(0, 0, order);
                 int n = parse.GetValue(steps), at = 0;
                 // the last step of each loop measures: on OpenCL that waits for the queued steps, so the clock sees them
-                for (int i = 0; i < 20; i++) { engine.StepBatch(order.AsSpan(at, batch), 1e-3, i == 19); at = (at + batch) % (train.Count - batch); }
-                Array.Clear(Backends.Cpu.Deep.DeepPhases.Ticks);
+                for (int i = 0; i < 20; i++)
+                {
+                    engine.Step(TrainingBatch.Of(order.AsSpan(at, batch)), 1e-3, i == 19);
+                    at = (at + batch) % (train.Count - batch);
+                }
                 var clock = Stopwatch.StartNew();
                 TimeSpan cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
-                for (int i = 0; i < n; i++) { engine.StepBatch(order.AsSpan(at, batch), 1e-3, i == n - 1); at = (at + batch) % (train.Count - batch); }
+                for (int i = 0; i < n; i++)
+                {
+                    engine.Step(TrainingBatch.Of(order.AsSpan(at, batch)), 1e-3, i == n - 1);
+                    at = (at + batch) % (train.Count - batch);
+                }
                 double seconds = clock.Elapsed.TotalSeconds;
                 double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds;
-                Out.WriteLine($"{engine.Info.Name,-7} {string.Join('-', sizes)} batch {batch,5}: {seconds * 1e3 / n,8:F3} ms/step  {flopsPerSample * batch * n / seconds / 1e9,7:F1} GFLOP/s dense-equivalent  ({cpu / seconds:F2} cores busy, {engine.Info.Threads} threads)");
-                long[] ticks = Backends.Cpu.Deep.DeepPhases.Ticks;
-                string[] names = ["gather-img", "forward", "post", "backward"];
-                if (ticks.Any(t => t > 0))
-                    Out.WriteLine("    " + string.Join("  ", Enumerable.Range(0, ticks.Length).Where(i => ticks[i] > 0).Select(i => $"{names[i / 4]}{i % 4}={ticks[i] * 1e3 / Stopwatch.Frequency / n:F3}")) + " ms/step");
+                Out.WriteLine($"{engine.Info.Name,-7} {string.Join('-', sizes)} batch {batch,5}: {seconds * 1e3 / n,8:F3} ms/step  " +
+                    $"{flopsPerSample * batch * n / seconds / 1e9,7:F1} GFLOP/s dense-equivalent  ({cpu / seconds:F2} cores busy, " +
+                    $"{engine.Info.Threads} threads)");
+                if (parse.GetValue(profile))
+                {
+                    // a second, profiled pass: the timing above ran without the profiler's timestamps
+                    var profiler = new Profiler();
+                    engine.Profiler = profiler;
+                    for (int i = 0; i < n; i++)
+                    {
+                        engine.Step(TrainingBatch.Of(order.AsSpan(at, batch)), 1e-3, i == n - 1);
+                        at = (at + batch) % (train.Count - batch);
+                    }
+                    engine.Profiler = null;
+                    Out.WriteLine("    " + string.Join("  ", profiler.Summary().Select(p => $"{p.Phase}={p.TotalMilliseconds / n:F3}")) +
+                        " ms/step");
+                }
             }
             return ExitCodes.Ok;
         }));

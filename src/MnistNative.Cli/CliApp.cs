@@ -90,7 +90,7 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
 
     // ---- option helpers -------------------------------------------------------------------------
 
-    private static Option<int> IntOption(string name, string description, int defaultValue, int min, int max, string? helpName = null)
+    internal static Option<int> IntOption(string name, string description, int defaultValue, int min, int max, string? helpName = null)
     {
         var o = new Option<int>(name) { Description = description, DefaultValueFactory = _ => defaultValue, HelpName = helpName };
         o.Validators.Add(r =>
@@ -116,7 +116,7 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
         }
     }
 
-    private static Option<double> PositiveDoubleOption(string name, string description, double defaultValue)
+    internal static Option<double> PositiveDoubleOption(string name, string description, double defaultValue)
     {
         var o = new Option<double>(name) { Description = description, DefaultValueFactory = _ => defaultValue };
         o.Validators.Add(r =>
@@ -127,13 +127,13 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
         return o;
     }
 
-    private static Option<string?> DataOption() => new("--data")
+    internal static Option<string?> DataOption() => new("--data")
     {
         Description = "Directory holding the MNIST files (default: MNIST_DATA_DIR, else data/mnist in the checkout). Missing files are fetched into it.",
         HelpName = "DIR",
     };
 
-    private static Option<bool> JsonOption(string what) => new("--json") { Description = $"Print {what} as one JSON object on stdout; progress goes to stderr." };
+    internal static Option<bool> JsonOption(string what) => new("--json") { Description = $"Print {what} as one JSON object on stdout; progress goes to stderr." };
 
     private static Precision ParsePrecision(string p) => p == "f64" ? Precision.F64 : Precision.F32;
 }

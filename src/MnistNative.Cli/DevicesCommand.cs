@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
+using MnistNative.Backends;
 using MnistNative.Backends.Cpu;
 using MnistNative.Backends.OpenCL;
 
@@ -28,10 +29,9 @@ public sealed partial class CliApp
                     vector256_accelerated = CpuFeatures.Vector256Accelerated,
                     vector512_accelerated = CpuFeatures.Vector512Accelerated,
                     opencl = openCl ? (object)devices : new { unavailable = openClReason },
-                    backends = BackendSelector.Names.Where(n => n != "auto").ToDictionary(n => n, n => BackendSelector.Availability(n) ?? "can run"),
-                    layer1_kernels = BackendSelector.Names.Where(n => n != "auto")
-                        .ToDictionary(n => n, n => BackendSelector.SparseBackends.Contains(n) ? "dense, sparse"
-                            : "dense"),
+                    backends = BackendCatalog.Backends.ToDictionary(n => n, n => BackendCatalog.Availability(n) ?? "can run"),
+                    backend_auto = BackendCatalog.AutoRule,
+                    layer1_kernels = BackendCatalog.Backends.ToDictionary(n => n, BackendCatalog.KernelsOf),
                     kernel_auto = KernelAutoRule,
                 }, JsonOutput.Options));
                 return ExitCodes.Ok;
@@ -47,10 +47,11 @@ public sealed partial class CliApp
             else Out.WriteLine($"OpenCL: none ({openClReason})");
             Out.WriteLine();
             Out.WriteLine("Backends:");
-            foreach (string name in BackendSelector.Names.Where(n => n != "auto"))
-                Out.WriteLine($"  {name,-8} {BackendSelector.Availability(name) ?? "can run"}");
+            foreach (string name in BackendCatalog.Backends)
+                Out.WriteLine($"  {name,-8} {BackendCatalog.Availability(name) ?? "can run"}");
+            Out.WriteLine($"  {BackendCatalog.AutoRule}");
             Out.WriteLine();
-            string sparseOn = string.Join(" and ", BackendSelector.SparseBackends);
+            string sparseOn = string.Join(" and ", BackendCatalog.SparseBackends);
             Out.WriteLine($"Layer-1 kernels: dense and sparse on {sparseOn}, dense elsewhere " +
                 "(--kernel dense|sparse|auto on train and bench).");
             Out.WriteLine($"  {KernelAutoRule}");

@@ -51,6 +51,22 @@ public static class FlopCount
         return forward + backward + update;
     }
 
+    /// <summary>
+    /// One training step of an MLP of any depth on n samples: every layer's forward product and weight gradient,
+    /// the input gradient of every layer but the first, and the update. For [784, H, 10] it is
+    /// <see cref="TrainingStep(int, int)"/>.
+    /// </summary>
+    public static double TrainingStep(int n, IReadOnlyList<int> sizes)
+    {
+        double flops = 0;
+        for (int l = 0; l + 1 < sizes.Count; l++)
+        {
+            double product = 2.0 * n * sizes[l] * sizes[l + 1];
+            flops += product * (l == 0 ? 2 : 3) + 2.0 * (sizes[l] * sizes[l + 1] + sizes[l + 1]);
+        }
+        return flops;
+    }
+
     /// <summary>Forward-only inference of n images.</summary>
     public static double Inference(int n, int hidden) => 2.0 * n * hidden * MlpParameters.InputSize + 2.0 * n * MlpParameters.Classes * hidden;
 }

@@ -204,12 +204,12 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
-    public void KernelFlagWithMiniBatchTrainingIsAClearError()
+    public void KernelFlagOnThePerLayerPathIsAClearError()
     {
         var (code, stdout, stderr) = Run("train", "--batch-size", "100", "--kernel", "sparse", "--data", TestPaths.MnistDir,
             "--out", Path_("m.npz"));
         Assert.Equal(ExitCodes.BadInput, code);
-        Assert.Contains("--kernel sparse: mini-batch training has no kernel choice yet", stderr);
+        Assert.Contains("--kernel sparse: the layer-1 kernel choice is for full-batch gradient descent on 784-H-10", stderr);
         Assert.Equal("", stdout);
         Assert.False(File.Exists(Path_("m.npz")));
     }

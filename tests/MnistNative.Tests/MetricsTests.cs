@@ -31,7 +31,8 @@ public sealed class MetricsTests
         using var backend = new ReferenceBackend<float>(5);
         backend.Upload(data);
         backend.SetWeights(weights);
-        FullBatchTrainer.Run(backend, new TrainingOptions(12, 0.1, 4));
+        using var engine = new MnistNative.Backends.FamilyBridge([784, 5, 10], OptimizerSettings.Gd, 40, backend, () => throw new NotSupportedException());
+        Trainer.Run(engine, 40, TrainingOptions.FullBatch(12, 0.1, 4));
         listener.RecordObservableInstruments();
 
         // other tests may train at the same time: at least ours were counted

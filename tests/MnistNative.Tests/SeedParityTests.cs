@@ -47,7 +47,8 @@ public sealed class SeedParityTests(ITestOutputHelper output)
         using var backend = new ReferenceBackend<double>(10);
         backend.Upload(TestPaths.Train.Take(10_000));
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
-        TrainingResult result = FullBatchTrainer.Run(backend, new TrainingOptions(iterations, 0.1, 50));
+        using var engine = new MnistNative.Backends.FamilyBridge([784, 10, 10], OptimizerSettings.Gd, 10_000, backend, () => throw new NotSupportedException());
+        TrainingResult result = Trainer.Run(engine, 10_000, TrainingOptions.FullBatch(iterations, 0.1, 50));
         foreach (LogEntry got in result.Log)
         {
             ExpectedLog want = expected.Single(e => e.Iteration == got.Iteration);
@@ -58,7 +59,7 @@ public sealed class SeedParityTests(ITestOutputHelper output)
         Assert.Equal((iterations + 49) / 50, result.Log.Count);
         if (requireTestAccuracy)
         {
-            int[] predictions = Evaluation.Predict(backend, TestPaths.Test.Pixels, TestPaths.Test.Count);
+            int[] predictions = Evaluation.Predict(engine, TestPaths.Test.Pixels, TestPaths.Test.Count);
             double test = Evaluation.Accuracy(predictions, TestPaths.Test.Labels);
             output.WriteLine($"test accuracy {test:F4} (seed {expectedTest:F4})");
             Assert.InRange(test, expectedTest - 0.0002, expectedTest + 0.0002);

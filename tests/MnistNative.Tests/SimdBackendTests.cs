@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using MnistNative.Backends.Cpu;
 using MnistNative.Backends.Cpu.Simd;
+using MnistNative.Backends;
 using MnistNative.Cli;
 using MnistNative.Core;
 using MnistNative.Data;
@@ -145,7 +146,9 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         using IFullBatchBackend backend = Create(name, 10, 0, kernel);
         backend.Upload(TestPaths.Train.Take(10_000));
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
-        TrainingResult result = FullBatchTrainer.Run(backend, TrainingOptions.Seed);
+        using var engine = new MnistNative.Backends.FamilyBridge([784, 10, 10], OptimizerSettings.Gd, 10_000, backend,
+            () => throw new NotSupportedException());
+        TrainingResult result = Trainer.Run(engine, 10_000, TrainingOptions.Seed);
         foreach (LogEntry got in result.Log)
         {
             SeedParityTests.ExpectedLog want = expected.Single(e => e.Iteration == got.Iteration);
@@ -153,9 +156,9 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
             Assert.InRange(got.TrainAccuracy, want.TrainAccuracy - 0.003, want.TrainAccuracy + 0.003);
         }
         Assert.Equal(20, result.Log.Count);
-        int[] predictions = Evaluation.Predict(backend, TestPaths.Test.Pixels, TestPaths.Test.Count);
+        int[] predictions = Evaluation.Predict(engine, TestPaths.Test.Pixels, TestPaths.Test.Count);
         double test = Evaluation.Accuracy(predictions, TestPaths.Test.Labels);
-        output.WriteLine($"{name} {kernel}: test accuracy {test:F4} (seed {expectedTest:F4}), {result.MillisecondsPerIteration:F2} ms/iteration");
+        output.WriteLine($"{name} {kernel}: test accuracy {test:F4} (seed {expectedTest:F4}), {result.MillisecondsPerStep:F2} ms/iteration");
         Assert.InRange(test, expectedTest - 0.003, expectedTest + 0.003);
     }
 
@@ -203,7 +206,8 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     public void AutoPicksTheWidestSimdBackendAndSaysWhy()
     {
         var said = new List<string>();
-        using IFullBatchBackend b = BackendSelector.Create(new BackendRequest("auto", Precision.F32, 10, Threads: 1), said.Add);
+        using ITrainingBackend b = BackendCatalog.Create(BackendRequest.FullBatch("auto", Precision.F32, 10, 100)
+            with { Threads = 1 }, said.Add);
         var (best, _) = CpuFeatures.BestSimdBackend();
         Assert.Equal(best ?? "scalar", b.Info.Name);
         Assert.Contains(said, s => s.StartsWith($"backend auto: picked {best ?? "scalar"} (", StringComparison.Ordinal));
@@ -215,7 +219,7 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     [InlineData("avx512")]
     public void F64OnASimdBackendIsAClearError(string name)
     {
-        var e = Assert.Throws<BackendUnavailableException>(() => BackendSelector.Create(new BackendRequest(name, Precision.F64, 10), _ => { }));
+        var e = Assert.Throws<BackendUnavailableException>(() => BackendCatalog.Create(BackendRequest.FullBatch(name, Precision.F64, 10, 100), _ => { }));
         Assert.Contains("f64 is only on the scalar and opencl backends", e.Message);
     }
 

@@ -31,7 +31,8 @@ public sealed class OpenClSeedParityTests(ITestOutputHelper output)
         backend.Upload(TestPaths.Train.Take(10_000));
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
         var clock = Stopwatch.StartNew();
-        TrainingResult result = FullBatchTrainer.Run(backend, new TrainingOptions(iterations, 0.1, 50));
+        using var engine = new MnistNative.Backends.FamilyBridge([784, 10, 10], OptimizerSettings.Gd, 10_000, backend, () => throw new NotSupportedException());
+        TrainingResult result = Trainer.Run(engine, 10_000, TrainingOptions.FullBatch(iterations, 0.1, 50));
         output.WriteLine($"{backend.Info.Device}: {iterations} iterations, {clock.Elapsed.TotalMilliseconds / iterations:F2} ms/iteration including the first launch");
         foreach (LogEntry got in result.Log)
         {
@@ -42,7 +43,7 @@ public sealed class OpenClSeedParityTests(ITestOutputHelper output)
         }
         Assert.Equal((iterations + 49) / 50, result.Log.Count);
         if (iterations < 1000) return;
-        int[] predictions = Evaluation.Predict(backend, TestPaths.Test.Pixels, TestPaths.Test.Count);
+        int[] predictions = Evaluation.Predict(engine, TestPaths.Test.Pixels, TestPaths.Test.Count);
         double test = Evaluation.Accuracy(predictions, TestPaths.Test.Labels);
         output.WriteLine($"test accuracy {test:F4} (seed {expectedTest:F4})");
         Assert.InRange(test, expectedTest - Tolerance, expectedTest + Tolerance);

@@ -1,5 +1,4 @@
-using MnistNative.Backends.Cpu.Deep;
-using MnistNative.Backends.Cpu.Reference;
+using MnistNative.Backends;
 using MnistNative.Cli;
 using MnistNative.Core;
 using MnistNative.Data;
@@ -17,9 +16,12 @@ public sealed class DivergenceTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static ReferenceBackend<double> SeedBackend(int count)
+    private static ITrainingBackend Scalar(int[] sizes, int maxBatch) => BackendCatalog.Create(
+        new BackendRequest("scalar", Precision.F64, sizes, OptimizerSettings.Gd, maxBatch), _ => { });
+
+    private static ITrainingBackend SeedBackend(int count)
     {
-        var backend = new ReferenceBackend<double>(10);
+        ITrainingBackend backend = Scalar([MlpParameters.InputSize, 10, MlpParameters.Classes], count);
         backend.Upload(TestPaths.Train.Take(count));
         backend.SetWeights(MlpParameters.Initialize([MlpParameters.InputSize, 10, MlpParameters.Classes], 0));
         return backend;
@@ -31,7 +33,7 @@ public sealed class DivergenceTests : IDisposable
     public void AnUnloggedIterationThatBlowsUpStopsTheRun()
     {
         using var backend = SeedBackend(1000);
-        var e = Assert.Throws<DivergenceException>(() => FullBatchTrainer.Run(backend, new TrainingOptions(50, 1e6, 50)));
+        var e = Assert.Throws<DivergenceException>(() => Trainer.Run(backend, 1000, TrainingOptions.FullBatch(50, 1e6, 50)));
         Assert.Contains("at iteration 1", e.Message);
         Assert.Contains("over 10x its first value", e.Message);
     }
@@ -40,7 +42,7 @@ public sealed class DivergenceTests : IDisposable
     public void AHealthyRunIsNotStopped()
     {
         using var backend = SeedBackend(1000);
-        TrainingResult result = FullBatchTrainer.Run(backend, new TrainingOptions(60, 0.1, 50));
+        TrainingResult result = Trainer.Run(backend, 1000, TrainingOptions.FullBatch(60, 0.1, 50));
         Assert.Equal(2, result.Log.Count);
         Assert.True(result.Log[1].Loss < result.Log[0].Loss);
     }
@@ -62,7 +64,7 @@ public sealed class DivergenceTests : IDisposable
     }
 
     /// <summary>A real backend whose weights turn to NaN after a chosen step (an overflow late in a run).</summary>
-    private sealed class PoisonedBackend(IMiniBatchBackend inner, long poisonAfterStep) : IMiniBatchBackend
+    private sealed class PoisonedBackend(ITrainingBackend inner, long poisonAfterStep) : ITrainingBackend
     {
         private long _steps;
 
@@ -75,15 +77,17 @@ public sealed class DivergenceTests : IDisposable
         public MlpParameters GetWeights() => inner.GetWeights();
         public OptimizerState GetOptimizerState() => inner.GetOptimizerState();
         public void SetOptimizerState(OptimizerState state) => inner.SetOptimizerState(state);
-        public StepMetrics ComputeGradients(ReadOnlySpan<int> sampleIndices, MlpParameters gradients) =>
-            inner.ComputeGradients(sampleIndices, gradients);
+        public KernelChoice? KernelChoice => inner.KernelChoice;
+        public Profiler? Profiler { get => inner.Profiler; set => inner.Profiler = value; }
+        public StepMetrics ComputeGradients(TrainingBatch batch, MlpParameters gradients) =>
+            inner.ComputeGradients(batch, gradients);
         public void Predict(ReadOnlySpan<byte> images, Span<double> probabilities) =>
             inner.Predict(images, probabilities);
         public void Dispose() => inner.Dispose();
 
-        public StepMetrics StepBatch(ReadOnlySpan<int> sampleIndices, double learningRate, bool measure)
+        public StepMetrics Step(TrainingBatch batch, double learningRate, bool measure)
         {
-            StepMetrics m = inner.StepBatch(sampleIndices, learningRate, measure);
+            StepMetrics m = inner.Step(batch, learningRate, measure);
             if (++_steps == poisonAfterStep)
             {
                 MlpParameters w = inner.GetWeights();
@@ -101,16 +105,16 @@ public sealed class DivergenceTests : IDisposable
     {
         LabeledImages train = TestPaths.Train.Take(400);
         int[] sizes = [MlpParameters.InputSize, 8, MlpParameters.Classes];
-        var backend = new PoisonedBackend(new DeepReferenceBackend<double>(sizes, OptimizerSettings.Gd),
+        var backend = new PoisonedBackend(Scalar(sizes, 100),
             poisonAfterStep: 8);
         using (backend)
         {
             backend.Upload(train);
             backend.SetWeights(MlpParameters.Initialize(sizes, 0));
             var saved = new List<TrainingCheckpoint>();
-            var options = new MiniBatchOptions(100, 2, null, 1, LearningRateSchedule.Constant(0.1));
+            var options = new TrainingOptions(100, 2, null, 1, LearningRateSchedule.Constant(0.1));
             var e = Assert.Throws<DivergenceException>(() =>
-                MiniBatchTrainer.Run(backend, train.Count, options, new MiniBatchHooks
+                Trainer.Run(backend, train.Count, options, new TrainingHooks
             {
                 SaveCheckpoint = c =>
                 {
@@ -134,13 +138,13 @@ public sealed class DivergenceTests : IDisposable
     {
         LabeledImages train = TestPaths.Train.Take(1000);
         int[] sizes = [MlpParameters.InputSize, 8, MlpParameters.Classes];
-        using var backend = new DeepReferenceBackend<double>(sizes, OptimizerSettings.Gd);
+        using ITrainingBackend backend = Scalar(sizes, 100);
         backend.Upload(train);
         backend.SetWeights(MlpParameters.Initialize(sizes, 0));
         int saves = 0;
-        var options = new MiniBatchOptions(100, 2, null, 1, LearningRateSchedule.Constant(100));
-        var e = Assert.Throws<DivergenceException>(() => MiniBatchTrainer.Run(backend, train.Count, options,
-            new MiniBatchHooks { SaveCheckpoint = _ => saves++ }));
+        var options = new TrainingOptions(100, 2, null, 1, LearningRateSchedule.Constant(100));
+        var e = Assert.Throws<DivergenceException>(() => Trainer.Run(backend, train.Count, options,
+            new TrainingHooks { SaveCheckpoint = _ => saves++ }));
         Assert.Contains("(epoch 1)", e.Message);
         Assert.Contains("over 10x its first value", e.Message);
         Assert.Equal(0, saves);
