@@ -18,6 +18,10 @@ public static class EngineMetrics
     public static readonly Counter<long> SamplesTrained = Meter.CreateCounter<long>("mnistnative.training.samples", "{sample}", "Samples passed forward and backward");
     public static readonly Counter<long> SamplesInferred = Meter.CreateCounter<long>("mnistnative.inference.samples", "{sample}", "Samples classified");
 
+    /// <summary>Phase durations of a profiled run (tag "phase": the names in <see cref="Phases"/>).</summary>
+    public static readonly Histogram<double> PhaseDuration = Meter.CreateHistogram<double>("mnistnative.training.phase.duration",
+        "ms", "Time of one training phase, recorded while a Profiler is attached (train --profile / --trace)");
+
     static EngineMetrics()
     {
         Meter.CreateObservableGauge("mnistnative.training.iterations_per_second", () => Volatile.Read(ref _iterationsPerSecond), "{iteration}/s");

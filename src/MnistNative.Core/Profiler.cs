@@ -7,10 +7,10 @@ namespace MnistNative.Core;
 public sealed record PhaseStat(string Phase, double TotalMilliseconds, long Calls);
 
 /// <summary>
-/// Timestamps of named phases (forward, backward, reduce, update, metrics, transfers, ...), recorded only
-/// when a profiler is attached: a backend holds a <c>Profiler?</c> and a null check is all it costs when
-/// profiling is off. Events can be written in the Chrome trace event format, which Perfetto and
-/// chrome://tracing open.
+/// Timestamps of named phases (<see cref="Phases"/>), recorded only when a profiler is attached: a backend holds
+/// a <c>Profiler?</c> and a null check is all it costs when profiling is off. Each phase also goes to the
+/// "MnistNative" meter's phase histogram when something listens. Events can be written in the Chrome trace event
+/// format, which Perfetto and chrome://tracing open.
 /// </summary>
 public sealed class Profiler
 {
@@ -28,6 +28,13 @@ public sealed class Profiler
     public void Record(string phase, long start, long end, int thread = 0)
     {
         lock (_gate) _events.Add(new Event(phase, start, end, thread));
+        PublishToMeter(phase, end - start);
+    }
+
+    private static void PublishToMeter(string phase, long ticks)
+    {
+        if (EngineMetrics.PhaseDuration.Enabled)
+            EngineMetrics.PhaseDuration.Record(ticks * 1000.0 / Stopwatch.Frequency, new KeyValuePair<string, object?>("phase", phase));
     }
 
     private long _deviceOrigin = long.MinValue, _hostOriginForDevice;
@@ -48,6 +55,7 @@ public sealed class Profiler
             long start = _hostOriginForDevice + NanosecondsToTicks(startNanoseconds - _deviceOrigin);
             _events.Add(new Event(phase, start, start + NanosecondsToTicks(endNanoseconds - startNanoseconds), thread));
         }
+        PublishToMeter(phase, NanosecondsToTicks(endNanoseconds - startNanoseconds));
     }
 
     private static long NanosecondsToTicks(long ns) => (long)(ns * (Stopwatch.Frequency / 1e9));

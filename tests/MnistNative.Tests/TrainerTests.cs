@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using MnistNative.Backends;
 using MnistNative.Core;
 using MnistNative.Data;
@@ -93,5 +94,39 @@ public sealed class TrainerTests
         Assert.Equal(Enumerable.Range(0, 100), a.Order());
         Assert.NotEqual(a, b);
         Assert.NotEqual(a, c);
+    }
+
+    [Theory]
+    [InlineData(40)] // whole set: full-batch gradient descent
+    [InlineData(16)] // mini-batches
+    public void AProfiledRunRecordsPhasesInTheProfilerAndTheMeter(int batch)
+    {
+        int[] sizes = [784, 6, 10];
+        LabeledImages data = TinyData.Images(40);
+        var phases = new HashSet<string>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument == EngineMetrics.PhaseDuration) l.EnableMeasurementEvents(instrument);
+        };
+        listener.SetMeasurementEventCallback<double>((_, ms, tags, _) =>
+        {
+            foreach (KeyValuePair<string, object?> tag in tags)
+                if (tag.Key == "phase") lock (phases) phases.Add((string)tag.Value!);
+        });
+        listener.Start();
+        using ITrainingBackend b = Scalar(Precision.F32, sizes, OptimizerSettings.Gd, batch);
+        b.Upload(data);
+        b.SetWeights(MlpParameters.Initialize(sizes, 1));
+        var profiler = new Profiler();
+        Trainer.Run(b, data.Count, new TrainingOptions(batch, 2, null, 3, LearningRateSchedule.Constant(0.1)),
+            new TrainingHooks { Profiler = profiler });
+        Assert.Null(b.Profiler); // detached after the run
+        IReadOnlyList<PhaseStat> summary = profiler.Summary();
+        foreach (string phase in new[] { Phases.Forward, Phases.Backward, Phases.Update })
+        {
+            Assert.Contains(summary, p => p.Phase.StartsWith(phase, StringComparison.Ordinal) && p.Calls > 0);
+            lock (phases) Assert.Contains(phases, p => p.StartsWith(phase, StringComparison.Ordinal));
+        }
     }
 }

@@ -180,9 +180,15 @@ public sealed class OnnxImportTests(ITestOutputHelper output)
             Assert.Contains("Training 784-128-10", stdout);
             Assert.True(File.Exists(trained));
 
-            (code, _, stderr) = CliTests.Run("train", "--init-weights", fixture, "--iterations", "1", "--out", trained);
+            // a deeper model trains from its own sizes; --hidden that disagrees with them is refused
+            (code, stdout, stderr) = CliTests.Run("train", "--init-weights", fixture, "--iterations", "1",
+                "--train-count", "200", "--backend", "scalar", "--out", trained);
+            Assert.True(code == 0, stderr);
+            Assert.Contains($"Training {string.Join('-', MnistNative.Data.ModelFile.Load(trained).Sizes)} on 200 images", stdout);
+            (code, _, stderr) = CliTests.Run("train", "--init-weights", fixture, "--hidden", "10", "--iterations", "1",
+                "--out", trained);
             Assert.Equal(ExitCodes.BadInput, code);
-            Assert.Contains("holds 3 layers", stderr);
+            Assert.Contains("does not match --init-weights", stderr);
         }
         finally { Directory.Delete(dir, recursive: true); }
     }
