@@ -6,8 +6,8 @@ namespace MnistNative.Backends.OpenCL;
 /// <summary>
 /// One owner per OpenCL object kind: ReleaseHandle calls the matching clRelease*. The count of live
 /// handles is kept so tests can prove that creating and disposing backends leaks nothing.
-/// Owners release in reverse order of creation (kernels, buffers, program, queue, context); see
-/// <see cref="OpenClBackend"/>.Dispose.
+/// <see cref="OpenClAccelerator"/> creates and owns them all and releases them in reverse order of creation
+/// (kernels and buffers, programs, queue, context).
 /// </summary>
 internal abstract class ClHandle : SafeHandle
 {

@@ -126,7 +126,8 @@ public static class BackendSelector
             : new ReferenceBackend<float>(request.Hidden);
     }
 
-    private static IFullBatchBackend CreateOpenCl(BackendRequest request) => new OpenClBackend(request.Hidden, new OpenClBackendOptions
+    private static IFullBatchBackend CreateOpenCl(BackendRequest request) => new OpenClBackend(
+        [MlpParameters.InputSize, request.Hidden, MlpParameters.Classes], OptimizerSettings.Gd, 1, new OpenClBackendOptions
     {
         Device = request.Device,
         Variant = request.OpenClVariant,

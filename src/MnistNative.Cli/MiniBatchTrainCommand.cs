@@ -315,8 +315,8 @@ public sealed partial class CliApp
         }
     }
 
-    private static OpenClMiniBatchBackend CreateMiniBatchOpenCl(int[] sizes, OptimizerSettings optimizer, int batch, Precision precision, OpenClChoice openCl) =>
-        new(sizes, optimizer, batch, new OpenClMiniBatchOptions { Device = openCl.Device, KernelsDirectory = openCl.KernelsDirectory, Precision = precision, Variant = openCl.Variant });
+    private static OpenClBackend CreateMiniBatchOpenCl(int[] sizes, OptimizerSettings optimizer, int batch, Precision precision, OpenClChoice openCl) =>
+        new(sizes, optimizer, batch, new OpenClBackendOptions { Device = openCl.Device, KernelsDirectory = openCl.KernelsDirectory, Precision = precision, Variant = openCl.Variant });
 }
 
 public sealed record EpochLogEntry(int Epoch, long Step, double TrainLoss, double TrainAccuracy, double? ValidationAccuracy, double? TestAccuracy);

@@ -19,14 +19,18 @@ public sealed class OpenClSeedParityTests(ITestOutputHelper output)
 
     // The GPU variant on a CPU device (PoCL runs each work-group's barriers as loops) takes ~0.1 s an
     // iteration, so there it runs the first 101 iterations; on a GPU device it runs all 1000.
+    // maxBatch 1 is how the full-batch CLI opens it; 10,000 how a run with --batch-size 10000 does: the whole-set
+    // steps take the same fused kernels either way.
     [SkippableTheory]
-    [InlineData("cpu")]
-    [InlineData("gpu")]
-    public void OpenClF32MatchesTheSeedFor1000Iterations(string variant)
+    [InlineData("cpu", 1)]
+    [InlineData("cpu", 10_000)]
+    [InlineData("gpu", 1)]
+    public void OpenClF32MatchesTheSeedFor1000Iterations(string variant, int maxBatch)
     {
         OpenClTestDevice.RequireOpenCl();
         var (expected, expectedTest) = SeedParityTests.Expected();
-        using var backend = new OpenClBackend(10, new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = variant });
+        using var backend = new OpenClBackend([784, 10, 10], OptimizerSettings.Gd, maxBatch,
+            new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = variant });
         int iterations = variant == "gpu" && backend.Device.Type != OpenClDeviceType.Gpu ? 101 : 1000;
         backend.Upload(TestPaths.Train.Take(10_000));
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));

@@ -1,24 +1,24 @@
 using System.Text.Json;
-using MnistNative.Backends.Cpu.Deep;
 using MnistNative.Backends.OpenCL;
 using MnistNative.Core;
-using MnistNative.Tests.Beyond;
+using MnistNative.Tests.Conformance;
 using Xunit;
 using Xunit.Abstractions;
 
 namespace MnistNative.Tests.OpenCl;
 
 /// <summary>
-/// The OpenCL mini-batch backend against the deep reference (float64) on random images: odd widths, batches
-/// that are not multiples of the 16-wide tiles, every optimizer with weight decay; the optimizer state's
-/// round trip; and a short real run through the CLI. The conformance runs for both matrix-kernel variants
-/// (gpu: minibatch.cl, cpu: minibatch_cpu.cl), forced, whatever the device; the rest runs the device's own.
+/// The OpenCL backend against the float64 reference beyond the conformance suite: shapes that hit the CPU
+/// kernels' ragged strips and blocks, the fused kernels on odd and wide hidden layers, the fused and the
+/// per-layer kernels agreeing on the same whole set, every optimizer with weight decay, the optimizer state's
+/// round trip, and a short real run through the CLI. Both kernel variants run, forced, whatever the device.
 /// </summary>
 [Collection(OpenClTestDevice.Collection)]
-public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
+public sealed class OpenClTrainingTests(ITestOutputHelper output)
 {
-    private static OpenClMiniBatchBackend Open(int[] sizes, OptimizerSettings o, int maxBatch, Precision precision = Precision.F32, string? variant = null) =>
-        new(sizes, o, maxBatch, new OpenClMiniBatchOptions { Device = OpenClTestDevice.Device, Precision = precision, Variant = variant });
+    private static OpenClBackend Open(int[] sizes, OptimizerSettings o, int maxBatch, Precision precision = Precision.F32,
+        string? variant = null) =>
+        new(sizes, o, maxBatch, new OpenClBackendOptions { Device = OpenClTestDevice.Device, Precision = precision, Variant = variant });
 
     /// <summary>n images of uniformly random pixels (dense, unlike digits: every weight gets a gradient) and random labels.</summary>
     private static LabeledImages RandomImages(int n, int seed)
@@ -43,13 +43,14 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
     public void ForwardAndGradientsMatchTheReferenceOnOddShapes(string variant, Precision precision, double abs, double rel)
     {
         OpenClTestDevice.RequireOpenCl();
-        if (precision == Precision.F64) Skip.IfNot(OpenClRuntime.SelectDevice(OpenClTestDevice.Device).SupportsDouble, "the device has no cl_khr_fp64");
+        if (precision == Precision.F64)
+            Skip.IfNot(OpenClRuntime.SelectDevice(OpenClTestDevice.Device).SupportsDouble, "the device has no cl_khr_fp64");
         LabeledImages data = RandomImages(100, 1);
         foreach (int[] sizes in new[] { new[] { 784, 7, 10 }, [784, 33, 17, 10], [784, 130, 70, 10] })
         {
             MlpParameters w = MlpParameters.Initialize(sizes, 11);
-            using var reference = new DeepReferenceBackend<double>(sizes, OptimizerSettings.Gd);
-            using OpenClMiniBatchBackend cl = Open(sizes, OptimizerSettings.Gd, 64, precision, variant);
+            using ITrainingBackend reference = ReferenceOracle.Create(sizes, OptimizerSettings.Gd);
+            using OpenClBackend cl = Open(sizes, OptimizerSettings.Gd, 64, precision, variant);
             Assert.Equal(variant, cl.Variant.ToString().ToLowerInvariant());
             reference.Upload(data); cl.Upload(data);
             reference.SetWeights(w); cl.SetWeights(w);
@@ -58,14 +59,14 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
                 int[] batch = Batch(n, 1, data.Count);
                 var gr = new MlpParameters(sizes);
                 var gc = new MlpParameters(sizes);
-                StepMetrics mr = reference.ComputeGradients(batch, gr);
-                StepMetrics mc = cl.ComputeGradients(batch, gc);
+                StepMetrics mr = reference.ComputeGradients(TrainingBatch.Of(batch), gr);
+                StepMetrics mc = cl.ComputeGradients(TrainingBatch.Of(batch), gc);
                 Assert.Equal(mr.Count, mc.Count);
                 Assert.Equal(mr.Correct, mc.Correct);
-                Assert.Equal(mr.Loss, mc.Loss, precision == Precision.F32 ? 4 : 9);
+                Assert.Equal(mr.LossSum, mc.LossSum, precision == Precision.F32 ? 4 : 9);
                 for (int l = 0; l < sizes.Length - 1; l++)
                 {
-                    double diff = MaxLayerDiff(gr, gc, l, abs, rel);
+                    double diff = MaxScaledDiff(gr, gc, l, abs, rel);
                     output.WriteLine($"{variant} {precision} {string.Join('-', sizes)} batch {n} layer {l + 1}: max scaled gradient difference {diff:E2}");
                     Assert.True(diff <= 1, $"{string.Join('-', sizes)} batch {n} layer {l + 1}: {diff}");
                 }
@@ -83,6 +84,62 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>The fused whole-set kernels on hidden widths that are odd, tiny or wide and sample counts that are
+    /// not multiples of any tile: gradients, metrics and one step against the reference.</summary>
+    [SkippableTheory]
+    [InlineData("cpu", 1, 37)]
+    [InlineData("cpu", 7, 100)]
+    [InlineData("cpu", 128, 129)]
+    [InlineData("cpu", 256, 31)]
+    [InlineData("gpu", 1, 37)]
+    [InlineData("gpu", 33, 63)]
+    [InlineData("gpu", 128, 129)]
+    public void FusedKernelsMatchTheReferenceOnOddAndWideHiddenLayers(string variant, int hidden, int n)
+    {
+        OpenClTestDevice.RequireOpenCl();
+        int[] sizes = [784, hidden, 10];
+        LabeledImages data = ConformanceData.Images(n, seed: hidden);
+        MlpParameters w = MlpParameters.Initialize(sizes, 2);
+        using ITrainingBackend reference = ReferenceOracle.Create(sizes, OptimizerSettings.Gd);
+        using OpenClBackend cl = Open(sizes, OptimizerSettings.Gd, n, variant: variant);
+        reference.Upload(data); cl.Upload(data);
+        reference.SetWeights(w); cl.SetWeights(w);
+        var gr = new MlpParameters(sizes);
+        var gc = new MlpParameters(sizes);
+        StepMetrics mr = reference.ComputeGradients(TrainingBatch.WholeSet, gr);
+        StepMetrics mc = cl.ComputeGradients(TrainingBatch.WholeSet, gc);
+        Assert.Equal(mr.Correct, mc.Correct);
+        Assert.Equal(mr.LossSum / n, mc.LossSum / n, 4);
+        for (int l = 0; l < 2; l++) Assert.True(MaxScaledDiff(gr, gc, l, 2e-5, 2e-3) <= 1, $"layer {l + 1}");
+        reference.Step(TrainingBatch.WholeSet, 0.1, measure: false);
+        cl.Step(TrainingBatch.WholeSet, 0.1, measure: false);
+        double diff = ConformanceData.MaxAbsDiff(reference.GetWeights(), cl.GetWeights());
+        output.WriteLine($"{variant} 784-{hidden}-10, n = {n}: max weight difference after one step {diff:E2}");
+        Assert.InRange(diff, 0, 1e-5);
+    }
+
+    /// <summary>The same whole set through the fused kernels (WholeSet) and the per-layer kernels (every index):
+    /// the same gradients and metrics from one backend object.</summary>
+    [SkippableTheory]
+    [InlineData("cpu")]
+    [InlineData("gpu")]
+    public void FusedAndPerLayerKernelsAgreeOnTheWholeSet(string variant)
+    {
+        OpenClTestDevice.RequireOpenCl();
+        int[] sizes = [784, 33, 10];
+        LabeledImages data = ConformanceData.Images(90, seed: 4);
+        using OpenClBackend cl = Open(sizes, OptimizerSettings.Gd, 90, variant: variant);
+        cl.Upload(data);
+        cl.SetWeights(MlpParameters.Initialize(sizes, 4));
+        var fused = new MlpParameters(sizes);
+        var perLayer = new MlpParameters(sizes);
+        StepMetrics mf = cl.ComputeGradients(TrainingBatch.WholeSet, fused);
+        StepMetrics ml = cl.ComputeGradients(TrainingBatch.Of(Enumerable.Range(0, 90).ToArray()), perLayer);
+        Assert.Equal(mf.Correct, ml.Correct);
+        Assert.Equal(mf.LossSum, ml.LossSum, 3);
+        for (int l = 0; l < 2; l++) Assert.True(MaxScaledDiff(fused, perLayer, l, 1e-6, 1e-3) <= 1, $"layer {l + 1}");
+    }
+
     [SkippableTheory]
     [InlineData("cpu")]
     [InlineData("gpu")]
@@ -96,19 +153,19 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
         {
             var o = new OptimizerSettings(kind, WeightDecay: 1e-3);
             double lr = kind == OptimizerKind.Adam ? 1e-3 : 0.05;
-            using var reference = new DeepReferenceBackend<double>(sizes, o);
-            using OpenClMiniBatchBackend cl = Open(sizes, o, 64, variant: variant);
+            using ITrainingBackend reference = ReferenceOracle.Create(sizes, o);
+            using OpenClBackend cl = Open(sizes, o, 64, variant: variant);
             reference.Upload(data); cl.Upload(data);
             reference.SetWeights(w); cl.SetWeights(w);
             for (int step = 0; step < 5; step++)
             {
                 int[] batch = Batch(step % 2 == 0 ? 13 : 64, step, data.Count);
-                StepMetrics mr = reference.StepBatch(batch, lr, measure: true);
-                StepMetrics mc = cl.StepBatch(batch, lr, measure: step % 2 == 0);
+                StepMetrics mr = reference.Step(TrainingBatch.Of(batch), lr, measure: true);
+                StepMetrics mc = cl.Step(TrainingBatch.Of(batch), lr, measure: step % 2 == 0);
                 if (step % 2 == 0)
                 {
                     Assert.Equal(mr.Correct, mc.Correct);
-                    Assert.Equal(mr.Loss, mc.Loss, 4);
+                    Assert.Equal(mr.LossSum, mc.LossSum, 4);
                 }
                 else Assert.Equal(default, mc);
                 if (step is 0 or 4)
@@ -131,13 +188,13 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
         LabeledImages data = RandomImages(100, 3);
         var o = new OptimizerSettings(OptimizerKind.Adam, WeightDecay: 1e-4);
         MlpParameters init = MlpParameters.Initialize(sizes, 4);
-        void Steps(OpenClMiniBatchBackend b, int from, int to)
+        void Steps(OpenClBackend b, int from, int to)
         {
-            for (int step = from; step < to; step++) b.StepBatch(Batch(13, step, data.Count), 2e-3, measure: false);
+            for (int step = from; step < to; step++) b.Step(TrainingBatch.Of(Batch(13, step, data.Count)), 2e-3, measure: false);
         }
 
         MlpParameters whole;
-        using (OpenClMiniBatchBackend straight = Open(sizes, o, 13))
+        using (OpenClBackend straight = Open(sizes, o, 13))
         {
             straight.Upload(data);
             straight.SetWeights(init);
@@ -146,7 +203,7 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
         }
         MlpParameters weights;
         OptimizerState state;
-        using (OpenClMiniBatchBackend first = Open(sizes, o, 13))
+        using (OpenClBackend first = Open(sizes, o, 13))
         {
             first.Upload(data);
             first.SetWeights(init);
@@ -156,20 +213,38 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
         }
         Assert.Equal(3, state.Steps);
         Assert.Equal(2, state.Moments.Length);
-        using (OpenClMiniBatchBackend second = Open(sizes, o, 13))
+        using (OpenClBackend second = Open(sizes, o, 13))
         {
             second.Upload(data);
             second.SetWeights(weights);
             second.SetOptimizerState(state);
             Steps(second, 3, 6);
             // float32 values survive the float64 round trip exactly and the kernels have no atomics: bitwise equal
-            Assert.Equal(0, DeepBackendTests.MaxDiff(whole, second.GetWeights(), 0, 0, exact: true));
+            Assert.Equal(0, ConformanceData.MaxAbsDiff(whole, second.GetWeights()));
             Assert.Throws<ArgumentException>(() => second.SetOptimizerState(new OptimizerState(1, [])));
             Assert.Throws<ArgumentException>(() => second.SetWeights(MlpParameters.Initialize([784, 33, 10], 0)));
-            Assert.Throws<ArgumentException>(() => second.StepBatch(new int[second.MaxBatch + 1], 1e-3, false));
-            Assert.Throws<ArgumentOutOfRangeException>(() => second.StepBatch([0, 100], 1e-3, false));
+            Assert.Throws<ArgumentException>(() => second.Step(TrainingBatch.Of(new int[second.MaxBatch + 1]), 1e-3, false));
+            Assert.Throws<ArgumentOutOfRangeException>(() => second.Step(TrainingBatch.Of([0, 100]), 1e-3, false));
+            // a whole-set Adam step runs on the per-layer kernels: the 100 samples fit their 256-row minimum
+            Assert.Equal(100, second.Step(TrainingBatch.WholeSet, 1e-3, measure: true).Count);
         }
         Assert.Equal(before, OpenClRuntime.LiveObjectCount);
+    }
+
+    [SkippableFact]
+    public void AWholeSetLargerThanMaxBatchOnThePerLayerKernelsIsAClearError()
+    {
+        OpenClTestDevice.RequireOpenCl();
+        using OpenClBackend cl = Open([784, 8, 8, 10], OptimizerSettings.Gd, 16);
+        cl.Upload(RandomImages(300, 9));
+        cl.SetWeights(MlpParameters.Initialize([784, 8, 8, 10], 9));
+        var e = Assert.Throws<ArgumentException>(() => cl.Step(TrainingBatch.WholeSet, 0.1, measure: false));
+        Assert.Contains("MaxBatch", e.Message);
+        Assert.Throws<InvalidOperationException>(() =>
+        {
+            using OpenClBackend empty = Open([784, 8, 10], OptimizerSettings.Gd, 16);
+            empty.Step(TrainingBatch.WholeSet, 0.1, measure: false);
+        });
     }
 
     [SkippableFact]
@@ -204,7 +279,7 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
     [InlineData(7, 4, 13, 4, 1)]
     public void CpuWorkSplitCoversTheOutputInAlignedRectangles(int x, int xStep, int y, int yStep, int target)
     {
-        (int xPer, int yPer) = OpenClMiniBatchBackend.Split(x, xStep, y, yStep, target);
+        (int xPer, int yPer) = LayerKernels.Split(x, xStep, y, yStep, target);
         Assert.Equal(0, xPer % xStep);
         Assert.Equal(0, yPer % yStep);
         Assert.InRange(xPer, xStep, (x + xStep - 1) / xStep * xStep);
@@ -215,7 +290,7 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
         Assert.InRange(items, Math.Min(target, most), Math.Max(2L * target, 4));
     }
 
-    private static double MaxLayerDiff(MlpParameters a, MlpParameters b, int l, double abs, double rel)
+    private static double MaxScaledDiff(MlpParameters a, MlpParameters b, int l, double abs, double rel)
     {
         double worst = 0;
         foreach (var (x, y) in a.W[l].Zip(b.W[l]).Concat(a.B[l].Zip(b.B[l])))
@@ -223,15 +298,18 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
         return worst;
     }
 
-    private static double MaxDiffWithState(IMiniBatchBackend reference, IMiniBatchBackend cl, double abs, double rel)
+    private static double MaxScaledDiff(MlpParameters a, MlpParameters b, double abs, double rel) =>
+        Enumerable.Range(0, a.LayerCount).Max(l => MaxScaledDiff(a, b, l, abs, rel));
+
+    private static double MaxDiffWithState(ITrainingBackend reference, ITrainingBackend cl, double abs, double rel)
     {
-        double worst = DeepBackendTests.MaxDiff(reference.GetWeights(), cl.GetWeights(), abs, rel);
+        double worst = MaxScaledDiff(reference.GetWeights(), cl.GetWeights(), abs, rel);
         OptimizerState sr = reference.GetOptimizerState(), sc = cl.GetOptimizerState();
         for (int k = 0; k < sr.Moments.Length; k++)
         {
             // Adam's second moments are squares of gradients (about 1e-6): scale their absolute tolerance with them
             double momentAbs = k == 1 ? abs * abs : abs;
-            worst = Math.Max(worst, DeepBackendTests.MaxDiff(sr.Moments[k], sc.Moments[k], momentAbs, rel));
+            worst = Math.Max(worst, MaxScaledDiff(sr.Moments[k], sc.Moments[k], momentAbs, rel));
         }
         return worst;
     }
