@@ -63,7 +63,9 @@ internal sealed class ClCommandQueue(nint h) : ClHandle(h)
     public static unsafe ClCommandQueue Create(ClContext context, nint device, bool profiling)
     {
         int code;
-        nint h = Api.CreateCommandQueue(context.Raw, device, profiling ? CommandQueueProperties.ProfilingEnable : CommandQueueProperties.None, &code);
+        CommandQueueProperties properties =
+            profiling ? CommandQueueProperties.ProfilingEnable : CommandQueueProperties.None;
+        nint h = Api.CreateCommandQueue(context.Raw, device, properties, &code);
         return new ClCommandQueue(Created(h, code, "clCreateCommandQueue"));
     }
 }
@@ -133,7 +135,8 @@ internal sealed class ClKernel(nint h, string name) : ClHandle(h)
     public unsafe nuint WorkGroupSize(nint device)
     {
         nuint size;
-        ClErrors.Check(Api.GetKernelWorkGroupInfo(Raw, device, KernelWorkGroupInfo.WorkGroupSize, (nuint)sizeof(nuint), &size, null), "clGetKernelWorkGroupInfo");
+        ClErrors.Check(Api.GetKernelWorkGroupInfo(Raw, device, KernelWorkGroupInfo.WorkGroupSize, (nuint)sizeof(nuint),
+            &size, null), "clGetKernelWorkGroupInfo");
         return size;
     }
 }
@@ -144,10 +147,12 @@ internal sealed class ClBuffer(nint h, long bytes) : ClHandle(h)
 
     protected override int Release(nint h) => Api.ReleaseMemObject(h);
 
-    public static unsafe ClBuffer Create(ClContext context, MemFlags flags, long bytes, void* hostData = null, string? what = null)
+    public static unsafe ClBuffer Create(ClContext context, MemFlags flags, long bytes, void* hostData = null,
+        string? what = null)
     {
         int code;
-        nint h = Api.CreateBuffer(context.Raw, flags | (hostData != null ? MemFlags.CopyHostPtr : MemFlags.None), (nuint)Math.Max(bytes, 1), hostData, &code);
+        MemFlags copy = hostData != null ? MemFlags.CopyHostPtr : MemFlags.None;
+        nint h = Api.CreateBuffer(context.Raw, flags | copy, (nuint)Math.Max(bytes, 1), hostData, &code);
         if (code != 0)
             throw new OpenClException("clCreateBuffer", code, $"{what ?? "buffer"} of {bytes:N0} bytes");
         return new ClBuffer(Created(h, code, "clCreateBuffer"), bytes);

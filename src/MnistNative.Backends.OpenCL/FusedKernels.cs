@@ -62,7 +62,8 @@ internal sealed unsafe class FusedKernels
             files = ["common.cl", "forward_backward_gpu.cl", "reduce_update.cl", "predict.cl"];
         }
         ClProgram program = cl.BuildProgram(files, kernelsDirectory, defines);
-        _train = cl.CreateKernel(program, variant == OpenClVariant.Cpu ? "forward_backward_cpu" : "forward_backward_gpu");
+        _train = cl.CreateKernel(program,
+            variant == OpenClVariant.Cpu ? "forward_backward_cpu" : "forward_backward_gpu");
         _reduce = cl.CreateKernel(program, "reduce_update");
         _predict = cl.CreateKernel(program, "predict");
         if (variant == OpenClVariant.Gpu && (long)_train.WorkGroupSize(device.DeviceHandle) < _workGroupSize)
@@ -78,7 +79,8 @@ internal sealed unsafe class FusedKernels
     /// <summary>Reals of the model: w1, b1, w2, b2.</summary>
     public int ParameterCount { get; }
 
-    /// <summary>Reals between two gradient partials (<see cref="ParameterCount"/> rounded up to the alignment).</summary>
+    /// <summary>Reals between two gradient partials: <see cref="ParameterCount"/> rounded up to the alignment.
+    /// </summary>
     public int Stride { get; }
 
     /// <summary>Samples per tile: the CPU variant's TS, the GPU variant's TILE (chosen from local memory).</summary>

@@ -36,7 +36,8 @@ internal sealed unsafe class LayerKernels
     private readonly ClKernel _gather, _gatherPredict, _loss, _softmax;
     private nint _indexWrite; // the event of the last index write; _stagedIndices is busy until it completes
 
-    /// <summary>One layer's device state: parameters, gradients, moments, its output and the output's gradient.</summary>
+    /// <summary>One layer's device state: parameters, gradients, moments, its output and the output's gradient.
+    /// </summary>
     internal sealed class Layer
     {
         public required int NIn, NOut;
@@ -141,7 +142,8 @@ internal sealed unsafe class LayerKernels
             }
             _layers[l] = new Layer
             {
-                NIn = nIn, NOut = nOut, W = w, B = b, DW = dw, DB = db, A = a, DZ = dz, MW = mw, MB = mb, VW = vw, VB = vb,
+                NIn = nIn, NOut = nOut, W = w, B = b, DW = dw, DB = db, A = a, DZ = dz,
+                MW = mw, MB = mb, VW = vw, VB = vb,
                 Forward = forward, BackwardWeights = backwardWeights, BackwardBias = backwardBias,
                 BackwardInput = backwardInput,
                 UpdateW = CreateUpdate(program, w, dw, mw, vw, weights),
@@ -170,11 +172,12 @@ internal sealed unsafe class LayerKernels
         _loss.SetArg(3, labels);
     }
 
-    /// <summary>Uploads the indices and enqueues gather, forward, loss and backward (mean gradients into DW, DB).</summary>
+    /// <summary>Uploads the indices and enqueues gather, forward, loss and backward (mean gradients into DW, DB).
+    /// </summary>
     public void EnqueueGradients(ReadOnlySpan<int> sampleIndices)
     {
         int n = sampleIndices.Length;
-        long t = Profiler.Now();
+        long t = _cl.Profiler != null ? Profiler.Now() : 0;
         WriteIndices(sampleIndices);
         _cl.Profiler?.Record(Phases.Gather, t); // the host's share; the gather kernel has its device row
         _gather.SetArg(3, n);
@@ -198,7 +201,8 @@ internal sealed unsafe class LayerKernels
         }
     }
 
-    /// <summary>Enqueues the optimizer's update of every layer from the gradients in DW, DB (step t, 1-based).</summary>
+    /// <summary>Enqueues the optimizer's update of every layer from the gradients in DW, DB (step t, 1-based).
+    /// </summary>
     public void EnqueueUpdate(double learningRate, long t)
     {
         double step = learningRate, invSqrtBc2 = 0;

@@ -65,8 +65,8 @@ internal sealed unsafe class OpenClAccelerator : IDisposable
     /// </summary>
     public Profiler? Profiler { get; set; }
 
-    /// <summary>Builds the files (concatenated, from the assembly or <paramref name="kernelsDirectory"/>) into a program;
-    /// a failed build throws with the compiler's log.</summary>
+    /// <summary>Builds the files (concatenated, from the assembly or <paramref name="kernelsDirectory"/>) into a
+    /// program; a failed build throws with the compiler's log.</summary>
     public ClProgram BuildProgram(IEnumerable<string> files, string? kernelsDirectory, string defines) =>
         Own(ClProgram.Build(_context, Device.DeviceHandle,
             KernelSource.Program(files, string.IsNullOrEmpty(kernelsDirectory) ? null : kernelsDirectory),
@@ -114,7 +114,7 @@ internal sealed unsafe class OpenClAccelerator : IDisposable
     /// <summary>Writes values as device reals starting at real <paramref name="offset"/> (blocking).</summary>
     public void WriteReals(ClBuffer buffer, ReadOnlySpan<double> values, long offset = 0)
     {
-        long t = Profiler.Now();
+        long t = Profiler != null ? Profiler.Now() : 0;
         if (RealSize == 8)
         {
             fixed (double* p = values) Write(buffer, p, offset * 8, values.Length * 8L);
@@ -128,10 +128,11 @@ internal sealed unsafe class OpenClAccelerator : IDisposable
         Profiler?.Record(Phases.TransferToDevice, t);
     }
 
-    /// <summary>Reads values.Length reals starting at real <paramref name="offset"/> (blocking: waits for the queue).</summary>
+    /// <summary>Reads values.Length reals starting at real <paramref name="offset"/> (blocking: waits for the queue).
+    /// </summary>
     public void ReadReals(ClBuffer buffer, Span<double> values, long offset = 0)
     {
-        long t = Profiler.Now();
+        long t = Profiler != null ? Profiler.Now() : 0;
         if (RealSize == 8)
         {
             fixed (double* p = values) Read(buffer, p, offset * 8, values.Length * 8L);
@@ -147,7 +148,7 @@ internal sealed unsafe class OpenClAccelerator : IDisposable
 
     public void WriteBytes(ClBuffer buffer, void* data, long bytes)
     {
-        long t = Profiler.Now();
+        long t = Profiler != null ? Profiler.Now() : 0;
         Write(buffer, data, 0, bytes);
         Profiler?.Record(Phases.TransferToDevice, t);
     }

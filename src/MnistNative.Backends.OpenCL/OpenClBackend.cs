@@ -119,7 +119,8 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, 
 
     public OpenClDeviceInfo Device => _cl.Device;
 
-    /// <summary>Samples per tile of the fused kernels (CPU variant TS, GPU variant TILE); 0 before they exist.</summary>
+    /// <summary>Samples per tile of the fused kernels (CPU variant TS, GPU variant TILE); 0 before they exist.
+    /// </summary>
     public int Tile => _fused?.Tile ?? 0;
 
     /// <summary>Work-groups of the fused kernel for the uploaded set; 0 before it is bound.</summary>
@@ -140,7 +141,8 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, 
         }
     }
 
-    /// <summary>"gpu" / "cpu" force a kernel variant; null / "auto" take the GPU kernels on a GPU, else the CPU ones.</summary>
+    /// <summary>"gpu" / "cpu" force a kernel variant; null / "auto" take the GPU kernels on a GPU, else the CPU
+    /// ones.</summary>
     internal static OpenClVariant ResolveVariant(string? variant, OpenClDeviceInfo device, string parameter) =>
         variant?.ToLowerInvariant() switch
         {
@@ -225,7 +227,8 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, 
         ThrowIfDisposed();
         if (state.Moments.Length != Optimizer.MomentCount)
             throw new ArgumentException(
-                $"the optimizer state has {state.Moments.Length} moment buffers, {Optimizer.Kind} keeps {Optimizer.MomentCount}");
+                $"the optimizer state has {state.Moments.Length} moment buffers, " +
+                $"{Optimizer.Kind} keeps {Optimizer.MomentCount}");
         foreach (MlpParameters m in state.Moments) CheckShape(m, "optimizer moments");
         if (state.Moments.Length > 0)
         {
@@ -314,7 +317,8 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, 
         }
     }
 
-    /// <summary>Waits until every queued command has run (for timing from the host), and collects device times.</summary>
+    /// <summary>Waits until every queued command has run (for timing from the host), and collects device times.
+    /// </summary>
     public void Synchronize()
     {
         ThrowIfDisposed();
@@ -366,7 +370,8 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, 
         return _layers;
     }
 
-    /// <summary>The fused kernels, with the current weights copied into their packed buffer if they were elsewhere.</summary>
+    /// <summary>The fused kernels, with the current weights copied into their packed buffer if they were
+    /// elsewhere.</summary>
     private FusedKernels FusedWithCurrentWeights()
     {
         FusedKernels fused = Fused();
@@ -381,7 +386,8 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, 
         return fused;
     }
 
-    /// <summary>The per-layer kernels, with the current weights copied into their buffers if they were elsewhere.</summary>
+    /// <summary>The per-layer kernels, with the current weights copied into their buffers if they were elsewhere.
+    /// </summary>
     private LayerKernels LayersWithCurrentWeights()
     {
         LayerKernels layers = Layers();
@@ -403,7 +409,8 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, 
         {
             if (_n > _capacity)
                 throw new ArgumentException(
-                    $"a whole-set step of {_n} samples on the per-layer kernels needs MaxBatch >= {_n}, got {_capacity}");
+                    $"a whole-set step of {_n} samples on the per-layer kernels needs MaxBatch >= {_n}, " +
+                    $"got {_capacity}");
             if (_wholeSetIndices.Length != _n) _wholeSetIndices = Enumerable.Range(0, _n).ToArray();
             return _wholeSetIndices;
         }
@@ -412,7 +419,8 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, 
             throw new ArgumentException($"a batch takes 1 to {_capacity} samples, got {indices.Length}");
         foreach (int s in indices)
             if ((uint)s >= (uint)_n)
-                throw new ArgumentOutOfRangeException(nameof(batch), $"sample index {s} is outside the {_n} uploaded samples");
+                throw new ArgumentOutOfRangeException(nameof(batch),
+                    $"sample index {s} is outside the {_n} uploaded samples");
         return indices;
     }
 
@@ -437,7 +445,8 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, 
         }
     }
 
-    private void ReadLayers(MlpParameters into, Func<LayerKernels.Layer, ClBuffer> w, Func<LayerKernels.Layer, ClBuffer> b)
+    private void ReadLayers(MlpParameters into, Func<LayerKernels.Layer, ClBuffer> w,
+        Func<LayerKernels.Layer, ClBuffer> b)
     {
         IReadOnlyList<LayerKernels.Layer> layers = Layers().Layers;
         for (int l = 0; l < layers.Count; l++)
@@ -450,7 +459,8 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, 
     private void CheckShape(MlpParameters p, string what)
     {
         if (!p.Sizes.AsSpan().SequenceEqual(_sizes))
-            throw new ArgumentException($"{what} are {string.Join('-', p.Sizes)}, the backend is {string.Join('-', _sizes)}");
+            throw new ArgumentException(
+                $"{what} are {string.Join('-', p.Sizes)}, the backend is {string.Join('-', _sizes)}");
     }
 
     private void RequireUpload()

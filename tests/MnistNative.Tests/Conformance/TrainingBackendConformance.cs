@@ -56,7 +56,8 @@ public abstract class TrainingBackendConformance
         Assert.InRange(ConformanceData.MaxAbsDiff(want, got), 0, Tolerance);
     }
 
-    public static TheoryData<OptimizerKind> Optimizers() => [OptimizerKind.Gd, OptimizerKind.Momentum, OptimizerKind.Adam];
+    public static TheoryData<OptimizerKind> Optimizers() =>
+        [OptimizerKind.Gd, OptimizerKind.Momentum, OptimizerKind.Adam];
 
     /// <summary>Steps alternate between the whole set and sampled batches, so a backend with a whole-set
     /// specialisation switches paths; weights, optimizer state and probabilities must follow the reference.</summary>
@@ -95,7 +96,8 @@ public abstract class TrainingBackendConformance
         }
     }
 
-    private static TrainingBatch Of(int[] indices) => indices.Length == 0 ? TrainingBatch.WholeSet : TrainingBatch.Of(indices);
+    private static TrainingBatch Of(int[] indices) =>
+        indices.Length == 0 ? TrainingBatch.WholeSet : TrainingBatch.Of(indices);
 }
 
 /// <summary>Images and batches for the conformance suite.</summary>
@@ -115,7 +117,8 @@ internal static class ConformanceData
         return new LabeledImages(pixels, labels);
     }
 
-    /// <summary>A batch of size distinct-ish indices (wrapping around count); size 0: the whole set (no indices).</summary>
+    /// <summary>A batch of <paramref name="size"/> indices, wrapping around count (repeats allowed); size 0: the
+    /// whole set (no indices).</summary>
     public static int[] Batch(int size, int step, int count) =>
         Enumerable.Range(0, size).Select(i => (i * 7 + step * 13) % count).ToArray();
 

@@ -47,7 +47,8 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
         output.WriteLine(e.Message);
         Assert.Contains("no OpenCL device 7:3", e.Message);
         Assert.Contains(OpenClRuntime.ListDevices()[0].Id + " " + OpenClRuntime.ListDevices()[0].Name, e.Message);
-        var byName = Assert.Throws<BackendUnavailableException>(() => Open10(new OpenClBackendOptions { Device = "no-such-device" }));
+        var byName = Assert.Throws<BackendUnavailableException>(() =>
+            Open10(new OpenClBackendOptions { Device = "no-such-device" }));
         Assert.Contains("no OpenCL device matches 'no-such-device'", byName.Message);
         Assert.Equal(before, OpenClRuntime.LiveObjectCount);
     }
@@ -58,7 +59,8 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
         OpenClTestDevice.RequireOpenCl();
         OpenClDeviceInfo first = OpenClRuntime.ListDevices()[0];
         Assert.Equal(first.Id, OpenClRuntime.SelectDevice(first.Id).Id);
-        Assert.Equal(first.Id, OpenClRuntime.SelectDevice(first.Name[..Math.Min(6, first.Name.Length)].ToUpperInvariant()).Id);
+        string partOfName = first.Name[..Math.Min(6, first.Name.Length)].ToUpperInvariant();
+        Assert.Equal(first.Id, OpenClRuntime.SelectDevice(partOfName).Id);
     }
 
     [SkippableFact]
@@ -71,7 +73,8 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
             string path = Path.Combine(dir, "forward_backward_cpu.cl");
             File.WriteAllText(path, File.ReadAllText(path).Replace("int correct = 0;", "int correct = 0 +;"));
             int before = OpenClRuntime.LiveObjectCount;
-            var e = Assert.Throws<OpenClException>(() => Open10(new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = "cpu", KernelsDirectory = dir }));
+            var options = new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = "cpu" };
+            var e = Assert.Throws<OpenClException>(() => Open10(options with { KernelsDirectory = dir }));
             output.WriteLine(e.Message);
             Assert.Equal(-11, e.Code);
             Assert.StartsWith("clBuildProgram failed: CL_BUILD_PROGRAM_FAILURE (-11)", e.Message);
@@ -121,15 +124,16 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
                 MlpParameters weights = MlpParameters.Initialize(sizes, 5);
                 var fromAssembly = new MlpParameters(sizes);
                 var fromDirectory = new MlpParameters(sizes);
-                using (var a = Open(sizes, new OpenClBackendOptions { Device = OpenClTestDevice.Device }, data, weights))
+                var embedded = new OpenClBackendOptions { Device = OpenClTestDevice.Device };
+                using (var a = Open(sizes, embedded, data, weights))
                     a.ComputeGradients(TrainingBatch.WholeSet, fromAssembly);
-                using (var b = Open(sizes, new OpenClBackendOptions { Device = OpenClTestDevice.Device, KernelsDirectory = dir },
-                           data, weights))
+                using (var b = Open(sizes, embedded with { KernelsDirectory = dir }, data, weights))
                     b.ComputeGradients(TrainingBatch.WholeSet, fromDirectory);
                 Assert.Equal(fromAssembly.W[0], fromDirectory.W[0]);
                 Assert.Contains(fromAssembly.W[0], v => v != 0);
             }
-            Assert.Throws<FileNotFoundException>(() => Open10(new OpenClBackendOptions { KernelsDirectory = Path.Combine(dir, "missing") }));
+            Assert.Throws<FileNotFoundException>(() =>
+                Open10(new OpenClBackendOptions { KernelsDirectory = Path.Combine(dir, "missing") }));
         }
         finally
         {
@@ -156,8 +160,8 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
         OpenClTestDevice.RequireOpenCl();
         LabeledImages data = ConformanceData.Images(100, seed: 6);
         MlpParameters weights = MlpParameters.Initialize([784, 10, 10], 6);
-        using var backend = Open([784, 10, 10], new OpenClBackendOptions { Device = OpenClTestDevice.Device, Profiling = true },
-            data, weights);
+        var options = new OpenClBackendOptions { Device = OpenClTestDevice.Device, Profiling = true };
+        using var backend = Open([784, 10, 10], options, data, weights);
         var profiler = new Profiler();
         backend.Profiler = profiler;
         backend.SetWeights(weights);
@@ -168,7 +172,8 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
         backend.Profiler = null;
         backend.Step(TrainingBatch.WholeSet, 0.1, measure: true); // not recorded
         IReadOnlyList<PhaseStat> rows = profiler.Summary();
-        foreach (PhaseStat r in rows) output.WriteLine($"{r.Phase,-40} {r.Calls,5} calls {r.TotalMilliseconds,9:F3} ms");
+        foreach (PhaseStat r in rows)
+            output.WriteLine($"{r.Phase,-40} {r.Calls,5} calls {r.TotalMilliseconds,9:F3} ms");
         string fused = backend.Variant == OpenClVariant.Cpu ? "forward_backward_cpu" : "forward_backward_gpu";
         Assert.Equal(5, rows.Single(r => r.Phase == Phases.DevicePrefix + fused).Calls);
         Assert.Equal(5, rows.Single(r => r.Phase == Phases.DevicePrefix + "reduce_update").Calls);
@@ -182,7 +187,7 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
         Assert.Equal(5, rows.Single(r => r.Phase == Phases.TransferToDevice).Calls);
         Assert.All(rows.Where(r => r.Phase.StartsWith(Phases.DevicePrefix)), r => Assert.True(r.TotalMilliseconds > 0));
 
-        using var hostOnly = Open([784, 10, 10], new OpenClBackendOptions { Device = OpenClTestDevice.Device }, data, weights);
+        using var hostOnly = Open([784, 10, 10], options with { Profiling = false }, data, weights);
         var hostProfiler = new Profiler();
         hostOnly.Profiler = hostProfiler;
         hostOnly.Step(TrainingBatch.WholeSet, 0.1, measure: true);
@@ -209,7 +214,8 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
         Assert.Equal("per-layer path", deep.KernelChoice!.Reason);
     }
 
-    internal static OpenClBackend Open(int[] sizes, OpenClBackendOptions options, LabeledImages data, MlpParameters weights)
+    internal static OpenClBackend Open(int[] sizes, OpenClBackendOptions options, LabeledImages data,
+        MlpParameters weights)
     {
         var backend = new OpenClBackend(sizes, OptimizerSettings.Gd, data.Count, options);
         backend.Upload(data);
@@ -262,7 +268,9 @@ public sealed class OpenClLeakTests(ITestOutputHelper output)
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < 200; i++) Cycle();
         long rssAfter = Rss();
-        output.WriteLine($"200 create/step/predict/dispose cycles in {clock.Elapsed.TotalSeconds:F1} s; RSS {rssBefore >> 20} -> {rssAfter >> 20} MiB; live OpenCL objects {OpenClRuntime.LiveObjectCount} (before {liveBefore})");
+        output.WriteLine($"200 create/step/predict/dispose cycles in {clock.Elapsed.TotalSeconds:F1} s; " +
+                         $"RSS {rssBefore >> 20} -> {rssAfter >> 20} MiB; " +
+                         $"live OpenCL objects {OpenClRuntime.LiveObjectCount} (before {liveBefore})");
         Assert.Equal(liveBefore, OpenClRuntime.LiveObjectCount);
         Assert.InRange(rssAfter - rssBefore, long.MinValue, 48L << 20);
     }

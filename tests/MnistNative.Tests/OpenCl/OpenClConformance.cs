@@ -5,7 +5,8 @@ using Xunit;
 
 namespace MnistNative.Tests.OpenCl;
 
-/// <summary>The one conformance suite on OpenCL: both kernel variants, forced whatever the device, in both precisions.</summary>
+/// <summary>The one conformance suite on OpenCL: both kernel variants, forced whatever the device, in both
+/// precisions.</summary>
 public abstract class OpenClConformance(string variant, Precision precision) : TrainingBackendConformance
 {
     protected override ITrainingBackend Create(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch)

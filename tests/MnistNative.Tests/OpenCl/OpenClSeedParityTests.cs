@@ -36,11 +36,13 @@ public sealed class OpenClSeedParityTests(ITestOutputHelper output)
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
         var clock = Stopwatch.StartNew();
         TrainingResult result = FullBatchTrainer.Run(backend, new TrainingOptions(iterations, 0.1, 50));
-        output.WriteLine($"{backend.Info.Device}: {iterations} iterations, {clock.Elapsed.TotalMilliseconds / iterations:F2} ms/iteration including the first launch");
+        output.WriteLine($"{backend.Info.Device}: {iterations} iterations, " +
+                         $"{clock.Elapsed.TotalMilliseconds / iterations:F2} ms/iteration including the first launch");
         foreach (LogEntry got in result.Log)
         {
             SeedParityTests.ExpectedLog want = expected.Single(e => e.Iteration == got.Iteration);
-            output.WriteLine($"iteration {got.Iteration}: accuracy {got.TrainAccuracy:F4} (seed {want.TrainAccuracy:F4}), loss {got.Loss:F6} (seed {want.Loss:F6})");
+            output.WriteLine($"iteration {got.Iteration}: accuracy {got.TrainAccuracy:F4} " +
+                             $"(seed {want.TrainAccuracy:F4}), loss {got.Loss:F6} (seed {want.Loss:F6})");
             Assert.InRange(got.TrainAccuracy, want.TrainAccuracy - Tolerance, want.TrainAccuracy + Tolerance);
             Assert.InRange(got.Loss, want.Loss - Tolerance, want.Loss + Tolerance);
         }

@@ -16,11 +16,13 @@ namespace MnistNative.Tests.OpenCl;
 [Collection(OpenClTestDevice.Collection)]
 public sealed class OpenClTrainingTests(ITestOutputHelper output)
 {
-    private static OpenClBackend Open(int[] sizes, OptimizerSettings o, int maxBatch, Precision precision = Precision.F32,
-        string? variant = null) =>
-        new(sizes, o, maxBatch, new OpenClBackendOptions { Device = OpenClTestDevice.Device, Precision = precision, Variant = variant });
+    private static OpenClBackend Open(int[] sizes, OptimizerSettings o, int maxBatch,
+        Precision precision = Precision.F32, string? variant = null) =>
+        new(sizes, o, maxBatch,
+            new OpenClBackendOptions { Device = OpenClTestDevice.Device, Precision = precision, Variant = variant });
 
-    /// <summary>n images of uniformly random pixels (dense, unlike digits: every weight gets a gradient) and random labels.</summary>
+    /// <summary>n images of uniformly random pixels (dense, unlike digits: every weight gets a gradient) and random
+    /// labels.</summary>
     private static LabeledImages RandomImages(int n, int seed)
     {
         var rng = new Random(seed);
@@ -31,7 +33,8 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
         return new LabeledImages(pixels, labels);
     }
 
-    private static int[] Batch(int n, int step, int count) => Enumerable.Range(0, n).Select(i => (i * 7 + step * n) % count).ToArray();
+    private static int[] Batch(int n, int step, int count) =>
+        Enumerable.Range(0, n).Select(i => (i * 7 + step * n) % count).ToArray();
 
     // [784, 130, 70, 10] gives the CPU kernels whole 64-column strips in every matrix kernel, ragged strips
     // (130 = 2 * 64 + 2, 70 = 64 + 6) and ragged 4 x 4 blocks; the narrow shapes give strips of scalars only.
@@ -40,11 +43,13 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
     [InlineData("cpu", Precision.F64, 1e-12, 1e-9)]
     [InlineData("gpu", Precision.F32, 1e-6, 1e-3)]
     [InlineData("gpu", Precision.F64, 1e-12, 1e-9)]
-    public void ForwardAndGradientsMatchTheReferenceOnOddShapes(string variant, Precision precision, double abs, double rel)
+    public void ForwardAndGradientsMatchTheReferenceOnOddShapes(string variant, Precision precision, double abs,
+        double rel)
     {
         OpenClTestDevice.RequireOpenCl();
         if (precision == Precision.F64)
-            Skip.IfNot(OpenClRuntime.SelectDevice(OpenClTestDevice.Device).SupportsDouble, "the device has no cl_khr_fp64");
+            Skip.IfNot(OpenClRuntime.SelectDevice(OpenClTestDevice.Device).SupportsDouble,
+                "the device has no cl_khr_fp64");
         LabeledImages data = RandomImages(100, 1);
         foreach (int[] sizes in new[] { new[] { 784, 7, 10 }, [784, 33, 17, 10], [784, 130, 70, 10] })
         {
@@ -67,7 +72,8 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
                 for (int l = 0; l < sizes.Length - 1; l++)
                 {
                     double diff = MaxScaledDiff(gr, gc, l, abs, rel);
-                    output.WriteLine($"{variant} {precision} {string.Join('-', sizes)} batch {n} layer {l + 1}: max scaled gradient difference {diff:E2}");
+                    output.WriteLine($"{variant} {precision} {string.Join('-', sizes)} batch {n} layer {l + 1}: " +
+                                     $"max scaled gradient difference {diff:E2}");
                     Assert.True(diff <= 1, $"{string.Join('-', sizes)} batch {n} layer {l + 1}: {diff}");
                 }
             }
@@ -171,7 +177,8 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
                 if (step is 0 or 4)
                 {
                     double diff = MaxDiffWithState(reference, cl, 1e-5, 1e-3);
-                    output.WriteLine($"{variant} {kind} after {step + 1} step(s): max scaled weight / moment difference {diff:E2}");
+                    output.WriteLine($"{variant} {kind} after {step + 1} step(s): " +
+                                     $"max scaled weight / moment difference {diff:E2}");
                     Assert.True(diff <= 1, $"{kind} after {step + 1} step(s): {diff}");
                 }
             }
@@ -190,7 +197,8 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
         MlpParameters init = MlpParameters.Initialize(sizes, 4);
         void Steps(OpenClBackend b, int from, int to)
         {
-            for (int step = from; step < to; step++) b.Step(TrainingBatch.Of(Batch(13, step, data.Count)), 2e-3, measure: false);
+            for (int step = from; step < to; step++)
+                b.Step(TrainingBatch.Of(Batch(13, step, data.Count)), 2e-3, measure: false);
         }
 
         MlpParameters whole;
@@ -223,7 +231,8 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
             Assert.Equal(0, ConformanceData.MaxAbsDiff(whole, second.GetWeights()));
             Assert.Throws<ArgumentException>(() => second.SetOptimizerState(new OptimizerState(1, [])));
             Assert.Throws<ArgumentException>(() => second.SetWeights(MlpParameters.Initialize([784, 33, 10], 0)));
-            Assert.Throws<ArgumentException>(() => second.Step(TrainingBatch.Of(new int[second.MaxBatch + 1]), 1e-3, false));
+            Assert.Throws<ArgumentException>(() =>
+                second.Step(TrainingBatch.Of(new int[second.MaxBatch + 1]), 1e-3, false));
             Assert.Throws<ArgumentOutOfRangeException>(() => second.Step(TrainingBatch.Of([0, 100]), 1e-3, false));
             // a whole-set Adam step runs on the per-layer kernels: the 100 samples fit their 256-row minimum
             Assert.Equal(100, second.Step(TrainingBatch.WholeSet, 1e-3, measure: true).Count);
@@ -254,8 +263,9 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
         string dir = Directory.CreateTempSubdirectory("mnistnative-clmb-").FullName;
         try
         {
-            var (code, stdout, stderr) = CliTests.Run("train", "--backend", "opencl", "--hidden", "32,16", "--batch-size", "64", "--epochs", "1",
-                "--train-count", "2000", "--optimizer", "adam", "--lr", "0.003", "--json", "--data", TestPaths.MnistDir, "--out", Path.Combine(dir, "m.npz"));
+            var (code, stdout, stderr) = CliTests.Run("train", "--backend", "opencl", "--hidden", "32,16",
+                "--batch-size", "64", "--epochs", "1", "--train-count", "2000", "--optimizer", "adam", "--lr", "0.003",
+                "--json", "--data", TestPaths.MnistDir, "--out", Path.Combine(dir, "m.npz"));
             Assert.True(code == 0, stderr);
             output.WriteLine(stderr);
             using var doc = JsonDocument.Parse(stdout);

@@ -42,7 +42,8 @@ internal static class ReferenceOracle
         public StepMetrics ComputeGradients(TrainingBatch batch, MlpParameters gradients) =>
             inner.ComputeGradients(Indices(batch), gradients);
 
-        public void Predict(ReadOnlySpan<byte> images, Span<double> probabilities) => inner.Predict(images, probabilities);
+        public void Predict(ReadOnlySpan<byte> images, Span<double> probabilities) =>
+            inner.Predict(images, probabilities);
         public void Dispose() => inner.Dispose();
 
         private ReadOnlySpan<int> Indices(TrainingBatch batch) =>
