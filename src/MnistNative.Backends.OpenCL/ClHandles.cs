@@ -124,12 +124,18 @@ internal sealed class ClKernel(nint h, string name) : ClHandle(h)
     }
 
     public unsafe void SetArg<T>(uint index, T value) where T : unmanaged =>
-        ClErrors.Check(Api.SetKernelArg(Raw, index, (nuint)sizeof(T), &value), $"clSetKernelArg({Name}, {index})");
+        Checked(Api.SetKernelArg(Raw, index, (nuint)sizeof(T), &value), index);
 
     public unsafe void SetArg(uint index, ClBuffer buffer)
     {
         nint mem = buffer.Raw;
-        ClErrors.Check(Api.SetKernelArg(Raw, index, (nuint)sizeof(nint), &mem), $"clSetKernelArg({Name}, {index})");
+        Checked(Api.SetKernelArg(Raw, index, (nuint)sizeof(nint), &mem), index);
+    }
+
+    // The call's name is built only on failure: arguments are set every step, which then allocates nothing.
+    private void Checked(int code, uint index)
+    {
+        if (code != 0) throw new OpenClException($"clSetKernelArg({Name}, {index})", code);
     }
 
     public unsafe nuint WorkGroupSize(nint device)

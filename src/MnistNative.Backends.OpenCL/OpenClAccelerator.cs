@@ -193,7 +193,7 @@ internal sealed unsafe class OpenClAccelerator : IDisposable
         {
             int code = OpenClRuntime.Api.EnqueueNdrangeKernel(_queue.Raw, kernel.Raw, (uint)global.Length, null, g,
                 local.IsEmpty ? null : l, 0, null, timed ? &ev : null);
-            ClErrors.Check(code, $"clEnqueueNDRangeKernel({kernel.Name})");
+            if (code != 0) throw new OpenClException($"clEnqueueNDRangeKernel({kernel.Name})", code);
         }
         if (!timed) return;
         _pendingEvents.Add((kernel.Name, ev));

@@ -375,13 +375,7 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, 
     private FusedKernels FusedWithCurrentWeights()
     {
         FusedKernels fused = Fused();
-        if (!_fusedWeightsCurrent && _layers != null)
-            for (int l = 0; l < 2; l++)
-            {
-                LayerKernels.Layer y = _layers.Layers[l];
-                _cl.CopyReals(y.W, 0, fused.Weights, fused.Offset(l, bias: false), (long)y.NOut * y.NIn);
-                _cl.CopyReals(y.B, 0, fused.Weights, fused.Offset(l, bias: true), y.NOut);
-            }
+        if (!_fusedWeightsCurrent && _layers != null) CopyWeights(_layers, fused, toFused: true);
         _fusedWeightsCurrent = true;
         return fused;
     }
@@ -391,15 +385,24 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, 
     private LayerKernels LayersWithCurrentWeights()
     {
         LayerKernels layers = Layers();
-        if (!_layerWeightsCurrent && _fused != null)
-            for (int l = 0; l < 2; l++)
-            {
-                LayerKernels.Layer y = layers.Layers[l];
-                _cl.CopyReals(_fused.Weights, _fused.Offset(l, bias: false), y.W, 0, (long)y.NOut * y.NIn);
-                _cl.CopyReals(_fused.Weights, _fused.Offset(l, bias: true), y.B, 0, y.NOut);
-            }
+        if (!_layerWeightsCurrent && _fused != null) CopyWeights(layers, _fused, toFused: false);
         _layerWeightsCurrent = true;
         return layers;
+    }
+
+    /// <summary>Enqueues device-side copies of w1, b1, w2, b2 between the per-layer buffers and the packed one.</summary>
+    private void CopyWeights(LayerKernels layers, FusedKernels fused, bool toFused)
+    {
+        for (int l = 0; l < 2; l++)
+        {
+            LayerKernels.Layer y = layers.Layers[l];
+            foreach (var (own, bias, count) in new[] { (y.W, false, (long)y.NOut * y.NIn), (y.B, true, y.NOut) })
+            {
+                long packed = fused.Offset(l, bias);
+                if (toFused) _cl.CopyReals(own, 0, fused.Weights, packed, count);
+                else _cl.CopyReals(fused.Weights, packed, own, 0, count);
+            }
+        }
     }
 
     /// <summary>The indices of a batch for the per-layer kernels, checked; the whole set is 0..n-1.</summary>
