@@ -36,7 +36,7 @@ public abstract class TrainingBackendConformance
     [MemberData(nameof(ShapesAndBatches))]
     public void GradientsAndMetricsMatchTheReference(int[] sizes, int batch)
     {
-        LabeledImages data = ConformanceData.Images(Samples, seed: 1);
+        LabeledImages data = OpenClTestData.Images(Samples, seed: 1);
         MlpParameters weights = MlpParameters.Initialize(sizes, 3);
         using ITrainingBackend reference = ReferenceOracle.Create(sizes, OptimizerSettings.Gd);
         using ITrainingBackend backend = Create(sizes, OptimizerSettings.Gd, batch == 0 ? Samples : batch);
@@ -45,7 +45,7 @@ public abstract class TrainingBackendConformance
             b.Upload(data);
             b.SetWeights(weights);
         }
-        int[] indices = ConformanceData.Batch(batch, step: 1, Samples);
+        int[] indices = OpenClTestData.Batch(batch, step: 1, Samples);
         var want = new MlpParameters(sizes);
         var got = new MlpParameters(sizes);
         StepMetrics wantMetrics = reference.ComputeGradients(Of(indices), want);
@@ -53,7 +53,7 @@ public abstract class TrainingBackendConformance
         Assert.Equal(wantMetrics.Count, gotMetrics.Count);
         Assert.Equal(wantMetrics.Correct, gotMetrics.Correct);
         Assert.InRange(Math.Abs(wantMetrics.LossSum - gotMetrics.LossSum) / wantMetrics.Count, 0, Tolerance * 10);
-        Assert.InRange(ConformanceData.MaxAbsDiff(want, got), 0, Tolerance);
+        Assert.InRange(OpenClTestData.MaxAbsDiff(want, got), 0, Tolerance);
     }
 
     public static TheoryData<OptimizerKind> Optimizers() =>
@@ -67,7 +67,7 @@ public abstract class TrainingBackendConformance
     {
         var optimizer = new OptimizerSettings(kind, WeightDecay: kind == OptimizerKind.Adam ? 1e-3 : 0);
         double lr = kind == OptimizerKind.Adam ? 1e-3 : 0.1;
-        LabeledImages data = ConformanceData.Images(Samples, seed: 2);
+        LabeledImages data = OpenClTestData.Images(Samples, seed: 2);
         foreach (int[] sizes in new[] { new[] { 784, 33, 10 }, [784, 64, 32, 10] })
         {
             MlpParameters weights = MlpParameters.Initialize(sizes, 5);
@@ -80,12 +80,12 @@ public abstract class TrainingBackendConformance
             }
             for (int step = 0; step < 6; step++)
             {
-                int[] indices = ConformanceData.Batch(step % 3 == 2 ? 7 : 0, step, Samples);
+                int[] indices = OpenClTestData.Batch(step % 3 == 2 ? 7 : 0, step, Samples);
                 StepMetrics want = reference.Step(Of(indices), lr, measure: true);
                 StepMetrics got = backend.Step(Of(indices), lr, measure: step % 2 == 0);
                 if (step % 2 == 0) Assert.Equal(want.Correct, got.Correct);
                 else Assert.Equal(default, got);
-                Assert.InRange(ConformanceData.MaxAbsDiff(reference.GetWeights(), backend.GetWeights()), 0, Tolerance);
+                Assert.InRange(OpenClTestData.MaxAbsDiff(reference.GetWeights(), backend.GetWeights()), 0, Tolerance);
             }
             Assert.Equal(6, backend.GetOptimizerState().Steps);
             var wantP = new double[Samples * 10];
@@ -98,38 +98,4 @@ public abstract class TrainingBackendConformance
 
     private static TrainingBatch Of(int[] indices) =>
         indices.Length == 0 ? TrainingBatch.WholeSet : TrainingBatch.Of(indices);
-}
-
-/// <summary>Images and batches for the conformance suite.</summary>
-internal static class ConformanceData
-{
-    /// <summary>n random images with random labels; image 0 is empty (all zero) and image 1 fully dense (all 255).
-    /// Pixels are zero with probability 0.8, as on MNIST, so sparse and dense paths both matter.</summary>
-    public static LabeledImages Images(int n, int seed)
-    {
-        var rng = new Random(seed);
-        var pixels = new byte[n * MlpParameters.InputSize];
-        var labels = new byte[n];
-        for (int i = 0; i < pixels.Length; i++) pixels[i] = rng.NextDouble() < 0.8 ? (byte)0 : (byte)rng.Next(1, 256);
-        pixels.AsSpan(0, MlpParameters.InputSize).Clear();
-        pixels.AsSpan(MlpParameters.InputSize, MlpParameters.InputSize).Fill(255);
-        for (int i = 0; i < n; i++) labels[i] = (byte)rng.Next(MlpParameters.Classes);
-        return new LabeledImages(pixels, labels);
-    }
-
-    /// <summary>A batch of <paramref name="size"/> indices, wrapping around count (repeats allowed); size 0: the
-    /// whole set (no indices).</summary>
-    public static int[] Batch(int size, int step, int count) =>
-        Enumerable.Range(0, size).Select(i => (i * 7 + step * 13) % count).ToArray();
-
-    public static double MaxAbsDiff(MlpParameters a, MlpParameters b)
-    {
-        double worst = 0;
-        for (int l = 0; l < a.LayerCount; l++)
-        {
-            for (int i = 0; i < a.W[l].Length; i++) worst = Math.Max(worst, Math.Abs(a.W[l][i] - b.W[l][i]));
-            for (int i = 0; i < a.B[l].Length; i++) worst = Math.Max(worst, Math.Abs(a.B[l][i] - b.B[l][i]));
-        }
-        return worst;
-    }
 }

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using MnistNative.Backends.OpenCL;
 using MnistNative.Core;
-using MnistNative.Tests.Conformance;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -118,7 +117,7 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
         string dir = CopyKernels();
         try
         {
-            LabeledImages data = ConformanceData.Images(50, seed: 5);
+            LabeledImages data = OpenClTestData.Images(50, seed: 5);
             foreach (int[] sizes in new[] { new[] { 784, 10, 10 }, [784, 12, 9, 10] })
             {
                 MlpParameters weights = MlpParameters.Initialize(sizes, 5);
@@ -158,7 +157,7 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
     public void ProfilingRecordsEveryKernelLaunchAndTheTransfersOnBothPaths()
     {
         OpenClTestDevice.RequireOpenCl();
-        LabeledImages data = ConformanceData.Images(100, seed: 6);
+        LabeledImages data = OpenClTestData.Images(100, seed: 6);
         MlpParameters weights = MlpParameters.Initialize([784, 10, 10], 6);
         var options = new OpenClBackendOptions { Device = OpenClTestDevice.Device, Profiling = true };
         using var backend = Open([784, 10, 10], options, data, weights);
@@ -200,7 +199,7 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
     public void KernelChoiceSaysWhichPathRunsAfterUpload()
     {
         OpenClTestDevice.RequireOpenCl();
-        LabeledImages data = ConformanceData.Images(40, seed: 8);
+        LabeledImages data = OpenClTestData.Images(40, seed: 8);
         using var seedShape = new OpenClBackend([784, 10, 10], OptimizerSettings.Gd, 40,
             new OpenClBackendOptions { Device = OpenClTestDevice.Device });
         Assert.Null(seedShape.KernelChoice);
@@ -248,7 +247,7 @@ public sealed class OpenClLeakTests(ITestOutputHelper output)
     public void CreatingAndDisposing200BackendsLeaksNothing()
     {
         OpenClTestDevice.RequireOpenCl();
-        LabeledImages data = ConformanceData.Images(40, seed: 7);
+        LabeledImages data = OpenClTestData.Images(40, seed: 7);
         MlpParameters weights = MlpParameters.Initialize([784, 10, 10], 7);
         int liveBefore = OpenClRuntime.LiveObjectCount;
         var probs = new double[40 * 10];

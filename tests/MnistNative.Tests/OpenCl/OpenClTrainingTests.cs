@@ -1,7 +1,6 @@
 using System.Text.Json;
 using MnistNative.Backends.OpenCL;
 using MnistNative.Core;
-using MnistNative.Tests.Conformance;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -104,7 +103,7 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
     {
         OpenClTestDevice.RequireOpenCl();
         int[] sizes = [784, hidden, 10];
-        LabeledImages data = ConformanceData.Images(n, seed: hidden);
+        LabeledImages data = OpenClTestData.Images(n, seed: hidden);
         MlpParameters w = MlpParameters.Initialize(sizes, 2);
         using ITrainingBackend reference = ReferenceOracle.Create(sizes, OptimizerSettings.Gd);
         using OpenClBackend cl = Open(sizes, OptimizerSettings.Gd, n, variant: variant);
@@ -119,7 +118,7 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
         for (int l = 0; l < 2; l++) Assert.True(MaxScaledDiff(gr, gc, l, 2e-5, 2e-3) <= 1, $"layer {l + 1}");
         reference.Step(TrainingBatch.WholeSet, 0.1, measure: false);
         cl.Step(TrainingBatch.WholeSet, 0.1, measure: false);
-        double diff = ConformanceData.MaxAbsDiff(reference.GetWeights(), cl.GetWeights());
+        double diff = OpenClTestData.MaxAbsDiff(reference.GetWeights(), cl.GetWeights());
         output.WriteLine($"{variant} 784-{hidden}-10, n = {n}: max weight difference after one step {diff:E2}");
         Assert.InRange(diff, 0, 1e-5);
     }
@@ -133,7 +132,7 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
     {
         OpenClTestDevice.RequireOpenCl();
         int[] sizes = [784, 33, 10];
-        LabeledImages data = ConformanceData.Images(90, seed: 4);
+        LabeledImages data = OpenClTestData.Images(90, seed: 4);
         using OpenClBackend cl = Open(sizes, OptimizerSettings.Gd, 90, variant: variant);
         cl.Upload(data);
         cl.SetWeights(MlpParameters.Initialize(sizes, 4));
@@ -228,7 +227,7 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
             second.SetOptimizerState(state);
             Steps(second, 3, 6);
             // float32 values survive the float64 round trip exactly and the kernels have no atomics: bitwise equal
-            Assert.Equal(0, ConformanceData.MaxAbsDiff(whole, second.GetWeights()));
+            Assert.Equal(0, OpenClTestData.MaxAbsDiff(whole, second.GetWeights()));
             Assert.Throws<ArgumentException>(() => second.SetOptimizerState(new OptimizerState(1, [])));
             Assert.Throws<ArgumentException>(() => second.SetWeights(MlpParameters.Initialize([784, 33, 10], 0)));
             Assert.Throws<ArgumentException>(() =>
