@@ -47,9 +47,9 @@ inline real hsum(realV v)
     return c.x + c.y;
 }
 
-// mirrors ReferenceBackend.OutputForward + CrossEntropyMetrics + Softmax + the dz2 line of OutputBackward,
-// for one sample: a1 (H), w2 (10,H), b2 (10), label y -> dz2 (10); counts a correct argmax (first on
-// ties) and adds the cross-entropy, computed as logsumexp(z2) - z2[y] so it stays finite.
+// mirrors Reference.LinearForward (output layer) + Reference.SoftmaxCrossEntropy for one sample (without the
+// mean's 1/n, which reduce_update applies): a1 (H), w2 (10,H), b2 (10), label y -> dz2 = softmax(z2) - onehot(y)
+// (10); counts a correct argmax (first on ties) and adds the loss (max + log(sum exp(z2 - max))) - z2[y].
 inline void output_forward_backward(real* dz2, const real* a1, __global const real* w2, __global const real* b2,
                                     int y, int* correct, real* loss)
 {
@@ -65,6 +65,6 @@ inline void output_forward_backward(real* dz2, const real* a1, __global const re
     if (best == y) (*correct)++;
     real max = z[best], zy = z[y], sum = 0;
     for (int c = 0; c < OUT; c++) { z[c] = exp(z[c] - max); sum += z[c]; }
-    *loss += log(sum) + max - zy;
+    *loss += (max + log(sum)) - zy;
     for (int c = 0; c < OUT; c++) dz2[c] = z[c] / sum - (c == y ? (real)1 : (real)0);
 }

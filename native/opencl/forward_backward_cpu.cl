@@ -1,14 +1,17 @@
 // forward_backward_cpu.cl: the CPU-device variant, fused over tiles of TS samples.
-// mirrors ReferenceBackend.HiddenForward, OutputForward, CrossEntropyMetrics, Softmax, OutputBackward and
-// HiddenBackward (before the division by n):
+// mirrors, fused for a 784-H-10 network: Reference.LinearForward + Reference.ReluForward (hidden layer),
+// Reference.LinearForward (output layer), Reference.SoftmaxCrossEntropy, Reference.LinearBackward (output
+// layer), Reference.ReluBackward and Reference.LinearBackward (hidden layer), summed over samples (reduce_update
+// divides by n):
 //   pixels (n,784) uchar, labels (n), params [w1 (H,784) | b1 (H) | w2 (10,H) | b2 (10)]
 //   -> partials (groups, partial_stride) [dw1 (H,784) | db1 (H) | dw2 (10,H) | db2 (10)] summed over the
 //      group's samples, metrics (groups, 2) = (correct, loss sum).
 // A few work-items (a small multiple of the compute units), each owning a contiguous range of samples:
 // on a CPU device a work-item is a thread running explicit VW-wide vector code, so it wants a lot of work
 // and no barriers. The design follows the C# AVX-512 backend (docs/cpu-backends.md):
-// - a tile's pixels are widened once to floats 0..255 (x); the 1/255 is folded into z1 and into dz1, so
-//   no division touches the pixels;
+// - a tile's pixels are widened once to floats 0..255 (x); the input scale x / 255 is applied to the dot
+//   products instead (z1 = (x w1^T) / 255 + b1, dw1 += (dz1 / 255)^T x): the same division by 255 as the
+//   reference, once per sample and unit rather than once per pixel, so no division touches the pixels;
 // - HiddenForward is register-blocked 4 samples x 2 hidden units (8 accumulators: 6 loads feed 8 FMAs);
 // - the output layer, softmax, metrics and dz1 run with the tile's TS samples across the lanes of a
 //   TS-wide vector (no per-sample scalar exp/log);
@@ -66,7 +69,6 @@ __kernel void forward_backward_cpu(__global const uchar* restrict pixels, __glob
     __global real* restrict db2 = dw1 + B2_OFF;
     for (int p = 0; p < PARAM_COUNT; p++) dw1[p] = 0;
 
-    const real inv255 = (real)1 / (real)255;
     int correct = 0;
     real loss = 0;
     realV x[TS][IN_V];      // the tile's pixels as 0..255
@@ -90,7 +92,7 @@ __kernel void forward_backward_cpu(__global const uchar* restrict pixels, __glob
         for (int t = ts; t < TS; t++)
             for (int k = 0; k < IN_V; k++) x[t][k] = (realV)0;
 
-        // HiddenForward: z1 = (x w1^T) / 255 + b1, 4 samples x 2 units per block
+        // LinearForward + ReluForward, hidden layer: z1 = (x w1^T) / 255 + b1, 4 samples x 2 units per block
         for (int t = 0; t < TS; t += 4)
         {
             int j = 0;
@@ -107,10 +109,10 @@ __kernel void forward_backward_cpu(__global const uchar* restrict pixels, __glob
                     c0 = fma(v, p0, c0); c1 = fma(v, p1, c1); c2 = fma(v, p2, c2); c3 = fma(v, p3, c3);
                 }
                 const real ba = b1[j], bb = b1[j + 1];
-                z1[j][t] = hsum(a0) * inv255 + ba; z1[j][t + 1] = hsum(a1) * inv255 + ba;
-                z1[j][t + 2] = hsum(a2) * inv255 + ba; z1[j][t + 3] = hsum(a3) * inv255 + ba;
-                z1[j + 1][t] = hsum(c0) * inv255 + bb; z1[j + 1][t + 1] = hsum(c1) * inv255 + bb;
-                z1[j + 1][t + 2] = hsum(c2) * inv255 + bb; z1[j + 1][t + 3] = hsum(c3) * inv255 + bb;
+                z1[j][t] = hsum(a0) / (real)255 + ba; z1[j][t + 1] = hsum(a1) / (real)255 + ba;
+                z1[j][t + 2] = hsum(a2) / (real)255 + ba; z1[j][t + 3] = hsum(a3) / (real)255 + ba;
+                z1[j + 1][t] = hsum(c0) / (real)255 + bb; z1[j + 1][t + 1] = hsum(c1) / (real)255 + bb;
+                z1[j + 1][t + 2] = hsum(c2) / (real)255 + bb; z1[j + 1][t + 3] = hsum(c3) / (real)255 + bb;
             }
             if (j < H) // odd H: the last unit alone
             {
@@ -123,12 +125,12 @@ __kernel void forward_backward_cpu(__global const uchar* restrict pixels, __glob
                     a2 = fma(u, x[t + 2][k], a2); a3 = fma(u, x[t + 3][k], a3);
                 }
                 const real ba = b1[j];
-                z1[j][t] = hsum(a0) * inv255 + ba; z1[j][t + 1] = hsum(a1) * inv255 + ba;
-                z1[j][t + 2] = hsum(a2) * inv255 + ba; z1[j][t + 3] = hsum(a3) * inv255 + ba;
+                z1[j][t] = hsum(a0) / (real)255 + ba; z1[j][t + 1] = hsum(a1) / (real)255 + ba;
+                z1[j][t + 2] = hsum(a2) / (real)255 + ba; z1[j][t + 3] = hsum(a3) / (real)255 + ba;
             }
         }
 
-        // OutputForward, softmax, metrics and dz2 with the samples across the lanes
+        // LinearForward (output layer) and SoftmaxCrossEntropy with the samples across the lanes
         const realT lane = LANE_IDS;
         const realT validMask = select((realT)0, (realT)1, lane < (realT)ts); // 1 for the tile's real samples
         uchar lab[TS];
@@ -152,14 +154,14 @@ __kernel void forward_backward_cpu(__global const uchar* restrict pixels, __glob
         correct += (int)hsumT(select((realT)0, validMask, arg == y));
         realT sum = 0;
         for (int c = 0; c < OUT; c++) { z2[c] = exp(z2[c] - best); sum += z2[c]; }
-        loss += hsumT((log(sum) + best - zy) * validMask);
-        // dz2 = softmax - onehot(y), zero for padding lanes; OutputBackward: db2 += dz2, dw2 += dz2^T a1
+        loss += hsumT(((best + log(sum)) - zy) * validMask);
+        // dz2 = softmax - onehot(y), zero for padding lanes; LinearBackward (output): db2 += dz2, dw2 += dz2^T a1
         for (int c = 0; c < OUT; c++)
         {
             z2[c] = (z2[c] / sum - select((realT)0, (realT)1, y == (realT)c)) * validMask;
             db2[c] += hsumT(z2[c]);
         }
-        // HiddenBackward, first half: dz1 = (dz2 w2) * relu'(z1), db1 += dz1
+        // LinearBackward (output, dx) + ReluBackward: dz1 = (dz2 w2) * relu'(z1); LinearBackward (hidden): db1 += dz1
         for (int j = 0; j < H; j++)
         {
             const realT zj = vloadT(0, z1[j]);
@@ -173,10 +175,10 @@ __kernel void forward_backward_cpu(__global const uchar* restrict pixels, __glob
             d = select((realT)0, d, zj > (realT)0);
             db1[j] += hsumT(d);
             live[j] = any(d != (realT)0);
-            vstoreT(d * inv255, 0, d1[j]);
+            vstoreT(d / (realT)255, 0, d1[j]);
         }
 
-        // HiddenBackward, second half: dw1 += (dz1 / 255)^T x, 2 units x 7 vectors per block
+        // LinearBackward (hidden): dw1 += (dz1 / 255)^T x, 2 units x 7 vectors per block
         for (int k = 0; k < IN_V; k += KB)
         {
             int j = 0;

@@ -1,6 +1,8 @@
 // forward_backward_gpu.cl: the GPU variant, many work-items, fused over tiles of TILE samples.
-// mirrors ReferenceBackend.HiddenForward, OutputForward, CrossEntropyMetrics, Softmax, OutputBackward and
-// HiddenBackward (before the division by n):
+// mirrors, fused for a 784-H-10 network: the input scale x / 255, Reference.LinearForward +
+// Reference.ReluForward (hidden layer), Reference.LinearForward (output layer), Reference.SoftmaxCrossEntropy,
+// Reference.LinearBackward (output layer), Reference.ReluBackward and Reference.LinearBackward (hidden layer),
+// summed over samples (reduce_update divides by n):
 //   pixels (n,784) uchar, labels (n), params [w1 (H,784) | b1 (H) | w2 (10,H) | b2 (10)]
 //   -> partials (groups, partial_stride) [dw1 (H,784) | db1 (H) | dw2 (10,H) | db2 (10)] summed over the
 //      group's samples, metrics (groups, 2) = (correct, loss sum).
@@ -42,7 +44,7 @@ void forward_backward_gpu(__global const uchar* pixels, __global const uchar* la
         for (int i = lid; i < TILE * IN; i += WG) xl[i] = i < ts * IN ? (real)xt[i] / (real)255 : (real)0;
         barrier(CLK_LOCAL_MEM_FENCE);
 
-        // HiddenForward: z1 = x w1^T + b1, one (sample, unit) dot product per item
+        // LinearForward (hidden): z1 = x w1^T + b1, one (sample, unit) dot product per item
         for (int i = lid; i < TILE * H; i += WG)
         {
             const int s = i / H, j = i % H;
@@ -54,7 +56,7 @@ void forward_backward_gpu(__global const uchar* pixels, __global const uchar* la
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
-        // OutputForward + Softmax + CrossEntropyMetrics + dz2, one sample per item
+        // LinearForward (output) + SoftmaxCrossEntropy, one sample per item
         for (int s = lid; s < TILE; s += WG)
         {
             real dz2[OUT];
@@ -72,7 +74,7 @@ void forward_backward_gpu(__global const uchar* pixels, __global const uchar* la
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
-        // HiddenBackward, first half: dz1 = (dz2 w2) * relu'(z1)
+        // LinearBackward (output, dx) + ReluBackward: dz1 = (dz2 w2) * relu'(z1)
         for (int i = lid; i < TILE * H; i += WG)
         {
             const int s = i / H, j = i % H;

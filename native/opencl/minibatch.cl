@@ -1,7 +1,7 @@
 // minibatch.cl: mini-batch training of an MLP of any depth (sizes [784, h1, ..., 10]) on batches of sample
-// indices; the host side is OpenClMiniBatchBackend. Each kernel mirrors a piece of the clean reference,
-// DeepReferenceBackend<T> (src/MnistNative.Backends.Cpu/Deep), or OptimizerMath.Apply (src/MnistNative.Core),
-// and says which. Matrices are row-major; weights keep the seed's orientation, w (out, in). A layer's
+// indices; the host side is LayerKernels (src/MnistNative.Backends.OpenCL). Each kernel mirrors a piece of the
+// clean reference, Reference (src/MnistNative.Backends.Cpu/Reference), or OptimizerMath.Apply
+// (src/MnistNative.Core), and says which. Matrices are row-major; weights keep the seed's orientation, w (out, in). A layer's
 // activations and gradients are (n, width) with one row per sample of the batch.
 // The host compiles with -D REAL=float|double (plus -D USE_F64 for double) and -D TILE=16. This file stands
 // alone (it does not need common.cl and its single-hidden-layer defines).
@@ -18,7 +18,7 @@ typedef REAL real;
 // memory; the +1 column keeps a work-group's column reads on distinct local-memory banks on a GPU.
 #define TILE_PAD (TILE + 1)
 
-// mirrors the pixel scaling of DeepReferenceBackend.Forward (a[0] = byte * (1/255)) for a batch; also the
+// mirrors the reference's input scale (x = byte / 255) for a batch; also the
 // "gather rows by index" step of layer 1, done once per step so that the forward and the weight gradient of
 // layer 1 both read plain rows:
 //   pixels (N,784) uchar, idx (n) -> x (n,784)
@@ -26,11 +26,10 @@ __kernel void gather_input(__global real* x, __global const uchar* pixels, __glo
 {
     const int k = get_global_id(0), i = get_global_id(1);
     if (k >= IN || i >= n) return;
-    const real scale = (real)1 / (real)255;
-    x[(size_t)i * IN + k] = (real)pixels[(size_t)idx[i] * IN + k] * scale;
+    x[(size_t)i * IN + k] = (real)pixels[(size_t)idx[i] * IN + k] / (real)255;
 }
 
-// mirrors DeepReferenceBackend.LayerForward for n samples:
+// mirrors Reference.LinearForward, then Reference.ReluForward for hidden layers, for n samples:
 //   a_in (n,nIn), w (nOut,nIn), b (nOut) -> a_out (n,nOut) = a_in w^T + b, then relu(.) when relu != 0
 // (hidden layers; the output layer keeps the logits z). Work-item (j, i) computes a_out[i][j].
 __kernel __attribute__((reqd_work_group_size(TILE, TILE, 1)))
@@ -57,10 +56,10 @@ void layer_forward(__global real* a_out, __global const real* a_in, __global con
     a_out[(size_t)i * nOut + j] = relu && !(z > 0) ? (real)0 : z;
 }
 
-// mirrors the tail of DeepReferenceBackend.Gradients (softmax, the argmax count, the cross-entropy and
-// dz = (p - onehot) / n) for one sample per work-item:
+// mirrors Reference.SoftmaxCrossEntropy (softmax, the argmax count, the loss and dz = (p - onehot) / n) for
+// one sample per work-item:
 //   z (n,10), labels (N), idx (n) -> dz (n,10); metrics (n,2) = [correct 0|1, loss]
-// The loss is logsumexp(z) - z[y], equal to the reference's -log(p[y]) but finite when p[y] underflows.
+// The loss is logsumexp(z) - z[y] = (max + log(sum exp(z - max))) - z[y], finite even when p[y] underflows.
 __kernel void softmax_cross_entropy_backward(__global real* dz, __global real* metrics, __global const real* z,
                                              __global const uchar* labels, __global const int* idx, const int n, const real inv_n)
 {
@@ -75,10 +74,10 @@ __kernel void softmax_cross_entropy_backward(__global real* dz, __global real* m
     for (int c = 0; c < OUT; c++) { e[c] = exp(zi[c] - max); sum += e[c]; }
     for (int c = 0; c < OUT; c++) dz[(size_t)i * OUT + c] = (e[c] / sum - (c == y ? (real)1 : (real)0)) * inv_n;
     metrics[2 * i] = best == y ? (real)1 : (real)0;
-    metrics[2 * i + 1] = log(sum) + max - zi[y];
+    metrics[2 * i + 1] = (max + log(sum)) - zi[y];
 }
 
-// mirrors the dw line of DeepReferenceBackend.LayerBackward summed over the batch (dz already carries 1/n):
+// mirrors the dw part of Reference.LinearBackward summed over the batch (dz already carries 1/n):
 //   dz (n,nOut), a_in (n,nIn) -> dw (nOut,nIn) = dz^T a_in (overwritten, not accumulated across steps)
 // Work-item (k, j) computes dw[j][k]; the reduction runs over the samples in tiles.
 __kernel __attribute__((reqd_work_group_size(TILE, TILE, 1)))
@@ -103,7 +102,7 @@ void layer_backward_weights(__global real* dw, __global const real* dz, __global
     if (j < nOut && k < nIn) dw[(size_t)j * nIn + k] = sum;
 }
 
-// mirrors the db line of DeepReferenceBackend.LayerBackward summed over the batch, samples in order:
+// mirrors the db part of Reference.LinearBackward summed over the batch, samples in order:
 //   dz (n,nOut) -> db (nOut) = sum over samples of dz
 __kernel void layer_backward_bias(__global real* db, __global const real* dz, const int n, const int nOut)
 {
@@ -114,7 +113,7 @@ __kernel void layer_backward_bias(__global real* db, __global const real* dz, co
     db[j] = sum;
 }
 
-// mirrors the dz[l] line of DeepReferenceBackend.LayerBackward (layers after the first):
+// mirrors the dx part of Reference.LinearBackward, then Reference.ReluBackward (layers after the first):
 //   dz (n,nOut), w (nOut,nIn), a_in (n,nIn) -> dz_in (n,nIn) = (dz w) * relu'(z_in)
 // The mask reads the layer's input activations: a_in = relu(z_in) > 0 exactly when z_in > 0.
 // Work-item (k, i) computes dz_in[i][k]; the reduction runs over the outputs in tiles.
@@ -141,7 +140,7 @@ void layer_backward_input(__global real* dz_in, __global const real* dz, __globa
     dz_in[at] = a_in[at] > 0 ? sum : (real)0;
 }
 
-// mirrors DeepReferenceBackend.Softmax for one sample per work-item (Predict):
+// mirrors Reference.Softmax for one sample per work-item (Predict):
 //   z (n,10) -> p (n,10)
 __kernel void softmax(__global real* p, __global const real* z, const int n)
 {

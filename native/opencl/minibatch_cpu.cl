@@ -6,7 +6,7 @@
 // into loops over the work-group, so the GPU kernels' 16 x 16 groups staging tiles in local memory run at a
 // few GFLOP/s. These kernels are written like forward_backward_cpu.cl instead: a few dozen work-items
 // (local size 1), each owning a rectangle of the output and computing it in register blocks of 4 x 4 with
-// explicit VW-wide vectors and fma(), no local memory, no barriers. The host (OpenClMiniBatchBackend.Split)
+// explicit VW-wide vectors and fma(), no local memory, no barriers. The host (LayerKernels.Split)
 // sizes the rectangles: sides multiples of 4 (and of a 64-column strip along the input width) so that only
 // the last rectangle of a row or column is ragged. In a ragged 4 x 4 block the missing rows read a valid row
 // again (the clamped index) and are never stored, so every block runs the same straight-line code.
@@ -43,7 +43,8 @@ inline real4 hsum4(realV a, realV b, realV c, realV d)
     return p.even + p.odd;
 }
 
-// mirrors DeepReferenceBackend.LayerForward for n samples (the CPU variant of minibatch.cl's layer_forward):
+// mirrors Reference.LinearForward, then Reference.ReluForward for hidden layers, for n samples (the CPU variant
+// of minibatch.cl's layer_forward):
 //   a_in (n,nIn), w (nOut,nIn), b (nOut) -> a_out (n,nOut) = a_in w^T + b, then relu(.) when relu != 0
 // Work-item (g0, g1) computes the outputs [g0 * outputs_per_item, +outputs_per_item) of the samples
 // [g1 * samples_per_item, +samples_per_item); both per-item counts are multiples of 4. Each 4 x 4 block is
@@ -219,7 +220,7 @@ inline void outer_accumulate(__global real* restrict out, __global const real* r
     }
 }
 
-// mirrors the dw line of DeepReferenceBackend.LayerBackward summed over the batch (dz already carries 1/n);
+// mirrors the dw part of Reference.LinearBackward summed over the batch (dz already carries 1/n);
 // the CPU variant of minibatch.cl's layer_backward_weights:
 //   dz (n,nOut), a_in (n,nIn) -> dw (nOut,nIn) = dz^T a_in (overwritten, not accumulated across steps)
 // outer_accumulate with s = sample, r = output unit: coef[s][r] = dz[s * nOut + r], q = a_in.
@@ -229,8 +230,8 @@ __kernel void layer_backward_weights_cpu(__global real* restrict dw, __global co
     outer_accumulate(dw, dz, nOut, 1, a_in, a_in, 0, n, nOut, nIn, rows_per_item, columns_per_item);
 }
 
-// mirrors the dz[l] line of DeepReferenceBackend.LayerBackward (layers after the first); the CPU variant of
-// minibatch.cl's layer_backward_input:
+// mirrors the dx part of Reference.LinearBackward, then Reference.ReluBackward (layers after the first); the
+// CPU variant of minibatch.cl's layer_backward_input:
 //   dz (n,nOut), w (nOut,nIn), a_in (n,nIn) -> dz_in (n,nIn) = (dz w) * relu'(z_in)
 // outer_accumulate with s = output unit, r = sample: coef[s][r] = dz[r * nOut + s], q = w; the mask reads
 // the layer's input activations (a_in = relu(z_in) > 0 exactly when z_in > 0).

@@ -1,5 +1,6 @@
 // predict.cl: forward-only inference, one work-item per image.
-// mirrors ReferenceBackend.HiddenForward + OutputForward + Softmax:
+// mirrors the input scale x / 255, Reference.LinearForward + Reference.ReluForward (hidden layer),
+// Reference.LinearForward (output layer) and Reference.Softmax:
 //   pixels (n,784) uchar, params [w1 (H,784) | b1 (H) | w2 (10,H) | b2 (10)] -> probs (n,10)
 __kernel void predict(__global const uchar* pixels, const int n, __global const real* params, __global real* probs)
 {

@@ -1,5 +1,6 @@
 // reduce_update.cl: sums the per-group gradient partials, divides by n, and optionally takes the step.
-// mirrors the "/ n" of ReferenceBackend.OutputBackward / HiddenBackward, then ReferenceBackend.Update:
+// mirrors the mean over the batch (the 1/n of Reference.SoftmaxCrossEntropy's dz), then OptimizerMath.Apply
+// for gradient descent without weight decay:
 //   partials (groups, partial_stride), params (PARAM_COUNT) -> grads (PARAM_COUNT) = sum / n;
 //   params -= lr * grads when apply != 0.
 // One work-item per parameter: consecutive items read consecutive addresses of every group's slice.

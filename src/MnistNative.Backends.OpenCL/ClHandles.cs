@@ -6,8 +6,8 @@ namespace MnistNative.Backends.OpenCL;
 /// <summary>
 /// One owner per OpenCL object kind: ReleaseHandle calls the matching clRelease*. The count of live
 /// handles is kept so tests can prove that creating and disposing backends leaks nothing.
-/// Owners release in reverse order of creation (kernels, buffers, program, queue, context); see
-/// <see cref="OpenClBackend"/>.Dispose.
+/// <see cref="OpenClAccelerator"/> creates and owns them all and releases them in reverse order of creation
+/// (kernels and buffers, programs, queue, context).
 /// </summary>
 internal abstract class ClHandle : SafeHandle
 {
@@ -63,7 +63,9 @@ internal sealed class ClCommandQueue(nint h) : ClHandle(h)
     public static unsafe ClCommandQueue Create(ClContext context, nint device, bool profiling)
     {
         int code;
-        nint h = Api.CreateCommandQueue(context.Raw, device, profiling ? CommandQueueProperties.ProfilingEnable : CommandQueueProperties.None, &code);
+        CommandQueueProperties properties =
+            profiling ? CommandQueueProperties.ProfilingEnable : CommandQueueProperties.None;
+        nint h = Api.CreateCommandQueue(context.Raw, device, properties, &code);
         return new ClCommandQueue(Created(h, code, "clCreateCommandQueue"));
     }
 }
@@ -122,18 +124,25 @@ internal sealed class ClKernel(nint h, string name) : ClHandle(h)
     }
 
     public unsafe void SetArg<T>(uint index, T value) where T : unmanaged =>
-        ClErrors.Check(Api.SetKernelArg(Raw, index, (nuint)sizeof(T), &value), $"clSetKernelArg({Name}, {index})");
+        Checked(Api.SetKernelArg(Raw, index, (nuint)sizeof(T), &value), index);
 
     public unsafe void SetArg(uint index, ClBuffer buffer)
     {
         nint mem = buffer.Raw;
-        ClErrors.Check(Api.SetKernelArg(Raw, index, (nuint)sizeof(nint), &mem), $"clSetKernelArg({Name}, {index})");
+        Checked(Api.SetKernelArg(Raw, index, (nuint)sizeof(nint), &mem), index);
+    }
+
+    // The call's name is built only on failure: arguments are set every step, which then allocates nothing.
+    private void Checked(int code, uint index)
+    {
+        if (code != 0) throw new OpenClException($"clSetKernelArg({Name}, {index})", code);
     }
 
     public unsafe nuint WorkGroupSize(nint device)
     {
         nuint size;
-        ClErrors.Check(Api.GetKernelWorkGroupInfo(Raw, device, KernelWorkGroupInfo.WorkGroupSize, (nuint)sizeof(nuint), &size, null), "clGetKernelWorkGroupInfo");
+        ClErrors.Check(Api.GetKernelWorkGroupInfo(Raw, device, KernelWorkGroupInfo.WorkGroupSize, (nuint)sizeof(nuint),
+            &size, null), "clGetKernelWorkGroupInfo");
         return size;
     }
 }
@@ -144,10 +153,12 @@ internal sealed class ClBuffer(nint h, long bytes) : ClHandle(h)
 
     protected override int Release(nint h) => Api.ReleaseMemObject(h);
 
-    public static unsafe ClBuffer Create(ClContext context, MemFlags flags, long bytes, void* hostData = null, string? what = null)
+    public static unsafe ClBuffer Create(ClContext context, MemFlags flags, long bytes, void* hostData = null,
+        string? what = null)
     {
         int code;
-        nint h = Api.CreateBuffer(context.Raw, flags | (hostData != null ? MemFlags.CopyHostPtr : MemFlags.None), (nuint)Math.Max(bytes, 1), hostData, &code);
+        MemFlags copy = hostData != null ? MemFlags.CopyHostPtr : MemFlags.None;
+        nint h = Api.CreateBuffer(context.Raw, flags | copy, (nuint)Math.Max(bytes, 1), hostData, &code);
         if (code != 0)
             throw new OpenClException("clCreateBuffer", code, $"{what ?? "buffer"} of {bytes:N0} bytes");
         return new ClBuffer(Created(h, code, "clCreateBuffer"), bytes);

@@ -18,11 +18,13 @@ internal static class KernelSource
         {
             string path = Path.Combine(directory, file);
             if (!File.Exists(path))
-                throw new FileNotFoundException($"kernel file {file} is not in the kernels directory {Path.GetFullPath(directory)}", path);
+                throw new FileNotFoundException(
+                    $"kernel file {file} is not in the kernels directory {Path.GetFullPath(directory)}", path);
             return File.ReadAllText(path);
         }
         using Stream stream = typeof(KernelSource).Assembly.GetManifestResourceStream(ResourcePrefix + file)
-            ?? throw new InvalidOperationException($"the embedded kernel {file} is missing from {typeof(KernelSource).Assembly.GetName().Name}");
+            ?? throw new InvalidOperationException(
+                $"the embedded kernel {file} is missing from {typeof(KernelSource).Assembly.GetName().Name}");
         using var reader = new StreamReader(stream);
         return reader.ReadToEnd();
     }

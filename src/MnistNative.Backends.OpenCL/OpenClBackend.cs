@@ -1,10 +1,9 @@
-using System.Runtime.InteropServices;
 using MnistNative.Core;
 using Silk.NET.OpenCL;
 
 namespace MnistNative.Backends.OpenCL;
 
-/// <summary>Which kernel family runs: tuned for a GPU (many work-items) or for a CPU device (few, wide ones).</summary>
+/// <summary>Which kernels run: tuned for a GPU (many work-items) or for a CPU device (few, wide ones).</summary>
 public enum OpenClVariant
 {
     Gpu,
@@ -26,237 +25,266 @@ public sealed record OpenClBackendOptions
     /// <summary>F64 needs a device with cl_khr_fp64; otherwise opening the backend is a clear error.</summary>
     public Precision Precision { get; init; } = Precision.F32;
 
-    /// <summary>Create the queue with CL_QUEUE_PROFILING_ENABLE and record every kernel's time.</summary>
+    /// <summary>
+    /// Create the queue with CL_QUEUE_PROFILING_ENABLE, so that an attached <see cref="OpenClBackend.Profiler"/>
+    /// also gets one "device: KERNEL" row per kernel, timed by the device. Without it the profiler gets the
+    /// host's phases only (transfers, gathers).
+    /// </summary>
     public bool Profiling { get; init; }
 }
 
-/// <summary>Total device time of one kernel over the backend's life (for a --profile table).</summary>
-public sealed record KernelTiming(string Name, int Calls, double TotalMilliseconds);
-
 /// <summary>
-/// Full-batch training on an OpenCL device. The training set, the weights and the gradient scratch live on
-/// the device; a step enqueues the fused forward+backward kernel and the reduce-and-update kernel and returns
-/// without waiting, and only a measuring step reads back its few metrics. See docs/opencl-backend.md.
+/// Training on an OpenCL device: an MLP of any depth, batches of any size up to the whole uploaded set, every
+/// optimizer, on one <see cref="OpenClAccelerator"/> that holds the device, the data and the weights. Two kernel
+/// families run on it. A whole-set gradient-descent step of a 784-H-10 network (the seed's step, weight decay 0)
+/// runs the fused kernels (<see cref="FusedKernels"/>: one pass over tiles of samples, then a reduction); every
+/// other step runs the per-layer kernels (<see cref="LayerKernels"/>). The weights are current in one family or
+/// both; switching family copies them on the device. Steps that do not measure return without waiting; only a
+/// measuring step reads back its few metrics. See docs/opencl-backend.md.
 /// </summary>
-public sealed unsafe class OpenClBackend : IFullBatchBackend, IProfiledBackend
+public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, IMiniBatchBackend, IProfiledBackend,
+    IKernelChoosingBackend
 {
     private const int In = MlpParameters.InputSize;
     private const int Out = MlpParameters.Classes;
-    // Partial slices start on a 16-value boundary: PoCL's vector loads and stores need 64-byte alignment.
-    private const int SliceAlignment = 16;
-    // The CPU variant's sample tile: 16 rows of 784 floats (50 KB) and the output layer on float16 vectors
-    // of 16 samples. Measured on PoCL (H = 10, kernel CPU time): TS = 16 5.2 ms/iteration, TS = 8 5.8.
-    private const int CpuTile = 16;
-    // Work-items per compute unit for the CPU variant: a few per core balance the uneven last group.
-    private const int CpuGroupsPerUnit = 3;
-    // Persistent work-groups per compute unit for the GPU variant.
-    private const int GpuGroupsPerUnit = 4;
-    // The partials scratch is capped so that wide hidden layers on many-CU GPUs still fit.
-    private const long MaxPartialBytes = 256L << 20;
+    // The per-layer family's buffers hold at least this many rows, so that predicting the test set does not
+    // run one tiny launch series per image when training with tiny batches.
+    private const int MinCapacity = 256;
 
-    private readonly int _hidden;
-    private readonly int _realSize;
-    private readonly int _paramCount;
-    private readonly int _stride;
-    private readonly int _workGroupSize;
-    private readonly int _tile;
-    private readonly OpenClDeviceInfo _device;
-    private readonly bool _profiling;
-    private readonly List<(string Kernel, nint Event)> _pendingEvents = [];
-    private readonly Dictionary<string, (int Calls, double Milliseconds)> _profile = [];
-
-    private ClContext? _context;
-    private ClCommandQueue? _queue;
-    private ClProgram? _program;
-    private ClKernel? _train, _reduce, _predict;
-    private ClBuffer? _params, _grads, _pixels, _labels, _partials, _metrics;
-    private int _n, _groups, _samplesPerGroup;
+    private readonly int[] _sizes;
+    private readonly string? _kernelsDirectory;
+    private readonly int _capacity;
+    private readonly OpenClAccelerator _cl;
+    private FusedKernels? _fused;
+    private LayerKernels? _layers;
+    // Where the current weights are: in the fused family's packed buffer, the per-layer buffers, or both.
+    private bool _fusedWeightsCurrent, _layerWeightsCurrent;
+    private ClBuffer? _pixels, _labels;
+    private int[] _wholeSetIndices = [];
+    private int _n;
+    private long _t;
     private bool _disposed;
 
-    public OpenClBackend(int hidden, OpenClBackendOptions? options = null)
+    public OpenClBackend(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch,
+        OpenClBackendOptions? options = null)
     {
         options ??= new OpenClBackendOptions();
-        ArgumentOutOfRangeException.ThrowIfLessThan(hidden, 1);
-        if (!OpenClRuntime.TryProbe(out string reason)) throw new BackendUnavailableException(reason);
-        _device = OpenClRuntime.SelectDevice(options.Device);
-        Variant = ResolveVariant(options.Variant, _device, nameof(options));
-        bool f64 = options.Precision == Precision.F64;
-        if (f64 && !_device.SupportsDouble)
-            throw new BackendUnavailableException($"OpenCL device {_device.Id} {_device.Name} has no double support (cl_khr_fp64): use float32");
-        _hidden = hidden;
-        _realSize = f64 ? 8 : 4;
-        _paramCount = hidden * In + hidden + Out * hidden + Out;
-        _stride = (_paramCount + SliceAlignment - 1) / SliceAlignment * SliceAlignment;
-        _profiling = options.Profiling;
-
-        string real = f64 ? "double" : "float";
-        string defines = $"-D REAL={real} -D H={hidden}" + (f64 ? " -D USE_F64" : "");
-        string[] files;
-        if (Variant == OpenClVariant.Cpu)
-        {
-            int width = _device.PreferredFloatVectorWidth >= 16 && !f64 ? 16 : 8;
-            _tile = EnvInt("MNISTNATIVE_OPENCL_CPU_TILE", CpuTile);
-            if (_tile is not (8 or 16)) throw new ArgumentException($"MNISTNATIVE_OPENCL_CPU_TILE must be 8 or 16, got {_tile}");
-            defines += $" -D VW={width} -D TS={_tile}";
-            files = ["common.cl", "forward_backward_cpu.cl", "reduce_update.cl", "predict.cl"];
-            _workGroupSize = 1;
-        }
-        else
-        {
-            _workGroupSize = (int)Math.Min(256, FloorPowerOfTwo(_device.MaxWorkGroupSize));
-            _tile = GpuTile(_device.LocalMemoryBytes, hidden, _realSize, _workGroupSize);
-            defines += $" -D VW=4 -D WG={_workGroupSize} -D TILE={_tile}";
-            files = ["common.cl", "forward_backward_gpu.cl", "reduce_update.cl", "predict.cl"];
-        }
-
+        if (sizes.Count < 2 || sizes[0] != In || sizes[^1] != Out)
+            throw new ArgumentException($"sizes must run from {In} to {Out}, got {string.Join('-', sizes)}");
+        if (sizes.Count > 10) throw new ArgumentException($"at most 8 hidden layers, got {sizes.Count - 2}");
+        foreach (int s in sizes)
+            if (s is < 1 or > 4096)
+                throw new ArgumentException($"layer widths must be between 1 and 4096, got {string.Join('-', sizes)}");
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
+        optimizer.Validate();
+        _sizes = sizes.ToArray();
+        Optimizer = optimizer;
+        _capacity = Math.Max(maxBatch, MinCapacity);
+        _kernelsDirectory = string.IsNullOrEmpty(options.KernelsDirectory) ? null : options.KernelsDirectory;
+        string? variant = options.Variant;
+        if (variant?.ToLowerInvariant() is not (null or "" or "auto" or "gpu" or "cpu"))
+            throw new ArgumentException($"unknown OpenCL kernel variant '{variant}' (choose gpu, cpu or auto)",
+                nameof(options));
+        _cl = new OpenClAccelerator(options.Device, options.Precision, options.Profiling);
         try
         {
-            _context = ClContext.Create(_device.DeviceHandle);
-            _queue = ClCommandQueue.Create(_context, _device.DeviceHandle, _profiling);
-            _program = ClProgram.Build(_context, _device.DeviceHandle, KernelSource.Program(files, string.IsNullOrEmpty(options.KernelsDirectory) ? null : options.KernelsDirectory), "-cl-std=CL1.2 " + defines);
-            _train = ClKernel.Create(_program, Variant == OpenClVariant.Cpu ? "forward_backward_cpu" : "forward_backward_gpu");
-            _reduce = ClKernel.Create(_program, "reduce_update");
-            _predict = ClKernel.Create(_program, "predict");
-            if (Variant == OpenClVariant.Gpu && (long)_train.WorkGroupSize(_device.DeviceHandle) < _workGroupSize)
-                throw new BackendUnavailableException($"OpenCL device {_device.Name} cannot run the GPU kernel with {_workGroupSize} work-items per group (limit {_train.WorkGroupSize(_device.DeviceHandle)})");
-            _params = Allocate(MemFlags.ReadWrite, (long)_stride * _realSize, "weights");
-            _grads = Allocate(MemFlags.ReadWrite, (long)_stride * _realSize, "gradients");
+            Variant = ResolveVariant(variant, _cl.Device, nameof(options));
+            // The family the run's steps will take is built now, so that a kernel that does not compile or a
+            // device that cannot run it is an error when the backend opens; the other one when it is first needed.
+            if (FusedSteps) Fused();
+            else Layers();
         }
         catch
         {
-            Dispose();
+            _cl.Dispose();
             throw;
         }
-        Info = new BackendInfo("opencl", options.Precision, _device.ComputeUnits,
-            $"OpenCL {_device.Id} {_device.Name} ({_device.PlatformName}), {Variant.ToString().ToLowerInvariant()} kernels");
+        OpenClDeviceInfo d = _cl.Device;
+        Info = new BackendInfo("opencl", options.Precision, d.ComputeUnits,
+            $"OpenCL {d.Id} {d.Name} ({d.PlatformName}), {Variant.ToString().ToLowerInvariant()} kernels");
     }
 
     public BackendInfo Info { get; }
 
-    private Profiler? _profiler;
+    public IReadOnlyList<int> Sizes => _sizes;
 
-    /// <summary>
-    /// Receives each kernel's device time ("device: NAME", from OpenCL event profiling) and the host's reads
-    /// of metrics and weights. Needs <see cref="OpenClBackendOptions.Profiling"/>; detaching collects what is
-    /// still queued.
-    /// </summary>
-    public Profiler? Profiler
-    {
-        get => _profiler;
-        set
-        {
-            if (value != null && !_profiling) throw new InvalidOperationException("profiling is off: open the backend with OpenClBackendOptions.Profiling = true");
-            if (_profiler != null && !_disposed) HarvestEvents();
-            _profiler = value;
-        }
-    }
+    public OptimizerSettings Optimizer { get; }
+
+    /// <summary>The most samples of a sampled step; a whole-set step on the fused kernels may take more.</summary>
+    public int MaxBatch => _capacity;
+
+    public KernelChoice? KernelChoice { get; private set; }
 
     public OpenClVariant Variant { get; }
 
-    /// <summary>"gpu" / "cpu" force a kernel variant; null / "auto" take the GPU kernels on a GPU, else the CPU ones.</summary>
-    internal static OpenClVariant ResolveVariant(string? variant, OpenClDeviceInfo device, string parameter) => variant?.ToLowerInvariant() switch
+    public OpenClDeviceInfo Device => _cl.Device;
+
+    /// <summary>Samples per tile of the fused kernels (CPU variant TS, GPU variant TILE); 0 before they exist.
+    /// </summary>
+    public int Tile => _fused?.Tile ?? 0;
+
+    /// <summary>Work-groups of the fused kernel for the uploaded set; 0 before it is bound.</summary>
+    public int Groups => _fused?.Groups ?? 0;
+
+    /// <summary>
+    /// Receives the host's transfers and gathers and, when the backend was opened with
+    /// <see cref="OpenClBackendOptions.Profiling"/>, each kernel's device time ("device: NAME"). Device times are
+    /// collected at measuring steps, <see cref="Synchronize"/> and when the profiler is detached.
+    /// </summary>
+    public Profiler? Profiler
     {
-        null or "" or "auto" => device.Type == OpenClDeviceType.Gpu ? OpenClVariant.Gpu : OpenClVariant.Cpu,
-        "gpu" => OpenClVariant.Gpu,
-        "cpu" => OpenClVariant.Cpu,
-        _ => throw new ArgumentException($"unknown OpenCL kernel variant '{variant}' (choose gpu, cpu or auto)", parameter),
-    };
+        get => _cl.Profiler;
+        set
+        {
+            if (_cl.Profiler != null && !_disposed) _cl.RecordDeviceTimes();
+            _cl.Profiler = value;
+        }
+    }
 
-    public OpenClDeviceInfo Device => _device;
+    /// <summary>"gpu" / "cpu" force a kernel variant; null / "auto" take the GPU kernels on a GPU, else the CPU
+    /// ones.</summary>
+    internal static OpenClVariant ResolveVariant(string? variant, OpenClDeviceInfo device, string parameter) =>
+        variant?.ToLowerInvariant() switch
+        {
+            null or "" or "auto" => device.Type == OpenClDeviceType.Gpu ? OpenClVariant.Gpu : OpenClVariant.Cpu,
+            "gpu" => OpenClVariant.Gpu,
+            "cpu" => OpenClVariant.Cpu,
+            _ => throw new ArgumentException($"unknown OpenCL kernel variant '{variant}' (choose gpu, cpu or auto)",
+                parameter),
+        };
 
-    /// <summary>Samples per tile: CPU variant TS, GPU variant TILE (chosen from local memory).</summary>
-    public int Tile => _tile;
+    /// <summary>The fused kernels fit the shape: one hidden layer.</summary>
+    private bool FusedShape => _sizes.Length == 3;
 
-    /// <summary>Work-groups of the fused kernel for the uploaded set (one partial-gradient slice each).</summary>
-    public int Groups => _groups;
+    /// <summary>Whole-set steps take the fused kernels: the seed's shape and plain gradient descent.</summary>
+    private bool FusedSteps => FusedShape && Optimizer.Kind == OptimizerKind.Gd && Optimizer.WeightDecay == 0;
 
     public void Upload(LabeledImages train)
     {
         ThrowIfDisposed();
         if (train.Count == 0) throw new ArgumentException("the training set is empty", nameof(train));
-        ReleaseData();
+        _layers?.ReleaseIndexWrite();
+        _cl.Release(_pixels);
+        _cl.Release(_labels);
+        _pixels = _labels = null;
+        _n = 0;
+        fixed (byte* p = train.Pixels)
+            _pixels = _cl.Allocate(train.Pixels.LongLength, "training pixels", p, MemFlags.ReadOnly);
+        fixed (byte* p = train.Labels)
+            _labels = _cl.Allocate(train.Labels.LongLength, "training labels", p, MemFlags.ReadOnly);
         _n = train.Count;
-        fixed (byte* pixels = train.Pixels)
-            _pixels = Allocate(MemFlags.ReadOnly, train.Pixels.LongLength, "training pixels", pixels);
-        fixed (byte* labels = train.Labels)
-            _labels = Allocate(MemFlags.ReadOnly, train.Labels.LongLength, "training labels", labels);
-
-        int tiles = (_n + _tile - 1) / _tile;
-        long sliceBytes = (long)_stride * _realSize;
-        if (Variant == OpenClVariant.Cpu)
-        {
-            int groups = Math.Clamp(EnvInt("MNISTNATIVE_OPENCL_CPU_GROUPS", _device.ComputeUnits * CpuGroupsPerUnit), 1, tiles);
-            _samplesPerGroup = (tiles + groups - 1) / groups * _tile;
-            _groups = (_n + _samplesPerGroup - 1) / _samplesPerGroup;
-        }
-        else
-        {
-            _groups = (int)Math.Clamp(Math.Min((long)_device.ComputeUnits * GpuGroupsPerUnit, MaxPartialBytes / sliceBytes), 1, tiles);
-            _samplesPerGroup = 0;
-        }
-        _partials = Allocate(MemFlags.ReadWrite, _groups * sliceBytes, "gradient partials");
-        _metrics = Allocate(MemFlags.ReadWrite, 2L * _groups * _realSize, "metrics");
-
-        _train!.SetArg(0, _pixels);
-        _train.SetArg(1, _labels);
-        _train.SetArg(2, _n);
-        _train.SetArg(3, _samplesPerGroup);
-        _train.SetArg(4, _params!);
-        _train.SetArg(5, _partials);
-        _train.SetArg(6, _stride);
-        _train.SetArg(7, _metrics);
-        _reduce!.SetArg(0, _partials);
-        _reduce.SetArg(1, _groups);
-        _reduce.SetArg(2, _stride);
-        _reduce.SetArg(3, _params!);
-        _reduce.SetArg(4, _grads!);
-        SetReal(_reduce, 5, 1.0 / _n);
+        _fused?.Bind(_pixels, _labels, _n);
+        _layers?.Bind(_pixels, _labels);
+        double density = KernelChoice.MeasureDensity(train.Pixels);
+        KernelChoice = FusedSteps
+            ? new KernelChoice(KernelMode.Dense, "OpenCL's fused kernels are dense", density,
+                Core.KernelChoice.UsefulFlops(_n, _sizes[1], density))
+            : new KernelChoice(KernelMode.Dense, "per-layer path", density, 0);
     }
 
     public void SetWeights(MlpParameters weights)
     {
         ThrowIfDisposed();
-        CheckShape(weights);
-        var values = new double[_stride];
-        int o = 0;
-        foreach (double[] part in new[] { weights.W[0], weights.B[0], weights.W[1], weights.B[1] })
-        {
-            part.CopyTo(values, o);
-            o += part.Length;
-        }
-        WriteReals(_params!, values);
+        CheckShape(weights, "weights");
+        if (_fused != null)
+            for (int l = 0; l < 2; l++)
+            {
+                _cl.WriteReals(_fused.Weights, weights.W[l], _fused.Offset(l, bias: false));
+                _cl.WriteReals(_fused.Weights, weights.B[l], _fused.Offset(l, bias: true));
+            }
+        if (_layers != null)
+            for (int l = 0; l < _layers.Layers.Count; l++)
+            {
+                _cl.WriteReals(_layers.Layers[l].W, weights.W[l]);
+                _cl.WriteReals(_layers.Layers[l].B, weights.B[l]);
+            }
+        _fusedWeightsCurrent = _fused != null;
+        _layerWeightsCurrent = _layers != null;
     }
 
     public MlpParameters GetWeights()
     {
         ThrowIfDisposed();
-        return Unpack(ReadReals(_params!, _paramCount));
+        var p = new MlpParameters(_sizes);
+        if (_layerWeightsCurrent || _fused == null)
+            ReadLayers(p, y => y.W, y => y.B);
+        else
+            ReadPacked(_fused!.Weights, p);
+        return p;
     }
 
-    public StepMetrics Step(double learningRate, bool measure)
+    public OptimizerState GetOptimizerState()
     {
-        EnqueueForwardBackward();
-        EnqueueReduce(learningRate, apply: true);
-        if (!measure)
-        {
-            ClErrors.Check(OpenClRuntime.Api.Flush(_queue!.Raw), "clFlush");
-            return default;
-        }
-        return ReadMetrics();
+        ThrowIfDisposed();
+        var moments = new MlpParameters[Optimizer.MomentCount];
+        if (moments.Length >= 1) ReadLayers(moments[0] = new MlpParameters(_sizes), y => y.MW!, y => y.MB!);
+        if (moments.Length >= 2) ReadLayers(moments[1] = new MlpParameters(_sizes), y => y.VW!, y => y.VB!);
+        return new OptimizerState(_t, moments);
     }
 
-    public StepMetrics ComputeGradients(MlpParameters gradients)
+    public void SetOptimizerState(OptimizerState state)
     {
-        CheckShape(gradients);
-        EnqueueForwardBackward();
-        EnqueueReduce(0, apply: false);
-        StepMetrics metrics = ReadMetrics();
-        MlpParameters g = Unpack(ReadReals(_grads!, _paramCount));
-        for (int l = 0; l < 2; l++)
+        ThrowIfDisposed();
+        if (state.Moments.Length != Optimizer.MomentCount)
+            throw new ArgumentException(
+                $"the optimizer state has {state.Moments.Length} moment buffers, " +
+                $"{Optimizer.Kind} keeps {Optimizer.MomentCount}");
+        foreach (MlpParameters m in state.Moments) CheckShape(m, "optimizer moments");
+        if (state.Moments.Length > 0)
         {
-            g.W[l].CopyTo(gradients.W[l], 0);
-            g.B[l].CopyTo(gradients.B[l], 0);
+            LayerKernels layers = Layers();
+            for (int l = 0; l < layers.Layers.Count; l++)
+            {
+                LayerKernels.Layer y = layers.Layers[l];
+                _cl.WriteReals(y.MW!, state.Moments[0].W[l]);
+                _cl.WriteReals(y.MB!, state.Moments[0].B[l]);
+                if (state.Moments.Length < 2) continue;
+                _cl.WriteReals(y.VW!, state.Moments[1].W[l]);
+                _cl.WriteReals(y.VB!, state.Moments[1].B[l]);
+            }
         }
+        _t = state.Steps;
+    }
+
+    public StepMetrics Step(TrainingBatch batch, double learningRate, bool measure)
+    {
+        ThrowIfDisposed();
+        RequireUpload();
+        if (batch.IsWholeSet && FusedSteps)
+        {
+            FusedKernels fused = FusedWithCurrentWeights();
+            fused.Enqueue(learningRate, apply: true);
+            _layerWeightsCurrent = false;
+            _t++;
+            return measure ? Measured(fused.ReadMetrics()) : Flushed();
+        }
+        ReadOnlySpan<int> indices = BatchIndices(batch);
+        LayerKernels layers = LayersWithCurrentWeights();
+        layers.EnqueueGradients(indices);
+        _t++;
+        layers.EnqueueUpdate(learningRate, _t);
+        _fusedWeightsCurrent = false;
+        return measure ? Measured(layers.ReadMetrics(indices.Length)) : Flushed();
+    }
+
+    public StepMetrics ComputeGradients(TrainingBatch batch, MlpParameters gradients)
+    {
+        ThrowIfDisposed();
+        RequireUpload();
+        CheckShape(gradients, "gradients");
+        if (batch.IsWholeSet && FusedShape)
+        {
+            FusedKernels fused = FusedWithCurrentWeights();
+            fused.Enqueue(0, apply: false);
+            StepMetrics fusedMetrics = Measured(fused.ReadMetrics());
+            ReadPacked(fused.Gradients, gradients);
+            return fusedMetrics;
+        }
+        ReadOnlySpan<int> indices = BatchIndices(batch);
+        LayerKernels layers = LayersWithCurrentWeights();
+        layers.EnqueueGradients(indices);
+        StepMetrics metrics = Measured(layers.ReadMetrics(indices.Length));
+        ReadLayers(gradients, y => y.DW, y => y.DB);
         return metrics;
     }
 
@@ -264,192 +292,184 @@ public sealed unsafe class OpenClBackend : IFullBatchBackend, IProfiledBackend
     {
         ThrowIfDisposed();
         int n = images.Length / In;
-        if (images.Length != n * In) throw new ArgumentException($"images must be rows of {In} bytes, got {images.Length} bytes");
-        if (probabilities.Length != n * Out) throw new ArgumentException($"need {n * Out} probabilities for {n} images, got {probabilities.Length}");
+        if (images.Length != n * In)
+            throw new ArgumentException($"images must be rows of {In} bytes, got {images.Length} bytes");
+        if (probabilities.Length != n * Out)
+            throw new ArgumentException($"need {n * Out} probabilities for {n} images, got {probabilities.Length}");
         if (n == 0) return;
-        ClBuffer pixels, probs;
-        fixed (byte* p = images) pixels = Allocate(MemFlags.ReadOnly, images.Length, "images to predict", p);
-        using (pixels)
-        using (probs = Allocate(MemFlags.WriteOnly, (long)n * Out * _realSize, "probabilities"))
+        if (!_fusedWeightsCurrent)
         {
-            _predict!.SetArg(0, pixels);
-            _predict.SetArg(1, n);
-            _predict.SetArg(2, _params!);
-            _predict.SetArg(3, probs);
-            Enqueue(_predict, RoundUp(n, 64), null);
-            ReadReals(probs, n * Out).CopyTo(probabilities);
+            LayersWithCurrentWeights().Predict(images, probabilities);
+            return;
+        }
+        ClBuffer pixels, probs;
+        fixed (byte* p = images) pixels = _cl.Allocate(images.Length, "images to predict", p, MemFlags.ReadOnly);
+        probs = _cl.AllocateReals((long)n * Out, "probabilities");
+        try
+        {
+            _fused!.Predict(pixels, n, probs);
+            _cl.ReadReals(probs, probabilities);
+        }
+        finally
+        {
+            _cl.Release(pixels);
+            _cl.Release(probs);
         }
     }
 
-    /// <summary>Per-kernel device time so far (needs <see cref="OpenClBackendOptions.Profiling"/>); waits for queued work.</summary>
-    public IReadOnlyList<KernelTiming> GetKernelProfile()
+    /// <summary>Waits until every queued command has run (for timing from the host), and collects device times.
+    /// </summary>
+    public void Synchronize()
     {
         ThrowIfDisposed();
-        if (!_profiling) throw new InvalidOperationException("profiling is off: open the backend with OpenClBackendOptions.Profiling = true");
-        HarvestEvents();
-        return _profile.Select(kv => new KernelTiming(kv.Key, kv.Value.Calls, kv.Value.Milliseconds))
-            .OrderByDescending(t => t.TotalMilliseconds).ToList();
-    }
-
-    public void Synchronize() => Finish();
-
-    /// <summary>Waits until every queued command has run (for timing from the host).</summary>
-    public void Finish()
-    {
-        ThrowIfDisposed();
-        ClErrors.Check(OpenClRuntime.Api.Finish(_queue!.Raw), "clFinish");
+        _cl.Finish();
+        if (_cl.Profiler != null) _cl.RecordDeviceTimes();
     }
 
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
-        if (_queue != null && !_queue.IsClosed) OpenClRuntime.Api.Finish(_queue.Raw); // nothing may run on what we release
-        foreach (var (_, e) in _pendingEvents) OpenClRuntime.Api.ReleaseEvent(e);
-        _pendingEvents.Clear();
-        // Children before parents: kernels, buffers, program, queue, context.
-        _train?.Dispose();
-        _reduce?.Dispose();
-        _predict?.Dispose();
-        ReleaseData();
-        _params?.Dispose();
-        _grads?.Dispose();
-        _program?.Dispose();
-        _queue?.Dispose();
-        _context?.Dispose();
-    }
-
-    private void EnqueueForwardBackward()
-    {
-        ThrowIfDisposed();
-        if (_n == 0) throw new InvalidOperationException("Upload the training set before training");
-        if (Variant == OpenClVariant.Cpu)
-            Enqueue(_train!, (nuint)_groups, 1);
-        else
-            Enqueue(_train!, (nuint)(_groups * _workGroupSize), (nuint)_workGroupSize);
-    }
-
-    private void EnqueueReduce(double learningRate, bool apply)
-    {
-        SetReal(_reduce!, 6, learningRate);
-        _reduce!.SetArg(7, apply ? 1 : 0);
-        Enqueue(_reduce, RoundUp(_paramCount, 64), null);
-    }
-
-    private StepMetrics ReadMetrics()
-    {
-        long t = Profiler.Now();
-        double[] m = ReadReals(_metrics!, 2 * _groups);
-        _profiler?.Record("transfer: read metrics (waits for the queue)", t);
-        double correct = 0, loss = 0;
-        for (int g = 0; g < _groups; g++)
-        {
-            correct += m[2 * g];
-            loss += m[2 * g + 1];
-        }
-        return new StepMetrics((int)Math.Round(correct), loss, _n);
-    }
-
-    private void Enqueue(ClKernel kernel, nuint global, nuint? local)
-    {
-        nint ev = 0;
-        nuint l = local ?? 0;
-        int code = OpenClRuntime.Api.EnqueueNdrangeKernel(_queue!.Raw, kernel.Raw, 1, null, &global, local.HasValue ? &l : null, 0, null, _profiling ? &ev : null);
-        ClErrors.Check(code, $"clEnqueueNDRangeKernel({kernel.Name})");
-        if (!_profiling) return;
-        _pendingEvents.Add((kernel.Name, ev));
-        if (_pendingEvents.Count >= 4096) HarvestEvents();
-    }
-
-    private void HarvestEvents()
-    {
-        if (_pendingEvents.Count == 0) return;
-        CL api = OpenClRuntime.Api;
-        ClErrors.Check(api.Finish(_queue!.Raw), "clFinish");
         try
         {
-            foreach (var (kernel, e) in _pendingEvents)
-            {
-                ulong start, end;
-                ClErrors.Check(api.GetEventProfilingInfo(e, ProfilingInfo.Start, sizeof(ulong), &start, null), "clGetEventProfilingInfo");
-                ClErrors.Check(api.GetEventProfilingInfo(e, ProfilingInfo.End, sizeof(ulong), &end, null), "clGetEventProfilingInfo");
-                var (calls, ms) = _profile.GetValueOrDefault(kernel);
-                _profile[kernel] = (calls + 1, ms + (end - start) / 1e6);
-                _profiler?.RecordDevice("device: " + kernel, (long)start, (long)end, thread: 1);
-            }
+            _layers?.ReleaseIndexWrite();
         }
         finally
         {
-            foreach (var (_, e) in _pendingEvents) api.ReleaseEvent(e);
-            _pendingEvents.Clear();
+            _cl.Dispose();
         }
     }
 
-    private ClBuffer Allocate(MemFlags flags, long bytes, string what, void* hostData = null) =>
-        ClTransfers.Allocate(_context!, _device, flags, bytes, what, hostData);
+    // The contracts below are the two the project had before ITrainingBackend (the full-batch and the mini-batch
+    // one); they stay until their last callers move onto ITrainingBackend.
+    StepMetrics IFullBatchBackend.Step(double learningRate, bool measure) =>
+        Step(TrainingBatch.WholeSet, learningRate, measure);
 
-    private void SetReal(ClKernel kernel, uint index, double value) => ClTransfers.SetReal(kernel, index, value, _realSize);
+    StepMetrics IFullBatchBackend.ComputeGradients(MlpParameters gradients) =>
+        ComputeGradients(TrainingBatch.WholeSet, gradients);
 
-    private void WriteReals(ClBuffer buffer, double[] values) => ClTransfers.WriteReals(_queue!, buffer, values, _realSize);
+    StepMetrics IMiniBatchBackend.StepBatch(ReadOnlySpan<int> sampleIndices, double learningRate, bool measure) =>
+        Step(TrainingBatch.Of(sampleIndices), learningRate, measure);
 
-    private double[] ReadReals(ClBuffer buffer, int count)
+    StepMetrics IMiniBatchBackend.ComputeGradients(ReadOnlySpan<int> sampleIndices, MlpParameters gradients) =>
+        ComputeGradients(TrainingBatch.Of(sampleIndices), gradients);
+
+    private FusedKernels Fused()
     {
-        var values = new double[count];
-        ClTransfers.ReadReals(_queue!, buffer, values, _realSize);
-        return values;
+        if (_fused != null) return _fused;
+        _fused = new FusedKernels(_cl, Variant, _sizes[1], _kernelsDirectory);
+        if (_pixels != null) _fused.Bind(_pixels, _labels!, _n);
+        return _fused;
     }
 
-    private MlpParameters Unpack(double[] values)
+    private LayerKernels Layers()
     {
-        var p = MlpParameters.ForHidden(_hidden);
-        int o = 0;
-        foreach (double[] part in new[] { p.W[0], p.B[0], p.W[1], p.B[1] })
+        if (_layers != null) return _layers;
+        _layers = new LayerKernels(_cl, Variant, _sizes, Optimizer, _capacity, _kernelsDirectory);
+        if (_pixels != null) _layers.Bind(_pixels, _labels!);
+        return _layers;
+    }
+
+    /// <summary>The fused kernels, with the current weights copied into their packed buffer if they were
+    /// elsewhere.</summary>
+    private FusedKernels FusedWithCurrentWeights()
+    {
+        FusedKernels fused = Fused();
+        if (!_fusedWeightsCurrent && _layers != null) CopyWeights(_layers, fused, toFused: true);
+        _fusedWeightsCurrent = true;
+        return fused;
+    }
+
+    /// <summary>The per-layer kernels, with the current weights copied into their buffers if they were elsewhere.
+    /// </summary>
+    private LayerKernels LayersWithCurrentWeights()
+    {
+        LayerKernels layers = Layers();
+        if (!_layerWeightsCurrent && _fused != null) CopyWeights(layers, _fused, toFused: false);
+        _layerWeightsCurrent = true;
+        return layers;
+    }
+
+    /// <summary>Enqueues device-side copies of w1, b1, w2, b2 between the per-layer buffers and the packed one.</summary>
+    private void CopyWeights(LayerKernels layers, FusedKernels fused, bool toFused)
+    {
+        for (int l = 0; l < 2; l++)
         {
-            values.AsSpan(o, part.Length).CopyTo(part);
-            o += part.Length;
+            LayerKernels.Layer y = layers.Layers[l];
+            foreach (var (own, bias, count) in new[] { (y.W, false, (long)y.NOut * y.NIn), (y.B, true, y.NOut) })
+            {
+                long packed = fused.Offset(l, bias);
+                if (toFused) _cl.CopyReals(own, 0, fused.Weights, packed, count);
+                else _cl.CopyReals(fused.Weights, packed, own, 0, count);
+            }
         }
-        return p;
     }
 
-    private void CheckShape(MlpParameters weights)
+    /// <summary>The indices of a batch for the per-layer kernels, checked; the whole set is 0..n-1.</summary>
+    private ReadOnlySpan<int> BatchIndices(TrainingBatch batch)
     {
-        if (weights.LayerCount != 2 || weights.Sizes[0] != In || weights.Sizes[1] != _hidden || weights.Sizes[2] != Out)
-            throw new ArgumentException($"the OpenCL backend was built for 784-{_hidden}-10, got {string.Join('-', weights.Sizes)}");
+        if (batch.IsWholeSet)
+        {
+            if (_n > _capacity)
+                throw new ArgumentException(
+                    $"a whole-set step of {_n} samples on the per-layer kernels needs MaxBatch >= {_n}, " +
+                    $"got {_capacity}");
+            if (_wholeSetIndices.Length != _n) _wholeSetIndices = Enumerable.Range(0, _n).ToArray();
+            return _wholeSetIndices;
+        }
+        ReadOnlySpan<int> indices = batch.Indices;
+        if (indices.Length < 1 || indices.Length > _capacity)
+            throw new ArgumentException($"a batch takes 1 to {_capacity} samples, got {indices.Length}");
+        foreach (int s in indices)
+            if ((uint)s >= (uint)_n)
+                throw new ArgumentOutOfRangeException(nameof(batch),
+                    $"sample index {s} is outside the {_n} uploaded samples");
+        return indices;
     }
 
-    private void ReleaseData()
+    private StepMetrics Measured(StepMetrics metrics)
     {
-        _pixels?.Dispose();
-        _labels?.Dispose();
-        _partials?.Dispose();
-        _metrics?.Dispose();
-        _pixels = _labels = _partials = _metrics = null;
-        _n = 0;
+        if (_cl.Profiler != null) _cl.RecordDeviceTimes();
+        return metrics;
+    }
+
+    private StepMetrics Flushed()
+    {
+        _cl.Flush();
+        return default;
+    }
+
+    private void ReadPacked(ClBuffer packed, MlpParameters into)
+    {
+        for (int l = 0; l < 2; l++)
+        {
+            _cl.ReadReals(packed, into.W[l], _fused!.Offset(l, bias: false));
+            _cl.ReadReals(packed, into.B[l], _fused.Offset(l, bias: true));
+        }
+    }
+
+    private void ReadLayers(MlpParameters into, Func<LayerKernels.Layer, ClBuffer> w,
+        Func<LayerKernels.Layer, ClBuffer> b)
+    {
+        IReadOnlyList<LayerKernels.Layer> layers = Layers().Layers;
+        for (int l = 0; l < layers.Count; l++)
+        {
+            _cl.ReadReals(w(layers[l]), into.W[l]);
+            _cl.ReadReals(b(layers[l]), into.B[l]);
+        }
+    }
+
+    private void CheckShape(MlpParameters p, string what)
+    {
+        if (!p.Sizes.AsSpan().SequenceEqual(_sizes))
+            throw new ArgumentException(
+                $"{what} are {string.Join('-', p.Sizes)}, the backend is {string.Join('-', _sizes)}");
+    }
+
+    private void RequireUpload()
+    {
+        if (_n == 0) throw new InvalidOperationException("Upload the training set before training");
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
-
-    /// <summary>Experiment knobs (docs/opencl-backend.md): an integer environment variable, else the default.</summary>
-    private static int EnvInt(string name, int fallback) =>
-        int.TryParse(Environment.GetEnvironmentVariable(name), out int v) && v > 0 ? v : fallback;
-
-    private static nuint RoundUp(int value, int multiple) => (nuint)((value + multiple - 1) / multiple * multiple);
-
-    private static long FloorPowerOfTwo(long v)
-    {
-        long p = 1;
-        while (p * 2 <= v) p *= 2;
-        return p;
-    }
-
-    /// <summary>The largest sample tile (16 down to 1) whose local arrays fit in the device's local memory.</summary>
-    private static int GpuTile(long localBytes, int hidden, int realSize, int workGroupSize)
-    {
-        for (int tile = 16; tile > 1; tile /= 2)
-        {
-            long need = (long)tile * (In + 2 * hidden + Out) * realSize + (long)workGroupSize * (realSize + 4);
-            if (need + 1024 <= localBytes) return tile;
-        }
-        return 1;
-    }
 }

@@ -25,7 +25,8 @@ public sealed class OpenClException : Exception
     {
         string message = $"{call} failed: {ClErrors.Name(code)} ({code})";
         if (code is -4 or -5 or -6)
-            message += " - the OpenCL device ran out of memory or resources (try a smaller hidden width or training set, or another --device)";
+            message += " - the OpenCL device ran out of memory or resources " +
+                "(try a smaller hidden width or training set, or another --device)";
         if (detail != null) message += ": " + detail;
         if (buildLog != null) message += "\nbuild log:\n" + buildLog.TrimEnd();
         return message;

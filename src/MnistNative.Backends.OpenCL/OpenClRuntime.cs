@@ -12,7 +12,8 @@ public enum OpenClDeviceType
     Other,
 }
 
-/// <summary>One OpenCL device, as `mnistnative devices` prints it. <see cref="Id"/> is the "P:D" index for --device.</summary>
+/// <summary>One OpenCL device, as `mnistnative devices` prints it. <see cref="Id"/> is the "P:D" index for --device.
+/// </summary>
 public sealed record OpenClDeviceInfo(
     int PlatformIndex,
     int DeviceIndex,
@@ -36,8 +37,9 @@ public sealed record OpenClDeviceInfo(
     internal nint DeviceHandle { get; init; }
 
     public override string ToString() =>
-        $"{Id} {Name} ({Vendor}, {Type}, {ComputeUnits} compute units, {GlobalMemoryBytes >> 20} MiB global, {LocalMemoryBytes >> 10} KiB local, " +
-        $"work-group <= {MaxWorkGroupSize}, {OpenClCVersion}, double {(SupportsDouble ? "yes" : "no")}) on {PlatformName}";
+        $"{Id} {Name} ({Vendor}, {Type}, {ComputeUnits} compute units, {GlobalMemoryBytes >> 20} MiB global, " +
+        $"{LocalMemoryBytes >> 10} KiB local, work-group <= {MaxWorkGroupSize}, {OpenClCVersion}, " +
+        $"double {(SupportsDouble ? "yes" : "no")}) on {PlatformName}";
 }
 
 /// <summary>
@@ -50,7 +52,8 @@ public static unsafe class OpenClRuntime
 
     private static readonly Lazy<(CL? Api, string? Error)> s_api = new(() => Load(null));
 
-    /// <summary>Live OpenCL objects (contexts, queues, programs, kernels, buffers) owned by this process's backends.</summary>
+    /// <summary>Live OpenCL objects (contexts, queues, programs, kernels, buffers) owned by this process's backends.
+    /// </summary>
     public static int LiveObjectCount => ClHandle.Live;
 
     internal static CL Api => s_api.Value.Api ?? throw new BackendUnavailableException(s_api.Value.Error!);
@@ -113,7 +116,8 @@ public static unsafe class OpenClRuntime
         }
     }
 
-    /// <summary>Probes a loader by library name; for tests that prove a missing loader is a reason, not a crash.</summary>
+    /// <summary>Probes a loader by library name; for tests that prove a missing loader is a reason, not a crash.
+    /// </summary>
     internal static bool TryProbeLibrary(string libraryName, out string reason)
     {
         try
@@ -142,7 +146,8 @@ public static unsafe class OpenClRuntime
             reason = $"no OpenCL platform with a device is installed ({InstallHint})";
             return false;
         }
-        reason = $"{devices.Count} OpenCL device(s): " + string.Join("; ", devices.Select(d => $"{d.Id} {d.Name} ({d.Type})"));
+        reason = $"{devices.Count} OpenCL device(s): " +
+            string.Join("; ", devices.Select(d => $"{d.Id} {d.Name} ({d.Type})"));
         return true;
     }
 
@@ -182,7 +187,8 @@ public static unsafe class OpenClRuntime
         return devices.FirstOrDefault(x => x.Name.Contains(selector, StringComparison.OrdinalIgnoreCase)
                                            || x.Vendor.Contains(selector, StringComparison.OrdinalIgnoreCase)
                                            || x.PlatformName.Contains(selector, StringComparison.OrdinalIgnoreCase))
-            ?? throw new BackendUnavailableException($"no OpenCL device matches '{selector}' (use P:D or part of a name); {listing}");
+            ?? throw new BackendUnavailableException(
+                $"no OpenCL device matches '{selector}' (use P:D or part of a name); {listing}");
     }
 
     private static (CL? Api, string? Error) Load(string? libraryName)
@@ -195,7 +201,9 @@ public static unsafe class OpenClRuntime
             api.GetPlatformIDs(0, null, &count);
             return (api, null);
         }
-        catch (Exception e) when (e is DllNotFoundException or FileNotFoundException or EntryPointNotFoundException or PlatformNotSupportedException or TypeInitializationException or InvalidOperationException)
+        catch (Exception e) when (e is DllNotFoundException or FileNotFoundException or EntryPointNotFoundException
+                                       or PlatformNotSupportedException or TypeInitializationException
+                                       or InvalidOperationException)
         {
             return (null, $"no OpenCL loader (libOpenCL.so.1 not found: {e.GetType().Name}): {InstallHint}");
         }
@@ -206,7 +214,8 @@ public static unsafe class OpenClRuntime
         var result = new List<OpenClDeviceInfo>();
         uint platformCount;
         int code = api.GetPlatformIDs(0, null, &platformCount);
-        if (code == -1001 || platformCount == 0) return result; // CL_PLATFORM_NOT_FOUND_KHR: the ICD loader found no platform
+        // CL_PLATFORM_NOT_FOUND_KHR: the ICD loader found no platform
+        if (code == -1001 || platformCount == 0) return result;
         ClErrors.Check(code, "clGetPlatformIDs");
         var platforms = new nint[platformCount];
         fixed (nint* pp = platforms) ClErrors.Check(api.GetPlatformIDs(platformCount, pp, null), "clGetPlatformIDs");
@@ -217,7 +226,8 @@ public static unsafe class OpenClRuntime
             if (code == -1 || deviceCount == 0) continue; // CL_DEVICE_NOT_FOUND
             ClErrors.Check(code, "clGetDeviceIDs");
             var devices = new nint[deviceCount];
-            fixed (nint* dp = devices) ClErrors.Check(api.GetDeviceIDs(platforms[p], DeviceType.All, deviceCount, dp, null), "clGetDeviceIDs");
+            fixed (nint* dp = devices)
+                ClErrors.Check(api.GetDeviceIDs(platforms[p], DeviceType.All, deviceCount, dp, null), "clGetDeviceIDs");
             string platformName = PlatformString(api, platforms[p], PlatformInfo.Name);
             string platformVersion = PlatformString(api, platforms[p], PlatformInfo.Version);
             for (int d = 0; d < devices.Length; d++)
@@ -229,7 +239,8 @@ public static unsafe class OpenClRuntime
                     : (type & (ulong)DeviceType.Accelerator) != 0 ? OpenClDeviceType.Accelerator
                     : OpenClDeviceType.Other;
                 string extensions = DeviceString(api, dev, DeviceInfo.Extensions);
-                bool fp64 = extensions.Contains("cl_khr_fp64") || DeviceValue<ulong>(api, dev, DeviceInfo.DoubleFPConfig) != 0;
+                bool fp64 = extensions.Contains("cl_khr_fp64")
+                            || DeviceValue<ulong>(api, dev, DeviceInfo.DoubleFPConfig) != 0;
                 result.Add(new OpenClDeviceInfo(
                     p, d, platformName, platformVersion,
                     DeviceString(api, dev, DeviceInfo.Name),
@@ -240,7 +251,8 @@ public static unsafe class OpenClRuntime
                     (long)DeviceValue<ulong>(api, dev, DeviceInfo.LocalMemSize),
                     (long)DeviceValue<ulong>(api, dev, DeviceInfo.MaxMemAllocSize),
                     (long)DeviceValue<nuint>(api, dev, DeviceInfo.MaxWorkGroupSize),
-                    #pragma warning disable CS0618 // CL_DEVICE_OPENCL_C_VERSION is deprecated in 3.0, but it is what 1.2 devices answer
+                    // CL_DEVICE_OPENCL_C_VERSION is deprecated in 3.0, but it is what 1.2 devices answer
+#pragma warning disable CS0618
                     DeviceString(api, dev, DeviceInfo.OpenclCVersion),
 #pragma warning restore CS0618
                     fp64,
@@ -266,7 +278,8 @@ public static unsafe class OpenClRuntime
         nuint size;
         ClErrors.Check(api.GetDeviceInfo(device, what, 0, null, &size), $"clGetDeviceInfo({what})");
         var buffer = new byte[(int)size];
-        fixed (byte* b = buffer) ClErrors.Check(api.GetDeviceInfo(device, what, size, b, null), $"clGetDeviceInfo({what})");
+        fixed (byte* b = buffer)
+            ClErrors.Check(api.GetDeviceInfo(device, what, size, b, null), $"clGetDeviceInfo({what})");
         return Encoding.UTF8.GetString(buffer).TrimEnd('\0').Trim();
     }
 
@@ -275,7 +288,8 @@ public static unsafe class OpenClRuntime
         nuint size;
         ClErrors.Check(api.GetPlatformInfo(platform, what, 0, null, &size), $"clGetPlatformInfo({what})");
         var buffer = new byte[(int)size];
-        fixed (byte* b = buffer) ClErrors.Check(api.GetPlatformInfo(platform, what, size, b, null), $"clGetPlatformInfo({what})");
+        fixed (byte* b = buffer)
+            ClErrors.Check(api.GetPlatformInfo(platform, what, size, b, null), $"clGetPlatformInfo({what})");
         return Encoding.UTF8.GetString(buffer).TrimEnd('\0').Trim();
     }
 }

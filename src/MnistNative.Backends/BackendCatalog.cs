@@ -177,9 +177,8 @@ public static class BackendCatalog
             () => DeepSimd.Create(request.Sizes, request.Optimizer, request.MaxBatch, threads, request.Backend));
     }
 
-    private static ITrainingBackend CreateOpenCl(BackendRequest request)
-    {
-        IFullBatchBackend? fused = !HasFusedPath(request) ? null : new OpenClBackend(request.Sizes[1], new OpenClBackendOptions
+    private static ITrainingBackend CreateOpenCl(BackendRequest request) =>
+        new OpenClBackend(request.Sizes, request.Optimizer, request.MaxBatch, new OpenClBackendOptions
         {
             Device = request.Device,
             Variant = request.OpenClVariant,
@@ -187,11 +186,4 @@ public static class BackendCatalog
             Precision = request.Precision,
             Profiling = request.Profiling,
         });
-        return new FamilyBridge(request.Sizes, request.Optimizer, request.MaxBatch, fused, () => new OpenClMiniBatchBackend(
-            request.Sizes, request.Optimizer, request.MaxBatch, new OpenClMiniBatchOptions
-            {
-                Device = request.Device, KernelsDirectory = request.KernelsDirectory, Precision = request.Precision,
-                Variant = request.OpenClVariant,
-            }));
-    }
 }

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using MnistNative.Backends.OpenCL;
 using MnistNative.Core;
-using MnistNative.Tests.Conformance;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -43,11 +42,12 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
     {
         OpenClTestDevice.RequireOpenCl();
         int before = OpenClRuntime.LiveObjectCount;
-        var e = Assert.Throws<BackendUnavailableException>(() => new OpenClBackend(10, new OpenClBackendOptions { Device = "7:3" }));
+        var e = Assert.Throws<BackendUnavailableException>(() => Open10(new OpenClBackendOptions { Device = "7:3" }));
         output.WriteLine(e.Message);
         Assert.Contains("no OpenCL device 7:3", e.Message);
         Assert.Contains(OpenClRuntime.ListDevices()[0].Id + " " + OpenClRuntime.ListDevices()[0].Name, e.Message);
-        var byName = Assert.Throws<BackendUnavailableException>(() => new OpenClBackend(10, new OpenClBackendOptions { Device = "no-such-device" }));
+        var byName = Assert.Throws<BackendUnavailableException>(() =>
+            Open10(new OpenClBackendOptions { Device = "no-such-device" }));
         Assert.Contains("no OpenCL device matches 'no-such-device'", byName.Message);
         Assert.Equal(before, OpenClRuntime.LiveObjectCount);
     }
@@ -58,7 +58,8 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
         OpenClTestDevice.RequireOpenCl();
         OpenClDeviceInfo first = OpenClRuntime.ListDevices()[0];
         Assert.Equal(first.Id, OpenClRuntime.SelectDevice(first.Id).Id);
-        Assert.Equal(first.Id, OpenClRuntime.SelectDevice(first.Name[..Math.Min(6, first.Name.Length)].ToUpperInvariant()).Id);
+        string partOfName = first.Name[..Math.Min(6, first.Name.Length)].ToUpperInvariant();
+        Assert.Equal(first.Id, OpenClRuntime.SelectDevice(partOfName).Id);
     }
 
     [SkippableFact]
@@ -71,12 +72,36 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
             string path = Path.Combine(dir, "forward_backward_cpu.cl");
             File.WriteAllText(path, File.ReadAllText(path).Replace("int correct = 0;", "int correct = 0 +;"));
             int before = OpenClRuntime.LiveObjectCount;
-            var e = Assert.Throws<OpenClException>(() => new OpenClBackend(10, new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = "cpu", KernelsDirectory = dir }));
+            var options = new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = "cpu" };
+            var e = Assert.Throws<OpenClException>(() => Open10(options with { KernelsDirectory = dir }));
             output.WriteLine(e.Message);
             Assert.Equal(-11, e.Code);
             Assert.StartsWith("clBuildProgram failed: CL_BUILD_PROGRAM_FAILURE (-11)", e.Message);
             Assert.Contains("build log:", e.Message);
             Assert.Contains("forward_backward_cpu.cl:", e.Message); // the compiler's own line, located by #line
+            Assert.Equal(before, OpenClRuntime.LiveObjectCount);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [SkippableFact]
+    public void APerLayerKernelThatFailsToBuildReportsTheBuildLogAndLeaksNothing()
+    {
+        OpenClTestDevice.RequireOpenCl();
+        string dir = CopyKernels();
+        try
+        {
+            string path = Path.Combine(dir, "minibatch.cl");
+            File.WriteAllText(path, File.ReadAllText(path).Replace("real sum = 0;", "real sum = 0 +;"));
+            int before = OpenClRuntime.LiveObjectCount;
+            var e = Assert.Throws<OpenClException>(() => new OpenClBackend([784, 16, 8, 10], OptimizerSettings.Gd, 32,
+                new OpenClBackendOptions { Device = OpenClTestDevice.Device, KernelsDirectory = dir }));
+            output.WriteLine(e.Message);
+            Assert.Equal(-11, e.Code);
+            Assert.Contains("minibatch.cl:", e.Message);
             Assert.Equal(before, OpenClRuntime.LiveObjectCount);
         }
         finally
@@ -92,13 +117,22 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
         string dir = CopyKernels();
         try
         {
-            var (data, weights) = BackendConformance.RandomProblem(10, 50, seed: 5);
-            var fromAssembly = MlpParameters.ForHidden(10);
-            var fromDirectory = MlpParameters.ForHidden(10);
-            using (var a = Open(new OpenClBackendOptions { Device = OpenClTestDevice.Device }, data, weights)) a.ComputeGradients(fromAssembly);
-            using (var b = Open(new OpenClBackendOptions { Device = OpenClTestDevice.Device, KernelsDirectory = dir }, data, weights)) b.ComputeGradients(fromDirectory);
-            Assert.Equal(fromAssembly.W[0], fromDirectory.W[0]);
-            Assert.Throws<FileNotFoundException>(() => new OpenClBackend(10, new OpenClBackendOptions { KernelsDirectory = Path.Combine(dir, "missing") }));
+            LabeledImages data = OpenClTestData.Images(50, seed: 5);
+            foreach (int[] sizes in new[] { new[] { 784, 10, 10 }, [784, 12, 9, 10] })
+            {
+                MlpParameters weights = MlpParameters.Initialize(sizes, 5);
+                var fromAssembly = new MlpParameters(sizes);
+                var fromDirectory = new MlpParameters(sizes);
+                var embedded = new OpenClBackendOptions { Device = OpenClTestDevice.Device };
+                using (var a = Open(sizes, embedded, data, weights))
+                    a.ComputeGradients(TrainingBatch.WholeSet, fromAssembly);
+                using (var b = Open(sizes, embedded with { KernelsDirectory = dir }, data, weights))
+                    b.ComputeGradients(TrainingBatch.WholeSet, fromDirectory);
+                Assert.Equal(fromAssembly.W[0], fromDirectory.W[0]);
+                Assert.Contains(fromAssembly.W[0], v => v != 0);
+            }
+            Assert.Throws<FileNotFoundException>(() =>
+                Open10(new OpenClBackendOptions { KernelsDirectory = Path.Combine(dir, "missing") }));
         }
         finally
         {
@@ -110,34 +144,86 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
     public void AnUnknownVariantIsAClearError()
     {
         OpenClTestDevice.RequireOpenCl();
-        var e = Assert.Throws<ArgumentException>(() => new OpenClBackend(10, new OpenClBackendOptions { Variant = "fpga" }));
+        var e = Assert.Throws<ArgumentException>(() => Open10(new OpenClBackendOptions { Variant = "fpga" }));
         Assert.Contains("unknown OpenCL kernel variant 'fpga'", e.Message);
     }
 
+    /// <summary>
+    /// Whole-set gradient-descent steps run the fused kernels and sampled steps the per-layer ones; with a
+    /// profiler attached each kernel gets a "device: NAME" row per launch and the host its transfers and gathers.
+    /// Without Profiling in the options the rows are the host's only; without a profiler nothing is recorded.
+    /// </summary>
     [SkippableFact]
-    public void ProfilingCountsEveryKernelLaunch()
+    public void ProfilingRecordsEveryKernelLaunchAndTheTransfersOnBothPaths()
     {
         OpenClTestDevice.RequireOpenCl();
-        var (data, weights) = BackendConformance.RandomProblem(10, 100, seed: 6);
-        using var backend = Open(new OpenClBackendOptions { Device = OpenClTestDevice.Device, Profiling = true }, data, weights);
-        for (int i = 0; i < 5; i++) backend.Step(0.1, measure: i == 4);
-        IReadOnlyList<KernelTiming> profile = backend.GetKernelProfile();
-        foreach (KernelTiming t in profile) output.WriteLine($"{t.Name,-24} {t.Calls,5} calls {t.TotalMilliseconds,9:F3} ms");
-        Assert.Equal(5, profile.Single(t => t.Name.StartsWith("forward_backward_")).Calls);
-        Assert.Equal(5, profile.Single(t => t.Name == "reduce_update").Calls);
-        Assert.All(profile, t => Assert.True(t.TotalMilliseconds > 0));
-        using var plain = Open(new OpenClBackendOptions { Device = OpenClTestDevice.Device }, data, weights);
-        Assert.Throws<InvalidOperationException>(() => plain.GetKernelProfile());
+        LabeledImages data = OpenClTestData.Images(100, seed: 6);
+        MlpParameters weights = MlpParameters.Initialize([784, 10, 10], 6);
+        var options = new OpenClBackendOptions { Device = OpenClTestDevice.Device, Profiling = true };
+        using var backend = Open([784, 10, 10], options, data, weights);
+        var profiler = new Profiler();
+        backend.Profiler = profiler;
+        backend.SetWeights(weights);
+        for (int i = 0; i < 5; i++) backend.Step(TrainingBatch.WholeSet, 0.1, measure: i == 4);
+        int[] batch = Enumerable.Range(0, 16).ToArray();
+        for (int i = 0; i < 3; i++) backend.Step(TrainingBatch.Of(batch), 0.1, measure: false);
+        backend.Synchronize();
+        backend.Profiler = null;
+        backend.Step(TrainingBatch.WholeSet, 0.1, measure: true); // not recorded
+        IReadOnlyList<PhaseStat> rows = profiler.Summary();
+        foreach (PhaseStat r in rows)
+            output.WriteLine($"{r.Phase,-40} {r.Calls,5} calls {r.TotalMilliseconds,9:F3} ms");
+        string fused = backend.Variant == OpenClVariant.Cpu ? "forward_backward_cpu" : "forward_backward_gpu";
+        Assert.Equal(5, rows.Single(r => r.Phase == Phases.DevicePrefix + fused).Calls);
+        Assert.Equal(5, rows.Single(r => r.Phase == Phases.DevicePrefix + "reduce_update").Calls);
+        string layerForward = backend.Variant == OpenClVariant.Cpu ? "layer_forward_cpu" : "layer_forward";
+        Assert.Equal(3 * 2, rows.Single(r => r.Phase == Phases.DevicePrefix + layerForward).Calls);
+        Assert.Equal(3, rows.Single(r => r.Phase == Phases.DevicePrefix + "softmax_cross_entropy_backward").Calls);
+        Assert.Equal(3 * 4, rows.Single(r => r.Phase == Phases.DevicePrefix + "gd_update").Calls);
+        Assert.Equal(3, rows.Single(r => r.Phase == Phases.Gather).Calls);
+        Assert.Equal(1, rows.Single(r => r.Phase == Phases.TransferFromDevice).Calls); // the measuring step's metrics
+        // w1, b1, w2, b2, and the per-layer kernels' index table when they open
+        Assert.Equal(5, rows.Single(r => r.Phase == Phases.TransferToDevice).Calls);
+        Assert.All(rows.Where(r => r.Phase.StartsWith(Phases.DevicePrefix)), r => Assert.True(r.TotalMilliseconds > 0));
+
+        using var hostOnly = Open([784, 10, 10], options with { Profiling = false }, data, weights);
+        var hostProfiler = new Profiler();
+        hostOnly.Profiler = hostProfiler;
+        hostOnly.Step(TrainingBatch.WholeSet, 0.1, measure: true);
+        hostOnly.Synchronize();
+        Assert.Contains(hostProfiler.Summary(), r => r.Phase == Phases.TransferFromDevice);
+        Assert.DoesNotContain(hostProfiler.Summary(), r => r.Phase.StartsWith(Phases.DevicePrefix));
     }
 
-    internal static OpenClBackend Open(OpenClBackendOptions options, LabeledImages data, MlpParameters weights)
+    [SkippableFact]
+    public void KernelChoiceSaysWhichPathRunsAfterUpload()
     {
-        var backend = new OpenClBackend(weights.Hidden, options);
+        OpenClTestDevice.RequireOpenCl();
+        LabeledImages data = OpenClTestData.Images(40, seed: 8);
+        using var seedShape = new OpenClBackend([784, 10, 10], OptimizerSettings.Gd, 40,
+            new OpenClBackendOptions { Device = OpenClTestDevice.Device });
+        Assert.Null(seedShape.KernelChoice);
+        seedShape.Upload(data);
+        Assert.Equal(KernelMode.Dense, seedShape.KernelChoice!.Kernel);
+        Assert.Contains("fused", seedShape.KernelChoice.Reason);
+        Assert.InRange(seedShape.KernelChoice.Density, 0.01, 0.5);
+        using var deep = new OpenClBackend([784, 10, 10, 10], OptimizerSettings.Gd, 40,
+            new OpenClBackendOptions { Device = OpenClTestDevice.Device });
+        deep.Upload(data);
+        Assert.Equal("per-layer path", deep.KernelChoice!.Reason);
+    }
+
+    internal static OpenClBackend Open(int[] sizes, OpenClBackendOptions options, LabeledImages data,
+        MlpParameters weights)
+    {
+        var backend = new OpenClBackend(sizes, OptimizerSettings.Gd, data.Count, options);
         backend.Upload(data);
         backend.SetWeights(weights);
         return backend;
     }
 
+    private static OpenClBackend Open10(OpenClBackendOptions options) =>
+        new([784, 10, 10], OptimizerSettings.Gd, 100, options);
 
     /// <summary>A scratch copy of the repository's kernel sources, for the --kernels DIR path.</summary>
     private static string CopyKernels()
@@ -161,13 +247,17 @@ public sealed class OpenClLeakTests(ITestOutputHelper output)
     public void CreatingAndDisposing200BackendsLeaksNothing()
     {
         OpenClTestDevice.RequireOpenCl();
-        var (data, weights) = BackendConformance.RandomProblem(10, 40, seed: 7);
+        LabeledImages data = OpenClTestData.Images(40, seed: 7);
+        MlpParameters weights = MlpParameters.Initialize([784, 10, 10], 7);
         int liveBefore = OpenClRuntime.LiveObjectCount;
         var probs = new double[40 * 10];
+        int[] batch = [3, 1, 4, 1, 5];
         void Cycle()
         {
-            using var backend = OpenClBackendTests.Open(new OpenClBackendOptions { Device = OpenClTestDevice.Device }, data, weights);
-            backend.Step(0.1, measure: true);
+            using var backend = OpenClBackendTests.Open([784, 10, 10],
+                new OpenClBackendOptions { Device = OpenClTestDevice.Device }, data, weights);
+            backend.Step(TrainingBatch.WholeSet, 0.1, measure: true);
+            backend.Step(TrainingBatch.Of(batch), 0.1, measure: true); // the per-layer kernels too
             backend.Predict(data.Pixels, probs);
             Assert.True(OpenClRuntime.LiveObjectCount > liveBefore);
         }
@@ -177,7 +267,9 @@ public sealed class OpenClLeakTests(ITestOutputHelper output)
         var clock = Stopwatch.StartNew();
         for (int i = 0; i < 200; i++) Cycle();
         long rssAfter = Rss();
-        output.WriteLine($"200 create/step/predict/dispose cycles in {clock.Elapsed.TotalSeconds:F1} s; RSS {rssBefore >> 20} -> {rssAfter >> 20} MiB; live OpenCL objects {OpenClRuntime.LiveObjectCount} (before {liveBefore})");
+        output.WriteLine($"200 create/step/predict/dispose cycles in {clock.Elapsed.TotalSeconds:F1} s; " +
+                         $"RSS {rssBefore >> 20} -> {rssAfter >> 20} MiB; " +
+                         $"live OpenCL objects {OpenClRuntime.LiveObjectCount} (before {liveBefore})");
         Assert.Equal(liveBefore, OpenClRuntime.LiveObjectCount);
         Assert.InRange(rssAfter - rssBefore, long.MinValue, 48L << 20);
     }

@@ -2,39 +2,35 @@ using MnistNative.Backends.OpenCL;
 using MnistNative.Core;
 using MnistNative.Tests.Conformance;
 using Xunit;
-using Xunit.Abstractions;
 
 namespace MnistNative.Tests.OpenCl;
 
-/// <summary>The conformance suite on the CPU-device kernels (explicit vector code, few work-items).</summary>
-[Collection(OpenClTestDevice.Collection)]
-public sealed class OpenClCpuVariantConformance(ITestOutputHelper output) : BackendConformance(output)
+/// <summary>The one conformance suite on OpenCL: both kernel variants, forced whatever the device, in both
+/// precisions.</summary>
+public abstract class OpenClConformance(string variant, Precision precision) : TrainingBackendConformance
 {
-    protected override IFullBatchBackend Create(int hidden)
+    protected override ITrainingBackend Create(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch)
     {
         OpenClTestDevice.RequireOpenCl();
-        return new OpenClBackend(hidden, new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = "cpu" });
+        return new OpenClBackend(sizes, optimizer, maxBatch, new OpenClBackendOptions
+        {
+            Device = OpenClTestDevice.Device,
+            Variant = variant,
+            Precision = precision,
+        });
     }
+
+    protected override double Tolerance => precision == Precision.F64 ? 1e-10 : 1e-4;
 }
 
-/// <summary>The conformance suite on the GPU kernels (work-groups, local memory); PoCL runs them too.</summary>
 [Collection(OpenClTestDevice.Collection)]
-public sealed class OpenClGpuVariantConformance(ITestOutputHelper output) : BackendConformance(output)
-{
-    protected override IFullBatchBackend Create(int hidden)
-    {
-        OpenClTestDevice.RequireOpenCl();
-        return new OpenClBackend(hidden, new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = "gpu" });
-    }
-}
+public sealed class OpenClCpuVariantF32Conformance() : OpenClConformance("cpu", Precision.F32);
 
-/// <summary>float64 kernels, where the device has cl_khr_fp64 (PoCL does); tolerances as the suite's.</summary>
 [Collection(OpenClTestDevice.Collection)]
-public sealed class OpenClF64Conformance(ITestOutputHelper output) : BackendConformance(output)
-{
-    protected override IFullBatchBackend Create(int hidden)
-    {
-        OpenClTestDevice.RequireOpenCl();
-        return new OpenClBackend(hidden, new OpenClBackendOptions { Device = OpenClTestDevice.Device, Precision = Precision.F64 });
-    }
-}
+public sealed class OpenClCpuVariantF64Conformance() : OpenClConformance("cpu", Precision.F64);
+
+[Collection(OpenClTestDevice.Collection)]
+public sealed class OpenClGpuVariantF32Conformance() : OpenClConformance("gpu", Precision.F32);
+
+[Collection(OpenClTestDevice.Collection)]
+public sealed class OpenClGpuVariantF64Conformance() : OpenClConformance("gpu", Precision.F64);

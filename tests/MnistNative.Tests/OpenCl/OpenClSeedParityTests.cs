@@ -26,24 +26,26 @@ public sealed class OpenClSeedParityTests(ITestOutputHelper output)
     {
         OpenClTestDevice.RequireOpenCl();
         var (expected, expectedTest) = SeedParityTests.Expected();
-        using var backend = new OpenClBackend(10, new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = variant });
+        using var backend = new OpenClBackend([784, 10, 10], OptimizerSettings.Gd, 10_000,
+            new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = variant });
         int iterations = variant == "gpu" && backend.Device.Type != OpenClDeviceType.Gpu ? 101 : 1000;
         backend.Upload(TestPaths.Train.Take(10_000));
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
         var clock = Stopwatch.StartNew();
-        using var engine = new MnistNative.Backends.FamilyBridge([784, 10, 10], OptimizerSettings.Gd, 10_000, backend, () => throw new NotSupportedException());
-        TrainingResult result = Trainer.Run(engine, 10_000, TrainingOptions.FullBatch(iterations, 0.1, 50));
-        output.WriteLine($"{backend.Info.Device}: {iterations} iterations, {clock.Elapsed.TotalMilliseconds / iterations:F2} ms/iteration including the first launch");
+        TrainingResult result = Trainer.Run(backend, 10_000, TrainingOptions.FullBatch(iterations, 0.1, 50));
+        output.WriteLine($"{backend.Info.Device}: {iterations} iterations, " +
+                         $"{clock.Elapsed.TotalMilliseconds / iterations:F2} ms/iteration including the first launch");
         foreach (LogEntry got in result.Log)
         {
             SeedParityTests.ExpectedLog want = expected.Single(e => e.Iteration == got.Iteration);
-            output.WriteLine($"iteration {got.Iteration}: accuracy {got.TrainAccuracy:F4} (seed {want.TrainAccuracy:F4}), loss {got.Loss:F6} (seed {want.Loss:F6})");
+            output.WriteLine($"iteration {got.Iteration}: accuracy {got.TrainAccuracy:F4} " +
+                             $"(seed {want.TrainAccuracy:F4}), loss {got.Loss:F6} (seed {want.Loss:F6})");
             Assert.InRange(got.TrainAccuracy, want.TrainAccuracy - Tolerance, want.TrainAccuracy + Tolerance);
             Assert.InRange(got.Loss, want.Loss - Tolerance, want.Loss + Tolerance);
         }
         Assert.Equal((iterations + 49) / 50, result.Log.Count);
         if (iterations < 1000) return;
-        int[] predictions = Evaluation.Predict(engine, TestPaths.Test.Pixels, TestPaths.Test.Count);
+        int[] predictions = Evaluation.Predict(backend, TestPaths.Test.Pixels, TestPaths.Test.Count);
         double test = Evaluation.Accuracy(predictions, TestPaths.Test.Labels);
         output.WriteLine($"test accuracy {test:F4} (seed {expectedTest:F4})");
         Assert.InRange(test, expectedTest - Tolerance, expectedTest + Tolerance);

@@ -20,9 +20,11 @@ internal static class OpenClTestDevice
         if (OpenClRuntime.TryProbe(out string reason)) return;
         if (Environment.GetEnvironmentVariable("CI") == "true")
             Assert.Fail($"CI=true and OpenCL is unavailable: {reason}");
-        Skip.If(true, $"OpenCL is unavailable ({reason}); to run these tests: apt-get install ocl-icd-libopencl1 pocl-opencl-icd");
+        Skip.If(true, $"OpenCL is unavailable ({reason}); " +
+                      "to run these tests: apt-get install ocl-icd-libopencl1 pocl-opencl-icd");
     }
 
     /// <summary>The device the tests use: MNISTNATIVE_OPENCL_DEVICE if set, else the default choice.</summary>
-    public static string? Device => Environment.GetEnvironmentVariable("MNISTNATIVE_OPENCL_DEVICE") is { Length: > 0 } d ? d : null;
+    public static string? Device =>
+        Environment.GetEnvironmentVariable("MNISTNATIVE_OPENCL_DEVICE") is { Length: > 0 } d ? d : null;
 }
