@@ -128,7 +128,8 @@ Task("Lint").IsDependentOn("Restore").Does(() =>
         throw new Exception("dotnet format found code that does not follow .editorconfig (listed above); "
             + $"run `dotnet format {solution}` to fix it");
     if (longLines.Count > 0)
-        throw new Exception($"{longLines.Count} C# lines are longer than {MaxLineLength} characters (listed above)");
+        throw new Exception($"{longLines.Count} C# line{(longLines.Count == 1 ? " is" : "s are")} longer than "
+            + $"{MaxLineLength} characters (listed above)");
 });
 
 Task("Test").IsDependentOn("Data").IsDependentOn("Lint").Does(() =>
