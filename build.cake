@@ -3,6 +3,7 @@
 //                                 with the trained model through the C ABI (NativeAOT library + C example)
 //   ./build.sh --target=Native    publish libmnistnative.so (NativeAOT) and build native/examples/classify.c
 //   ./build.sh --target=Test      run the test suite (all but the Long and Soak categories) and write TRX results
+//   ./build.sh --target=Lint      code style (.editorconfig): dotnet format --verify-no-changes, C# lines <= 120 chars
 //   ./build.sh --target=Soak      the soak test alone (8 threads predict for 60 s while the model is reloaded)
 //   ./build.sh --target=Data      fetch and verify MNIST into data/mnist
 //   ./build.sh --target=Bench     BenchmarkDotNet suite (--bench-filter="*Training*"); tables in artifacts/benchmarks
@@ -61,7 +62,77 @@ Task("Train").IsDependentOn("Data").IsDependentOn("Native").Does(() =>
     if (code != 0) throw new Exception($"native/examples/classify exited with {code}");
 });
 
-Task("Test").IsDependentOn("Data").Does(() =>
+// Temporary: files other engineers are rewriting are not wrapped to 120 characters yet. The line-length check
+// skips paths starting with these prefixes; empty the list once they are wrapped.
+var lineLengthPending = new[]
+{
+    "benchmarks/MnistNative.Benchmarks/",
+    "src/MnistNative.Backends.Cpu/",
+    "src/MnistNative.Backends.OpenCL/",
+    "src/MnistNative.Inference/",
+    "tests/MnistNative.FeatureProbe/",
+    "tests/MnistNative.Tests/Beyond/DeepBackendTests.cs",
+    "tests/MnistNative.Tests/Conformance/",
+    "tests/MnistNative.Tests/Inference/",
+    "tests/MnistNative.Tests/MetricsTests.cs",
+    "tests/MnistNative.Tests/OpenCl/",
+    "tests/MnistNative.Tests/SeedParityTests.cs",
+    "tests/MnistNative.Tests/SimdBackendTests.cs",
+    "tests/MnistNative.Tests/Sparse",
+};
+// Temporary, likewise: files in those rewrites whose layout `dotnet format` would change (a misplaced #pragma,
+// a two-space block, `}}`, several switch arms on one line, a `with {` on a continuation line). dotnet format
+// checks every other file; empty this list once `dotnet format` has been run on them.
+var formatPending = new[]
+{
+    "src/MnistNative.Backends.OpenCL/OpenClRuntime.cs",
+    "src/MnistNative.Inference/MnistClassifier.cs",
+    "src/MnistNative.Inference/Onnx/OnnxImporter.cs",
+    "tests/MnistNative.FeatureProbe/KernelBench.cs",
+    "tests/MnistNative.Tests/SimdBackendTests.cs",
+};
+const int MaxLineLength = 120; // .editorconfig's max_line_length for *.cs
+
+// dotnet format (whitespace and the style rules .editorconfig sets to warning) on the solution, then no tracked
+// *.cs line over MaxLineLength. Each offender is printed as path:line.
+Task("Lint").IsDependentOn("Restore").Does(() =>
+{
+    string exclude = formatPending.Length == 0 ? "" : " --exclude " + string.Join(" ", formatPending);
+    var clock = System.Diagnostics.Stopwatch.StartNew();
+    int formatCode = StartProcess("dotnet", new ProcessSettings
+    {
+        Arguments = $"format {solution} --verify-no-changes --no-restore{exclude}",
+    });
+    Information($"Lint: dotnet format took {clock.Elapsed.TotalSeconds:F0} s");
+
+    if (StartProcess("git", new ProcessSettings { Arguments = "ls-files -- \"*.cs\"", RedirectStandardOutput = true },
+        out IEnumerable<string> tracked) != 0)
+        throw new Exception("Lint: `git ls-files` failed; the line-length check needs a git checkout");
+    var longLines = new List<string>();
+    int checkedFiles = 0;
+    bool Pending(string path) => lineLengthPending.Any(prefix => path.StartsWith(prefix, StringComparison.Ordinal));
+    // (a tracked file deleted in the working tree is not there to check)
+    foreach (string path in tracked.Where(p => p.Length > 0 && !Pending(p) && System.IO.File.Exists(p)))
+    {
+        checkedFiles++;
+        string[] lines = System.IO.File.ReadAllLines(path);
+        for (int i = 0; i < lines.Length; i++)
+            if (lines[i].Length > MaxLineLength)
+                longLines.Add($"{path}:{i + 1}: {lines[i].Length} characters");
+    }
+    foreach (string line in longLines) Console.WriteLine(line);
+    Information($"Lint: {checkedFiles} C# files checked for lines over {MaxLineLength} characters "
+        + $"({lineLengthPending.Length} path prefixes skipped for now): {longLines.Count} found");
+
+    if (formatCode != 0)
+        throw new Exception("dotnet format found code that does not follow .editorconfig (listed above); "
+            + $"run `dotnet format {solution}` to fix it");
+    if (longLines.Count > 0)
+        throw new Exception($"{longLines.Count} C# line{(longLines.Count == 1 ? " is" : "s are")} longer than "
+            + $"{MaxLineLength} characters (listed above)");
+});
+
+Task("Test").IsDependentOn("Data").IsDependentOn("Lint").Does(() =>
 {
     var results = artifacts.Combine("test-results");
     CleanDirectory(results);

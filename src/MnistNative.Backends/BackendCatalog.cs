@@ -11,7 +11,8 @@ namespace MnistNative.Backends;
 /// What a caller asks for: a backend by name (or auto), the model's sizes and optimizer, the most samples one step
 /// takes (the training-set count for full-batch runs), and the backend's own settings.
 /// </summary>
-public sealed record BackendRequest(string Backend, Precision Precision, IReadOnlyList<int> Sizes, OptimizerSettings Optimizer,
+public sealed record BackendRequest(string Backend, Precision Precision, IReadOnlyList<int> Sizes,
+    OptimizerSettings Optimizer,
     int MaxBatch)
 {
     /// <summary>Worker threads of the multi-threaded backends; null: all cores.</summary>
@@ -32,9 +33,12 @@ public sealed record BackendRequest(string Backend, Precision Precision, IReadOn
     /// <summary>Layer-1 kernels of the fused 784-H-10 path.</summary>
     public KernelMode Kernel { get; init; } = KernelMode.Auto;
 
-    /// <summary>The seed's model and optimizer: 784-H-10, full-batch gradient descent over <paramref name="trainCount"/>.</summary>
+    /// <summary>
+    /// The seed's model and optimizer: 784-H-10, full-batch gradient descent over <paramref name="trainCount"/>.
+    /// </summary>
     public static BackendRequest FullBatch(string backend, Precision precision, int hidden, int trainCount) =>
-        new(backend, precision, [MlpParameters.InputSize, hidden, MlpParameters.Classes], OptimizerSettings.Gd, trainCount);
+        new(backend, precision, [MlpParameters.InputSize, hidden, MlpParameters.Classes], OptimizerSettings.Gd,
+            trainCount);
 }
 
 /// <summary>
@@ -93,7 +97,8 @@ public static class BackendCatalog
     {
         ValidateSizes(request.Sizes);
         ArgumentOutOfRangeException.ThrowIfLessThan(request.MaxBatch, 1);
-        if (request.Kernel == KernelMode.Sparse && request.Backend != "auto" && !SparseBackends.Contains(request.Backend))
+        if (request.Kernel == KernelMode.Sparse && request.Backend != "auto" &&
+            !SparseBackends.Contains(request.Backend))
             throw new BackendUnavailableException($"backend {request.Backend} has no sparse kernels; " +
                 $"--kernel sparse goes with {string.Join(" or ", SparseBackends)}");
         return request.Backend switch
@@ -110,11 +115,12 @@ public static class BackendCatalog
     private static void ValidateSizes(IReadOnlyList<int> sizes)
     {
         if (sizes.Count < 3 || sizes[0] != MlpParameters.InputSize || sizes[^1] != MlpParameters.Classes)
-            throw new ArgumentException($"the model must run from {MlpParameters.InputSize} inputs through at least one " +
-                $"hidden layer to {MlpParameters.Classes} classes, got {string.Join('-', sizes)}");
+            throw new ArgumentException($"the model must run from {MlpParameters.InputSize} inputs through at " +
+                $"least one hidden layer to {MlpParameters.Classes} classes, got {string.Join('-', sizes)}");
         if (sizes.Count > 10) throw new ArgumentException($"--hidden: at most 8 hidden layers, got {sizes.Count - 2}");
         foreach (int s in sizes)
-            if (s is < 1 or > 4096) throw new ArgumentException($"--hidden: widths must be between 1 and 4096, got {s}");
+            if (s is < 1 or > 4096)
+                throw new ArgumentException($"--hidden: widths must be between 1 and 4096, got {s}");
     }
 
     private static ITrainingBackend CreateAuto(BackendRequest request, Action<string> explain)
@@ -165,10 +171,11 @@ public static class BackendCatalog
     private static ITrainingBackend CreateSimd(BackendRequest request)
     {
         if (request.Precision != Precision.F32)
-            throw new BackendUnavailableException($"backend {request.Backend} is float32 only; f64 is only on the scalar " +
-                "and opencl backends (use --backend scalar --precision f64, or --precision f32)");
+            throw new BackendUnavailableException($"backend {request.Backend} is float32 only; f64 is only on the " +
+                "scalar and opencl backends (use --backend scalar --precision f64, or --precision f32)");
         string? missing = Availability(request.Backend);
-        if (missing != null) throw new BackendUnavailableException($"backend {request.Backend} cannot run here: {missing}");
+        if (missing != null)
+            throw new BackendUnavailableException($"backend {request.Backend} cannot run here: {missing}");
         int threads = request.Threads ?? 0;
         IFullBatchBackend? fused = !HasFusedPath(request) ? null : request.Backend == "avx512"
             ? new Avx512Backend(request.Sizes[1], threads, request.Kernel)

@@ -35,7 +35,8 @@ internal sealed class FamilyBridge : ITrainingBackend
     public int MaxBatch { get; }
 
     public KernelChoice? KernelChoice => _weightsOnFused
-        ? (_fused as IKernelChoosingBackend)?.KernelChoice ?? new KernelChoice(KernelMode.Dense, "the only layer-1 kernel of this backend", 0, 0)
+        ? (_fused as IKernelChoosingBackend)?.KernelChoice ??
+            new KernelChoice(KernelMode.Dense, "the only layer-1 kernel of this backend", 0, 0)
         : new KernelChoice(KernelMode.Dense, "per-layer path", 0, 0);
 
     public Profiler? Profiler
@@ -100,7 +101,8 @@ internal sealed class FamilyBridge : ITrainingBackend
 
     private bool UsesFused(TrainingBatch batch)
     {
-        bool fused = _fused != null && batch.IsWholeSet && Optimizer.Kind == OptimizerKind.Gd && Optimizer.WeightDecay == 0;
+        bool fused = _fused != null && batch.IsWholeSet && Optimizer.Kind == OptimizerKind.Gd &&
+            Optimizer.WeightDecay == 0;
         if (fused && !_weightsOnFused)
         {
             _fused!.SetWeights(_perLayer!.GetWeights());

@@ -12,11 +12,19 @@ public sealed partial class CliApp
 {
     private Command BenchCommand()
     {
-        var backends = new Option<string>("--backends") { Description = "Comma-separated backends to measure (default: every backend this machine can run).", HelpName = "LIST" };
+        var backends = new Option<string>("--backends")
+        {
+            Description = "Comma-separated backends to measure (default: every backend this machine can run).",
+            HelpName = "LIST",
+        };
         var hidden = IntOption("--hidden", "Hidden units H.", 10, 1, 4096, "H");
         var trainCount = IntOption("--train-count", "Training images per step.", 10_000, 1, 60_000, "N");
-        var iterations = IntOption("--iterations", "Timed training steps per backend, after 3 warm-up steps; the test accuracy is measured after them.", 30, 1, 100_000, "N");
-        var threads = IntOption("--threads", "Threads for the multi-threaded backends and the FMA peak loop (default: all cores).", Environment.ProcessorCount, 1, 1024, "N");
+        var iterations = IntOption("--iterations",
+            "Timed training steps per backend, after 3 warm-up steps; the test accuracy is measured after them.",
+            30, 1, 100_000, "N");
+        var threads = IntOption("--threads",
+            "Threads for the multi-threaded backends and the FMA peak loop (default: all cores).",
+            Environment.ProcessorCount, 1, 1024, "N");
         var kernel = new Option<string>("--kernel")
         {
             Description = "Layer-1 kernels, comma-separated: auto, dense, sparse (avx2/avx512). " +
@@ -30,8 +38,9 @@ public sealed partial class CliApp
         var data = DataOption();
         var json = JsonOption("the machine, the FMA peaks and one result per backend and kernel");
         var command = new Command("bench",
-            "Side-by-side training-step speed of every backend on this machine: median ms per iteration (min, max), GFLOP/s, " +
-            "percent of the FMA peak measured here for the backend's vector width, speed-up over the scalar reference, test accuracy.")
+            "Side-by-side training-step speed of every backend on this machine: median ms per iteration " +
+            "(min, max), GFLOP/s, percent of the FMA peak measured here for the backend's vector width, " +
+            "speed-up over the scalar reference, test accuracy.")
         { backends, hidden, trainCount, iterations, threads, kernel, rounds, data, json };
         command.SetAction(parse => Guard(() =>
         {
@@ -40,13 +49,16 @@ public sealed partial class CliApp
             int h = parse.GetValue(hidden), steps = parse.GetValue(iterations), threadCount = parse.GetValue(threads);
             int count = parse.GetValue(trainCount);
             var (train, test) = LoadData(parse.GetValue(data), count);
-            if (count > train.Count) throw new ArgumentException($"--train-count {count} is more than the {train.Count} training images available");
+            if (count > train.Count)
+                throw new ArgumentException(
+                    $"--train-count {count} is more than the {train.Count} training images available");
             List<string> names = parse.GetValue(backends) is { } list
                 ? list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList()
                 : BackendCatalog.Backends.ToList();
             foreach (string n in names)
                 if (!BackendCatalog.Backends.Contains(n))
-                    throw new ArgumentException($"--backends: unknown backend '{n}' (choose from {string.Join(", ", BackendCatalog.Backends)})");
+                    throw new ArgumentException($"--backends: unknown backend '{n}' " +
+                        $"(choose from {string.Join(", ", BackendCatalog.Backends)})");
 
             List<string> kernelNames = parse.GetValue(kernel)!
                 .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Distinct().ToList();
@@ -56,7 +68,8 @@ public sealed partial class CliApp
             int roundCount = parse.GetValue(rounds);
 
             Dictionary<string, double> peaks = MeasurePeaks(threadCount);
-            human.WriteLine($"FMA peak here ({threadCount} threads): " + string.Join(", ", peaks.Select(p => $"{p.Key} {p.Value:F1} GFLOP/s")));
+            human.WriteLine($"FMA peak here ({threadCount} threads): " +
+                string.Join(", ", peaks.Select(p => $"{p.Key} {p.Value:F1} GFLOP/s")));
             double flops = FlopCount.TrainingStep(train.Count, h);
             double density = KernelChoice.MeasureDensity(train.Pixels);
             double usefulFlops = KernelChoice.UsefulFlops(train.Count, h, density);
@@ -71,8 +84,12 @@ public sealed partial class CliApp
                         ITrainingBackend backend;
                         try
                         {
-                            backend = BackendCatalog.Create(BackendRequest.FullBatch(name, Precision.F32, h, train.Count)
-                                with { Threads = threadCount, Kernel = mode }, _ => { });
+                            var request = BackendRequest.FullBatch(name, Precision.F32, h, train.Count) with
+                            {
+                                Threads = threadCount,
+                                Kernel = mode,
+                            };
+                            backend = BackendCatalog.Create(request, _ => { });
                         }
                         catch (BackendUnavailableException e)
                         {
@@ -128,18 +145,27 @@ public sealed partial class CliApp
                 foreach (BenchRun run in runs) run.Backend.Dispose();
             }
             double? scalarMs = results.FirstOrDefault(r => r.Backend == "scalar")?.MsPerIteration;
-            results = results.Select(r => r with { SpeedupVsScalar = scalarMs is double s ? s / r.MsPerIteration : null }).ToList();
+            results = results
+                .Select(r => r with { SpeedupVsScalar = scalarMs is double s ? s / r.MsPerIteration : null })
+                .ToList();
             static string Percent(double? f) => f is double v ? v.ToString("P0") : "-";
 
             if (asJson)
             {
-                Out.WriteLine(JsonSerializer.Serialize(new BenchReport(MachineInfo(), peaks, results,
-                    new BenchWorkload(train.Count, h, steps, flops / 1e6) { Rounds = roundCount, Density = density,
-                        UsefulMflopPerIteration = usefulFlops / 1e6 }, PeakMemory.Megabytes()), JsonOutput.Options));
+                var workload = new BenchWorkload(train.Count, h, steps, flops / 1e6)
+                {
+                    Rounds = roundCount,
+                    Density = density,
+                    UsefulMflopPerIteration = usefulFlops / 1e6,
+                };
+                Out.WriteLine(JsonSerializer.Serialize(
+                    new BenchReport(MachineInfo(), peaks, results, workload, PeakMemory.Megabytes()),
+                    JsonOutput.Options));
                 return ExitCodes.Ok;
             }
             Out.WriteLine();
-            Out.WriteLine($"Training step, 784-{h}-10 on {train.Count} images ({flops / 1e6:F0} MFLOP), {steps} timed steps after 3 warm-up; test accuracy after them");
+            Out.WriteLine($"Training step, 784-{h}-10 on {train.Count} images ({flops / 1e6:F0} MFLOP), " +
+                $"{steps} timed steps after 3 warm-up; test accuracy after them");
             Out.WriteLine($"{"backend",-8} {"kernel",-6} {"threads",7} {"median ms",10} {"min",8} {"max",8} " +
                 $"{"GFLOP/s",8} {"% peak",7} " +
                 $"{"useful",8} {"% peak",7} {"vs scalar",9} {"test acc",8}  device");
@@ -149,18 +175,22 @@ public sealed partial class CliApp
                     $"{Percent(r.PeakFraction),7} {r.UsefulGflops,8:F1} {Percent(r.UsefulPeakFraction),7} " +
                     $"{(r.SpeedupVsScalar is double x ? x.ToString("F1") + "x" : "-"),9} " +
                     $"{r.TestAccuracy,8:F4}  {r.Device}");
-            Out.WriteLine($"% peak: against the FMA peak measured above for the backend's vector width (scalar: one lane of the 256-bit peak; OpenCL on a CPU: the widest).");
+            Out.WriteLine("% peak: against the FMA peak measured above for the backend's vector width " +
+                "(scalar: one lane of the 256-bit peak; OpenCL on a CPU: the widest).");
             Out.WriteLine($"GFLOP/s counts the dense step ({flops / 1e6:F0} MFLOP, every pixel); " +
                 "useful GFLOP/s counts layer 1's products over the non-zero pixels only " +
                 $"({usefulFlops / 1e6:F0} MFLOP: {density:P1} of the pixels are non-zero), " +
                 "the work a sparse kernel has to do.");
-            Out.WriteLine($"Peak resident memory of this process: {PeakMemory.Megabytes():F0} MB (every backend above held its buffers at once).");
+            Out.WriteLine($"Peak resident memory of this process: {PeakMemory.Megabytes():F0} MB " +
+                "(every backend above held its buffers at once).");
             return ExitCodes.Ok;
         }));
         return command;
     }
 
-    /// <summary>FMA peaks by vector width: "avx512" and "avx2" measured, "scalar" one lane of the 256-bit peak.</summary>
+    /// <summary>
+    /// FMA peaks by vector width: "avx512" and "avx2" measured, "scalar" one lane of the 256-bit peak.
+    /// </summary>
     private static Dictionary<string, double> MeasurePeaks(int threads)
     {
         var peaks = new Dictionary<string, double>();
@@ -185,7 +215,9 @@ public sealed partial class CliApp
         string cpu = "unknown";
         try
         {
-            cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? cpu;
+            cpu = File.ReadLines("/proc/cpuinfo")
+                .FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?
+                .Split(':', 2)[1].Trim() ?? cpu;
         }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
@@ -202,7 +234,8 @@ public sealed partial class CliApp
     }
 }
 
-public sealed record BenchResult(string Backend, string Device, int Threads, double MsPerIteration, double MinMs, double MaxMs, double Gflops,
+public sealed record BenchResult(string Backend, string Device, int Threads, double MsPerIteration, double MinMs,
+    double MaxMs, double Gflops,
     double? PeakFraction, string PeakWidth, double? SpeedupVsScalar, double TestAccuracy)
 {
     /// <summary>The layer-1 kernel that ran ("dense" or "sparse"), what --kernel asked for, and the backend's
@@ -229,6 +262,9 @@ public sealed record BenchWorkload(int TrainCount, int Hidden, int TimedIteratio
     public double UsefulMflopPerIteration { get; init; }
 }
 
-/// <param name="PeakRssMb">The bench process's peak resident memory, with every backend's buffers alive at once.</param>
-public sealed record BenchReport(Dictionary<string, object> Machine, Dictionary<string, double> PeakGflops, IReadOnlyList<BenchResult> Results,
+/// <param name="PeakRssMb">
+/// The bench process's peak resident memory, with every backend's buffers alive at once.
+/// </param>
+public sealed record BenchReport(Dictionary<string, object> Machine, Dictionary<string, double> PeakGflops,
+    IReadOnlyList<BenchResult> Results,
     BenchWorkload Workload, double PeakRssMb);

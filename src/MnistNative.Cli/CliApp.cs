@@ -25,14 +25,17 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
             Err.WriteLine("Run 'mnistnative --help' (or 'mnistnative COMMAND --help') for usage.");
             return ExitCodes.BadInput;
         }
-        return parse.Invoke(new InvocationConfiguration { Output = Out, Error = Err, EnableDefaultExceptionHandler = false });
+        return parse.Invoke(new InvocationConfiguration
+        {
+            Output = Out, Error = Err, EnableDefaultExceptionHandler = false,
+        });
     }
 
     private RootCommand BuildRoot()
     {
         var root = new RootCommand(
-            "MnistNative: trains and serves the seed notebook's MNIST MLP (784-H-10, ReLU, softmax) on a scalar reference, " +
-            "hand-vectorized CPU paths and OpenCL. Data is fetched and verified on first use.");
+            "MnistNative: trains and serves the seed notebook's MNIST MLP (784-H-10, ReLU, softmax) on a scalar " +
+            "reference, hand-vectorized CPU paths and OpenCL. Data is fetched and verified on first use.");
         root.Subcommands.Add(TrainCommand());
         root.Subcommands.Add(EvalCommand());
         root.Subcommands.Add(PredictCommand());
@@ -66,7 +69,8 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
         catch (Exception e)
         {
             if (Environment.GetEnvironmentVariable("MNISTNATIVE_DEBUG") == "1") Err.WriteLine(e);
-            return Fail(ExitCodes.Unexpected, $"unexpected {e.GetType().Name}: {e.Message} (set MNISTNATIVE_DEBUG=1 for the stack trace)");
+            return Fail(ExitCodes.Unexpected,
+                $"unexpected {e.GetType().Name}: {e.Message} (set MNISTNATIVE_DEBUG=1 for the stack trace)");
         }
     }
 
@@ -90,9 +94,13 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
 
     // ---- option helpers -------------------------------------------------------------------------
 
-    internal static Option<int> IntOption(string name, string description, int defaultValue, int min, int max, string? helpName = null)
+    internal static Option<int> IntOption(string name, string description, int defaultValue, int min, int max,
+        string? helpName = null)
     {
-        var o = new Option<int>(name) { Description = description, DefaultValueFactory = _ => defaultValue, HelpName = helpName };
+        var o = new Option<int>(name)
+        {
+            Description = description, DefaultValueFactory = _ => defaultValue, HelpName = helpName,
+        };
         o.Validators.Add(r =>
         {
             if (!TryGetValue(r, out int v)) return;
@@ -129,11 +137,15 @@ public sealed partial class CliApp(TextWriter stdout, TextWriter stderr)
 
     internal static Option<string?> DataOption() => new("--data")
     {
-        Description = "Directory holding the MNIST files (default: MNIST_DATA_DIR, else data/mnist in the checkout). Missing files are fetched into it.",
+        Description = "Directory holding the MNIST files (default: MNIST_DATA_DIR, else data/mnist in the " +
+            "checkout). Missing files are fetched into it.",
         HelpName = "DIR",
     };
 
-    internal static Option<bool> JsonOption(string what) => new("--json") { Description = $"Print {what} as one JSON object on stdout; progress goes to stderr." };
+    internal static Option<bool> JsonOption(string what) => new("--json")
+    {
+        Description = $"Print {what} as one JSON object on stdout; progress goes to stderr.",
+    };
 
     private static Precision ParsePrecision(string p) => p == "f64" ? Precision.F64 : Precision.F32;
 }

@@ -17,7 +17,10 @@ public sealed partial class CliApp
     private Command DevicesCommand()
     {
         var json = JsonOption("the CPU features and backends");
-        var command = new Command("devices", "What this machine offers: CPU instruction sets and vector widths, OpenCL platforms and devices, and which backends can run.") { json };
+        var command = new Command("devices",
+            "What this machine offers: CPU instruction sets and vector widths, OpenCL platforms and devices, " +
+            "and which backends can run.")
+        { json };
         command.SetAction(parse => Guard(() =>
         {
             bool openCl = OpenClRuntime.TryProbe(out string openClReason, out var devices);
@@ -29,7 +32,8 @@ public sealed partial class CliApp
                     vector256_accelerated = CpuFeatures.Vector256Accelerated,
                     vector512_accelerated = CpuFeatures.Vector512Accelerated,
                     opencl = openCl ? (object)devices : new { unavailable = openClReason },
-                    backends = BackendCatalog.Backends.ToDictionary(n => n, n => BackendCatalog.Availability(n) ?? "can run"),
+                    backends = BackendCatalog.Backends.ToDictionary(
+                        n => n, n => BackendCatalog.Availability(n) ?? "can run"),
                     backend_auto = BackendCatalog.AutoRule,
                     layer1_kernels = BackendCatalog.Backends.ToDictionary(n => n, BackendCatalog.KernelsOf),
                     kernel_auto = KernelAutoRule,
@@ -41,7 +45,8 @@ public sealed partial class CliApp
             Out.WriteLine();
             if (openCl)
             {
-                Out.WriteLine($"OpenCL: {devices.Count} device{(devices.Count == 1 ? "" : "s")} (select with --backend opencl --device P:D or part of the name)");
+                Out.WriteLine($"OpenCL: {devices.Count} device{(devices.Count == 1 ? "" : "s")} " +
+                    "(select with --backend opencl --device P:D or part of the name)");
                 foreach (OpenClDeviceInfo d in devices) Out.WriteLine($"  {d}");
             }
             else Out.WriteLine($"OpenCL: none ({openClReason})");

@@ -10,17 +10,35 @@ public sealed partial class CliApp
 {
     private Command EvalCommand()
     {
-        var model = new Option<FileInfo>("--model") { Description = "The model to evaluate: a .npz (as written by train) or an ONNX MLP.", Required = true, HelpName = "FILE" };
+        var model = new Option<FileInfo>("--model")
+        {
+            Description = "The model to evaluate: a .npz (as written by train) or an ONNX MLP.",
+            Required = true,
+            HelpName = "FILE",
+        };
         var data = DataOption();
         var json = JsonOption("the accuracy and the confusion matrix");
-        var confusionPng = new Option<string?>("--confusion") { Description = "Also draw the confusion matrix as a heat map into this PNG.", HelpName = "FILE.png" };
-        var errorsPng = new Option<string?>("--errors") { Description = "Also draw a grid of misclassified test digits (true -> predicted) into this PNG.", HelpName = "FILE.png" };
-        var command = new Command("eval", "Evaluate a model on the 10,000 MNIST test images: accuracy and confusion matrix.") { model, data, json, confusionPng, errorsPng };
+        var confusionPng = new Option<string?>("--confusion")
+        {
+            Description = "Also draw the confusion matrix as a heat map into this PNG.",
+            HelpName = "FILE.png",
+        };
+        var errorsPng = new Option<string?>("--errors")
+        {
+            Description = "Also draw a grid of misclassified test digits (true -> predicted) into this PNG.",
+            HelpName = "FILE.png",
+        };
+        var command = new Command("eval",
+            "Evaluate a model on the 10,000 MNIST test images: accuracy and confusion matrix.")
+        {
+            model, data, json, confusionPng, errorsPng,
+        };
         command.SetAction(parse => Guard(() =>
         {
             FileInfo file = parse.GetValue(model)!;
             foreach (string? png in new[] { parse.GetValue(confusionPng), parse.GetValue(errorsPng) })
-                if (png != null && !png.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) throw new ArgumentException($"{png}: the picture's file name must end in .png");
+                if (png != null && !png.EndsWith(".png", StringComparison.OrdinalIgnoreCase))
+                    throw new ArgumentException($"{png}: the picture's file name must end in .png");
             using MnistClassifier classifier = MnistClassifier.Load(file.FullName);
             var (_, test) = LoadData(parse.GetValue(data), trainCount: 0);
             var predictions = new int[test.Count];
@@ -40,8 +58,10 @@ public sealed partial class CliApp
             }
             if (parse.GetValue(json))
             {
-                var rows = Enumerable.Range(0, 10).Select(t => Enumerable.Range(0, 10).Select(p => confusion[t, p]).ToArray()).ToArray();
-                Out.WriteLine(JsonSerializer.Serialize(new EvalSummary(file.FullName, shape, test.Count, accuracy, rows), JsonOutput.Options));
+                var rows = Enumerable.Range(0, 10)
+                    .Select(t => Enumerable.Range(0, 10).Select(p => confusion[t, p]).ToArray()).ToArray();
+                Out.WriteLine(JsonSerializer.Serialize(
+                    new EvalSummary(file.FullName, shape, test.Count, accuracy, rows), JsonOutput.Options));
                 return ExitCodes.Ok;
             }
             Out.WriteLine($"Model {file.Name} ({shape}, {classifier.Kernel} kernel) on {test.Count} test images");
@@ -52,7 +72,9 @@ public sealed partial class CliApp
             for (int t = 0; t < 10; t++)
             {
                 int total = Enumerable.Range(0, 10).Sum(p => confusion[t, p]);
-                Out.WriteLine($"  {t,3}  " + string.Concat(Enumerable.Range(0, 10).Select(p => $"{confusion[t, p],6}")) + $"  {(total == 0 ? 0 : (double)confusion[t, t] / total),6:F3}");
+                Out.WriteLine($"  {t,3}  " +
+                    string.Concat(Enumerable.Range(0, 10).Select(p => $"{confusion[t, p],6}")) +
+                    $"  {(total == 0 ? 0 : (double)confusion[t, t] / total),6:F3}");
             }
             return ExitCodes.Ok;
         }));

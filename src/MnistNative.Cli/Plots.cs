@@ -3,12 +3,15 @@ using ScottPlot;
 
 namespace MnistNative.Cli;
 
-/// <summary>The PNGs the CLI draws, with ScottPlot: training curves, the confusion heat map, the grid of errors.</summary>
+/// <summary>
+/// The PNGs the CLI draws, with ScottPlot: training curves, the confusion heat map, the grid of errors.
+/// </summary>
 internal static class Plots
 {
     public const int CurvesWidth = 900, CurvesHeight = 540;
 
-    public static void TrainingCurves(string path, IReadOnlyList<EpochEntry> epochs, IReadOnlyDictionary<int, double> test)
+    public static void TrainingCurves(string path, IReadOnlyList<EpochEntry> epochs,
+        IReadOnlyDictionary<int, double> test)
     {
         var plot = new Plot();
         double[] x = epochs.Select(e => (double)e.Epoch).ToArray();
@@ -78,7 +81,8 @@ internal static class EvalPictures
     /// Up to <paramref name="max"/> misclassified test digits in a grid of <see cref="Columns"/> columns, each
     /// drawn 3x with "true -> predicted" above it. Returns the image's (width, height).
     /// </summary>
-    public static (int Width, int Height) Errors(string path, ReadOnlySpan<byte> pixels, ReadOnlySpan<byte> labels, ReadOnlySpan<int> predictions, int max = 60)
+    public static (int Width, int Height) Errors(string path, ReadOnlySpan<byte> pixels, ReadOnlySpan<byte> labels,
+        ReadOnlySpan<int> predictions, int max = 60)
     {
         var wrong = new List<int>();
         for (int i = 0; i < labels.Length && wrong.Count < max; i++) if (predictions[i] != labels[i]) wrong.Add(i);
@@ -93,7 +97,8 @@ internal static class EvalPictures
             for (int n = 0; n < wrong.Count; n++)
             {
                 int i = wrong[n], x0 = n % Columns * Cell, y0 = n / Columns * (Cell + LabelBand);
-                canvas.DrawText($"{labels[i]} -> {predictions[i]}", x0 + 6, y0 + 17, SkiaSharp.SKTextAlign.Left, font, ink);
+                canvas.DrawText($"{labels[i]} -> {predictions[i]}", x0 + 6, y0 + 17, SkiaSharp.SKTextAlign.Left,
+                    font, ink);
                 for (int r = 0; r < 28; r++)
                     for (int c = 0; c < 28; c++)
                     {

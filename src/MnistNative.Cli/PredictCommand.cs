@@ -11,12 +11,33 @@ public sealed partial class CliApp
 {
     private Command PredictCommand()
     {
-        var model = new Option<FileInfo>("--model") { Description = "The model: a .npz (as written by train) or an ONNX MLP.", Required = true, HelpName = "FILE" };
-        var idx = new Option<FileInfo?>("--idx") { Description = "An IDX images file (raw or .gz), e.g. data/mnist/t10k-images-idx3-ubyte.", HelpName = "IMAGES" };
-        var index = new Option<string?>("--index") { Description = "With --idx: the image index I, or a range I..J (inclusive).", HelpName = "I[..J]" };
-        var png = new Option<FileInfo?>("--png") { Description = "A 28x28 grayscale PNG, white digit on black as in MNIST.", HelpName = "FILE" };
+        var model = new Option<FileInfo>("--model")
+        {
+            Description = "The model: a .npz (as written by train) or an ONNX MLP.",
+            Required = true,
+            HelpName = "FILE",
+        };
+        var idx = new Option<FileInfo?>("--idx")
+        {
+            Description = "An IDX images file (raw or .gz), e.g. data/mnist/t10k-images-idx3-ubyte.",
+            HelpName = "IMAGES",
+        };
+        var index = new Option<string?>("--index")
+        {
+            Description = "With --idx: the image index I, or a range I..J (inclusive).",
+            HelpName = "I[..J]",
+        };
+        var png = new Option<FileInfo?>("--png")
+        {
+            Description = "A 28x28 grayscale PNG, white digit on black as in MNIST.",
+            HelpName = "FILE",
+        };
         var json = JsonOption("the predictions");
-        var command = new Command("predict", "Classify MNIST images from an IDX file or a 28x28 PNG with the embeddable inference core.") { model, idx, index, png, json };
+        var command = new Command("predict",
+            "Classify MNIST images from an IDX file or a 28x28 PNG with the embeddable inference core.")
+        {
+            model, idx, index, png, json,
+        };
         command.Validators.Add(r =>
         {
             bool hasIdx = r.GetResult(idx) != null, hasPng = r.GetResult(png) != null;
@@ -44,7 +65,8 @@ public sealed partial class CliApp
                 var (first, last) = ParseRange(parse.GetValue(index)!, count);
                 for (int i = first; i <= last; i++)
                 {
-                    classifier.Probabilities(all.AsSpan(i * MnistClassifier.PixelCount, MnistClassifier.PixelCount), probs);
+                    classifier.Probabilities(
+                        all.AsSpan(i * MnistClassifier.PixelCount, MnistClassifier.PixelCount), probs);
                     results.Add(Result(images.Name, i, probs));
                 }
             }
@@ -52,7 +74,8 @@ public sealed partial class CliApp
                 Out.WriteLine(JsonSerializer.Serialize(results, JsonOutput.Options));
             else
                 foreach (PredictionResult r in results)
-                    Out.WriteLine($"{r.Source}{(r.Index is int i ? $"[{i}]" : "")}: {r.Digit} (probability {r.Probability:F4})");
+                    Out.WriteLine($"{r.Source}{(r.Index is int i ? $"[{i}]" : "")}: {r.Digit} " +
+                        $"(probability {r.Probability:F4})");
             return ExitCodes.Ok;
         }));
         return command;
@@ -79,14 +102,31 @@ public sealed partial class CliApp
 
     private Command ExportCommand()
     {
-        var model = new Option<FileInfo>("--model") { Description = "The model to export: a .npz, or an ONNX MLP (rewritten in this exporter's form, normalisation folded).", Required = true, HelpName = "FILE" };
-        var onnx = new Option<string>("--onnx") { Description = "The ONNX file to write (Gemm/Relu/.../Softmax, opset 13; input 'pixels' float[N,784] scaled to 0..1, output 'probabilities' float[N,10]).", Required = true, HelpName = "FILE" };
-        var command = new Command("export", "Export a model to ONNX, for ONNX Runtime and other tools.") { model, onnx };
+        var model = new Option<FileInfo>("--model")
+        {
+            Description = "The model to export: a .npz, or an ONNX MLP (rewritten in this exporter's form, " +
+                "normalisation folded).",
+            Required = true,
+            HelpName = "FILE",
+        };
+        var onnx = new Option<string>("--onnx")
+        {
+            Description = "The ONNX file to write (Gemm/Relu/.../Softmax, opset 13; input 'pixels' float[N,784] " +
+                "scaled to 0..1, output 'probabilities' float[N,10]).",
+            Required = true,
+            HelpName = "FILE",
+        };
+        var command = new Command("export", "Export a model to ONNX, for ONNX Runtime and other tools.")
+        {
+            model, onnx,
+        };
         command.SetAction(parse => Guard(() =>
         {
             string output = parse.GetValue(onnx)!;
             Onnx.OnnxExporter.Export(parse.GetValue(model)!.FullName, output);
-            Out.WriteLine($"Wrote {output} (ONNX opset {Onnx.OnnxExporter.Opset}, input '{Onnx.OnnxExporter.InputName}' [N,784] in 0..1, output '{Onnx.OnnxExporter.OutputName}' [N,10])");
+            Out.WriteLine($"Wrote {output} (ONNX opset {Onnx.OnnxExporter.Opset}, " +
+                $"input '{Onnx.OnnxExporter.InputName}' [N,784] in 0..1, " +
+                $"output '{Onnx.OnnxExporter.OutputName}' [N,10])");
             return ExitCodes.Ok;
         }));
         return command;

@@ -11,8 +11,8 @@ public sealed partial class CliApp
     {
         var model = new Option<FileInfo>("--model")
         {
-            Description =
-                "The model (.npz or .onnx) to serve; replacing the file swaps the new model in without dropping requests.",
+            Description = "The model (.npz or .onnx) to serve; replacing the file swaps the new model in without " +
+                "dropping requests.",
             Required = true,
             HelpName = "FILE",
         };

@@ -13,7 +13,8 @@ public sealed partial class CliApp
     private Command TrainCommand()
     {
         var o = new TrainOptions();
-        var command = new Command("train", "Train the MLP and save it: by default full-batch gradient descent exactly " +
+        var command = new Command("train",
+            "Train the MLP and save it: by default full-batch gradient descent exactly " +
             "as the seed notebook; mini-batches, optimizers and deeper nets with --batch-size, --optimizer, " +
             "--hidden 256,128 or --preset fast98. Every run goes through the same backends and trainer.");
         foreach (Option option in o.All) command.Options.Add(option);
@@ -23,7 +24,8 @@ public sealed partial class CliApp
 
     internal static Option<int[]> HiddenOption() => new("--hidden")
     {
-        Description = "Hidden units H of the 784-H-10 MLP, or a comma list for a deeper MLP (--hidden 256,128 is 784-256-128-10).",
+        Description = "Hidden units H of the 784-H-10 MLP, or a comma list for a deeper MLP " +
+            "(--hidden 256,128 is 784-256-128-10).",
         HelpName = "H[,H2...]",
         DefaultValueFactory = _ => [10],
         CustomParser = r =>
@@ -34,7 +36,8 @@ public sealed partial class CliApp
             {
                 if (!int.TryParse(part.Trim(), out int v))
                 {
-                    r.AddError($"Cannot parse argument '{text}' for option '--hidden': expected a width or a comma list of widths such as 256,128");
+                    r.AddError($"Cannot parse argument '{text}' for option '--hidden': " +
+                        "expected a width or a comma list of widths such as 256,128");
                     return [];
                 }
                 if (v < 1 || v > 4096)
@@ -72,7 +75,8 @@ public sealed partial class CliApp
             initial = Onnx.ModelInput.Load(initFile.FullName);
             if (Given(o.Hidden) && !initial.Sizes.AsSpan().SequenceEqual(sizes))
                 throw new ArgumentException(initial.LayerCount == 2 && sizes.Length == 3
-                    ? $"--hidden {hidden[0]} does not match --init-weights {initFile.Name}, which has {initial.Hidden} hidden units"
+                    ? $"--hidden {hidden[0]} does not match --init-weights {initFile.Name}, " +
+                      $"which has {initial.Hidden} hidden units"
                     : $"--hidden {string.Join(',', hidden)} does not match --init-weights {initFile.Name}, which is " +
                       string.Join('-', initial.Sizes));
             sizes = initial.Sizes;
@@ -80,17 +84,26 @@ public sealed partial class CliApp
         int trainCount = Given(o.TrainCount) || !fast ? parse.GetValue(o.TrainCount) : 60_000;
         int validationCount = parse.GetValue(o.ValidationCount);
         if (validationCount < 0 || validationCount >= trainCount)
-            throw new ArgumentException($"--validation-count must be between 0 and --train-count - 1 ({trainCount - 1}), got {validationCount}");
+            throw new ArgumentException("--validation-count must be between 0 and --train-count - 1 " +
+                $"({trainCount - 1}), got {validationCount}");
         int? batchOption = Given(o.BatchSize) ? parse.GetValue(o.BatchSize) : fast ? Fast98.BatchSize : null;
         if (batchOption is < 1) throw new ArgumentException($"--batch-size must be at least 1, got {batchOption}");
         int fit = trainCount - validationCount;
         int batch = Math.Min(batchOption ?? fit, fit);
         int? epochs = Given(o.Epochs) ? parse.GetValue(o.Epochs) : fast && !Given(o.Iterations) ? Fast98.Epochs : null;
-        if (epochs is < 1 or > 100_000) throw new ArgumentException($"--epochs must be between 1 and 100000, got {epochs}");
-        if (epochs != null && Given(o.Iterations)) throw new ArgumentException("give --epochs or --iterations, not both");
+        if (epochs is < 1 or > 100_000)
+            throw new ArgumentException($"--epochs must be between 1 and 100000, got {epochs}");
+        if (epochs != null && Given(o.Iterations))
+            throw new ArgumentException("give --epochs or --iterations, not both");
         string optimizerName = parse.GetValue(o.Optimizer) ?? (fast ? Fast98.Optimizer : "gd");
-        var kind = optimizerName switch { "momentum" => OptimizerKind.Momentum, "adam" => OptimizerKind.Adam, _ => OptimizerKind.Gd };
-        if (kind != OptimizerKind.Momentum && Given(o.Momentum)) throw new ArgumentException("--momentum goes with --optimizer momentum");
+        var kind = optimizerName switch
+        {
+            "momentum" => OptimizerKind.Momentum,
+            "adam" => OptimizerKind.Adam,
+            _ => OptimizerKind.Gd,
+        };
+        if (kind != OptimizerKind.Momentum && Given(o.Momentum))
+            throw new ArgumentException("--momentum goes with --optimizer momentum");
         if (kind != OptimizerKind.Adam && (Given(o.Beta1) || Given(o.Beta2) || Given(o.Epsilon)))
             throw new ArgumentException("--beta1, --beta2 and --epsilon go with --optimizer adam");
         var optimizer = new OptimizerSettings(kind, parse.GetValue(o.Momentum) ?? 0.9, parse.GetValue(o.Beta1) ?? 0.9,
@@ -102,13 +115,16 @@ public sealed partial class CliApp
         if (warmup < 0) throw new ArgumentException($"--warmup must be zero or more steps, got {warmup}");
         string? checkpointDir = parse.GetValue(o.Checkpoint);
         bool resume = parse.GetValue(o.Resume);
-        if (resume && checkpointDir == null) throw new ArgumentException("--resume needs --checkpoint DIR (where the checkpoint is)");
-        if (resume && initial != null) throw new ArgumentException("give --init-weights or --resume, not both (a resumed run starts from its checkpoint)");
+        if (resume && checkpointDir == null)
+            throw new ArgumentException("--resume needs --checkpoint DIR (where the checkpoint is)");
+        if (resume && initial != null)
+            throw new ArgumentException(
+                "give --init-weights or --resume, not both (a resumed run starts from its checkpoint)");
         string? plotPath = parse.GetValue(o.Plot);
         if (plotPath != null && !plotPath.EndsWith(".png", StringComparison.OrdinalIgnoreCase))
             throw new ArgumentException($"--plot {plotPath}: the file name must end in .png");
-        return new TrainPlan(sizes, trainCount, validationCount, batch, epochs, optimizer, optimizerName, lr, scheduleName,
-            warmup, preset, initial, checkpointDir, resume, plotPath);
+        return new TrainPlan(sizes, trainCount, validationCount, batch, epochs, optimizer, optimizerName, lr,
+            scheduleName, warmup, preset, initial, checkpointDir, resume, plotPath);
     }
 
     private int RunTrain(ParseResult parse, TrainOptions o)
@@ -120,11 +136,12 @@ public sealed partial class CliApp
         string backendName = parse.GetValue(o.Backend)!;
         if (backendName is not ("opencl" or "auto") &&
             (parse.GetValue(o.Device) ?? parse.GetValue(o.Kernels) ?? parse.GetValue(o.Variant)) != null)
-            throw new ArgumentException($"--device, --kernels and --opencl-variant go with --backend opencl, not {backendName}");
+            throw new ArgumentException(
+                $"--device, --kernels and --opencl-variant go with --backend opencl, not {backendName}");
         string? tracePath = parse.GetValue(o.Trace);
         bool profiling = parse.GetValue(o.Profile) || tracePath != null;
-        var request = new BackendRequest(backendName, ParsePrecision(parse.GetValue(o.Precision)!), plan.Sizes, plan.Optimizer,
-            plan.Batch)
+        var request = new BackendRequest(backendName, ParsePrecision(parse.GetValue(o.Precision)!), plan.Sizes,
+            plan.Optimizer, plan.Batch)
         {
             Threads = parse.GetResult(o.Threads) is { Implicit: false } ? parse.GetValue(o.Threads) : null,
             Device = parse.GetValue(o.Device),
@@ -136,11 +153,12 @@ public sealed partial class CliApp
 
         if (request.Kernel != KernelMode.Auto && !(plan.FullBatch && plan.Sizes.Length == 3
                 && plan.Optimizer is { Kind: OptimizerKind.Gd, WeightDecay: 0 }))
-            throw new ArgumentException($"--kernel {parse.GetValue(o.Kernel)}: the layer-1 kernel choice is for full-batch " +
-                "gradient descent on 784-H-10 (the fused path); this run takes the per-layer path, which always skips " +
-                "zero pixels");
+            throw new ArgumentException($"--kernel {parse.GetValue(o.Kernel)}: the layer-1 kernel choice is for " +
+                "full-batch gradient descent on 784-H-10 (the fused path); this run takes the per-layer path, " +
+                "which always skips zero pixels");
 
-        var (created, validation, test) = CreateAndUpload(() => BackendCatalog.Create(request, line => Err.WriteLine(line)),
+        var (created, validation, test) = CreateAndUpload(
+            () => BackendCatalog.Create(request, line => Err.WriteLine(line)),
             parse.GetValue(o.Data), plan.TrainCount, plan.Fit);
         using ITrainingBackend engine = created;
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
@@ -148,14 +166,24 @@ public sealed partial class CliApp
         Err.WriteLine(kernelLine);
 
         uint seed = parse.GetValue(o.Seed);
-        var options = new TrainingOptions(plan.Batch, plan.Epochs ?? 0, plan.Epochs == null ? parse.GetValue(o.Iterations) : null,
+        var options = new TrainingOptions(plan.Batch, plan.Epochs ?? 0,
+            plan.Epochs == null ? parse.GetValue(o.Iterations) : null,
             seed, LearningRateSchedule.Constant(plan.Lr), epochOutput ? 0 : parse.GetValue(o.LogEvery));
-        var scheduleKind = plan.ScheduleName switch { "step" => ScheduleKind.Step, "cosine" => ScheduleKind.Cosine, _ => ScheduleKind.Constant };
-        options = options with { Schedule = new LearningRateSchedule(scheduleKind, plan.Lr, options.TotalSteps(plan.Fit), plan.Warmup) };
+        var scheduleKind = plan.ScheduleName switch
+        {
+            "step" => ScheduleKind.Step,
+            "cosine" => ScheduleKind.Cosine,
+            _ => ScheduleKind.Constant,
+        };
+        options = options with
+        {
+            Schedule = new LearningRateSchedule(scheduleKind, plan.Lr, options.TotalSteps(plan.Fit), plan.Warmup),
+        };
         engine.SetWeights(plan.InitialWeights ?? MlpParameters.Initialize(plan.Sizes, seed));
         BackendInfo info = engine.Info;
-        string runKey = $"{plan.Shape}|batch {plan.Batch}|seed {seed}|{plan.Optimizer}|" +
-            $"{(scheduleKind == ScheduleKind.Constant && plan.Warmup == 0 ? $"constant {plan.Lr}" : options.Schedule.ToString())}|" +
+        string scheduleKey = scheduleKind == ScheduleKind.Constant && plan.Warmup == 0
+            ? $"constant {plan.Lr}" : options.Schedule.ToString();
+        string runKey = $"{plan.Shape}|batch {plan.Batch}|seed {seed}|{plan.Optimizer}|{scheduleKey}|" +
             $"train {plan.Fit}|validation {plan.ValidationCount}|{info.Name} {info.Precision}";
         TrainingCheckpoint? resumeFrom = plan.Resume ? CheckpointFile.Load(plan.CheckpointDir!) : null;
         string where = $"backend {info.Name} ({info.Precision.ToString().ToLowerInvariant()}, {info.Threads} " +
@@ -164,21 +192,26 @@ public sealed partial class CliApp
         {
             string length = options.Iterations is long it ? $"{it} steps" : $"{options.Epochs} epochs";
             human.WriteLine($"Training {plan.Shape} on {plan.Fit} images" +
-                $"{(validation != null ? $" ({validation.Count} held out for validation)" : "")}: {length} of batch {plan.Batch}, " +
-                $"{plan.OptimizerName} lr {plan.Lr} {plan.ScheduleName}{(plan.Warmup > 0 ? $" warm-up {plan.Warmup}" : "")}" +
+                $"{(validation != null ? $" ({validation.Count} held out for validation)" : "")}: " +
+                $"{length} of batch {plan.Batch}, " +
+                $"{plan.OptimizerName} lr {plan.Lr} {plan.ScheduleName}" +
+                $"{(plan.Warmup > 0 ? $" warm-up {plan.Warmup}" : "")}" +
                 $"{(plan.Preset != null ? $" (preset {plan.Preset})" : "")}, {where}");
         }
         else
-            human.WriteLine($"Training {plan.Shape} on {plan.Fit} images: {options.Iterations} iterations, lr {plan.Lr}, {where}");
+            human.WriteLine($"Training {plan.Shape} on {plan.Fit} images: {options.Iterations} iterations, " +
+                $"lr {plan.Lr}, {where}");
         if (resumeFrom != null)
-            human.WriteLine($"Resuming from {CheckpointFile.PathIn(plan.CheckpointDir!)} at step {resumeFrom.Step} (epoch {resumeFrom.Epoch + 1})");
+            human.WriteLine($"Resuming from {CheckpointFile.PathIn(plan.CheckpointDir!)} at step {resumeFrom.Step} " +
+                $"(epoch {resumeFrom.Epoch + 1})");
 
         Profiler? profiler = profiling ? new Profiler() : null;
         var testAccuracies = new Dictionary<int, double>();
         using var cts = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
         Console.CancelKeyPress += onCancel;
-        string cancelDir = plan.CheckpointDir ?? Path.ChangeExtension(Path.GetFullPath(parse.GetValue(o.Output)!), ".checkpoint");
+        string cancelDir = plan.CheckpointDir ??
+            Path.ChangeExtension(Path.GetFullPath(parse.GetValue(o.Output)!), ".checkpoint");
         TrainingResult result;
         try
         {
@@ -186,7 +219,8 @@ public sealed partial class CliApp
             void MeasureTestAccuracy(int epoch)
             {
                 if (plan.PlotPath != null)
-                    testAccuracies[epoch] = Evaluation.Accuracy(Evaluation.Predict(engine, test.Pixels, test.Count), test.Labels);
+                    testAccuracies[epoch] =
+                        Evaluation.Accuracy(Evaluation.Predict(engine, test.Pixels, test.Count), test.Labels);
             }
             var hooks = new TrainingHooks
             {
@@ -201,7 +235,8 @@ public sealed partial class CliApp
                     else if (cts.IsCancellationRequested) CheckpointFile.Save(cancelDir, c);
                 },
                 OnLog = epochOutput ? null
-                    : e => human.WriteLine($"Iteration {e.Iteration}: Accuracy = {e.TrainAccuracy:F4}  Loss = {e.Loss:F6}"),
+                    : e => human.WriteLine(
+                        $"Iteration {e.Iteration}: Accuracy = {e.TrainAccuracy:F4}  Loss = {e.Loss:F6}"),
                 OnEpoch = !epochOutput ? null : e =>
                 {
                     MeasureTestAccuracy(e.Epoch);
@@ -221,7 +256,8 @@ public sealed partial class CliApp
         }
         if (result.Cancelled)
         {
-            Err.WriteLine($"mnistnative: interrupted at step {result.Steps}: checkpoint saved to {CheckpointFile.PathIn(cancelDir)}; " +
+            Err.WriteLine($"mnistnative: interrupted at step {result.Steps}: " +
+                $"checkpoint saved to {CheckpointFile.PathIn(cancelDir)}; " +
                 $"continue with --checkpoint {cancelDir} --resume");
             return ExitCodes.Cancelled;
         }
@@ -250,20 +286,24 @@ public sealed partial class CliApp
         string kernel = engine.KernelChoice?.Name ?? "dense";
         if (!epochOutput)
         {
-            human.WriteLine($"Trained in {result.TrainTime.TotalSeconds:F3} s ({result.MillisecondsPerStep:F3} ms per iteration); model saved to {outPath}");
+            human.WriteLine($"Trained in {result.TrainTime.TotalSeconds:F3} s " +
+                $"({result.MillisecondsPerStep:F3} ms per iteration); model saved to {outPath}");
             if (asJson)
                 Out.WriteLine(JsonSerializer.Serialize(new TrainSummary(info.Name, precision, plan.Sizes[1], plan.Fit,
                     (int)result.Steps, plan.Lr, info.Threads, info.Device,
                     result.Log.Select(e => new TrainLogEntry((int)e.Iteration, e.TrainAccuracy, e.Loss)).ToList(),
-                    testAccuracy, result.TrainTime.TotalSeconds, result.MillisecondsPerStep, Path.GetFullPath(outPath), kernel),
+                    testAccuracy, result.TrainTime.TotalSeconds, result.MillisecondsPerStep, Path.GetFullPath(outPath),
+                    kernel),
                     JsonOutput.Options));
             return ExitCodes.Ok;
         }
-        human.WriteLine($"Trained in {result.TrainTime.TotalSeconds:F3} s ({result.Steps} steps, {result.MillisecondsPerStep:F3} ms per step); model saved to {outPath}");
+        human.WriteLine($"Trained in {result.TrainTime.TotalSeconds:F3} s " +
+            $"({result.Steps} steps, {result.MillisecondsPerStep:F3} ms per step); model saved to {outPath}");
         if (asJson)
         {
-            var summary = new MiniBatchSummary(info.Name, precision, plan.Preset, plan.Sizes, plan.Sizes[1..^1], plan.Fit,
-                plan.ValidationCount, plan.Batch, options.Epochs, result.Steps, plan.OptimizerName, plan.Lr, plan.ScheduleName,
+            var summary = new MiniBatchSummary(info.Name, precision, plan.Preset, plan.Sizes, plan.Sizes[1..^1],
+                plan.Fit, plan.ValidationCount, plan.Batch, options.Epochs, result.Steps, plan.OptimizerName, plan.Lr,
+                plan.ScheduleName,
                 plan.Warmup, info.Threads, info.Device,
                 result.Epochs.Select(e => new EpochLogEntry(e.Epoch, e.Step, e.TrainLoss, e.TrainAccuracy,
                     double.IsNaN(e.ValidationAccuracy) ? null : e.ValidationAccuracy,
@@ -282,7 +322,8 @@ public sealed partial class CliApp
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         TrainingResult result = default!;
         console.Progress()
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(),
+                new RemainingTimeColumn())
             .Start(ctx =>
             {
                 ProgressTask? task = null;
@@ -291,9 +332,14 @@ public sealed partial class CliApp
                 {
                     OnStep = (epoch, inEpoch, total, loss, acc) =>
                     {
-                        if (epoch != taskEpoch) { task = ctx.AddTask($"epoch {epoch + 1}", maxValue: total); taskEpoch = epoch; }
+                        if (epoch != taskEpoch)
+                        {
+                            task = ctx.AddTask($"epoch {epoch + 1}", maxValue: total);
+                            taskEpoch = epoch;
+                        }
                         task!.Value = inEpoch;
-                        if (inEpoch % 16 == 0 || inEpoch == total) task.Description = $"epoch {epoch + 1}  loss {loss:F4}  acc {acc:F4}";
+                        if (inEpoch % 16 == 0 || inEpoch == total)
+                            task.Description = $"epoch {epoch + 1}  loss {loss:F4}  acc {acc:F4}";
                     },
                     OnEpoch = e =>
                     {
@@ -318,9 +364,12 @@ public sealed partial class CliApp
         Func<ITrainingBackend> create, string? dataOption, int trainCount, int fit)
     {
         var (all, test) = LoadData(dataOption, trainCount);
-        if (trainCount > all.Count) throw new ArgumentException($"--train-count {trainCount} is more than the {all.Count} training images available");
+        if (trainCount > all.Count)
+            throw new ArgumentException(
+                $"--train-count {trainCount} is more than the {all.Count} training images available");
         LabeledImages? validation = fit < all.Count
-            ? new LabeledImages(all.Pixels.AsSpan(fit * LabeledImages.PixelsPerImage).ToArray(), all.Labels.AsSpan(fit).ToArray())
+            ? new LabeledImages(all.Pixels.AsSpan(fit * LabeledImages.PixelsPerImage).ToArray(),
+                all.Labels.AsSpan(fit).ToArray())
             : null;
         ITrainingBackend engine = create();
         try
@@ -350,34 +399,44 @@ public sealed partial class CliApp
         foreach (PhaseStat p in phases)
         {
             double share = p.TotalMilliseconds / (OnDevice(p) ? deviceTotal : total);
-            w.WriteLine($"  {p.Phase,-46} {p.TotalMilliseconds,10:F1} {share,7:P1} {p.Calls,8} {p.TotalMilliseconds / Math.Max(1, p.Calls),9:F3}");
+            w.WriteLine($"  {p.Phase,-46} {p.TotalMilliseconds,10:F1} {share,7:P1} {p.Calls,8} " +
+                $"{p.TotalMilliseconds / Math.Max(1, p.Calls),9:F3}");
         }
         double rest = total - phases.Where(p => !OnDevice(p)).Sum(p => p.TotalMilliseconds);
         if (rest > 0) w.WriteLine($"  {"other (host loop, enqueueing, logging)",-46} {rest,10:F1} {rest / total,7:P1}");
-        if (deviceTotal > 0) w.WriteLine("  (device rows: share of the device's busy time, from OpenCL event profiling; host rows: share of the wall time)");
+        if (deviceTotal > 0)
+            w.WriteLine("  (device rows: share of the device's busy time, from OpenCL event profiling; " +
+                "host rows: share of the wall time)");
         w.WriteLine();
     }
 
-    /// <summary>The test set and the first <paramref name="trainCount"/> training images (only those are read).</summary>
+    /// <summary>
+    /// The test set and the first <paramref name="trainCount"/> training images (only those are read).
+    /// </summary>
     private (LabeledImages Train, LabeledImages Test) LoadData(string? dataOption, int trainCount = int.MaxValue) =>
         MnistFiles.Load(EnsureData(dataOption), verify: false, trainCount);
 
-    /// <summary>The data directory once it holds verified MNIST files; fetches them with progress on a terminal.</summary>
+    /// <summary>
+    /// The data directory once it holds verified MNIST files; fetches them with progress on a terminal.
+    /// </summary>
     private string EnsureData(string? dataOption)
     {
         string dir = MnistAcquisition.ResolveDirectory(dataOption);
-        var progress = Console.IsErrorRedirected || !ReferenceEquals(Err, Console.Error) ? null : new TerminalProgress(Err);
+        var progress = Console.IsErrorRedirected || !ReferenceEquals(Err, Console.Error)
+            ? null : new TerminalProgress(Err);
         new MnistAcquisition(AcquisitionOptions.FromEnvironment(), line => Err.WriteLine(line), progress).Ensure(dir);
         progress?.Finish();
         return dir;
     }
 }
 
-public sealed record EpochLogEntry(int Epoch, long Step, double TrainLoss, double TrainAccuracy, double? ValidationAccuracy, double? TestAccuracy);
+public sealed record EpochLogEntry(
+    int Epoch, long Step, double TrainLoss, double TrainAccuracy, double? ValidationAccuracy, double? TestAccuracy);
 
 public sealed record MiniBatchSummary(
-    string Backend, string Precision, string? Preset, int[] Sizes, int[] Hidden, int TrainCount, int ValidationCount, int BatchSize, int Epochs, long Steps,
-    string Optimizer, double LearningRate, string Schedule, int Warmup, int Threads, string Device, IReadOnlyList<EpochLogEntry> Log,
+    string Backend, string Precision, string? Preset, int[] Sizes, int[] Hidden, int TrainCount, int ValidationCount,
+    int BatchSize, int Epochs, long Steps, string Optimizer, double LearningRate, string Schedule, int Warmup,
+    int Threads, string Device, IReadOnlyList<EpochLogEntry> Log,
     double TestAccuracy, double TrainSeconds, double MsPerStep, string Model)
 {
     /// <summary>The layer-1 kernel that ran ("dense" or "sparse").</summary>
@@ -387,7 +446,8 @@ public sealed record MiniBatchSummary(
 public sealed record TrainLogEntry(int Iteration, double TrainAccuracy, double Loss);
 
 public sealed record TrainSummary(
-    string Backend, string Precision, int Hidden, int TrainCount, int Iterations, double LearningRate, int Threads, string Device,
+    string Backend, string Precision, int Hidden, int TrainCount, int Iterations, double LearningRate, int Threads,
+    string Device,
     IReadOnlyList<TrainLogEntry> Log, double TestAccuracy, double TrainSeconds, double MsPerIteration, string Model,
     string Kernel = "dense");
 
@@ -411,7 +471,9 @@ public sealed class TerminalProgress(TextWriter err) : IProgress<DownloadProgres
         long now = Environment.TickCount64;
         if (now - _lastTicks < 200 && value.Received != value.Total) return;
         _lastTicks = now;
-        string size = value.Total is long t ? $"{value.Received * 100 / Math.Max(1, t),3}% of {t / 1e6:F1} MB" : $"{value.Received / 1e6:F1} MB";
+        string size = value.Total is long t
+            ? $"{value.Received * 100 / Math.Max(1, t),3}% of {t / 1e6:F1} MB"
+            : $"{value.Received / 1e6:F1} MB";
         err.Write($"\r  {value.File}: {size}   ");
         _dirty = true;
     }

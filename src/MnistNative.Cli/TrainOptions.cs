@@ -12,12 +12,14 @@ internal sealed class TrainOptions
 {
     public Option<string> Backend { get; } = new("--backend")
     {
-        Description = "Where the passes run. auto picks the fastest backend this machine can run and says why on stderr.",
+        Description = "Where the passes run. auto picks the fastest backend this machine can run and says why " +
+            "on stderr.",
         DefaultValueFactory = _ => "auto",
     };
     public Option<string> Precision { get; } = new("--precision")
     {
-        Description = "Floating-point precision (f64 on the scalar reference, and on opencl where the device has doubles).",
+        Description = "Floating-point precision (f64 on the scalar reference, and on opencl where the device has " +
+            "doubles).",
         DefaultValueFactory = _ => "f32",
     };
     public Option<int[]> Hidden { get; } = CliApp.HiddenOption();
@@ -36,7 +38,8 @@ internal sealed class TrainOptions
         DefaultValueFactory = _ => 0u,
     };
     public Option<int> Threads { get; } = CliApp.IntOption("--threads",
-        "Worker threads for the multi-threaded backends (default: all cores).", Environment.ProcessorCount, 1, 1024, "N");
+        "Worker threads for the multi-threaded backends (default: all cores).", Environment.ProcessorCount, 1, 1024,
+        "N");
     public Option<string?> Device { get; } = new("--device")
     {
         Description = "OpenCL device: P:D (platform:device index, see `mnistnative devices`) or part of its name. " +
@@ -58,7 +61,8 @@ internal sealed class TrainOptions
     public Option<FileInfo?> Init { get; } = new("--init-weights")
     {
         Description = "Start from the weights in this .npz (w1, b1, w2, b2, ...; float64 or float32) or ONNX model " +
-            "instead of --seed; its layer sizes must match --hidden (or give the model's shape when --hidden is not given).",
+            "instead of --seed; its layer sizes must match --hidden (or give the model's shape when --hidden is " +
+            "not given).",
         HelpName = "FILE",
     };
     public Option<string> Output { get; } = new("--out")
@@ -109,10 +113,26 @@ internal sealed class TrainOptions
         Description = "gd (default, the seed's), momentum, or adam.",
         HelpName = "gd|momentum|adam",
     };
-    public Option<double?> Momentum { get; } = new("--momentum") { Description = "Momentum coefficient (default 0.9).", HelpName = "MU" };
-    public Option<double?> Beta1 { get; } = new("--beta1") { Description = "Adam's beta1 (default 0.9).", HelpName = "B1" };
-    public Option<double?> Beta2 { get; } = new("--beta2") { Description = "Adam's beta2 (default 0.999).", HelpName = "B2" };
-    public Option<double?> Epsilon { get; } = new("--epsilon") { Description = "Adam's epsilon (default 1e-8).", HelpName = "EPS" };
+    public Option<double?> Momentum { get; } = new("--momentum")
+    {
+        Description = "Momentum coefficient (default 0.9).",
+        HelpName = "MU",
+    };
+    public Option<double?> Beta1 { get; } = new("--beta1")
+    {
+        Description = "Adam's beta1 (default 0.9).",
+        HelpName = "B1",
+    };
+    public Option<double?> Beta2 { get; } = new("--beta2")
+    {
+        Description = "Adam's beta2 (default 0.999).",
+        HelpName = "B2",
+    };
+    public Option<double?> Epsilon { get; } = new("--epsilon")
+    {
+        Description = "Adam's epsilon (default 1e-8).",
+        HelpName = "EPS",
+    };
     public Option<double?> WeightDecay { get; } = new("--weight-decay")
     {
         Description = "L2 weight decay added to the gradient (default 0).",
@@ -123,7 +143,11 @@ internal sealed class TrainOptions
         Description = "Learning-rate schedule: constant (default), step (x0.1 at 1/2 and 3/4 of the run) or cosine.",
         HelpName = "constant|step|cosine",
     };
-    public Option<int?> Warmup { get; } = new("--warmup") { Description = "Linear warm-up over the first N steps.", HelpName = "N" };
+    public Option<int?> Warmup { get; } = new("--warmup")
+    {
+        Description = "Linear warm-up over the first N steps.",
+        HelpName = "N",
+    };
     public Option<string?> Checkpoint { get; } = new("--checkpoint")
     {
         Description = "Save the model and optimizer state to DIR/checkpoint.npz after every epoch (and on Ctrl-C).",

@@ -14,9 +14,12 @@ public static class EngineMetrics
     private static readonly Meter Meter = new(MeterName, "0.1.0");
     private static double _iterationsPerSecond, _gflops, _inferenceSamplesPerSecond;
 
-    public static readonly Counter<long> Iterations = Meter.CreateCounter<long>("mnistnative.training.iterations", "{iteration}", "Training steps completed");
-    public static readonly Counter<long> SamplesTrained = Meter.CreateCounter<long>("mnistnative.training.samples", "{sample}", "Samples passed forward and backward");
-    public static readonly Counter<long> SamplesInferred = Meter.CreateCounter<long>("mnistnative.inference.samples", "{sample}", "Samples classified");
+    public static readonly Counter<long> Iterations = Meter.CreateCounter<long>(
+        "mnistnative.training.iterations", "{iteration}", "Training steps completed");
+    public static readonly Counter<long> SamplesTrained = Meter.CreateCounter<long>(
+        "mnistnative.training.samples", "{sample}", "Samples passed forward and backward");
+    public static readonly Counter<long> SamplesInferred = Meter.CreateCounter<long>(
+        "mnistnative.inference.samples", "{sample}", "Samples classified");
 
     /// <summary>Phase durations of a profiled run (tag "phase": the names in <see cref="Phases"/>).</summary>
     public static readonly Histogram<double> PhaseDuration = Meter.CreateHistogram<double>("mnistnative.training.phase.duration",
@@ -24,9 +27,12 @@ public static class EngineMetrics
 
     static EngineMetrics()
     {
-        Meter.CreateObservableGauge("mnistnative.training.iterations_per_second", () => Volatile.Read(ref _iterationsPerSecond), "{iteration}/s");
-        Meter.CreateObservableGauge("mnistnative.training.gflops", () => Volatile.Read(ref _gflops), "GFLOP/s", "Arithmetic rate of the last training steps");
-        Meter.CreateObservableGauge("mnistnative.inference.samples_per_second", () => Volatile.Read(ref _inferenceSamplesPerSecond), "{sample}/s");
+        Meter.CreateObservableGauge("mnistnative.training.iterations_per_second",
+            () => Volatile.Read(ref _iterationsPerSecond), "{iteration}/s");
+        Meter.CreateObservableGauge("mnistnative.training.gflops",
+            () => Volatile.Read(ref _gflops), "GFLOP/s", "Arithmetic rate of the last training steps");
+        Meter.CreateObservableGauge("mnistnative.inference.samples_per_second",
+            () => Volatile.Read(ref _inferenceSamplesPerSecond), "{sample}/s");
     }
 
     public static void TrainingRate(double iterationsPerSecond, double gflops)
@@ -35,7 +41,8 @@ public static class EngineMetrics
         Volatile.Write(ref _gflops, gflops);
     }
 
-    public static void InferenceRate(double samplesPerSecond) => Volatile.Write(ref _inferenceSamplesPerSecond, samplesPerSecond);
+    public static void InferenceRate(double samplesPerSecond) =>
+        Volatile.Write(ref _inferenceSamplesPerSecond, samplesPerSecond);
 }
 
 /// <summary>Floating-point operations of the passes (a multiply-add counts as two).</summary>
@@ -72,5 +79,6 @@ public static class FlopCount
     }
 
     /// <summary>Forward-only inference of n images.</summary>
-    public static double Inference(int n, int hidden) => 2.0 * n * hidden * MlpParameters.InputSize + 2.0 * n * MlpParameters.Classes * hidden;
+    public static double Inference(int n, int hidden) =>
+        2.0 * n * hidden * MlpParameters.InputSize + 2.0 * n * MlpParameters.Classes * hidden;
 }

@@ -11,7 +11,8 @@ public sealed class LabeledImages
     public LabeledImages(byte[] pixels, byte[] labels)
     {
         if (pixels.Length != labels.Length * PixelsPerImage)
-            throw new ArgumentException($"{labels.Length} labels need {labels.Length * PixelsPerImage} pixels, got {pixels.Length}");
+            throw new ArgumentException(
+                $"{labels.Length} labels need {labels.Length * PixelsPerImage} pixels, got {pixels.Length}");
         for (int i = 0; i < labels.Length; i++)
             if (labels[i] > 9) throw new ArgumentException($"label {labels[i]} at index {i} is above 9");
         Pixels = pixels;
@@ -28,7 +29,8 @@ public sealed class LabeledImages
     public LabeledImages Take(int count)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(count);
-        if (count > Count) throw new ArgumentOutOfRangeException(nameof(count), $"asked for {count} images, only {Count} available");
+        if (count > Count)
+            throw new ArgumentOutOfRangeException(nameof(count), $"asked for {count} images, only {Count} available");
         if (count == Count) return this;
         return new LabeledImages(Pixels.AsSpan(0, count * PixelsPerImage).ToArray(), Labels.AsSpan(0, count).ToArray());
     }

@@ -13,7 +13,8 @@ public sealed class MlpParameters
 
     public MlpParameters(IReadOnlyList<int> sizes)
     {
-        if (sizes.Count < 2) throw new ArgumentException("an MLP needs at least an input and an output size", nameof(sizes));
+        if (sizes.Count < 2)
+            throw new ArgumentException("an MLP needs at least an input and an output size", nameof(sizes));
         foreach (int s in sizes)
             if (s < 1) throw new ArgumentException($"layer sizes must be positive, got {s}", nameof(sizes));
         Sizes = sizes.ToArray();

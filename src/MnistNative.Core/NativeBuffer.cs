@@ -28,11 +28,15 @@ public sealed unsafe class NativeBuffer<T> : IDisposable where T : unmanaged
 
     public Span<T> Span => new(Pointer, Length);
 
-    /// <summary>A row-major 2-D view: <paramref name="height"/> rows of <paramref name="width"/> values, rows <paramref name="pitch"/> values apart beyond the width.</summary>
+    /// <summary>
+    /// A row-major 2-D view: <paramref name="height"/> rows of <paramref name="width"/> values, rows
+    /// <paramref name="pitch"/> values apart beyond the width.
+    /// </summary>
     public Span2D<T> AsSpan2D(int height, int width, int pitch = 0)
     {
         if ((long)height * (width + pitch) > Length + (long)pitch)
-            throw new ArgumentOutOfRangeException(nameof(height), $"a {height}x{width} view (pitch {pitch}) does not fit in {Length} values");
+            throw new ArgumentOutOfRangeException(nameof(height),
+                $"a {height}x{width} view (pitch {pitch}) does not fit in {Length} values");
         return new Span2D<T>(Pointer, height, width, pitch);
     }
 

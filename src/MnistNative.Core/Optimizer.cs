@@ -26,11 +26,14 @@ public sealed record OptimizerSettings(OptimizerKind Kind = OptimizerKind.Gd, do
 
     public void Validate()
     {
-        if (!(Momentum >= 0 && Momentum < 1)) throw new ArgumentException($"--momentum must be in [0, 1), got {Momentum}");
+        if (!(Momentum >= 0 && Momentum < 1))
+            throw new ArgumentException($"--momentum must be in [0, 1), got {Momentum}");
         if (!(Beta1 >= 0 && Beta1 < 1)) throw new ArgumentException($"--beta1 must be in [0, 1), got {Beta1}");
         if (!(Beta2 >= 0 && Beta2 < 1)) throw new ArgumentException($"--beta2 must be in [0, 1), got {Beta2}");
-        if (!(Epsilon > 0 && double.IsFinite(Epsilon))) throw new ArgumentException($"--epsilon must be a positive number, got {Epsilon}");
-        if (!(WeightDecay >= 0 && double.IsFinite(WeightDecay))) throw new ArgumentException($"--weight-decay must be zero or positive, got {WeightDecay}");
+        if (!(Epsilon > 0 && double.IsFinite(Epsilon)))
+            throw new ArgumentException($"--epsilon must be a positive number, got {Epsilon}");
+        if (!(WeightDecay >= 0 && double.IsFinite(WeightDecay)))
+            throw new ArgumentException($"--weight-decay must be zero or positive, got {WeightDecay}");
     }
 }
 
@@ -41,8 +44,9 @@ public sealed record OptimizerSettings(OptimizerKind Kind = OptimizerKind.Gd, do
 public static class OptimizerMath
 {
     /// <summary>
-    /// Adam's bias-corrected step size and epsilon for step t (1-based): w -= stepSize * m / (sqrt(v) * invSqrtBc2 + eps),
-    /// which is lr * mhat / (sqrt(vhat) + eps) with mhat = m / (1 - b1^t), vhat = v / (1 - b2^t).
+    /// Adam's bias-corrected step size and epsilon for step t (1-based):
+    /// w -= stepSize * m / (sqrt(v) * invSqrtBc2 + eps), which is lr * mhat / (sqrt(vhat) + eps) with
+    /// mhat = m / (1 - b1^t), vhat = v / (1 - b2^t).
     /// </summary>
     public static (double StepSize, double InvSqrtBc2) AdamScales(double lr, double beta1, double beta2, long t)
     {
@@ -55,7 +59,8 @@ public static class OptimizerMath
     /// Applies one update to <paramref name="w"/> in place from the gradient <paramref name="g"/>, with moment
     /// buffers m (momentum, Adam) and v (Adam). t is the 1-based step number (Adam's bias correction).
     /// </summary>
-    public static void Apply<T>(OptimizerSettings o, double lr, long t, Span<T> w, ReadOnlySpan<T> g, Span<T> m, Span<T> v)
+    public static void Apply<T>(OptimizerSettings o, double lr, long t, Span<T> w, ReadOnlySpan<T> g, Span<T> m,
+        Span<T> v)
         where T : System.Numerics.IFloatingPointIeee754<T>
     {
         T wd = T.CreateChecked(o.WeightDecay), rate = T.CreateChecked(lr);
@@ -103,7 +108,9 @@ public enum ScheduleKind
     Cosine,
 }
 
-/// <summary>Learning rate as a function of the 0-based step, with a linear warm-up over the first WarmupSteps.</summary>
+/// <summary>
+/// Learning rate as a function of the 0-based step, with a linear warm-up over the first WarmupSteps.
+/// </summary>
 public sealed record LearningRateSchedule(ScheduleKind Kind, double BaseRate, long TotalSteps, long WarmupSteps = 0)
 {
     public static LearningRateSchedule Constant(double lr) => new(ScheduleKind.Constant, lr, 0);

@@ -22,7 +22,9 @@ public sealed class Profiler
 
     public static long Now() => Stopwatch.GetTimestamp();
 
-    /// <summary>Records a phase that started at <paramref name="start"/> (from <see cref="Now"/>) and ends now.</summary>
+    /// <summary>
+    /// Records a phase that started at <paramref name="start"/> (from <see cref="Now"/>) and ends now.
+    /// </summary>
     public void Record(string phase, long start, int thread = 0) => Record(phase, start, Now(), thread);
 
     public void Record(string phase, long start, long end, int thread = 0)
@@ -65,7 +67,8 @@ public sealed class Profiler
         lock (_gate)
         {
             return _events.GroupBy(e => e.Phase)
-                .Select(g => new PhaseStat(g.Key, g.Sum(e => (e.End - e.Start) * 1000.0 / Stopwatch.Frequency), g.LongCount()))
+                .Select(g => new PhaseStat(g.Key, g.Sum(e => (e.End - e.Start) * 1000.0 / Stopwatch.Frequency),
+                    g.LongCount()))
                 .OrderByDescending(s => s.TotalMilliseconds)
                 .ToList();
         }

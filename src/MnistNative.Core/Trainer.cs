@@ -35,8 +35,8 @@ public sealed record LogEntry(long Iteration, double TrainAccuracy, double Loss)
 public sealed record EpochEntry(int Epoch, long Step, double TrainLoss, double TrainAccuracy, double ValidationAccuracy,
     double TrainSeconds);
 
-public sealed record TrainingResult(IReadOnlyList<LogEntry> Log, IReadOnlyList<EpochEntry> Epochs, MlpParameters Weights,
-    TimeSpan TrainTime, long Steps, bool Cancelled)
+public sealed record TrainingResult(IReadOnlyList<LogEntry> Log, IReadOnlyList<EpochEntry> Epochs,
+    MlpParameters Weights, TimeSpan TrainTime, long Steps, bool Cancelled)
 {
     /// <summary>Steps run by this call (a resumed run counts only its own).</summary>
     public long StepsRun { get; init; } = Steps;
@@ -238,7 +238,8 @@ public static class Trainer
                 if (double.IsNaN(_firstLoss)) smoothedLoss = _firstLoss = m.Loss;
                 smoothedLoss += smoothing * (m.Loss - smoothedLoss);
                 if (!double.IsFinite(m.LossSum)) smoothedLoss = m.Loss;
-                CheckLoss(smoothedLoss, _firstLoss, _wholeSet ? $"at iteration {_step}" : $"at step {_step} (epoch {_epoch + 1})",
+                CheckLoss(smoothedLoss, _firstLoss,
+                    _wholeSet ? $"at iteration {_step}" : $"at step {_step} (epoch {_epoch + 1})",
                     options.Schedule.BaseRate);
                 _lossSum += m.LossSum;
                 _correct += m.Correct;
@@ -282,7 +283,8 @@ public static class Trainer
             {
                 TrainingBatch batch = _wholeSet ? TrainingBatch.WholeSet : TrainingBatch.Of(lastBatch);
                 StepMetrics final = backend.ComputeGradients(batch, new MlpParameters(backend.Sizes));
-                CheckLoss(final.Loss, _firstLoss, $"after step {_step - 1} (the final weights)", options.Schedule.BaseRate);
+                CheckLoss(final.Loss, _firstLoss, $"after step {_step - 1} (the final weights)",
+                    options.Schedule.BaseRate);
             }
             finally
             {
@@ -295,10 +297,12 @@ public static class Trainer
             double validation = double.NaN;
             if (hooks.Validation is { Count: > 0 } v)
                 validation = Evaluation.Accuracy(Evaluation.Predict(backend, v.Pixels, v.Count), v.Labels);
-            var entry = new EpochEntry(_epoch + 1, _step, _lossSum / _count, (double)_correct / _count, validation, _seconds);
+            var entry = new EpochEntry(_epoch + 1, _step, _lossSum / _count, (double)_correct / _count, validation,
+                _seconds);
             if (_history.Count > 0 && entry.TrainLoss > DivergenceFactor * _history[0].TrainLoss)
-                throw new DivergenceException($"training diverged in epoch {_epoch + 1}: the loss {entry.TrainLoss:G4} is " +
-                    $"over {DivergenceFactor}x its first value {_history[0].TrainLoss:G4}");
+                throw new DivergenceException($"training diverged in epoch {_epoch + 1}: " +
+                    $"the loss {entry.TrainLoss:G4} is over {DivergenceFactor}x its first value " +
+                    $"{_history[0].TrainLoss:G4}");
             _history.Add(entry);
             if (epochDone)
             {
@@ -321,7 +325,8 @@ public static class Trainer
             (_epoch, _batchInEpoch, _step, _lossSum, _correct, _count, _seconds) =
                 (r.Epoch, r.BatchInEpoch, r.Step, r.EpochLossSum, r.EpochCorrect, r.EpochCount, r.TrainSeconds);
             _history.AddRange(r.History);
-            _firstLoss = double.IsFinite(r.FirstLoss) ? r.FirstLoss : _history.Count > 0 ? _history[0].TrainLoss : double.NaN;
+            _firstLoss = double.IsFinite(r.FirstLoss) ? r.FirstLoss
+                : _history.Count > 0 ? _history[0].TrainLoss : double.NaN;
         }
 
         private void Save()

@@ -48,7 +48,9 @@ public interface ITrainingBackend : IDisposable
 
     OptimizerSettings Optimizer { get; }
 
-    /// <summary>The most samples one step takes, a whole-set step included (the backend's scratch is sized by it).</summary>
+    /// <summary>
+    /// The most samples one step takes, a whole-set step included (the backend's scratch is sized by it).
+    /// </summary>
     int MaxBatch { get; }
 
     /// <summary>The layer-1 kernels chosen at the last <see cref="Upload"/> and why; null before it.</summary>
@@ -60,7 +62,9 @@ public interface ITrainingBackend : IDisposable
     /// </summary>
     Profiler? Profiler { get; set; }
 
-    /// <summary>Uploads the training images and labels; called before any step. A later call replaces the set.</summary>
+    /// <summary>
+    /// Uploads the training images and labels; called before any step. A later call replaces the set.
+    /// </summary>
     void Upload(LabeledImages train);
 
     /// <summary>Replaces the weights; their sizes must equal <see cref="Sizes"/>.</summary>

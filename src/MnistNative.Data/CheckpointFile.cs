@@ -35,12 +35,14 @@ public static partial class CheckpointFile
                 entries.Add(new($"m{k}_b{l + 1}", [m.Sizes[l + 1]], m.B[l]));
             }
         }
-        entries.Add(new("state", [9], [c.Epoch, c.BatchInEpoch, c.Step, c.EpochLossSum, c.EpochCorrect, c.EpochCount, c.TrainSeconds, c.Optimizer.Steps, c.Optimizer.Moments.Length]));
+        entries.Add(new("state", [9], [c.Epoch, c.BatchInEpoch, c.Step, c.EpochLossSum, c.EpochCorrect,
+            c.EpochCount, c.TrainSeconds, c.Optimizer.Steps, c.Optimizer.Moments.Length]));
         var history = new double[c.History.Count * 6];
         for (int i = 0; i < c.History.Count; i++)
         {
             EpochEntry e = c.History[i];
-            new[] { e.Epoch, e.Step, e.TrainLoss, e.TrainAccuracy, e.ValidationAccuracy, e.TrainSeconds }.CopyTo(history, i * 6);
+            new[] { e.Epoch, e.Step, e.TrainLoss, e.TrainAccuracy, e.ValidationAccuracy, e.TrainSeconds }
+                .CopyTo(history, i * 6);
         }
         entries.Add(new("history", [c.History.Count, 6], history));
         entries.Add(new("run_key", [c.RunKey.Length], c.RunKey.Select(ch => (double)ch).ToArray()));
@@ -63,7 +65,8 @@ public static partial class CheckpointFile
     public static TrainingCheckpoint Load(string directory)
     {
         string path = PathIn(directory);
-        if (!File.Exists(path)) throw new ArgumentException($"--resume: no checkpoint in {directory} (expected {FileName})");
+        if (!File.Exists(path))
+            throw new ArgumentException($"--resume: no checkpoint in {directory} (expected {FileName})");
         MlpParameters weights = ModelFile.Load(path);
         Dictionary<string, NpyArray> a = Npz.Read(path, name =>
             name is "state" or "history" or "run_key" or "first_loss" || MomentName().IsMatch(name));
@@ -161,7 +164,7 @@ public static partial class CheckpointFile
         return new TrainingCheckpoint
         {
             Weights = weights, Optimizer = new OptimizerState(optimizerSteps, moments), Epoch = epoch,
-                BatchInEpoch = batchInEpoch,
+            BatchInEpoch = batchInEpoch,
             Step = step, EpochLossSum = lossSum, EpochCorrect = correct, EpochCount = count, TrainSeconds = seconds,
             History = history, RunKey = key, FirstLoss = firstLoss,
         };

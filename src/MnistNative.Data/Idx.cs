@@ -26,7 +26,9 @@ public static class Idx
     /// <summary>Reads a labels file: returns its first min(n, <paramref name="take"/>) labels, each 0..9.</summary>
     public static byte[] ReadLabels(string path, int take = int.MaxValue) => ReadLabels(path, out _, take);
 
-    /// <summary>As <see cref="ReadLabels(string, int)"/>; n, the file's own count, comes back in <paramref name="count"/>.</summary>
+    /// <summary>
+    /// As <see cref="ReadLabels(string, int)"/>; n, the file's own count, comes back in <paramref name="count"/>.
+    /// </summary>
     public static byte[] ReadLabels(string path, out int count, int take = int.MaxValue)
     {
         byte[] labels = Read(path, LabelMagic, out count, take);
@@ -35,13 +37,16 @@ public static class Idx
         return labels;
     }
 
-    /// <summary>Reads a matching pair of images and labels files, keeping the first <paramref name="take"/> items.</summary>
+    /// <summary>
+    /// Reads a matching pair of images and labels files, keeping the first <paramref name="take"/> items.
+    /// </summary>
     public static LabeledImages ReadPair(string imagesPath, string labelsPath, int take = int.MaxValue)
     {
         byte[] pixels = ReadImages(imagesPath, out int count, take);
         byte[] labels = ReadLabels(labelsPath, out int labelCount, take);
         if (labelCount != count)
-            throw new DataFormatException(labelsPath, $"holds {labelCount} labels but {System.IO.Path.GetFileName(imagesPath)} holds {count} images");
+            throw new DataFormatException(labelsPath,
+                $"holds {labelCount} labels but {System.IO.Path.GetFileName(imagesPath)} holds {count} images");
         return new LabeledImages(pixels, labels);
     }
 
@@ -58,14 +63,18 @@ public static class Idx
         if (Directory.Exists(path)) throw new DataFormatException(path, "is a directory, not an IDX file");
         try
         {
-            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
-            if (stream.Length > MaxFileBytes) throw new DataFormatException(path, $"is {stream.Length} bytes, larger than any MNIST file");
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1,
+                FileOptions.SequentialScan);
+            if (stream.Length > MaxFileBytes)
+                throw new DataFormatException(path, $"is {stream.Length} bytes, larger than any MNIST file");
             var head = new byte[Math.Min(headerBytes, stream.Length)];
             stream.ReadExactly(head);
-            byte[]? inflated = head.Length >= 2 && head[0] == 0x1f && head[1] == 0x8b ? Gunzip(path, File.ReadAllBytes(path)) : null;
+            byte[]? inflated = head.Length >= 2 && head[0] == 0x1f && head[1] == 0x8b
+                ? Gunzip(path, File.ReadAllBytes(path)) : null;
             int[] h = ParseHeader(path, inflated ?? head, magic, dims, what);
             if (images) CheckImageShape(path, h);
-            CheckPayload(path, (inflated?.Length ?? stream.Length) - headerBytes, (long)h[0] * itemBytes, $"{h[0]} {what}");
+            CheckPayload(path, (inflated?.Length ?? stream.Length) - headerBytes, (long)h[0] * itemBytes,
+                $"{h[0]} {what}");
             count = h[0];
             int keep = (int)(Math.Min(h[0], take) * (long)itemBytes);
             if (inflated != null) return inflated.AsSpan(headerBytes, keep).ToArray();
@@ -107,7 +116,8 @@ public static class Idx
             int read;
             while ((read = gz.Read(buffer, 0, buffer.Length)) > 0)
             {
-                if (output.Length + read > MaxFileBytes) throw new DataFormatException(path, "decompresses to more than any MNIST file");
+                if (output.Length + read > MaxFileBytes)
+                    throw new DataFormatException(path, "decompresses to more than any MNIST file");
                 output.Write(buffer, 0, read);
             }
             return output.ToArray();
@@ -119,11 +129,15 @@ public static class Idx
     private static int[] ParseHeader(string path, byte[] file, int expectedMagic, int dims, string what)
     {
         int headerBytes = 4 + 4 * dims;
-        if (file.Length < 4) throw new DataFormatException(path, $"is truncated: {file.Length} bytes, too short for an IDX header");
+        if (file.Length < 4)
+            throw new DataFormatException(path, $"is truncated: {file.Length} bytes, too short for an IDX header");
         int magic = BinaryPrimitives.ReadInt32BigEndian(file);
         if (magic != expectedMagic)
-            throw new DataFormatException(path, $"wrong magic number 0x{magic:x8} (expected 0x{expectedMagic:x8} for an IDX {what} file)");
-        if (file.Length < headerBytes) throw new DataFormatException(path, $"is truncated: {file.Length} bytes, the header alone needs {headerBytes}");
+            throw new DataFormatException(path,
+                $"wrong magic number 0x{magic:x8} (expected 0x{expectedMagic:x8} for an IDX {what} file)");
+        if (file.Length < headerBytes)
+            throw new DataFormatException(path,
+                $"is truncated: {file.Length} bytes, the header alone needs {headerBytes}");
         var result = new int[dims];
         for (int d = 0; d < dims; d++)
         {
@@ -136,7 +150,8 @@ public static class Idx
     private static void CheckPayload(string path, long present, long expected, string what)
     {
         if (present < expected)
-            throw new DataFormatException(path, $"is truncated: the header claims {what} ({expected} bytes) but only {present} bytes follow it");
+            throw new DataFormatException(path,
+                $"is truncated: the header claims {what} ({expected} bytes) but only {present} bytes follow it");
         if (present > expected)
             throw new DataFormatException(path, $"has {present - expected} unexpected bytes after {what}");
     }

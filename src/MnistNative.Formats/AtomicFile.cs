@@ -19,8 +19,16 @@ public static class AtomicFile
             }
             File.Move(temp, full, overwrite: true);
         }
-        catch (UnauthorizedAccessException) { TryDelete(temp); throw new DataFormatException(path, "permission denied"); }
-        catch (IOException e) { TryDelete(temp); throw new DataFormatException(path, $"cannot be written ({e.Message})"); }
+        catch (UnauthorizedAccessException)
+        {
+            TryDelete(temp);
+            throw new DataFormatException(path, "permission denied");
+        }
+        catch (IOException e)
+        {
+            TryDelete(temp);
+            throw new DataFormatException(path, $"cannot be written ({e.Message})");
+        }
         catch { TryDelete(temp); throw; }
     }
 

@@ -23,10 +23,18 @@ public sealed class NpyArray(string descr, int[] shape, byte[] data)
         ReadOnlySpan<byte> d = Data;
         switch (Descr)
         {
-            case "<f8": for (int i = 0; i < v.Length; i++) v[i] = BinaryPrimitives.ReadDoubleLittleEndian(d[(8 * i)..]); break;
-            case "<f4": for (int i = 0; i < v.Length; i++) v[i] = BinaryPrimitives.ReadSingleLittleEndian(d[(4 * i)..]); break;
-            case "<i8": for (int i = 0; i < v.Length; i++) v[i] = BinaryPrimitives.ReadInt64LittleEndian(d[(8 * i)..]); break;
-            case "<i4": for (int i = 0; i < v.Length; i++) v[i] = BinaryPrimitives.ReadInt32LittleEndian(d[(4 * i)..]); break;
+            case "<f8":
+                for (int i = 0; i < v.Length; i++) v[i] = BinaryPrimitives.ReadDoubleLittleEndian(d[(8 * i)..]);
+                break;
+            case "<f4":
+                for (int i = 0; i < v.Length; i++) v[i] = BinaryPrimitives.ReadSingleLittleEndian(d[(4 * i)..]);
+                break;
+            case "<i8":
+                for (int i = 0; i < v.Length; i++) v[i] = BinaryPrimitives.ReadInt64LittleEndian(d[(8 * i)..]);
+                break;
+            case "<i4":
+                for (int i = 0; i < v.Length; i++) v[i] = BinaryPrimitives.ReadInt32LittleEndian(d[(4 * i)..]);
+                break;
             case "|u1": for (int i = 0; i < v.Length; i++) v[i] = d[i]; break;
             case "|i1": for (int i = 0; i < v.Length; i++) v[i] = (sbyte)d[i]; break;
             default: throw new InvalidOperationException($"dtype {Descr} has no numeric conversion");
@@ -186,7 +194,8 @@ public static partial class Npz
             prefix = 12;
         }
         else throw new DataFormatException(path, $"array '{name}' has unsupported .npy version {major}");
-        if (headerLength > 65536) throw new DataFormatException(path, $"array '{name}' has an implausible header length {headerLength}");
+        if (headerLength > 65536)
+            throw new DataFormatException(path, $"array '{name}' has an implausible header length {headerLength}");
         var headerBytes = new byte[headerLength];
         s.ReadExactly(headerBytes);
         string header = Encoding.Latin1.GetString(headerBytes);
@@ -200,21 +209,25 @@ public static partial class Npz
         }
         string dtype = descr.Groups[1].Value;
         if (dtype.Contains('O'))
-            throw new DataFormatException(path, $"array '{name}' holds Python objects (pickled data); refused, it is never deserialised");
+            throw new DataFormatException(path,
+                $"array '{name}' holds Python objects (pickled data); refused, it is never deserialised");
         if (!ItemSizes.TryGetValue(dtype, out int itemSize))
-            throw new DataFormatException(path, $"array '{name}' has unsupported dtype '{dtype}' (supported: {string.Join(", ", ItemSizes.Keys)})");
+            throw new DataFormatException(path,
+                $"array '{name}' has unsupported dtype '{dtype}' (supported: {string.Join(", ", ItemSizes.Keys)})");
         bool fortran = FortranPattern().Match(header) is { Success: true } f && f.Groups[1].Value == "True";
         Match shapeMatch = ShapePattern().Match(header);
         if (!shapeMatch.Success) throw new DataFormatException(path, $"array '{name}' has no shape in its header");
         int[] shape;
         try
         {
-            shape = shapeMatch.Groups[1].Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            shape = shapeMatch.Groups[1].Value
+                .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(t => int.Parse(t, NumberStyles.None, CultureInfo.InvariantCulture)).ToArray();
         }
         catch (Exception e) when (e is FormatException or OverflowException)
         {
-            throw new DataFormatException(path, $"array '{name}' has an unreadable shape ({shapeMatch.Groups[1].Value})");
+            throw new DataFormatException(path,
+                $"array '{name}' has an unreadable shape ({shapeMatch.Groups[1].Value})");
         }
         if (shape.Length > 32)
             throw new DataFormatException(path,
@@ -237,7 +250,9 @@ public static partial class Npz
             throw new DataFormatException(path, $"array '{name}' has shape ({string.Join(", ", shape)}) = {bytes} " +
                 $"bytes; at most {MaxArrayBytes} are read");
         if (bytes > available)
-            throw new DataFormatException(path, $"array '{name}' is truncated: its header claims shape ({string.Join(", ", shape)}) = {bytes} bytes but the entry holds {Math.Max(0, available)}");
+            throw new DataFormatException(path,
+                $"array '{name}' is truncated: its header claims shape ({string.Join(", ", shape)}) = {bytes} " +
+                $"bytes but the entry holds {Math.Max(0, available)}");
         var data = new byte[bytes];
         s.ReadExactly(data);
         if (fortran && shape.Length == 2) data = FortranToC(data, shape, itemSize);
@@ -257,7 +272,9 @@ public static partial class Npz
     /// <summary>One array to write: float64 values in C order with the given shape.</summary>
     public readonly record struct Entry(string Name, int[] Shape, double[] Values);
 
-    /// <summary>Writes a .npz of float64 arrays, to a temp file first, then renamed over <paramref name="path"/>.</summary>
+    /// <summary>
+    /// Writes a .npz of float64 arrays, to a temp file first, then renamed over <paramref name="path"/>.
+    /// </summary>
     public static void Write(string path, IEnumerable<Entry> arrays)
     {
         AtomicFile.Write(path, stream =>
@@ -286,7 +303,8 @@ public static partial class Npz
         s.Write(pre);
         s.Write(Encoding.Latin1.GetBytes(header));
         var buffer = new byte[values.Length * 8];
-        for (int i = 0; i < values.Length; i++) BinaryPrimitives.WriteDoubleLittleEndian(buffer.AsSpan(8 * i), values[i]);
+        for (int i = 0; i < values.Length; i++)
+            BinaryPrimitives.WriteDoubleLittleEndian(buffer.AsSpan(8 * i), values[i]);
         s.Write(buffer);
     }
 

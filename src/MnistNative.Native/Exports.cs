@@ -19,13 +19,14 @@ internal static unsafe class Exports
         BadInput = 8;
 
     [UnmanagedCallersOnly(EntryPoint = "mn_version")]
-    public static byte* Version() => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(MnistClassifier.BestKernel switch
-    {
-        // u8 literals live in the image's read-only data: a stable address for the life of the process.
-        InferenceKernel.Avx512 => "0.1.0 (avx512 kernel)\0"u8,
-        InferenceKernel.Avx2 => "0.1.0 (avx2 kernel)\0"u8,
-        _ => "0.1.0 (scalar kernel)\0"u8,
-    }));
+    public static byte* Version() =>
+        (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(MnistClassifier.BestKernel switch
+        {
+            // u8 literals live in the image's read-only data: a stable address for the life of the process.
+            InferenceKernel.Avx512 => "0.1.0 (avx512 kernel)\0"u8,
+            InferenceKernel.Avx2 => "0.1.0 (avx2 kernel)\0"u8,
+            _ => "0.1.0 (scalar kernel)\0"u8,
+        }));
 
     [UnmanagedCallersOnly(EntryPoint = "mn_last_error")]
     public static byte* LastError() => LastErrorStore.Pointer();
@@ -35,7 +36,8 @@ internal static unsafe class Exports
     {
         try
         {
-            if (pathUtf8 == null || outModel == null) return Fail(NullPointer, pathUtf8 == null ? "path is NULL" : "out_model is NULL");
+            if (pathUtf8 == null || outModel == null)
+                return Fail(NullPointer, pathUtf8 == null ? "path is NULL" : "out_model is NULL");
             *outModel = 0;
             string path = Marshal.PtrToStringUTF8((nint)pathUtf8)!;
             if (!File.Exists(path)) return Fail(NotFound, $"{path}: file not found");
@@ -50,7 +52,8 @@ internal static unsafe class Exports
     {
         try
         {
-            if (bytes == null || outModel == null) return Fail(NullPointer, bytes == null ? "npz_bytes is NULL" : "out_model is NULL");
+            if (bytes == null || outModel == null)
+                return Fail(NullPointer, bytes == null ? "npz_bytes is NULL" : "out_model is NULL");
             *outModel = 0;
             if (length > int.MaxValue) return Fail(BadLength, $"length {length} is larger than any model");
             *outModel = HandleTable.Add(MnistClassifier.Load(new ReadOnlySpan<byte>(bytes, (int)length)));
@@ -65,7 +68,9 @@ internal static unsafe class Exports
         try
         {
             MnistClassifier? c = HandleTable.Remove(model);
-            if (c == null) return Fail(InvalidHandle, $"model handle 0x{model:x} is not a live model (never loaded, or already freed)");
+            if (c == null)
+                return Fail(InvalidHandle,
+                    $"model handle 0x{model:x} is not a live model (never loaded, or already freed)");
             c.Dispose();
             return Ok;
         }
@@ -77,8 +82,10 @@ internal static unsafe class Exports
     {
         try
         {
-            if (pixels == null || outLabel == null) return Fail(NullPointer, pixels == null ? "pixels is NULL" : "out_label is NULL");
-            if (length != MnistClassifier.PixelCount) return Fail(BadLength, $"pixels_length is {length}; exactly {MnistClassifier.PixelCount} expected");
+            if (pixels == null || outLabel == null)
+                return Fail(NullPointer, pixels == null ? "pixels is NULL" : "out_label is NULL");
+            if (length != MnistClassifier.PixelCount)
+                return Fail(BadLength, $"pixels_length is {length}; exactly {MnistClassifier.PixelCount} expected");
             if (!HandleTable.TryGet(model, out MnistClassifier? c)) return FailHandle(model);
             *outLabel = c.Predict(new ReadOnlySpan<byte>(pixels, MnistClassifier.PixelCount));
             return Ok;
@@ -91,8 +98,10 @@ internal static unsafe class Exports
     {
         try
         {
-            if (pixels == null || outLabel == null) return Fail(NullPointer, pixels == null ? "pixels is NULL" : "out_label is NULL");
-            if (length != MnistClassifier.PixelCount) return Fail(BadLength, $"pixels_length is {length}; exactly {MnistClassifier.PixelCount} expected");
+            if (pixels == null || outLabel == null)
+                return Fail(NullPointer, pixels == null ? "pixels is NULL" : "out_label is NULL");
+            if (length != MnistClassifier.PixelCount)
+                return Fail(BadLength, $"pixels_length is {length}; exactly {MnistClassifier.PixelCount} expected");
             if (!HandleTable.TryGet(model, out MnistClassifier? c)) return FailHandle(model);
             if (!AllFinite(pixels)) return Fail(BadInput, "pixels hold NaN or infinite values");
             *outLabel = c.Predict(new ReadOnlySpan<float>(pixels, MnistClassifier.PixelCount));
@@ -102,7 +111,8 @@ internal static unsafe class Exports
     }
 
     [UnmanagedCallersOnly(EntryPoint = "mn_predict_batch_u8")]
-    public static int PredictBatchU8(ulong model, byte* images, nuint imagesLength, nuint count, int* labels, nuint labelsLength)
+    public static int PredictBatchU8(ulong model, byte* images, nuint imagesLength, nuint count, int* labels,
+        nuint labelsLength)
     {
         try
         {
@@ -112,10 +122,13 @@ internal static unsafe class Exports
                     return Fail(BadLength, $"images_length is {imagesLength}; 0 images need 0 bytes");
                 return HandleTable.TryGet(model, out _) ? Ok : FailHandle(model);
             }
-            if (images == null || labels == null) return Fail(NullPointer, images == null ? "images is NULL" : "labels is NULL");
-            if (count > int.MaxValue / MnistClassifier.PixelCount) return Fail(BadLength, $"count {count} is too large");
+            if (images == null || labels == null)
+                return Fail(NullPointer, images == null ? "images is NULL" : "labels is NULL");
+            if (count > int.MaxValue / MnistClassifier.PixelCount)
+                return Fail(BadLength, $"count {count} is too large");
             if (imagesLength != count * MnistClassifier.PixelCount)
-                return Fail(BadLength, $"images_length is {imagesLength}; {count} images need {count * MnistClassifier.PixelCount} bytes");
+                return Fail(BadLength,
+                    $"images_length is {imagesLength}; {count} images need {count * MnistClassifier.PixelCount} bytes");
             if (labelsLength < count) return Fail(BadLength, $"labels_length is {labelsLength}; {count} labels needed");
             if (!HandleTable.TryGet(model, out MnistClassifier? c)) return FailHandle(model);
             c.PredictBatch(new ReadOnlySpan<byte>(images, (int)imagesLength), new Span<int>(labels, (int)count));
@@ -129,11 +142,16 @@ internal static unsafe class Exports
     {
         try
         {
-            if (pixels == null || probs == null) return Fail(NullPointer, pixels == null ? "pixels is NULL" : "probs is NULL");
-            if (length != MnistClassifier.PixelCount) return Fail(BadLength, $"pixels_length is {length}; exactly {MnistClassifier.PixelCount} expected");
-            if (probsLength < MnistClassifier.ClassCount) return Fail(BadLength, $"probs_length is {probsLength}; at least {MnistClassifier.ClassCount} expected");
+            if (pixels == null || probs == null)
+                return Fail(NullPointer, pixels == null ? "pixels is NULL" : "probs is NULL");
+            if (length != MnistClassifier.PixelCount)
+                return Fail(BadLength, $"pixels_length is {length}; exactly {MnistClassifier.PixelCount} expected");
+            if (probsLength < MnistClassifier.ClassCount)
+                return Fail(BadLength,
+                    $"probs_length is {probsLength}; at least {MnistClassifier.ClassCount} expected");
             if (!HandleTable.TryGet(model, out MnistClassifier? c)) return FailHandle(model);
-            c.Probabilities(new ReadOnlySpan<byte>(pixels, MnistClassifier.PixelCount), new Span<float>(probs, MnistClassifier.ClassCount));
+            c.Probabilities(new ReadOnlySpan<byte>(pixels, MnistClassifier.PixelCount),
+                new Span<float>(probs, MnistClassifier.ClassCount));
             return Ok;
         }
         catch (Exception e) { return FromException(e); }
@@ -211,7 +229,8 @@ internal static unsafe class LastErrorStore
         {
             int n = Encoding.UTF8.GetByteCount(message);
             byte[]? buffer = t_message;
-            if (buffer == null || buffer.Length < n + 1) t_message = buffer = GC.AllocateArray<byte>(Math.Max(256, n + 1), pinned: true);
+            if (buffer == null || buffer.Length < n + 1)
+                t_message = buffer = GC.AllocateArray<byte>(Math.Max(256, n + 1), pinned: true);
             Encoding.UTF8.GetBytes(message, buffer);
             buffer[n] = 0;
         }
@@ -260,7 +279,8 @@ internal static class HandleTable
         }
     }
 
-    public static bool TryGet(ulong handle, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out MnistClassifier? model)
+    public static bool TryGet(ulong handle,
+        [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out MnistClassifier? model)
     {
         model = null;
         int slot = (int)(uint)handle - 1;

@@ -67,7 +67,9 @@ public static class FuzzTargets
         return Loads(() => CheckpointFile.Load(ScratchDirectory())) ? FuzzOutcome.Loaded : FuzzOutcome.Refused;
     }
 
-    /// <summary>The PNG path of `predict --png` and of `serve`'s image/png requests: <see cref="DigitPng.Read"/>.</summary>
+    /// <summary>
+    /// The PNG path of `predict --png` and of `serve`'s image/png requests: <see cref="DigitPng.Read"/>.
+    /// </summary>
     public static FuzzOutcome Png(byte[] input)
     {
         string path = WriteScratch("fuzz.png", input);

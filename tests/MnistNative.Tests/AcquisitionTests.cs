@@ -29,7 +29,11 @@ public sealed class AcquisitionTests : IDisposable
     }
 
     private MnistAcquisition Acquisition(LoopbackHttpsServer server, params string[] mirrors) => new(
-        new AcquisitionOptions { Mirrors = mirrors, UseNpm = false, Handler = server.TrustingHandler(), StallTimeout = TimeSpan.FromSeconds(10) },
+        new AcquisitionOptions
+        {
+            Mirrors = mirrors, UseNpm = false, Handler = server.TrustingHandler(),
+            StallTimeout = TimeSpan.FromSeconds(10),
+        },
         _log.Add);
 
     private void AssertNothingLeftBehind(params string[] allowed)
@@ -60,7 +64,8 @@ public sealed class AcquisitionTests : IDisposable
     [Fact]
     public void DownloadsGzipFilesOverHttps()
     {
-        using var server = new LoopbackHttpsServer(path => path.EndsWith(".gz") && Gzipped.Value.TryGetValue(path[..^3], out var b) ? new(b) : null);
+        using var server = new LoopbackHttpsServer(path =>
+            path.EndsWith(".gz") && Gzipped.Value.TryGetValue(path[..^3], out var b) ? new(b) : null);
         Acquisition(server, server.BaseUrl).Ensure(_dir);
         MnistFiles.Verify(_dir);
         Assert.Equal(4, server.Requests);
@@ -77,7 +82,8 @@ public sealed class AcquisitionTests : IDisposable
             raw[^1] ^= 0xff; // valid gzip, wrong content
             return new(Gzip(raw));
         });
-        using var good = new LoopbackHttpsServer(path => path.EndsWith(".gz") && Gzipped.Value.TryGetValue(path[..^3], out var b) ? new(b) : null);
+        using var good = new LoopbackHttpsServer(path =>
+            path.EndsWith(".gz") && Gzipped.Value.TryGetValue(path[..^3], out var b) ? new(b) : null);
         Acquisition(corrupt, corrupt.BaseUrl, good.BaseUrl).Ensure(_dir);
         MnistFiles.Verify(_dir);
         Assert.Contains(_log, l => l.Contains("checksum mismatch for train-images-idx3-ubyte"));
@@ -88,7 +94,8 @@ public sealed class AcquisitionTests : IDisposable
     public void ADroppedConnectionLeavesNothingThatLooksValid()
     {
         using var server = new LoopbackHttpsServer(path =>
-            path.EndsWith(".gz") && Gzipped.Value.TryGetValue(path[..^3], out var b) ? new(b, DropHalfway: true) : null);
+            path.EndsWith(".gz") && Gzipped.Value.TryGetValue(path[..^3], out var b)
+                ? new(b, DropHalfway: true) : null);
         var e = Assert.Throws<DataFormatException>(() => Acquisition(server, server.BaseUrl).Ensure(_dir));
         Assert.Contains("could not get train-images-idx3-ubyte", e.Message);
         AssertNothingLeftBehind();
@@ -107,7 +114,8 @@ public sealed class AcquisitionTests : IDisposable
     public void AnUnreachableMirrorFailsFast()
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();
-        var acquisition = new MnistAcquisition(new AcquisitionOptions { Mirrors = ["https://127.0.0.1:1/"], UseNpm = false }, _log.Add);
+        var acquisition = new MnistAcquisition(
+            new AcquisitionOptions { Mirrors = ["https://127.0.0.1:1/"], UseNpm = false }, _log.Add);
         Assert.Throws<DataFormatException>(() => acquisition.Ensure(_dir));
         Assert.True(watch.Elapsed < TimeSpan.FromSeconds(10), $"took {watch.Elapsed}");
     }
@@ -136,13 +144,19 @@ public sealed class AcquisitionTests : IDisposable
         {
             void Add(string name, string text)
             {
-                var entry = new PaxTarEntry(TarEntryType.RegularFile, name) { DataStream = new MemoryStream(System.Text.Encoding.ASCII.GetBytes(text)) };
+                var entry = new PaxTarEntry(TarEntryType.RegularFile, name)
+                {
+                    DataStream = new MemoryStream(System.Text.Encoding.ASCII.GetBytes(text)),
+                };
                 tar.WriteEntry(entry);
             }
             Add("package/data/../../escaped", "x");
             Add("/tmp/absolute-escape", "x");
             Add("package/data/t10k-labels-idx1-ubyte", "labels");
-            tar.WriteEntry(new PaxTarEntry(TarEntryType.SymbolicLink, "package/data/train-labels-idx1-ubyte") { LinkName = "/etc/passwd" });
+            tar.WriteEntry(new PaxTarEntry(TarEntryType.SymbolicLink, "package/data/train-labels-idx1-ubyte")
+            {
+                LinkName = "/etc/passwd",
+            });
         }
         string target = Directory.CreateDirectory(Path.Combine(_dir, "x", "target")).FullName;
         MnistAcquisition.ExtractDataFiles(tarball, target, MnistFiles.All.ToArray());

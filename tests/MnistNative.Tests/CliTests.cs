@@ -55,7 +55,11 @@ public sealed class CliTests : IDisposable
     {
         var (code, stdout, _) = Run("train", "--help");
         Assert.Equal(0, code);
-        foreach (string flag in new[] { "--backend", "--precision", "--hidden", "--iterations", "--lr", "--train-count", "--log-every", "--seed", "--init-weights", "--data", "--out", "--json" })
+        foreach (string flag in new[]
+        {
+            "--backend", "--precision", "--hidden", "--iterations", "--lr", "--train-count", "--log-every", "--seed",
+            "--init-weights", "--data", "--out", "--json",
+        })
             Assert.Contains(flag, stdout);
     }
 
@@ -63,7 +67,8 @@ public sealed class CliTests : IDisposable
     public void TrainJsonPrintsExactlyOneSummaryAndSavesTheModel()
     {
         string model = Path_("m.npz");
-        var (code, stdout, stderr) = Run("train", "--backend", "scalar", "--train-count", "300", "--iterations", "11", "--log-every", "5",
+        var (code, stdout, stderr) = Run("train", "--backend", "scalar", "--train-count", "300", "--iterations", "11",
+            "--log-every", "5",
             "--data", TestPaths.MnistDir, "--out", model, "--json");
         Assert.True(code == 0, stderr);
         using var doc = JsonDocument.Parse(stdout);
@@ -75,7 +80,8 @@ public sealed class CliTests : IDisposable
         Assert.Equal(11, root.GetProperty("iterations").GetInt32());
         Assert.Equal(0.1, root.GetProperty("learning_rate").GetDouble());
         Assert.Equal(1, root.GetProperty("threads").GetInt32());
-        Assert.Equal([0, 5, 10], root.GetProperty("log").EnumerateArray().Select(e => e.GetProperty("iteration").GetInt32()));
+        Assert.Equal([0, 5, 10],
+            root.GetProperty("log").EnumerateArray().Select(e => e.GetProperty("iteration").GetInt32()));
         Assert.InRange(root.GetProperty("log")[0].GetProperty("loss").GetDouble(), 2.0, 2.6);
         Assert.InRange(root.GetProperty("test_accuracy").GetDouble(), 0.0, 1.0);
         Assert.True(root.GetProperty("train_seconds").GetDouble() > 0);
@@ -89,7 +95,8 @@ public sealed class CliTests : IDisposable
     public void TrainFromInitWeightsPrintsTheSeedsFirstLine()
     {
         var (code, stdout, stderr) = Run("train", "--backend", "scalar", "--precision", "f64", "--iterations", "1",
-            "--init-weights", Path.Combine(TestPaths.SeedParity, "init.npz"), "--data", TestPaths.MnistDir, "--out", Path_("m.npz"));
+            "--init-weights", Path.Combine(TestPaths.SeedParity, "init.npz"), "--data", TestPaths.MnistDir,
+            "--out", Path_("m.npz"));
         Assert.True(code == 0, stderr);
         Assert.Contains("Iteration 0: Accuracy = 0.1141  Loss = 2.302299", stdout);
         Assert.Contains("Test accuracy = ", stdout);
@@ -99,7 +106,8 @@ public sealed class CliTests : IDisposable
     [Fact]
     public void InitWeightsThatDoNotMatchHiddenAreRefused()
     {
-        var (code, _, stderr) = Run("train", "--hidden", "20", "--init-weights", Path.Combine(TestPaths.SeedParity, "init.npz"),
+        var (code, _, stderr) = Run("train", "--hidden", "20",
+            "--init-weights", Path.Combine(TestPaths.SeedParity, "init.npz"),
             "--data", TestPaths.MnistDir, "--out", Path_("m.npz"));
         Assert.Equal(ExitCodes.BadInput, code);
         Assert.Contains("--hidden 20 does not match --init-weights init.npz, which has 10 hidden units", stderr);
@@ -110,7 +118,8 @@ public sealed class CliTests : IDisposable
     {
         string bad = Path_("bad.npz");
         File.WriteAllText(bad, "not a zip");
-        var (code, _, stderr) = Run("train", "--init-weights", bad, "--data", TestPaths.MnistDir, "--out", Path_("m.npz"));
+        var (code, _, stderr) = Run("train", "--init-weights", bad, "--data", TestPaths.MnistDir,
+            "--out", Path_("m.npz"));
         Assert.Equal(ExitCodes.BadInput, code);
         Assert.StartsWith($"mnistnative: error: {bad}: is not a valid .npz (zip) file", stderr);
         Assert.Single(stderr.Trim().Split('\n'));
@@ -135,7 +144,8 @@ public sealed class CliTests : IDisposable
     public void DivergenceExitsWithThreeAndWritesNoModel()
     {
         string model = Path_("diverged.npz");
-        var (code, _, stderr) = Run("train", "--backend", "scalar", "--train-count", "200", "--iterations", "60", "--lr", "1000",
+        var (code, _, stderr) = Run("train", "--backend", "scalar", "--train-count", "200", "--iterations", "60",
+            "--lr", "1000",
             "--log-every", "10", "--data", TestPaths.MnistDir, "--out", model);
         Assert.Equal(ExitCodes.Diverged, code);
         Assert.Contains("training diverged", stderr);
@@ -146,12 +156,14 @@ public sealed class CliTests : IDisposable
     [Fact]
     public void EvalPrintsAccuracyAndConfusionMatrix()
     {
-        var (code, stdout, stderr) = Run("eval", "--model", Path.Combine(TestPaths.SeedParity, "final.npz"), "--data", TestPaths.MnistDir, "--json");
+        var (code, stdout, stderr) = Run("eval", "--model", Path.Combine(TestPaths.SeedParity, "final.npz"),
+            "--data", TestPaths.MnistDir, "--json");
         Assert.True(code == 0, stderr);
         using var doc = JsonDocument.Parse(stdout);
         double accuracy = doc.RootElement.GetProperty("test_accuracy").GetDouble();
         Assert.Equal(0.9139, accuracy, 4);
-        int[][] confusion = doc.RootElement.GetProperty("confusion").EnumerateArray().Select(r => r.EnumerateArray().Select(v => v.GetInt32()).ToArray()).ToArray();
+        int[][] confusion = doc.RootElement.GetProperty("confusion").EnumerateArray()
+            .Select(r => r.EnumerateArray().Select(v => v.GetInt32()).ToArray()).ToArray();
         Assert.Equal(10_000, confusion.Sum(r => r.Sum()));
         Assert.Equal(9139, Enumerable.Range(0, 10).Sum(i => confusion[i][i]));
     }
@@ -167,10 +179,12 @@ public sealed class CliTests : IDisposable
         foreach (string phase in new[] { "forward", "backward", "update", "metrics" })
             Assert.Matches($@"\n  {phase} +[0-9.]+ +[0-9.]+ % +4 ", stdout);
         using var doc = JsonDocument.Parse(File.ReadAllText(trace));
-        var events = doc.RootElement.GetProperty("traceEvents").EnumerateArray().Where(e => e.GetProperty("ph").GetString() == "X").ToList();
+        var events = doc.RootElement.GetProperty("traceEvents").EnumerateArray()
+            .Where(e => e.GetProperty("ph").GetString() == "X").ToList();
         Assert.Equal(16, events.Count);
         Assert.Equal(4, events.Count(e => e.GetProperty("name").GetString() == "forward"));
-        Assert.All(events, e => Assert.True(e.GetProperty("dur").GetDouble() >= 0 && e.GetProperty("ts").GetDouble() >= 0));
+        Assert.All(events, e =>
+            Assert.True(e.GetProperty("dur").GetDouble() >= 0 && e.GetProperty("ts").GetDouble() >= 0));
     }
 
     [Fact]
@@ -206,10 +220,12 @@ public sealed class CliTests : IDisposable
     [Fact]
     public void KernelFlagOnThePerLayerPathIsAClearError()
     {
-        var (code, stdout, stderr) = Run("train", "--batch-size", "100", "--kernel", "sparse", "--data", TestPaths.MnistDir,
+        var (code, stdout, stderr) = Run("train", "--batch-size", "100", "--kernel", "sparse",
+            "--data", TestPaths.MnistDir,
             "--out", Path_("m.npz"));
         Assert.Equal(ExitCodes.BadInput, code);
-        Assert.Contains("--kernel sparse: the layer-1 kernel choice is for full-batch gradient descent on 784-H-10", stderr);
+        Assert.Contains(
+            "--kernel sparse: the layer-1 kernel choice is for full-batch gradient descent on 784-H-10", stderr);
         Assert.Equal("", stdout);
         Assert.False(File.Exists(Path_("m.npz")));
     }
@@ -249,7 +265,8 @@ public sealed class CliTests : IDisposable
         Assert.Equal(2, workload.GetProperty("rounds").GetInt32());
         double density = workload.GetProperty("density").GetDouble();
         Assert.InRange(density, 0.1, 0.3);
-        Assert.True(workload.GetProperty("useful_mflop_per_iteration").GetDouble() < workload.GetProperty("mflop_per_iteration").GetDouble());
+        Assert.True(workload.GetProperty("useful_mflop_per_iteration").GetDouble() <
+            workload.GetProperty("mflop_per_iteration").GetDouble());
         var results = doc.RootElement.GetProperty("results").EnumerateArray().ToList();
         Assert.Equal(["avx2/dense", "avx2/sparse", "scalar/dense"],
             results.Select(r => $"{r.GetProperty("backend").GetString()}/{r.GetProperty("kernel").GetString()}"));
@@ -264,7 +281,8 @@ public sealed class CliTests : IDisposable
     [Fact]
     public void AForcedBackendThatCannotTakeF64IsAClearError()
     {
-        var (code, _, stderr) = Run("train", "--backend", "avx2", "--precision", "f64", "--data", TestPaths.MnistDir, "--out", Path_("m.npz"));
+        var (code, _, stderr) = Run("train", "--backend", "avx2", "--precision", "f64", "--data", TestPaths.MnistDir,
+            "--out", Path_("m.npz"));
         Assert.Equal(ExitCodes.BadInput, code);
         Assert.Contains("backend avx2 is float32 only", stderr);
     }
@@ -272,7 +290,8 @@ public sealed class CliTests : IDisposable
     [Fact]
     public void OpenClFlagsWithACpuBackendAreRefused()
     {
-        var (code, _, stderr) = Run("train", "--backend", "avx2", "--device", "0:0", "--data", TestPaths.MnistDir, "--out", Path_("m.npz"));
+        var (code, _, stderr) = Run("train", "--backend", "avx2", "--device", "0:0", "--data", TestPaths.MnistDir,
+            "--out", Path_("m.npz"));
         Assert.Equal(ExitCodes.BadInput, code);
         Assert.Contains("--device, --kernels and --opencl-variant go with --backend opencl, not avx2", stderr);
     }
@@ -280,7 +299,8 @@ public sealed class CliTests : IDisposable
     [Fact]
     public void AutoExplainsItsChoiceOnStderr()
     {
-        var (code, _, stderr) = Run("train", "--train-count", "50", "--iterations", "2", "--data", TestPaths.MnistDir, "--out", Path_("m.npz"), "--json");
+        var (code, _, stderr) = Run("train", "--train-count", "50", "--iterations", "2", "--data", TestPaths.MnistDir,
+            "--out", Path_("m.npz"), "--json");
         Assert.True(code == 0, stderr);
         Assert.Contains("backend auto: picked ", stderr);
     }

@@ -60,9 +60,11 @@ public sealed class IdxTests : IDisposable
     [Fact]
     public void APrefixReadStillChecksTheWholeFile()
     {
-        var e = Assert.Throws<DataFormatException>(() => Idx.ReadImages(Write("cut", Images(3)[..^100]), out _, take: 1));
+        var e = Assert.Throws<DataFormatException>(
+            () => Idx.ReadImages(Write("cut", Images(3)[..^100]), out _, take: 1));
         Assert.Contains("claims 3 images (2352 bytes) but only 2252 bytes follow", e.Message);
-        e = Assert.Throws<DataFormatException>(() => Idx.ReadPair(Write("i", Images(3)), Write("l", Labels(1, 2)), take: 1));
+        e = Assert.Throws<DataFormatException>(
+            () => Idx.ReadPair(Write("i", Images(3)), Write("l", Labels(1, 2)), take: 1));
         Assert.Contains("holds 2 labels but i holds 3 images", e.Message);
     }
 
@@ -132,7 +134,8 @@ public sealed class IdxTests : IDisposable
     [Fact]
     public void CorruptGzip()
     {
-        var e = Assert.Throws<DataFormatException>(() => Idx.ReadImages(Write("bad.gz", [0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5, 6, 7]), out _));
+        var e = Assert.Throws<DataFormatException>(
+            () => Idx.ReadImages(Write("bad.gz", [0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5, 6, 7]), out _));
         Assert.StartsWith(Path.Combine(_dir, "bad.gz") + ": ", e.Message);
     }
 

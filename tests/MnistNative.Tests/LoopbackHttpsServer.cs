@@ -44,7 +44,8 @@ public sealed class LoopbackHttpsServer : IDisposable
         ConnectTimeout = TimeSpan.FromSeconds(30),
         SslOptions = new SslClientAuthenticationOptions
         {
-            RemoteCertificateValidationCallback = (_, cert, _, _) => cert is not null && cert.GetCertHashString() == Certificate.GetCertHashString(),
+            RemoteCertificateValidationCallback = (_, cert, _, _) =>
+                cert is not null && cert.GetCertHashString() == Certificate.GetCertHashString(),
         },
     };
 
@@ -78,7 +79,8 @@ public sealed class LoopbackHttpsServer : IDisposable
                 string path = request.ToString().Split(' ')[1].TrimStart('/');
                 Route route = _routes(path) ?? new Route("not found"u8.ToArray(), 404);
                 string reason = route.Status == 200 ? "OK" : "Not Found";
-                string head = $"HTTP/1.1 {route.Status} {reason}\r\nContent-Length: {route.Body.Length}\r\nConnection: close\r\n\r\n";
+                string head = $"HTTP/1.1 {route.Status} {reason}\r\n" +
+                    $"Content-Length: {route.Body.Length}\r\nConnection: close\r\n\r\n";
                 await ssl.WriteAsync(Encoding.ASCII.GetBytes(head));
                 int send = route.DropHalfway ? route.Body.Length / 2 : route.Body.Length;
                 if (route.DripEvery is TimeSpan drip)
@@ -90,7 +92,8 @@ public sealed class LoopbackHttpsServer : IDisposable
                     }
                 else await ssl.WriteAsync(route.Body.AsMemory(0, send));
                 await ssl.FlushAsync();
-                if (route.DropHalfway) client.Client.LingerState = new LingerOption(true, 0); // reset, not a clean close
+                // reset, not a clean close
+                if (route.DropHalfway) client.Client.LingerState = new LingerOption(true, 0);
             }
             catch (Exception) { /* the client went away; nothing to do */ }
         }

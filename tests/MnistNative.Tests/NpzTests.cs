@@ -98,7 +98,8 @@ public sealed class NpzTests : IDisposable
     {
         string path = Zip("pickle.npz", ("w1", Npy("|O", "(2,)", "\x80\x04\x95cos\nsystem\n"u8.ToArray())));
         var e = Assert.Throws<DataFormatException>(() => Npz.Read(path));
-        Assert.Equal($"{path}: array 'w1' holds Python objects (pickled data); refused, it is never deserialised", e.Message);
+        Assert.Equal($"{path}: array 'w1' holds Python objects (pickled data); refused, it is never deserialised",
+            e.Message);
     }
 
     [Fact]
@@ -127,9 +128,11 @@ public sealed class NpzTests : IDisposable
     [InlineData("(2, 784)", "(2, 1)", "(9, 2)", "w2 has 9 rows; the output layer must have 10")]
     public void WrongShapesAreNamed(string w1Shape, string b1Shape, string w2Shape, string problem)
     {
-        static int Count(string shape) => shape.Trim('(', ')').Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).Aggregate(1, (a, b) => a * b);
+        static int Count(string shape) => shape.Trim('(', ')').Split(',', StringSplitOptions.RemoveEmptyEntries)
+            .Select(int.Parse).Aggregate(1, (a, b) => a * b);
         string path = Zip("shape.npz",
-            ("w1", Npy("<f8", w1Shape, F64(Seq(Count(w1Shape))))), ("b1", Npy("<f8", b1Shape, F64(Seq(Count(b1Shape))))),
+            ("w1", Npy("<f8", w1Shape, F64(Seq(Count(w1Shape))))),
+            ("b1", Npy("<f8", b1Shape, F64(Seq(Count(b1Shape))))),
             ("w2", Npy("<f8", w2Shape, F64(Seq(Count(w2Shape))))), ("b2", Npy("<f8", "(10, 1)", F64(Seq(10)))));
         var e = Assert.Throws<DataFormatException>(() => ModelFile.Load(path));
         Assert.Equal($"{path}: {problem}", e.Message);

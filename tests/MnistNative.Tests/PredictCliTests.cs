@@ -26,9 +26,11 @@ public sealed class PredictCliTests : IDisposable
     [Fact]
     public void PredictsARangeFromAnIdxFileAsTheEvalDoes()
     {
-        var (code, stdout, stderr) = CliTests.Run("predict", "--model", Model, "--idx", TestImages, "--index", "0..4", "--json");
+        var (code, stdout, stderr) = CliTests.Run("predict", "--model", Model, "--idx", TestImages, "--index", "0..4",
+            "--json");
         Assert.True(code == 0, stderr);
-        var digits = JsonDocument.Parse(stdout).RootElement.EnumerateArray().Select(e => e.GetProperty("digit").GetInt32()).ToArray();
+        var digits = JsonDocument.Parse(stdout).RootElement.EnumerateArray()
+            .Select(e => e.GetProperty("digit").GetInt32()).ToArray();
         Assert.Equal([7, 2, 1, 0, 4], digits); // the first five test labels, all classified right by this model
         Assert.Equal(TestPaths.Test.Labels[..5].Select(b => (int)b), digits);
     }

@@ -17,7 +17,9 @@ public static class TestPaths
     /// </summary>
     public static string SeedParity => Path.Combine(RepoRoot, "tests", "fixtures", "seed-parity");
 
-    /// <summary>MNIST_DATA_DIR, else the repository's default store data/mnist (filled by `build.sh --target=Data`).</summary>
+    /// <summary>
+    /// MNIST_DATA_DIR, else the repository's default store data/mnist (filled by `build.sh --target=Data`).
+    /// </summary>
     public static string MnistDir => Environment.GetEnvironmentVariable("MNIST_DATA_DIR") is { Length: > 0 } d
         ? d
         : Path.Combine(RepoRoot, "data", "mnist");
@@ -28,7 +30,8 @@ public static class TestPaths
     private static (LabeledImages, LabeledImages) LoadMnist()
     {
         if (!MnistFiles.Present(MnistDir))
-            throw new InvalidOperationException($"MNIST is not in {MnistDir}: run `./build.sh --target=Data` (or set MNIST_DATA_DIR)");
+            throw new InvalidOperationException(
+                $"MNIST is not in {MnistDir}: run `./build.sh --target=Data` (or set MNIST_DATA_DIR)");
         return MnistFiles.Load(MnistDir);
     }
 

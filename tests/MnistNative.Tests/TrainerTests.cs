@@ -10,7 +10,8 @@ namespace MnistNative.Tests;
 /// <summary>The one training loop: shuffling, seeds, checkpoints and resume, on the scalar reference.</summary>
 public sealed class TrainerTests
 {
-    private static ITrainingBackend Scalar(Precision precision, int[] sizes, OptimizerSettings optimizer, int maxBatch) =>
+    private static ITrainingBackend Scalar(Precision precision, int[] sizes, OptimizerSettings optimizer,
+        int maxBatch) =>
         BackendCatalog.Create(new BackendRequest("scalar", precision, sizes, optimizer, maxBatch), _ => { });
 
     private static double MaxAbsDifference(MlpParameters a, MlpParameters b)
@@ -30,7 +31,8 @@ public sealed class TrainerTests
         int[] sizes = [784, 12, 8, 10];
         LabeledImages data = TinyData.Images(200);
         var o = new OptimizerSettings(OptimizerKind.Adam, WeightDecay: 1e-4);
-        var options = new TrainingOptions(32, 3, null, 9, new LearningRateSchedule(ScheduleKind.Cosine, 2e-3, 3 * 7, 4));
+        var options = new TrainingOptions(32, 3, null, 9,
+            new LearningRateSchedule(ScheduleKind.Cosine, 2e-3, 3 * 7, 4));
         MlpParameters init = MlpParameters.Initialize(sizes, 4);
         ITrainingBackend Fresh()
         {
@@ -52,7 +54,8 @@ public sealed class TrainerTests
             {
                 TrainingResult part = Trainer.Run(first, data.Count, options, new TrainingHooks
                 {
-                    RunKey = "k", Cancellation = cts.Token, OnStep = (_, _, _, _, _) => { if (++steps == 10) cts.Cancel(); },
+                    RunKey = "k", Cancellation = cts.Token,
+                    OnStep = (_, _, _, _, _) => { if (++steps == 10) cts.Cancel(); },
                     SaveCheckpoint = c => CheckpointFile.Save(dir, c),
                 });
                 Assert.True(part.Cancelled);
@@ -60,10 +63,13 @@ public sealed class TrainerTests
             }
             using ITrainingBackend second = Scalar(Precision.F64, sizes, o, 32);
             second.Upload(data);
-            TrainingResult rest = Trainer.Run(second, data.Count, options, new TrainingHooks { RunKey = "k", Resume = CheckpointFile.Load(dir) });
+            TrainingResult rest = Trainer.Run(second, data.Count, options,
+                new TrainingHooks { RunKey = "k", Resume = CheckpointFile.Load(dir) });
             Assert.Equal(0, MaxAbsDifference(whole.Weights, rest.Weights));
-            Assert.Equal(whole.Epochs.Select(e => (e.TrainLoss, e.TrainAccuracy)), rest.Epochs.Select(e => (e.TrainLoss, e.TrainAccuracy)));
-            Assert.Throws<ArgumentException>(() => Trainer.Run(second, data.Count, options, new TrainingHooks { RunKey = "other", Resume = CheckpointFile.Load(dir) }));
+            Assert.Equal(whole.Epochs.Select(e => (e.TrainLoss, e.TrainAccuracy)),
+                rest.Epochs.Select(e => (e.TrainLoss, e.TrainAccuracy)));
+            Assert.Throws<ArgumentException>(() => Trainer.Run(second, data.Count, options,
+                new TrainingHooks { RunKey = "other", Resume = CheckpointFile.Load(dir) }));
         }
         finally { Directory.Delete(dir, true); }
     }
@@ -78,7 +84,8 @@ public sealed class TrainerTests
             using ITrainingBackend b = Scalar(Precision.F32, sizes, new OptimizerSettings(OptimizerKind.Momentum), 16);
             b.Upload(data);
             b.SetWeights(MlpParameters.Initialize(sizes, 0));
-            return Trainer.Run(b, data.Count, new TrainingOptions(16, 2, null, seed, LearningRateSchedule.Constant(0.05))).Weights;
+            return Trainer.Run(b, data.Count,
+                new TrainingOptions(16, 2, null, seed, LearningRateSchedule.Constant(0.05))).Weights;
         }
         Assert.Equal(0, MaxAbsDifference(Train(1), Train(1)));
         Assert.NotEqual(0, MaxAbsDifference(Train(1), Train(2)));

@@ -43,7 +43,10 @@ public static class OnnxExporter
             graph.Initializer.Add(FloatTensor(w, [p.Sizes[l + 1], p.Sizes[l]], p.W[l]));
             graph.Initializer.Add(FloatTensor(b, [p.Sizes[l + 1]], p.B[l]));
             var gemm = new NodeProto { Name = $"gemm{l + 1}", OpType = "Gemm", Output = { z }, Input = { x, w, b } };
-            gemm.Attribute.Add(new AttributeProto { Name = "transB", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+            gemm.Attribute.Add(new AttributeProto
+            {
+                Name = "transB", Type = AttributeProto.Types.AttributeType.Int, I = 1,
+            });
             graph.Node.Add(gemm);
             x = z;
             if (l < p.LayerCount - 1)
@@ -54,7 +57,10 @@ public static class OnnxExporter
             }
         }
         var softmax = new NodeProto { Name = "softmax", OpType = "Softmax", Input = { x }, Output = { OutputName } };
-        softmax.Attribute.Add(new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = 1 });
+        softmax.Attribute.Add(new AttributeProto
+        {
+            Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = 1,
+        });
         graph.Node.Add(softmax);
 
         var model = new ModelProto
@@ -77,7 +83,13 @@ public static class OnnxExporter
         return new ValueInfoProto
         {
             Name = name,
-            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float, Shape = shape } },
+            Type = new TypeProto
+            {
+                TensorType = new TypeProto.Types.Tensor
+                {
+                    ElemType = (int)TensorProto.Types.DataType.Float, Shape = shape,
+                },
+            },
         };
     }
 

@@ -5,7 +5,9 @@ using Xunit;
 
 namespace MnistNative.Tests.Beyond;
 
-/// <summary>The mini-batch flags on the command line: validation, JSON, checkpoints, pictures. Small data, few epochs.</summary>
+/// <summary>
+/// The mini-batch flags on the command line: validation, JSON, checkpoints, pictures. Small data, few epochs.
+/// </summary>
 public sealed class BeyondCliTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("mnistnative-beyond-").FullName;
@@ -22,7 +24,8 @@ public sealed class BeyondCliTests : IDisposable
     [Theory]
     [InlineData("--batch-size", "0", "--batch-size must be at least 1, got 0")]
     [InlineData("--epochs", "0", "--epochs must be between 1 and 100000, got 0")]
-    [InlineData("--validation-count", "600", "--validation-count must be between 0 and --train-count - 1 (599), got 600")]
+    [InlineData("--validation-count", "600",
+        "--validation-count must be between 0 and --train-count - 1 (599), got 600")]
     [InlineData("--optimizer", "sgdx", "Argument 'sgdx' not recognized")]
     [InlineData("--schedule", "linear", "Argument 'linear' not recognized")]
     [InlineData("--preset", "fast99", "Argument 'fast99' not recognized")]
@@ -56,7 +59,8 @@ public sealed class BeyondCliTests : IDisposable
     [Fact]
     public void DeepAdamRunPrintsJsonWithValidationAndDrawsCurves()
     {
-        var (code, stdout, stderr) = Run(Small("--hidden", "32,16", "--optimizer", "adam", "--lr", "0.003", "--batch-size", "50", "--epochs", "2",
+        var (code, stdout, stderr) = Run(Small("--hidden", "32,16", "--optimizer", "adam", "--lr", "0.003",
+            "--batch-size", "50", "--epochs", "2",
             "--validation-count", "100", "--schedule", "cosine", "--warmup", "3", "--plot", P("curves.png"), "--json"));
         Assert.True(code == 0, stderr);
         using var doc = JsonDocument.Parse(stdout);
@@ -86,16 +90,24 @@ public sealed class BeyondCliTests : IDisposable
     [Fact]
     public void CheckpointThenResumeEndsWithTheSameModelAsOneRun()
     {
-        string[] common = ["--backend", "scalar", "--precision", "f64", "--train-count", "120", "--hidden", "8", "--optimizer", "momentum", "--lr", "0.05", "--batch-size", "40", "--seed", "3"];
-        var (code, _, err) = Run(["train", "--data", TestPaths.MnistDir, .. common, "--epochs", "3", "--out", P("whole.npz")]);
+        string[] common =
+        [
+            "--backend", "scalar", "--precision", "f64", "--train-count", "120", "--hidden", "8",
+            "--optimizer", "momentum", "--lr", "0.05", "--batch-size", "40", "--seed", "3",
+        ];
+        var (code, _, err) = Run(
+            ["train", "--data", TestPaths.MnistDir, .. common, "--epochs", "3", "--out", P("whole.npz")]);
         Assert.True(code == 0, err);
-        (code, _, err) = Run(["train", "--data", TestPaths.MnistDir, .. common, "--epochs", "3", "--iterations", "3", "--out", P("x.npz")]);
+        (code, _, err) = Run(["train", "--data", TestPaths.MnistDir, .. common, "--epochs", "3", "--iterations", "3",
+            "--out", P("x.npz")]);
         Assert.Equal(ExitCodes.BadInput, code); // --epochs and --iterations together
-        (code, _, err) = Run(["train", "--data", TestPaths.MnistDir, .. common, "--iterations", "6", "--checkpoint", P("ck"), "--out", P("part.npz")]);
+        (code, _, err) = Run(["train", "--data", TestPaths.MnistDir, .. common, "--iterations", "6",
+            "--checkpoint", P("ck"), "--out", P("part.npz")]);
         Assert.True(code == 0, err);
         Assert.True(File.Exists(Path.Combine(P("ck"), "checkpoint.npz")));
         // a constant schedule does not depend on the run's length: the 6-step run continues to the whole run's 3 epochs
-        (code, _, err) = Run(["train", "--data", TestPaths.MnistDir, .. common, "--epochs", "3", "--checkpoint", P("ck"), "--resume", "--out", P("resumed.npz")]);
+        (code, _, err) = Run(["train", "--data", TestPaths.MnistDir, .. common, "--epochs", "3",
+            "--checkpoint", P("ck"), "--resume", "--out", P("resumed.npz")]);
         Assert.True(code == 0, err);
         var whole = ModelFile.Load(P("whole.npz"));
         var resumed = ModelFile.Load(P("resumed.npz"));
@@ -105,9 +117,11 @@ public sealed class BeyondCliTests : IDisposable
     [Fact]
     public void EvalDrawsConfusionAndErrorPictures()
     {
-        var (code, _, err) = Run(Small("--batch-size", "60", "--epochs", "1", "--optimizer", "adam", "--lr", "0.003", "--hidden", "16"));
+        var (code, _, err) = Run(Small("--batch-size", "60", "--epochs", "1", "--optimizer", "adam", "--lr", "0.003",
+            "--hidden", "16"));
         Assert.True(code == 0, err);
-        (code, _, err) = Run("eval", "--data", TestPaths.MnistDir, "--model", P("m.npz"), "--confusion", P("c.png"), "--errors", P("e.png"));
+        (code, _, err) = Run("eval", "--data", TestPaths.MnistDir, "--model", P("m.npz"), "--confusion", P("c.png"),
+            "--errors", P("e.png"));
         Assert.True(code == 0, err);
         AssertPng(P("c.png"), 700, 700);
         AssertPng(P("e.png"), 840, 6 * (84 + 22));

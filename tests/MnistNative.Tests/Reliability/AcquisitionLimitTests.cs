@@ -63,7 +63,7 @@ public sealed class AcquisitionLimitTests : IDisposable
         new AcquisitionOptions
         {
             Mirrors = mirrors, UseNpm = false, Handler = server.TrustingHandler(),
-                StallTimeout = TimeSpan.FromSeconds(10),
+            StallTimeout = TimeSpan.FromSeconds(10),
             DownloadTimeout = downloadTimeout ?? TimeSpan.FromMinutes(1),
         },
         _log.Add);

@@ -33,7 +33,8 @@ public sealed class DivergenceTests : IDisposable
     public void AnUnloggedIterationThatBlowsUpStopsTheRun()
     {
         using var backend = SeedBackend(1000);
-        var e = Assert.Throws<DivergenceException>(() => Trainer.Run(backend, 1000, TrainingOptions.FullBatch(50, 1e6, 50)));
+        var e = Assert.Throws<DivergenceException>(
+            () => Trainer.Run(backend, 1000, TrainingOptions.FullBatch(50, 1e6, 50)));
         Assert.Contains("at iteration 1", e.Message);
         Assert.Contains("over 10x its first value", e.Message);
     }
@@ -113,15 +114,15 @@ public sealed class DivergenceTests : IDisposable
             backend.SetWeights(MlpParameters.Initialize(sizes, 0));
             var saved = new List<TrainingCheckpoint>();
             var options = new TrainingOptions(100, 2, null, 1, LearningRateSchedule.Constant(0.1));
-            var e = Assert.Throws<DivergenceException>(() =>
-                Trainer.Run(backend, train.Count, options, new TrainingHooks
+            var hooks = new TrainingHooks
             {
                 SaveCheckpoint = c =>
                 {
                     CheckpointFile.Save(_dir, c);
                     saved.Add(c);
                 },
-            }));
+            };
+            var e = Assert.Throws<DivergenceException>(() => Trainer.Run(backend, train.Count, options, hooks));
             Assert.Contains("the last checkpoint was kept", e.Message);
             Assert.Single(saved);
             Assert.Equal(4, saved[0].Step);

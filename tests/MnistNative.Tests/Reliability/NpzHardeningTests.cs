@@ -194,10 +194,10 @@ public sealed class NpzHardeningTests : IDisposable
         var checkpoint = new TrainingCheckpoint
         {
             Weights = w, Optimizer = new OptimizerState(12, [Moment(0.1), Moment(0.2)]), Epoch = 1, BatchInEpoch = 2,
-                Step = 12,
+            Step = 12,
             EpochLossSum = 3.5, EpochCorrect = 150, EpochCount = 200, TrainSeconds = 1.5,
             History = [new EpochEntry(1, 10, 0.9, 0.7, double.NaN, 1.2)], RunKey = "784-4-10|batch 100",
-                FirstLoss = 2.3,
+            FirstLoss = 2.3,
         };
         string dir = Path.Combine(_dir, "ckpt");
         CheckpointFile.Save(dir, checkpoint);

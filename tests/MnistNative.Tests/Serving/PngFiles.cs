@@ -20,8 +20,8 @@ internal static class PngFiles
         int channels = alpha ? 4 : 3;
         var data = new byte[pixels.Length * channels];
         for (int i = 0; i < pixels.Length; i++)
-        for (int c = 0; c < channels; c++)
-            data[i * channels + c] = c == 3 ? (byte)255 : pixels[i];
+            for (int c = 0; c < channels; c++)
+                data[i * channels + c] = c == 3 ? (byte)255 : pixels[i];
         return Stb(data, alpha ? ColorComponents.RedGreenBlueAlpha : ColorComponents.RedGreenBlue);
     }
 
@@ -39,11 +39,11 @@ internal static class PngFiles
     {
         var raw = new byte[28 * (1 + 56)];
         for (int y = 0; y < 28; y++)
-        for (int x = 0; x < 28; x++)
-        {
-            raw[y * 57 + 1 + 2 * x] = pixels[y * 28 + x];
-            raw[y * 57 + 2 + 2 * x] = pixels[y * 28 + x];
-        }
+            for (int x = 0; x < 28; x++)
+            {
+                raw[y * 57 + 1 + 2 * x] = pixels[y * 28 + x];
+                raw[y * 57 + 2 + 2 * x] = pixels[y * 28 + x];
+            }
         return Png(28, 28, bitDepth: 16, colourType: 0, Deflate(raw));
     }
 
