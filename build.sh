@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 need_apt=()
-if ! ldconfig -p 2>/dev/null | grep -q 'libOpenCL\.so\.1'; then need_apt+=(ocl-icd-libopencl1); fi
+# grep without -q reads all of ldconfig's output: -q exits at the first match and, under pipefail, ldconfig's
+# SIGPIPE would make the test fail and reinstall the package on every run
+if ! ldconfig -p 2>/dev/null | grep 'libOpenCL\.so\.1' >/dev/null; then need_apt+=(ocl-icd-libopencl1); fi
 if ! ls /etc/OpenCL/vendors/*.icd >/dev/null 2>&1; then need_apt+=(pocl-opencl-icd); fi
 if ! command -v npm >/dev/null 2>&1; then need_apt+=(npm); fi
 if ! command -v cc >/dev/null 2>&1; then need_apt+=(gcc libc6-dev); fi
