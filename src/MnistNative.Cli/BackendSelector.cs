@@ -57,10 +57,12 @@ public static class BackendSelector
                 return CreateScalar(request);
             case "avx2":
                 RequireF32(request);
-                return new Avx2Backend(request.Hidden, request.Threads ?? 0, request.Kernel);
+                return (IFullBatchBackend)SimdBackend.Create("avx2", [MlpParameters.InputSize, request.Hidden, MlpParameters.Classes],
+                    OptimizerSettings.Gd, int.MaxValue, request.Threads ?? 0, request.Kernel);
             case "avx512":
                 RequireF32(request);
-                return new Avx512Backend(request.Hidden, request.Threads ?? 0, request.Kernel);
+                return (IFullBatchBackend)SimdBackend.Create("avx512", [MlpParameters.InputSize, request.Hidden, MlpParameters.Classes],
+                    OptimizerSettings.Gd, int.MaxValue, request.Threads ?? 0, request.Kernel);
             case "opencl":
                 return CreateOpenCl(request);
             default:
@@ -122,8 +124,9 @@ public static class BackendSelector
             throw new BackendUnavailableException(
                 "backend scalar has no sparse kernels; " +
                 $"--kernel sparse goes with {string.Join(" or ", SparseBackends)}");
-        return request.Precision == Precision.F64 ? new ReferenceBackend<double>(request.Hidden)
-            : new ReferenceBackend<float>(request.Hidden);
+        int[] sizes = [MlpParameters.InputSize, request.Hidden, MlpParameters.Classes];
+        return request.Precision == Precision.F64 ? new ReferenceBackend<double>(sizes, OptimizerSettings.Gd)
+            : new ReferenceBackend<float>(sizes, OptimizerSettings.Gd);
     }
 
     private static IFullBatchBackend CreateOpenCl(BackendRequest request) => new OpenClBackend(request.Hidden, new OpenClBackendOptions

@@ -46,17 +46,12 @@ public sealed partial class CliApp
                 int n = parse.GetValue(steps), at = 0;
                 // the last step of each loop measures: on OpenCL that waits for the queued steps, so the clock sees them
                 for (int i = 0; i < 20; i++) { engine.StepBatch(order.AsSpan(at, batch), 1e-3, i == 19); at = (at + batch) % (train.Count - batch); }
-                Array.Clear(Backends.Cpu.Deep.DeepPhases.Ticks);
                 var clock = Stopwatch.StartNew();
                 TimeSpan cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
                 for (int i = 0; i < n; i++) { engine.StepBatch(order.AsSpan(at, batch), 1e-3, i == n - 1); at = (at + batch) % (train.Count - batch); }
                 double seconds = clock.Elapsed.TotalSeconds;
                 double cpu = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds;
                 Out.WriteLine($"{engine.Info.Name,-7} {string.Join('-', sizes)} batch {batch,5}: {seconds * 1e3 / n,8:F3} ms/step  {flopsPerSample * batch * n / seconds / 1e9,7:F1} GFLOP/s dense-equivalent  ({cpu / seconds:F2} cores busy, {engine.Info.Threads} threads)");
-                long[] ticks = Backends.Cpu.Deep.DeepPhases.Ticks;
-                string[] names = ["gather-img", "forward", "post", "backward"];
-                if (ticks.Any(t => t > 0))
-                    Out.WriteLine("    " + string.Join("  ", Enumerable.Range(0, ticks.Length).Where(i => ticks[i] > 0).Select(i => $"{names[i / 4]}{i % 4}={ticks[i] * 1e3 / Stopwatch.Frequency / n:F3}")) + " ms/step");
             }
             return ExitCodes.Ok;
         }));

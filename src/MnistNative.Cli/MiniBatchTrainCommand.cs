@@ -2,7 +2,8 @@ using MnistNative.Backends.Cpu;
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Text.Json;
-using MnistNative.Backends.Cpu.Deep;
+using MnistNative.Backends.Cpu.Reference;
+using MnistNative.Backends.Cpu.Simd;
 using MnistNative.Backends.OpenCL;
 using MnistNative.Core;
 using MnistNative.Data;
@@ -285,18 +286,18 @@ public sealed partial class CliApp
         switch (name)
         {
             case "scalar":
-                return precision == Precision.F64 ? new DeepReferenceBackend<double>(sizes, optimizer) : new DeepReferenceBackend<float>(sizes, optimizer);
+                return precision == Precision.F64 ? new ReferenceBackend<double>(sizes, optimizer) : new ReferenceBackend<float>(sizes, optimizer);
             case "avx2":
             case "avx512":
                 if (precision == Precision.F64) throw new ArgumentException($"--precision f64 is only on the scalar and opencl backends, not {name}");
-                return DeepSimd.Create(sizes, optimizer, batch, threads ?? 0, name);
+                return (IMiniBatchBackend)SimdBackend.Create(name, sizes, optimizer, batch, threads ?? 0, KernelMode.Auto);
             case "opencl":
                 return CreateMiniBatchOpenCl(sizes, optimizer, batch, precision, openCl);
             default: // auto
                 if (precision == Precision.F64)
                 {
                     explain("backend auto: picked scalar (f64 is only on the scalar backend)");
-                    return new DeepReferenceBackend<double>(sizes, optimizer);
+                    return new ReferenceBackend<double>(sizes, optimizer);
                 }
                 if (OpenClRuntime.FindGpu(out string noGpu) is { } gpu)
                 {
@@ -308,10 +309,10 @@ public sealed partial class CliApp
                 if (width == null)
                 {
                     explain($"backend auto: picked scalar ({why})");
-                    return new DeepReferenceBackend<float>(sizes, optimizer);
+                    return new ReferenceBackend<float>(sizes, optimizer);
                 }
                 explain($"backend auto: picked {width} ({why}; deep SIMD backend)");
-                return DeepSimd.Create(sizes, optimizer, batch, threads ?? 0, width);
+                return (IMiniBatchBackend)SimdBackend.Create(width, sizes, optimizer, batch, threads ?? 0, KernelMode.Auto);
         }
     }
 

@@ -10,7 +10,7 @@ namespace MnistNative.Backends.Cpu.Simd;
 /// Hv is Hp rounded up to 1, 2 or 4 vectors or a multiple of 8 (<see cref="SparseRowWidth"/>); the padding columns
 /// stay zero. See docs/cpu-backends.md ("Sparse layer 1").
 /// </summary>
-internal sealed unsafe partial class SimdBackend<TW, TVec>
+internal sealed unsafe partial class FusedTilePath<TW, TVec>
 {
     /// <summary>
     /// How much more a sparse lane costs than a dense one (index decode, the broadcast, the read-modify-write of
