@@ -16,16 +16,16 @@ public sealed class GradientCheckTests(ITestOutputHelper output)
     public void AnalyticGradientsMatchFiniteDifferences(int hidden, int n)
     {
         var (data, weights) = BackendConformance.RandomProblem(hidden, n, seed: 11);
-        using var backend = new ReferenceBackend<double>(hidden);
+        using var backend = new ReferenceBackend<double>([784, hidden, 10], OptimizerSettings.Gd);
         backend.Upload(data);
         backend.SetWeights(weights);
         var analytic = MlpParameters.ForHidden(hidden);
-        backend.ComputeGradients(analytic);
+        backend.ComputeGradients(TrainingBatch.WholeSet, analytic);
 
         double Loss(MlpParameters p)
         {
             backend.SetWeights(p);
-            return backend.ComputeGradients(MlpParameters.ForHidden(hidden)).Loss;
+            return backend.ComputeGradients(TrainingBatch.WholeSet, MlpParameters.ForHidden(hidden)).Loss;
         }
 
         const double eps = 1e-6;

@@ -27,8 +27,8 @@ public sealed class MetricsTests
         listener.SetMeasurementEventCallback<double>((instrument, value, _, _) => { lock (gauges) gauges[instrument.Name] = value; });
         listener.Start();
 
-        var (data, weights) = BackendConformance.RandomProblem(5, 40, seed: 7);
-        using var backend = new ReferenceBackend<float>(5);
+        var (data, weights) = TrainingBackendConformance.RandomProblem([784, 5, 10], 40, seed: 7);
+        using var backend = new ReferenceBackend<float>([784, 5, 10], OptimizerSettings.Gd);
         backend.Upload(data);
         backend.SetWeights(weights);
         FullBatchTrainer.Run(backend, new TrainingOptions(12, 0.1, 4));

@@ -44,7 +44,7 @@ public sealed class SeedParityTests(ITestOutputHelper output)
     private void RunParity(int iterations, bool requireTestAccuracy)
     {
         var (expected, expectedTest) = Expected();
-        using var backend = new ReferenceBackend<double>(10);
+        using var backend = new ReferenceBackend<double>([784, 10, 10], OptimizerSettings.Gd);
         backend.Upload(TestPaths.Train.Take(10_000));
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
         TrainingResult result = FullBatchTrainer.Run(backend, new TrainingOptions(iterations, 0.1, 50));

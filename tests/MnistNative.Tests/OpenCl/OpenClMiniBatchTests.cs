@@ -1,8 +1,9 @@
 using System.Text.Json;
-using MnistNative.Backends.Cpu.Deep;
+using MnistNative.Backends.Cpu.Reference;
 using MnistNative.Backends.OpenCL;
 using MnistNative.Core;
 using MnistNative.Tests.Beyond;
+using MnistNative.Tests.Conformance;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -48,7 +49,7 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
         foreach (int[] sizes in new[] { new[] { 784, 7, 10 }, [784, 33, 17, 10], [784, 130, 70, 10] })
         {
             MlpParameters w = MlpParameters.Initialize(sizes, 11);
-            using var reference = new DeepReferenceBackend<double>(sizes, OptimizerSettings.Gd);
+            using IMiniBatchBackend reference = new ReferenceBackend<double>(sizes, OptimizerSettings.Gd);
             using OpenClMiniBatchBackend cl = Open(sizes, OptimizerSettings.Gd, 64, precision, variant);
             Assert.Equal(variant, cl.Variant.ToString().ToLowerInvariant());
             reference.Upload(data); cl.Upload(data);
@@ -96,7 +97,7 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
         {
             var o = new OptimizerSettings(kind, WeightDecay: 1e-3);
             double lr = kind == OptimizerKind.Adam ? 1e-3 : 0.05;
-            using var reference = new DeepReferenceBackend<double>(sizes, o);
+            using IMiniBatchBackend reference = new ReferenceBackend<double>(sizes, o);
             using OpenClMiniBatchBackend cl = Open(sizes, o, 64, variant: variant);
             reference.Upload(data); cl.Upload(data);
             reference.SetWeights(w); cl.SetWeights(w);
@@ -163,7 +164,7 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
             second.SetOptimizerState(state);
             Steps(second, 3, 6);
             // float32 values survive the float64 round trip exactly and the kernels have no atomics: bitwise equal
-            Assert.Equal(0, DeepBackendTests.MaxDiff(whole, second.GetWeights(), 0, 0, exact: true));
+            Assert.Equal(0, TrainingBackendConformance.MaxDiff(whole, second.GetWeights(), 0, 0, exact: true));
             Assert.Throws<ArgumentException>(() => second.SetOptimizerState(new OptimizerState(1, [])));
             Assert.Throws<ArgumentException>(() => second.SetWeights(MlpParameters.Initialize([784, 33, 10], 0)));
             Assert.Throws<ArgumentException>(() => second.StepBatch(new int[second.MaxBatch + 1], 1e-3, false));
@@ -225,13 +226,13 @@ public sealed class OpenClMiniBatchTests(ITestOutputHelper output)
 
     private static double MaxDiffWithState(IMiniBatchBackend reference, IMiniBatchBackend cl, double abs, double rel)
     {
-        double worst = DeepBackendTests.MaxDiff(reference.GetWeights(), cl.GetWeights(), abs, rel);
+        double worst = TrainingBackendConformance.MaxDiff(reference.GetWeights(), cl.GetWeights(), abs, rel);
         OptimizerState sr = reference.GetOptimizerState(), sc = cl.GetOptimizerState();
         for (int k = 0; k < sr.Moments.Length; k++)
         {
             // Adam's second moments are squares of gradients (about 1e-6): scale their absolute tolerance with them
             double momentAbs = k == 1 ? abs * abs : abs;
-            worst = Math.Max(worst, DeepBackendTests.MaxDiff(sr.Moments[k], sc.Moments[k], momentAbs, rel));
+            worst = Math.Max(worst, TrainingBackendConformance.MaxDiff(sr.Moments[k], sc.Moments[k], momentAbs, rel));
         }
         return worst;
     }

@@ -1,4 +1,3 @@
-using MnistNative.Backends.Cpu.Deep;
 using MnistNative.Backends.Cpu.Reference;
 using MnistNative.Cli;
 using MnistNative.Core;
@@ -19,7 +18,7 @@ public sealed class DivergenceTests : IDisposable
 
     private static ReferenceBackend<double> SeedBackend(int count)
     {
-        var backend = new ReferenceBackend<double>(10);
+        var backend = new ReferenceBackend<double>([784, 10, 10], OptimizerSettings.Gd);
         backend.Upload(TestPaths.Train.Take(count));
         backend.SetWeights(MlpParameters.Initialize([MlpParameters.InputSize, 10, MlpParameters.Classes], 0));
         return backend;
@@ -101,7 +100,7 @@ public sealed class DivergenceTests : IDisposable
     {
         LabeledImages train = TestPaths.Train.Take(400);
         int[] sizes = [MlpParameters.InputSize, 8, MlpParameters.Classes];
-        var backend = new PoisonedBackend(new DeepReferenceBackend<double>(sizes, OptimizerSettings.Gd),
+        var backend = new PoisonedBackend(new ReferenceBackend<double>(sizes, OptimizerSettings.Gd),
             poisonAfterStep: 8);
         using (backend)
         {
@@ -134,7 +133,7 @@ public sealed class DivergenceTests : IDisposable
     {
         LabeledImages train = TestPaths.Train.Take(1000);
         int[] sizes = [MlpParameters.InputSize, 8, MlpParameters.Classes];
-        using var backend = new DeepReferenceBackend<double>(sizes, OptimizerSettings.Gd);
+        using var backend = new ReferenceBackend<double>(sizes, OptimizerSettings.Gd);
         backend.Upload(train);
         backend.SetWeights(MlpParameters.Initialize(sizes, 0));
         int saves = 0;
