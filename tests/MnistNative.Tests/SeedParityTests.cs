@@ -58,6 +58,15 @@ public sealed class SeedParityTests(ITestOutputHelper output)
         Assert.Equal((iterations + 49) / 50, result.Log.Count);
         if (requireTestAccuracy)
         {
+            // the notebook's weights after its 1000 iterations (final.npz), to float64 round-off
+            MlpParameters want = ModelFile.Load(Path.Combine(TestPaths.SeedParity, "final.npz"));
+            MlpParameters got = backend.GetWeights();
+            double maxDiff = 0;
+            for (int l = 0; l < 2; l++)
+                foreach (var (x, y) in want.W[l].Zip(got.W[l]).Concat(want.B[l].Zip(got.B[l])))
+                    maxDiff = Math.Max(maxDiff, Math.Abs(x - y));
+            output.WriteLine($"final weights: max |difference| from the notebook's {maxDiff:E2}");
+            Assert.True(maxDiff <= 1e-14, $"final weights differ from the notebook's by up to {maxDiff:E2}");
             int[] predictions = Evaluation.Predict(backend, TestPaths.Test.Pixels, TestPaths.Test.Count);
             double test = Evaluation.Accuracy(predictions, TestPaths.Test.Labels);
             output.WriteLine($"test accuracy {test:F4} (seed {expectedTest:F4})");

@@ -378,6 +378,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     }
 
     // pixels (rows, 784) bytes -> x (Tile, Pitch) floats 0..255; rows past `rows` are zeroed
+    // mirrors Reference.ScalePixels without the division (the 1/255 is folded into z1 and dw1)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void ConvertTile(float* x, byte* pixels, int rows)
     {
@@ -398,6 +399,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     // `pixels`, when not null, is the tile's bytes (Tile, 784): each 4-sample block widens its own rows into x
     // just before it uses them, so they are in L1 when the FMAs start. Widening the whole 100 KB tile first
     // (ConvertTile) and reading it back from L2 cost 5-6% more per step (A/B, 1 thread, H=10, both widths).
+    // mirrors Reference.LinearForward + Reference.ReluForward (layer 1)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void HiddenForward(float* a1T, float* x, float* w1, float* b1, int hp, byte* pixels = null)
     {
@@ -436,6 +438,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     }
 
     // z2 = a1 w2^T + b2                          a1T (Hp, Tile), w2 (10, Hp), b2 (10) -> z2T (10, Tile)
+    // mirrors Reference.LinearForward (layer 2)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void OutputForward(float* z2T, float* a1T, float* w2, float* b2, int hp)
     {
@@ -453,6 +456,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     // probs = softmax(z2) per sample (samples across lanes, shifted by the max as the seed does); when
     // measuring, also the correct predictions (first argmax on ties) and the summed cross-entropy
     // logsumexp(z2) - z2[y], added in sample order.       z2T (10, Tile) -> probsT (10, Tile), may alias
+    // mirrors Reference.SoftmaxCrossEntropyForward
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Softmax(float* probsT, float* z2T, float* labels, float* valid, bool measure, ref int correct, ref double lossSum)
     {
@@ -502,6 +506,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
 
     // dz2 = (probs - onehot(y)) * valid; dw2 += dz2^T a1; db2 += sum(dz2), as per-lane partials (mean taken in Reduce)
     //                                     probsT (10, Tile), a1T (Hp, Tile) -> dz2T (10, Tile), dw2 (10, Hp, W), db2 (10, W)
+    // mirrors Reference.SoftmaxCrossEntropyBackward + Reference.LinearBackward (layer 2)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void OutputBackward(float* dz2T, float* dw2, float* db2, float* probsT, float* labels, float* valid, float* a1T, int hp)
     {
@@ -537,6 +542,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     // measured). `next`, when not null, is the next tile's bytes (Tile, 784): each
     // column chunk prefetches its share of those 392 cache lines, spread over the FMA-dense loop, so the next
     // tile's widening reads them from cache instead of waiting on memory.
+    // mirrors Reference.LinearBackward (dx of layer 2, dw of layer 1) + Reference.ReluBackward
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void HiddenBackward(float* dw1, float* db1, float* dz1T, float* dz2T, float* w2, float* a1T, float* x, int hp, byte* next = null)
     {
@@ -546,6 +552,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
 
     // dz1 = (dz2 w2) * relu'(z1); db1 += sum(dz1)   dz2T (10, Tile), w2 (10, Hp), a1T (Hp, Tile) -> dz1T (Hp, Tile),
     // db1 (Hp, W)
+    // mirrors Reference.LinearBackward (dx of layer 2) + Reference.ReluBackward
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void HiddenDelta(float* dz1T, float* db1, float* dz2T, float* w2, float* a1T, int hp)
     {
@@ -566,6 +573,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     }
 
     // dw1 += dz1^T x (the dense product; see HiddenBackward)       dz1T (Hp, Tile), x (Tile, Pitch) -> dw1 (Hp, Pitch)
+    // mirrors Reference.LinearBackward (dw of layer 1)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void HiddenWeightGradient(float* dw1, float* dz1T, float* x, int hp, byte* next)
     {
@@ -659,6 +667,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     }
 
     // w -= lr * dw
+    // mirrors OptimizerMath.Apply (gd)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Update(float* wt, float* dw, int length, float lr)
     {

@@ -476,6 +476,7 @@ internal sealed unsafe class LayerPath<TW, TVec>
     }
 
     // CSR of a (B, in), Wt (in, outP), b (outP) -> act[l+1] (B, outP) = z, ReLU'd for hidden layers; output vectors [v0, v1)
+    // mirrors Reference.LinearForward + Reference.ReluForward
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LayerForward(int l, int s0, int s1, int v0, int v1)
     {
@@ -495,6 +496,7 @@ internal sealed unsafe class LayerPath<TW, TVec>
     }
 
     /// <summary>After layer l's forward, per sample: the CSR of the next layer's input (hidden), or softmax, loss and dz (output).</summary>
+    // mirrors Reference.SoftmaxCrossEntropyForward and Backward (output layer)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Activations(int l, int s0, int s1, int w)
     {
@@ -541,6 +543,7 @@ internal sealed unsafe class LayerPath<TW, TVec>
     }
 
     // CSC of a (in, B), dz[l+1] (B, outP) -> dWt[k, v-range] for k in [k0, k1) (or the optimizer applied to it in place when fused); db likewise
+    // mirrors Reference.LinearBackward (dw, db)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LayerBackwardWeights(int l, int k0, int k1, int v0, int v1, bool fuse, bool bias)
     {
@@ -593,6 +596,7 @@ internal sealed unsafe class LayerPath<TW, TVec>
     // Four entries at a time: one dot product is a chain of dependent FMAs (latency-bound, a quarter of the
     // FMA throughput); four independent chains share each load of dz. Each entry still sums its vectors in
     // ascending order, so the result is the same bit for bit.
+    // mirrors Reference.LinearBackward (dx) + Reference.ReluBackward
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LayerBackwardInputs(int l, int s0, int s1)
     {
@@ -660,6 +664,7 @@ internal sealed unsafe class LayerPath<TW, TVec>
     }
 
     /// <summary>One vector of <see cref="OptimizerMath.Apply{T}"/>: w, m1, m2 updated in place from the gradient g.</summary>
+    // mirrors OptimizerMath.Apply
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Update(float* w, float* m1, float* m2, TVec g)
     {
