@@ -24,6 +24,33 @@ if (args.Length >= 3 && args[0] == "kernels")
     KernelBench.Run(args[1], int.Parse(args[2]));
     return 0;
 }
+if (args.Length >= 5 && args[0] == "paths")
+{
+    // `paths <mnist dir> <width> <hidden> <threads> [rounds]`: one SIMD backend, gd on the 10,000 seed images,
+    // whole-set steps (the fused path) and steps over a batch of all 10,000 indices in order (the per-layer path),
+    // interleaved in rounds of 10 steps; median ms per step of each.
+    LabeledImages data = MnistFiles.Load(args[1]).Train.Take(10_000);
+    int hidden = int.Parse(args[3]), threads = int.Parse(args[4]), rounds = args.Length > 5 ? int.Parse(args[5]) : 10;
+    using ITrainingBackend b = SimdBackend.Create(args[2], [784, hidden, 10], OptimizerSettings.Gd, data.Count,
+        threads, KernelMode.Auto);
+    b.Upload(data);
+    b.SetWeights(MlpParameters.Initialize([784, hidden, 10], 0));
+    int[] all = Enumerable.Range(0, data.Count).ToArray();
+    var fused = new List<double>();
+    var layered = new List<double>();
+    for (int r = 0; r <= rounds; r++)
+        foreach (bool wholeSet in new[] { true, false })
+        {
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < 10; i++)
+                b.Step(wholeSet ? TrainingBatch.WholeSet : TrainingBatch.Of(all), 0.1, measure: i == 9);
+            if (r > 0) (wholeSet ? fused : layered).Add(sw.Elapsed.TotalMilliseconds / 10); // round 0 warms up
+        }
+    double Median(List<double> v) => v.Order().ElementAt(v.Count / 2);
+    Console.WriteLine($"{args[2]} H={hidden} threads={threads}: whole set (fused) median {Median(fused):F3} ms/step, " +
+        $"all indices (per-layer) median {Median(layered):F3} ms/step, ratio {Median(layered) / Median(fused):F2}");
+    return 0;
+}
 if (args.Length >= 5 && args[0] == "bench")
 {
     LabeledImages data = MnistFiles.Load(args[1]).Train.Take(10_000);
