@@ -15,14 +15,13 @@ namespace MnistNative.Tests;
 /// </summary>
 public sealed class SimdLayerPathTests(ITestOutputHelper output)
 {
-    public static IEnumerable<object[]> Widths() =>
-        new[] { "avx2", "avx512" }.Where(w => w == "avx2" ? Avx2Width.IsSupported : Avx512Width.IsSupported)
-            .Select(w => new object[] { w });
+    public static TheoryData<string> Widths => VectorKernelTests.Widths;
 
-    [Theory]
+    [SkippableTheory]
     [MemberData(nameof(Widths))]
     public void GradientsMatchTheReferenceOnRealDigits(string width)
     {
+        VectorKernelTests.RequireWidth(width);
         foreach (int[] sizes in new[] { new[] { 784, 33, 10 }, [784, 7, 17, 10], [784, 1, 10], [784, 100, 10] })
             foreach (int n in new[] { 1, 13, 37 })
             {
@@ -46,10 +45,11 @@ public sealed class SimdLayerPathTests(ITestOutputHelper output)
             }
     }
 
-    [Theory]
+    [SkippableTheory]
     [MemberData(nameof(Widths))]
     public void OneAndTwoThreadsAreBitwiseTheSameAndAStepAllocatesNothing(string width)
     {
+        VectorKernelTests.RequireWidth(width);
         int[] sizes = [784, 64, 32, 10];
         var data = TinyData.Images(256);
         var o = new OptimizerSettings(OptimizerKind.Adam);
@@ -75,10 +75,11 @@ public sealed class SimdLayerPathTests(ITestOutputHelper output)
     /// <summary>784-H-10 with whole-set gd runs the fused tile path (its reduce phase and one row per worker show in
     /// the profile); a sampled step runs the per-layer path (no reduce); and a whole-set step after sampled ones
     /// starts from the weights those left.</summary>
-    [Theory]
+    [SkippableTheory]
     [MemberData(nameof(Widths))]
     public void WholeSetGdRunsTheFusedPathAndSampledStepsThePerLayerPathOnOneModel(string width)
     {
+        VectorKernelTests.RequireWidth(width);
         int[] sizes = [784, 10, 10];
         var data = TinyData.Images(100);
         MlpParameters w = MlpParameters.Initialize(sizes, 4);
@@ -108,10 +109,11 @@ public sealed class SimdLayerPathTests(ITestOutputHelper output)
     }
 
     /// <summary>Anything but plain gd, or another depth, keeps whole-set steps on the per-layer path.</summary>
-    [Theory]
+    [SkippableTheory]
     [MemberData(nameof(Widths))]
     public void OnlyPlainGdOnOneHiddenLayerTakesTheFusedPath(string width)
     {
+        VectorKernelTests.RequireWidth(width);
         bool Fused(int[] sizes, OptimizerSettings o)
         {
             using ITrainingBackend b = SimdBackend.Create(width, sizes, o, 10, 1, KernelMode.Auto);

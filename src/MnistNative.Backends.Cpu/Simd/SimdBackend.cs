@@ -15,7 +15,7 @@ public static class SimdBackend
     /// <param name="kernel">The fused path's layer-1 kernels: dense, sparse (skip zero pixels), or auto (from the
     /// uploaded images' density).</param>
     /// <exception cref="BackendUnavailableException">The CPU or the runtime (DOTNET_EnableAVX2=0,
-    /// DOTNET_EnableAVX512F=0) lacks the instruction set; the message names it.</exception>
+    /// DOTNET_EnableAVX512=0) lacks the instruction set; the message names it.</exception>
     public static ITrainingBackend Create(string width, IReadOnlyList<int> sizes, OptimizerSettings optimizer,
         int maxBatch, int threads, KernelMode kernel) =>
         Create(width, sizes, optimizer, maxBatch, threads, kernel, InputLayout.BytesPerTile);
