@@ -40,7 +40,8 @@ public sealed class SimdLayerPathTests(ITestOutputHelper output)
                 Assert.Equal(mr.Correct, ms.Correct);
                 Assert.Equal(mr.Loss, ms.Loss, 4);
                 double diff = TrainingBackendConformance.MaxDiff(gr, gs, 1e-6, 1e-3);
-                output.WriteLine($"{width} {string.Join('-', sizes)} batch {n}: max scaled gradient difference {diff:E2}");
+                output.WriteLine(
+                    $"{width} {string.Join('-', sizes)} batch {n}: max scaled gradient difference {diff:E2}");
                 Assert.True(diff <= 1, $"{string.Join('-', sizes)} batch {n}: {diff}");
             }
     }

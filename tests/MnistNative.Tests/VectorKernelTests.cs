@@ -3,6 +3,10 @@ using System.Runtime.Intrinsics;
 using MnistNative.Backends.Cpu.Reference;
 using MnistNative.Backends.Cpu.Simd;
 using Xunit;
+using Narrow = MnistNative.Backends.Cpu.Simd.VectorKernels<MnistNative.Backends.Cpu.Simd.Avx2Width,
+    System.Runtime.Intrinsics.Vector256<float>>;
+using Wide = MnistNative.Backends.Cpu.Simd.VectorKernels<MnistNative.Backends.Cpu.Simd.Avx512Width,
+    System.Runtime.Intrinsics.Vector512<float>>;
 
 namespace MnistNative.Tests;
 
@@ -96,25 +100,27 @@ public sealed unsafe class VectorKernelTests
                 for (int n = 0; n <= 37; n++)
                 {
                     int cols = vectors * w, stride = cols + offset, rows = 23;
-                    float[] m = Enumerable.Range(0, rows * stride + offset).Select(_ => rng.NextSingle() - 0.5f).ToArray();
+                    float[] m = Enumerable.Range(0, rows * stride + offset).Select(_ => rng.NextSingle() - 0.5f)
+                        .ToArray();
                     float[] init = Enumerable.Range(0, cols + offset).Select(_ => rng.NextSingle()).ToArray();
                     int[] at = Enumerable.Range(0, n + offset).Select(_ => rng.Next(rows)).ToArray();
                     float[] x = Enumerable.Range(0, n + offset).Select(_ => rng.NextSingle() * 255).ToArray();
                     var want = new float[cols];
-                    Reference.SparseAccumulate(want, init.AsSpan(offset), m.AsSpan(offset), stride, at.AsSpan(offset, n),
-                        x.AsSpan(offset, n), cols);
+                    Reference.SparseAccumulate(want, init.AsSpan(offset), m.AsSpan(offset), stride,
+                        at.AsSpan(offset, n), x.AsSpan(offset, n), cols);
                     var got = new float[cols + offset];
                     fixed (float* pm = m, pi = init, px = x, pg = got)
                     fixed (int* pa = at)
                     {
-                        float* dst = pg + offset;
+                        float* dst = pg + offset, i0 = pi + offset, m0 = pm + offset, x0 = px + offset;
+                        int* r0 = pa + offset;
                         if (width == "avx512")
                         {
-                            if (vectors == 4) VectorKernels<Avx512Width, Vector512<float>>.SparseAccumulate4(dst, pi + offset, pm + offset, stride, pa + offset, px + offset, n);
-                            else VectorKernels<Avx512Width, Vector512<float>>.SparseAccumulate1(dst, pi + offset, pm + offset, stride, pa + offset, px + offset, n);
+                            if (vectors == 4) Wide.SparseAccumulate4(dst, i0, m0, stride, r0, x0, n);
+                            else Wide.SparseAccumulate1(dst, i0, m0, stride, r0, x0, n);
                         }
-                        else if (vectors == 4) VectorKernels<Avx2Width, Vector256<float>>.SparseAccumulate4(dst, pi + offset, pm + offset, stride, pa + offset, px + offset, n);
-                        else VectorKernels<Avx2Width, Vector256<float>>.SparseAccumulate1(dst, pi + offset, pm + offset, stride, pa + offset, px + offset, n);
+                        else if (vectors == 4) Narrow.SparseAccumulate4(dst, i0, m0, stride, r0, x0, n);
+                        else Narrow.SparseAccumulate1(dst, i0, m0, stride, r0, x0, n);
                     }
                     Assert.Equal(want, got[offset..]);
                 }

@@ -111,8 +111,10 @@ public sealed partial class ReferenceBackend<T> : ITrainingBackend where T : IFl
         _steps++;
         for (int l = 0; l < _layers; l++)
         {
-            OptimizerMath.Apply<T>(Optimizer, learningRate, _steps, _w[l], _dw[l], Moment(_mw, 0, l), Moment(_mw, 1, l));
-            OptimizerMath.Apply<T>(Optimizer, learningRate, _steps, _b[l], _db[l], Moment(_mb, 0, l), Moment(_mb, 1, l));
+            OptimizerMath.Apply<T>(Optimizer, learningRate, _steps, _w[l], _dw[l],
+                Moment(_mw, 0, l), Moment(_mw, 1, l));
+            OptimizerMath.Apply<T>(Optimizer, learningRate, _steps, _b[l], _db[l],
+                Moment(_mb, 0, l), Moment(_mb, 1, l));
         }
         Profiler?.Record(Phases.Update, t);
         return measure ? m : default;
@@ -172,7 +174,8 @@ public sealed partial class ReferenceBackend<T> : ITrainingBackend where T : IFl
             {
                 int s = indices[i];
                 if ((uint)s >= (uint)_count)
-                    throw new ArgumentOutOfRangeException(nameof(batch), $"sample {s} is not among the {_count} uploaded");
+                    throw new ArgumentOutOfRangeException(nameof(batch),
+                        $"sample {s} is not among the {_count} uploaded");
                 _xAll.AsSpan(s * In, In).CopyTo(_x.AsSpan(i * In, In));
                 _y[i] = _yAll[s];
             }

@@ -129,7 +129,7 @@ internal sealed unsafe class LayerPath<TW, TVec>
             int cap = l == 0 ? In : _outP[l - 1]; // hidden: the padded width, room for whole-vector compaction
             _csrCap[l] = cap;
             long entries = (long)maxBatch * cap;
-            if (entries > int.MaxValue) throw new ArgumentException($"batch {maxBatch} is too large for the deep SIMD backend");
+            if (entries > int.MaxValue) throw new ArgumentException($"batch {maxBatch} is too large for the per-layer path");
             _csrIdx[l] = new((int)entries); _csrVal[l] = new((int)entries); _csrCount[l] = new(maxBatch);
             _cscCount[l] = new(_sizes[l]); _cscSample[l] = new((int)entries); _cscVal[l] = new((int)entries);
         }

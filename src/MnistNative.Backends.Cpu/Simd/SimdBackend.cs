@@ -27,7 +27,8 @@ public static class SimdBackend
         {
             case "avx2":
                 if (CpuFeatures.Avx2UnavailableReason() is { } avx2) throw new BackendUnavailableException(avx2);
-                return new SimdBackend<Avx2Width, Vector256<float>>(sizes, optimizer, maxBatch, threads, kernel, layout);
+                return new SimdBackend<Avx2Width, Vector256<float>>(sizes, optimizer, maxBatch, threads, kernel,
+                    layout);
             case "avx512":
                 if (CpuFeatures.Avx512UnavailableReason() is { } avx512) throw new BackendUnavailableException(avx512);
                 return new SimdBackend<Avx512Width, Vector512<float>>(sizes, optimizer, maxBatch, threads, kernel,
@@ -63,6 +64,7 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
     private readonly FusedTilePath<TW, TVec>? _fused; // null unless the shape is 784-H-10
     private LayerPath<TW, TVec>? _layer;
     private bool _fusedCurrent = true, _layerCurrent = true; // whether each path holds the current weights
+    private bool _fusedHasTrain; // the fused path has the uploaded set (it copies it into its own layouts)
     private LabeledImages? _train;
     private int[] _wholeSet = [];
     private long _steps;
@@ -73,7 +75,8 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
     {
         if (sizes.Count < 2 || sizes[0] != MlpParameters.InputSize || sizes[^1] != MlpParameters.Classes)
             throw new ArgumentException(
-                $"sizes must run from {MlpParameters.InputSize} to {MlpParameters.Classes}, got {string.Join('-', sizes)}");
+                $"sizes must run from {MlpParameters.InputSize} to {MlpParameters.Classes}, " +
+                $"got {string.Join('-', sizes)}");
         foreach (int s in sizes) ArgumentOutOfRangeException.ThrowIfLessThan(s, 1, nameof(sizes));
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
         ArgumentOutOfRangeException.ThrowIfNegative(threads);
@@ -107,7 +110,8 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
         }
     }
 
-    /// <summary>Bytes the dedicated worker threads allocated on the managed heap (for the zero-allocation tests).</summary>
+    /// <summary>Bytes the dedicated worker threads allocated on the managed heap (for the zero-allocation
+    /// tests).</summary>
     internal long WorkerAllocatedBytes => _pool.WorkerAllocatedBytes;
 
     /// <summary>Whether whole-set steps run on the fused path: 784-H-10 and plain gradient descent.</summary>
@@ -117,7 +121,10 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
     {
         _train = train;
         _wholeSet = Enumerable.Range(0, train.Count).ToArray();
-        _fused?.Upload(train);
+        // the fused path keeps its own copy of the set (bytes and the sparse layout): only when its steps apply,
+        // else on the first whole-set ComputeGradients
+        _fusedHasTrain = false;
+        if (FusedStepsApply) FusedWithTrain();
         _layer?.Upload(train);
         if (FusedStepsApply)
             KernelChoice = _fused!.KernelChoice;
@@ -156,7 +163,8 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
         if (Optimizer.MomentCount == 0)
         {
             if (state.Moments.Length != 0)
-                throw new ArgumentException($"the optimizer state has {state.Moments.Length} moment buffers, gd keeps 0");
+                throw new ArgumentException(
+                    $"the optimizer state has {state.Moments.Length} moment buffers, gd keeps 0");
         }
         else Layer().SetOptimizerState(state);
         _steps = state.Steps;
@@ -167,7 +175,7 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
         StepMetrics m;
         if (batch.IsWholeSet && FusedStepsApply)
         {
-            m = Fused().Step(learningRate, measure);
+            m = FusedWithTrain().Step(learningRate, measure);
             _steps++;
             _layerCurrent = false;
             return m;
@@ -186,7 +194,7 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
             throw new ArgumentException(
                 $"gradients are {string.Join('-', gradients.Sizes)}, the backend is {string.Join('-', _sizes)}");
         // the fused kernels compute the plain gradient whatever the optimizer
-        if (batch.IsWholeSet && _fused != null) return Fused().ComputeGradients(gradients);
+        if (batch.IsWholeSet && _fused != null) return FusedWithTrain().ComputeGradients(gradients);
         return Layer().ComputeGradients(Indices(batch), gradients);
     }
 
@@ -223,6 +231,18 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
             _fusedCurrent = true;
         }
         return _fused!;
+    }
+
+    /// <summary>The fused path with the current weights and the uploaded set.</summary>
+    private FusedTilePath<TW, TVec> FusedWithTrain()
+    {
+        FusedTilePath<TW, TVec> fused = Fused();
+        if (!_fusedHasTrain && _train != null)
+        {
+            fused.Upload(_train);
+            _fusedHasTrain = true;
+        }
+        return fused;
     }
 
     /// <summary>The per-layer path with the current weights, built on first use.</summary>

@@ -40,7 +40,8 @@ internal sealed class WorkerPool : IDisposable
 
     public int Count { get; }
 
-    /// <summary>Bytes the dedicated workers have allocated on the managed heap since they started (their own threads only).</summary>
+    /// <summary>Bytes the dedicated workers have allocated on the managed heap since they started (their own
+    /// threads only).</summary>
     public long WorkerAllocatedBytes
     {
         get

@@ -121,7 +121,8 @@ public abstract class TrainingBackendConformance
             var got = new MlpParameters(sizes);
             AssertMetrics(reference.ComputeGradients(BatchOf(indices), want),
                 backend.ComputeGradients(BatchOf(indices), got));
-            AssertParameters($"{depth} gradient over {(indices.Length == 0 ? "the whole set" : "5 samples")}", want, got);
+            string over = indices.Length == 0 ? "the whole set" : "5 samples";
+            AssertParameters($"{depth} gradient over {over}", want, got);
             reference.Step(BatchOf(indices), 0.5, measure: false);
             backend.Step(BatchOf(indices), 0.5, measure: false);
             AssertParameters($"{depth} updated weight", reference.GetWeights(), backend.GetWeights());
@@ -287,7 +288,8 @@ public abstract class TrainingBackendConformance
         double worst = 0;
         for (int l = 0; l < a.LayerCount; l++)
             foreach (var (x, y) in a.W[l].Zip(b.W[l]).Concat(a.B[l].Zip(b.B[l])))
-                worst = exact ? worst + (x.Equals(y) ? 0 : 1) : Math.Max(worst, Math.Abs(x - y) / (abs + rel * Math.Abs(x)));
+                worst = exact ? worst + (x.Equals(y) ? 0 : 1)
+                    : Math.Max(worst, Math.Abs(x - y) / (abs + rel * Math.Abs(x)));
         return worst;
     }
 
