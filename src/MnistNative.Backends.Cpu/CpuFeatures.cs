@@ -16,26 +16,26 @@ public static class CpuFeatures
     public static bool Vector256Accelerated => Vector256.IsHardwareAccelerated;
     public static bool Vector512Accelerated => Vector512.IsHardwareAccelerated;
 
-    /// <summary>Whether <see cref="Avx2Backend"/> can run here.</summary>
+    /// <summary>Whether the SIMD backend can run at 256 bits (avx2) here.</summary>
     public static bool CanRunAvx2 => Avx2UnavailableReason() == null;
 
-    /// <summary>Whether <see cref="Avx512Backend"/> can run here.</summary>
+    /// <summary>Whether the SIMD backend can run at 512 bits (avx512) here.</summary>
     public static bool CanRunAvx512 => Avx512UnavailableReason() == null;
 
     /// <summary>The SIMD backends that can run here, widest first.</summary>
     public static IReadOnlyList<string> RunnableSimdBackends()
     {
         var names = new List<string>(2);
-        if (CanRunAvx512) names.Add(Avx512Backend.Name);
-        if (CanRunAvx2) names.Add(Avx2Backend.Name);
+        if (CanRunAvx512) names.Add(Avx512Width.Name);
+        if (CanRunAvx2) names.Add(Avx2Width.Name);
         return names;
     }
 
     /// <summary>The widest SIMD backend that can run here ("avx512", "avx2", or null for none) and why.</summary>
     public static (string? Name, string Reason) BestSimdBackend()
     {
-        if (CanRunAvx512) return (Avx512Backend.Name, "AVX-512F available");
-        if (CanRunAvx2) return (Avx2Backend.Name, "AVX-512F not available; AVX2 + FMA available");
+        if (CanRunAvx512) return (Avx512Width.Name, "AVX-512F available");
+        if (CanRunAvx2) return (Avx2Width.Name, "AVX-512F not available; AVX2 + FMA available");
         return (null, $"neither AVX-512F nor AVX2 + FMA available (Avx512F.IsSupported={Avx512F}, Avx2.IsSupported={Avx2}, Fma.IsSupported={Fma})");
     }
 

@@ -42,8 +42,7 @@ public sealed record OpenClBackendOptions
 /// both; switching family copies them on the device. Steps that do not measure return without waiting; only a
 /// measuring step reads back its few metrics. See docs/opencl-backend.md.
 /// </summary>
-public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, IMiniBatchBackend, IProfiledBackend,
-    IKernelChoosingBackend
+public sealed unsafe class OpenClBackend : ITrainingBackend
 {
     private const int In = MlpParameters.InputSize;
     private const int Out = MlpParameters.Classes;
@@ -339,20 +338,6 @@ public sealed unsafe class OpenClBackend : ITrainingBackend, IFullBatchBackend, 
             _cl.Dispose();
         }
     }
-
-    // The contracts below are the two the project had before ITrainingBackend (the full-batch and the mini-batch
-    // one); they stay until their last callers move onto ITrainingBackend.
-    StepMetrics IFullBatchBackend.Step(double learningRate, bool measure) =>
-        Step(TrainingBatch.WholeSet, learningRate, measure);
-
-    StepMetrics IFullBatchBackend.ComputeGradients(MlpParameters gradients) =>
-        ComputeGradients(TrainingBatch.WholeSet, gradients);
-
-    StepMetrics IMiniBatchBackend.StepBatch(ReadOnlySpan<int> sampleIndices, double learningRate, bool measure) =>
-        Step(TrainingBatch.Of(sampleIndices), learningRate, measure);
-
-    StepMetrics IMiniBatchBackend.ComputeGradients(ReadOnlySpan<int> sampleIndices, MlpParameters gradients) =>
-        ComputeGradients(TrainingBatch.Of(sampleIndices), gradients);
 
     private FusedKernels Fused()
     {

@@ -1,5 +1,4 @@
 using MnistNative.Backends.Cpu;
-using MnistNative.Backends.Cpu.Deep;
 using MnistNative.Backends.Cpu.Reference;
 using MnistNative.Backends.Cpu.Simd;
 using MnistNative.Backends.OpenCL;
@@ -151,21 +150,14 @@ public static class BackendCatalog
         return CreateSimd(request with { Backend = simd });
     }
 
-    // the fused kernels run only whole-set gd steps of 784-H-10: other runs never create them
-    private static bool HasFusedPath(BackendRequest request) => request.Sizes.Count == 3
-        && request.Optimizer.Kind == OptimizerKind.Gd && request.Optimizer.WeightDecay == 0;
-
     private static ITrainingBackend CreateScalar(BackendRequest request)
     {
         if (request.Kernel == KernelMode.Sparse)
             throw new BackendUnavailableException("backend scalar has no sparse kernels; " +
                 $"--kernel sparse goes with {string.Join(" or ", SparseBackends)}");
-        bool f64 = request.Precision == Precision.F64;
-        IFullBatchBackend? fused = !HasFusedPath(request) ? null
-            : f64 ? new ReferenceBackend<double>(request.Sizes[1]) : new ReferenceBackend<float>(request.Sizes[1]);
-        return new FamilyBridge(request.Sizes, request.Optimizer, request.MaxBatch, fused, () => f64
-            ? new DeepReferenceBackend<double>(request.Sizes, request.Optimizer)
-            : new DeepReferenceBackend<float>(request.Sizes, request.Optimizer));
+        return request.Precision == Precision.F64
+            ? new ReferenceBackend<double>(request.Sizes, request.Optimizer)
+            : new ReferenceBackend<float>(request.Sizes, request.Optimizer);
     }
 
     private static ITrainingBackend CreateSimd(BackendRequest request)
@@ -173,15 +165,8 @@ public static class BackendCatalog
         if (request.Precision != Precision.F32)
             throw new BackendUnavailableException($"backend {request.Backend} is float32 only; f64 is only on the " +
                 "scalar and opencl backends (use --backend scalar --precision f64, or --precision f32)");
-        string? missing = Availability(request.Backend);
-        if (missing != null)
-            throw new BackendUnavailableException($"backend {request.Backend} cannot run here: {missing}");
-        int threads = request.Threads ?? 0;
-        IFullBatchBackend? fused = !HasFusedPath(request) ? null : request.Backend == "avx512"
-            ? new Avx512Backend(request.Sizes[1], threads, request.Kernel)
-            : new Avx2Backend(request.Sizes[1], threads, request.Kernel);
-        return new FamilyBridge(request.Sizes, request.Optimizer, request.MaxBatch, fused,
-            () => DeepSimd.Create(request.Sizes, request.Optimizer, request.MaxBatch, threads, request.Backend));
+        return SimdBackend.Create(request.Backend, request.Sizes, request.Optimizer, request.MaxBatch,
+            request.Threads ?? 0, request.Kernel);
     }
 
     private static ITrainingBackend CreateOpenCl(BackendRequest request) =>

@@ -39,10 +39,3 @@ public sealed record KernelChoice(KernelMode Kernel, string Reason, double Densi
         return (double)(pixels.Length - zeros) / pixels.Length;
     }
 }
-
-/// <summary>A backend that has dense and sparse layer-1 kernels and reports which one it runs (after Upload).</summary>
-public interface IKernelChoosingBackend
-{
-    /// <summary>The choice made at the last Upload; null before it.</summary>
-    KernelChoice? KernelChoice { get; }
-}

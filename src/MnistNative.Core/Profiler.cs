@@ -108,10 +108,3 @@ public sealed class Profiler
         json.WriteEndObject();
     }
 }
-
-/// <summary>A backend that can record its phases into a <see cref="Profiler"/>.</summary>
-public interface IProfiledBackend
-{
-    /// <summary>Attach (or detach, with null) a profiler; with none attached, recording costs a null check.</summary>
-    Profiler? Profiler { get; set; }
-}

@@ -18,24 +18,24 @@ internal static class KernelAb
         int hidden = int.Parse(args[3]), threads = int.Parse(args[4]);
         int rounds = args.Length > 5 ? int.Parse(args[5]) : 20, iterations = args.Length > 6 ? int.Parse(args[6]) : 20;
         KernelMode[] modes = [KernelMode.Dense, KernelMode.Sparse];
-        var backends = modes.Select(m => width == "avx512"
-            ? (IFullBatchBackend)new Avx512Backend(hidden, threads, m) : new Avx2Backend(hidden, threads, m)).ToArray();
+        var backends = modes.Select(m => SimdBackend.Create(width, [784, hidden, 10], OptimizerSettings.Gd, data.Count,
+            threads, m)).ToArray();
         var wall = modes.Select(_ => new List<double>()).ToArray();
         var cpu = modes.Select(_ => new List<double>()).ToArray();
-        foreach (IFullBatchBackend b in backends)
+        foreach (ITrainingBackend b in backends)
         {
             b.Upload(data);
             b.SetWeights(MlpParameters.Initialize([784, hidden, 10], 0));
-            for (int i = 0; i < 5; i++) b.Step(0.1, false);
+            for (int i = 0; i < 5; i++) b.Step(TrainingBatch.WholeSet, 0.1, false);
         }
         for (int r = 0; r < rounds; r++)
             for (int v = 0; v < backends.Length; v++)
             {
-                double c0 = AbBench.ThreadCpuMs();
+                double c0 = ThreadClock.CpuMs();
                 long t0 = Stopwatch.GetTimestamp();
-                for (int i = 0; i < iterations; i++) backends[v].Step(0.1, false);
+                for (int i = 0; i < iterations; i++) backends[v].Step(TrainingBatch.WholeSet, 0.1, false);
                 wall[v].Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds / iterations);
-                cpu[v].Add((AbBench.ThreadCpuMs() - c0) / iterations);
+                cpu[v].Add((ThreadClock.CpuMs() - c0) / iterations);
             }
         for (int v = 0; v < backends.Length; v++)
         {
@@ -67,9 +67,9 @@ internal static unsafe class SparseKernelBench
     private static void Run<TW, TVec>(string mnist, int hidden)
         where TW : struct, IVectorWidth<TVec> where TVec : unmanaged
     {
-        const int T = SimdBackend<TW, TVec>.Tile;
+        const int T = FusedTilePath<TW, TVec>.Tile;
         LabeledImages data = MnistFiles.Load(mnist).Train.Take(10_000);
-        int hp = (hidden + 1) & ~1, hv = SimdBackend<TW, TVec>.SparseRowWidth(hp);
+        int hp = (hidden + 1) & ~1, hv = FusedTilePath<TW, TVec>.SparseRowWidth(hp);
         int tiles = (data.Count + T - 1) / T;
         using SparseImages images = SparseImages.Build(data.Pixels, data.Count, tiles * T, hv, T);
         using var w1T = new NativeBuffer<float>(784 * hv);
@@ -85,10 +85,10 @@ internal static unsafe class SparseKernelBench
         for (int i = 0; i < dz1.Length; i++) dz1.Span[i] = (float)(rng.NextDouble() - 0.5);
         (string, Action<int>)[] kernels =
         [
-            ("SparseHiddenForward", t => SimdBackend<TW, TVec>.SparseHiddenForward(a1.Pointer, rows.Pointer,
+            ("SparseHiddenForward", t => FusedTilePath<TW, TVec>.SparseHiddenForward(a1.Pointer, rows.Pointer,
                 images.Offsets.Pointer, images.Values.Pointer, images.RowStart.Pointer + t * T, w1T.Pointer, b1.Pointer,
                 hp, hv)),
-            ("SparseHiddenWeightGradient", t => SimdBackend<TW, TVec>.SparseHiddenWeightGradient(dw1T.Pointer,
+            ("SparseHiddenWeightGradient", t => FusedTilePath<TW, TVec>.SparseHiddenWeightGradient(dw1T.Pointer,
                 rows.Pointer, dz1.Pointer, images.Offsets.Pointer, images.Values.Pointer, images.RowStart.Pointer + t * T,
                 images.ColumnEntries.Pointer, images.ColumnEntryStart.Pointer, images.ColumnOffset.Pointer,
                 images.TileColumnStart.Pointer[t], images.TileColumnStart.Pointer[t + 1], values.Pointer, hp, hv)),
@@ -98,7 +98,7 @@ internal static unsafe class SparseKernelBench
             var times = new double[7];
             for (int r = 0; r < times.Length; r++)
             {
-                double c0 = AbBench.ThreadCpuMs();
+                double c0 = ThreadClock.CpuMs();
                 int hot = int.Parse(Environment.GetEnvironmentVariable("SK_TILES") ?? "0");
                 if (hot > 0)
                     for (int rep = 0; rep < 5 * tiles / hot; rep++)
@@ -106,11 +106,27 @@ internal static unsafe class SparseKernelBench
                 else
                     for (int rep = 0; rep < 5; rep++)
                         for (int t = 0; t < tiles; t++) kernel(t);
-                times[r] = (AbBench.ThreadCpuMs() - c0) / 5;
+                times[r] = (ThreadClock.CpuMs() - c0) / 5;
             }
             Array.Sort(times);
             Console.WriteLine($"{typeof(TW).Name} H={hidden} {name}: median {times[3]:F3} ms per step (min {times[0]:F3}), " +
                 $"{times[3] * 1e6 / tiles / images.NonZeros * tiles:F2} ns per non-zero");
         }
+    }
+}
+
+internal static class ThreadClock
+{
+    private struct Timespec { public long Seconds, Nanoseconds; }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "clock_gettime")]
+    private static extern int ClockGetTime(int clock, out Timespec t);
+
+    /// <summary>CPU time of the calling thread in ms (CLOCK_THREAD_CPUTIME_ID): excludes time descheduled by other
+    /// load.</summary>
+    public static double CpuMs()
+    {
+        ClockGetTime(3, out Timespec t);
+        return t.Seconds * 1e3 + t.Nanoseconds / 1e6;
     }
 }

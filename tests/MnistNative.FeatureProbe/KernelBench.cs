@@ -24,7 +24,7 @@ internal static unsafe class KernelBench
 
     private static void Run<TW, TVec>(int hidden) where TW : struct, IVectorWidth<TVec> where TVec : unmanaged
     {
-        const int T = SimdBackend<TW, TVec>.Tile, P = SimdBackend<TW, TVec>.Pitch;
+        const int T = FusedTilePath<TW, TVec>.Tile, P = FusedTilePath<TW, TVec>.Pitch;
         int hp = (hidden + 1) & ~1, w = TW.Count;
         var rnd = new Random(1);
         byte* pixels = (byte*)NativeMemory.AlignedAlloc(T * 784 + 64, 64);
@@ -38,12 +38,12 @@ internal static unsafe class KernelBench
         int correct = 0; double loss = 0;
         var phases = new (string Name, Action Body)[]
         {
-            ("ConvertTile", () => SimdBackend<TW, TVec>.ConvertTile(x, pixels, T)),
-            ("HiddenForward", () => SimdBackend<TW, TVec>.HiddenForward(a1, x, w1, b1, hp)),
-            ("OutputForward", () => SimdBackend<TW, TVec>.OutputForward(z2, a1, w2, b2, hp)),
-            ("Softmax", () => SimdBackend<TW, TVec>.Softmax(z2, z2, labels, valid, false, ref correct, ref loss)),
-            ("OutputBackward", () => SimdBackend<TW, TVec>.OutputBackward(z2, dw2, db2, z2, labels, valid, a1, hp)),
-            ("HiddenBackward", () => SimdBackend<TW, TVec>.HiddenBackward(dw1, db1, dz1, z2, w2, a1, x, hp)),
+            ("ConvertTile", () => FusedTilePath<TW, TVec>.ConvertTile(x, pixels, T)),
+            ("HiddenForward", () => FusedTilePath<TW, TVec>.HiddenForward(a1, x, w1, b1, hp)),
+            ("OutputForward", () => FusedTilePath<TW, TVec>.OutputForward(z2, a1, w2, b2, hp)),
+            ("Softmax", () => FusedTilePath<TW, TVec>.Softmax(z2, z2, labels, valid, false, ref correct, ref loss)),
+            ("OutputBackward", () => FusedTilePath<TW, TVec>.OutputBackward(z2, dw2, db2, z2, labels, valid, a1, hp)),
+            ("HiddenBackward", () => FusedTilePath<TW, TVec>.HiddenBackward(dw1, db1, dz1, z2, w2, a1, x, hp)),
         };
         double total = 0;
         double flopsPerMatmul = 2.0 * T * hp * P;
@@ -54,9 +54,9 @@ internal static unsafe class KernelBench
             var t = new double[7];
             for (int r = 0; r < t.Length; r++)
             {
-                double t0 = AbBench.ThreadCpuMs();
+                double t0 = ThreadClock.CpuMs();
                 for (int i = 0; i < reps; i++) body();
-                t[r] = (AbBench.ThreadCpuMs() - t0) * 1e6 / reps;
+                t[r] = (ThreadClock.CpuMs() - t0) * 1e6 / reps;
             }
             Array.Sort(t);
             total += t[3];
@@ -85,15 +85,15 @@ internal static unsafe class KernelBench
             for (int t = 0; t < tiles; t++)
             {
                 long t0 = Stopwatch.GetTimestamp();
-                SimdBackend<TW, TVec>.ConvertTile(x, all + (long)t * T * 784, T);
+                FusedTilePath<TW, TVec>.ConvertTile(x, all + (long)t * T * 784, T);
                 long t1 = Stopwatch.GetTimestamp();
-                SimdBackend<TW, TVec>.HiddenForward(a1, x, w1, b1, hp);
+                FusedTilePath<TW, TVec>.HiddenForward(a1, x, w1, b1, hp);
                 long t2 = Stopwatch.GetTimestamp();
-                SimdBackend<TW, TVec>.OutputForward(z2, a1, w2, b2, hp);
-                SimdBackend<TW, TVec>.Softmax(z2, z2, labels, valid, false, ref correct, ref loss);
-                SimdBackend<TW, TVec>.OutputBackward(z2, dw2, db2, z2, labels, valid, a1, hp);
+                FusedTilePath<TW, TVec>.OutputForward(z2, a1, w2, b2, hp);
+                FusedTilePath<TW, TVec>.Softmax(z2, z2, labels, valid, false, ref correct, ref loss);
+                FusedTilePath<TW, TVec>.OutputBackward(z2, dw2, db2, z2, labels, valid, a1, hp);
                 long t3 = Stopwatch.GetTimestamp();
-                SimdBackend<TW, TVec>.HiddenBackward(dw1, db1, dz1, z2, w2, a1, x, hp, prefetch && t + 1 < tiles ? all + (long)(t + 1) * T * 784 : null);
+                FusedTilePath<TW, TVec>.HiddenBackward(dw1, db1, dz1, z2, w2, a1, x, hp, prefetch && t + 1 < tiles ? all + (long)(t + 1) * T * 784 : null);
                 long t4 = Stopwatch.GetTimestamp();
                 acc[0] += t1 - t0; acc[1] += t2 - t1; acc[2] += t3 - t2; acc[3] += t4 - t3; acc[4] += t4 - t0;
             }

@@ -176,13 +176,15 @@ public sealed class CliTests : IDisposable
             "--data", TestPaths.MnistDir, "--out", Path_("m.npz"), "--profile", "--trace", trace);
         Assert.True(code == 0, stderr);
         Assert.Contains("Where the time went (4 iterations", stdout);
-        foreach (string phase in new[] { "forward", "backward", "update", "metrics" })
+        // the reference's phases: Phases' names, per layer where a layer has one
+        foreach (string phase in new[] { "forward layer 1", "forward layer 2", "softmax/loss", "backward layer 2",
+                     "backward layer 1", "update" })
             Assert.Matches($@"\n  {phase} +[0-9.]+ +[0-9.]+ % +4 ", stdout);
         using var doc = JsonDocument.Parse(File.ReadAllText(trace));
         var events = doc.RootElement.GetProperty("traceEvents").EnumerateArray()
             .Where(e => e.GetProperty("ph").GetString() == "X").ToList();
-        Assert.Equal(16, events.Count);
-        Assert.Equal(4, events.Count(e => e.GetProperty("name").GetString() == "forward"));
+        Assert.Equal(24, events.Count);
+        Assert.Equal(4, events.Count(e => e.GetProperty("name").GetString() == "forward layer 1"));
         Assert.All(events, e =>
             Assert.True(e.GetProperty("dur").GetDouble() >= 0 && e.GetProperty("ts").GetDouble() >= 0));
     }

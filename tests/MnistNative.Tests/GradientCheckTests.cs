@@ -15,17 +15,17 @@ public sealed class GradientCheckTests(ITestOutputHelper output)
     [InlineData(7, 9)]
     public void AnalyticGradientsMatchFiniteDifferences(int hidden, int n)
     {
-        var (data, weights) = BackendConformance.RandomProblem(hidden, n, seed: 11);
-        using var backend = new ReferenceBackend<double>(hidden);
+        var (data, weights) = Conformance.TrainingBackendConformance.RandomProblem([784, hidden, 10], n, seed: 11);
+        using var backend = new ReferenceBackend<double>([784, hidden, 10], OptimizerSettings.Gd);
         backend.Upload(data);
         backend.SetWeights(weights);
         var analytic = MlpParameters.ForHidden(hidden);
-        backend.ComputeGradients(analytic);
+        backend.ComputeGradients(TrainingBatch.WholeSet, analytic);
 
         double Loss(MlpParameters p)
         {
             backend.SetWeights(p);
-            return backend.ComputeGradients(MlpParameters.ForHidden(hidden)).Loss;
+            return backend.ComputeGradients(TrainingBatch.WholeSet, MlpParameters.ForHidden(hidden)).Loss;
         }
 
         const double eps = 1e-6;

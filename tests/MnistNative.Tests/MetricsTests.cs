@@ -27,12 +27,11 @@ public sealed class MetricsTests
         listener.SetMeasurementEventCallback<double>((instrument, value, _, _) => { lock (gauges) gauges[instrument.Name] = value; });
         listener.Start();
 
-        var (data, weights) = BackendConformance.RandomProblem(5, 40, seed: 7);
-        using var backend = new ReferenceBackend<float>(5);
+        var (data, weights) = TrainingBackendConformance.RandomProblem([784, 5, 10], 40, seed: 7);
+        using var backend = new ReferenceBackend<float>([784, 5, 10], OptimizerSettings.Gd);
         backend.Upload(data);
         backend.SetWeights(weights);
-        using var engine = new MnistNative.Backends.FamilyBridge([784, 5, 10], OptimizerSettings.Gd, 40, backend, () => throw new NotSupportedException());
-        Trainer.Run(engine, 40, TrainingOptions.FullBatch(12, 0.1, 4));
+        Trainer.Run(backend, 40, TrainingOptions.FullBatch(12, 0.1, 4));
         listener.RecordObservableInstruments();
 
         // other tests may train at the same time: at least ours were counted

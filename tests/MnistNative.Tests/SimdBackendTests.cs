@@ -1,7 +1,7 @@
 using System.Diagnostics;
+using MnistNative.Backends;
 using MnistNative.Backends.Cpu;
 using MnistNative.Backends.Cpu.Simd;
-using MnistNative.Backends;
 using MnistNative.Cli;
 using MnistNative.Core;
 using MnistNative.Data;
@@ -11,7 +11,8 @@ using Xunit.Abstractions;
 
 namespace MnistNative.Tests;
 
-/// <summary>The SIMD backends beyond the conformance suite: determinism, threads, seed parity, allocation, fallback.</summary>
+/// <summary>The SIMD backend beyond the conformance suite: determinism, threads, the fused path's kernel choice and
+/// seed parity, the paths sharing one model, allocation, fallback.</summary>
 public sealed class SimdBackendTests(ITestOutputHelper output)
 {
     public static TheoryData<string> Names => new() { "avx2", "avx512" };
@@ -23,13 +24,15 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         { "avx512", KernelMode.Dense }, { "avx512", KernelMode.Sparse },
     };
 
-    internal static IFullBatchBackend Create(string name, int hidden, int threads, KernelMode kernel = KernelMode.Auto)
+    internal static ITrainingBackend Create(string name, int hidden, int threads, KernelMode kernel = KernelMode.Auto,
+        int maxBatch = 60_000) => Create(name, [784, hidden, 10], OptimizerSettings.Gd, maxBatch, threads, kernel);
+
+    internal static ITrainingBackend Create(string name, int[] sizes, OptimizerSettings optimizer, int maxBatch,
+        int threads, KernelMode kernel = KernelMode.Auto)
     {
         try
         {
-            return name == "avx512"
-                ? new Avx512Backend(hidden, threads, kernel)
-                : new Avx2Backend(hidden, threads, kernel);
+            return SimdBackend.Create(name, sizes, optimizer, maxBatch, threads, kernel);
         }
         catch (BackendUnavailableException e) when (Environment.GetEnvironmentVariable("CI") != "true")
         {
@@ -41,12 +44,12 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     private static MlpParameters Train(string name, int threads, int hidden, int steps,
         KernelMode kernel = KernelMode.Auto)
     {
-        var (data, weights) = BackendConformance.RandomProblem(hidden, 1000, seed: 7);
-        using IFullBatchBackend b = Create(name, hidden, threads, kernel);
+        var (data, weights) = TrainingBackendConformance.RandomProblem([784, hidden, 10], 1000, seed: 7);
+        using ITrainingBackend b = Create(name, hidden, threads, kernel);
         b.Upload(data);
-        Assert.Equal(kernel == KernelMode.Dense ? "dense" : "sparse", ((IKernelChoosingBackend)b).KernelChoice!.Name);
+        Assert.Equal(kernel == KernelMode.Dense ? "dense" : "sparse", b.KernelChoice!.Name);
         b.SetWeights(weights);
-        for (int i = 0; i < steps; i++) b.Step(0.5, measure: i % 5 == 0);
+        for (int i = 0; i < steps; i++) b.Step(TrainingBatch.WholeSet, 0.5, measure: i % 5 == 0);
         return b.GetWeights();
     }
 
@@ -108,20 +111,19 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     [MemberData(nameof(Names))]
     public void AutoPicksSparseForMnistLikeImagesAndDenseForImagesWithoutZeros(string name)
     {
-        var (sparseData, _) = BackendConformance.RandomProblem(10, 200, seed: 8);
+        var (sparseData, _) = TrainingBackendConformance.RandomProblem([784, 10, 10], 200, seed: 8);
         var rng = new Random(8);
         var full = new byte[sparseData.Pixels.Length];
         for (int i = 0; i < full.Length; i++) full[i] = (byte)rng.Next(1, 256); // like standardised pixels: no zeros
         var denseData = new LabeledImages(full, sparseData.Labels);
         foreach (int hidden in new[] { 10, 128 })
         {
-            using IFullBatchBackend b = Create(name, hidden, 1);
-            var chooser = (IKernelChoosingBackend)b;
-            Assert.Null(chooser.KernelChoice);
+            using ITrainingBackend b = Create(name, hidden, 1);
+            Assert.Null(b.KernelChoice);
             b.Upload(sparseData);
-            KernelChoice mnistLike = chooser.KernelChoice!;
+            KernelChoice mnistLike = b.KernelChoice!;
             b.Upload(denseData);
-            KernelChoice noZeros = chooser.KernelChoice!;
+            KernelChoice noZeros = b.KernelChoice!;
             output.WriteLine($"{name} H={hidden}: {mnistLike.Name}: {mnistLike.Reason}\n{noZeros.Name}: {noZeros.Reason}");
             Assert.Equal(KernelMode.Sparse, mnistLike.Kernel);
             Assert.InRange(mnistLike.Density, 0.15, 0.25);
@@ -134,7 +136,7 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
                 1e-6 * noZeros.UsefulFlopsPerStep);
             // after a re-upload the backend trains with the kernel it picked last, from the same weights
             b.SetWeights(MlpParameters.Initialize([784, hidden, 10], 8));
-            Assert.Equal(200, b.Step(0.1, measure: true).Count);
+            Assert.Equal(200, b.Step(TrainingBatch.WholeSet, 0.1, measure: true).Count);
         }
     }
 
@@ -143,22 +145,29 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     public void Float32MatchesTheSeedFor1000Iterations(string name, KernelMode kernel)
     {
         var (expected, expectedTest) = SeedParityTests.Expected();
-        using IFullBatchBackend backend = Create(name, 10, 0, kernel);
+        using ITrainingBackend backend = Create(name, 10, 0, kernel, maxBatch: 10_000);
         backend.Upload(TestPaths.Train.Take(10_000));
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
-        using var engine = new MnistNative.Backends.FamilyBridge([784, 10, 10], OptimizerSettings.Gd, 10_000, backend,
-            () => throw new NotSupportedException());
-        TrainingResult result = Trainer.Run(engine, 10_000, TrainingOptions.Seed);
-        foreach (LogEntry got in result.Log)
+        var clock = Stopwatch.StartNew();
+        int logged = 0;
+        for (int i = 0; i < 1000; i++)
         {
-            SeedParityTests.ExpectedLog want = expected.Single(e => e.Iteration == got.Iteration);
-            output.WriteLine($"iteration {got.Iteration}: accuracy {got.TrainAccuracy:F4} (seed {want.TrainAccuracy:F4}), loss {got.Loss:F6} (seed {want.Loss:F6})");
-            Assert.InRange(got.TrainAccuracy, want.TrainAccuracy - 0.003, want.TrainAccuracy + 0.003);
+            // the seed's log: the metrics of iteration i's forward pass, before its update, every 50 iterations
+            StepMetrics got = backend.Step(TrainingBatch.WholeSet, 0.1, measure: i % 50 == 0);
+            if (i % 50 != 0) continue;
+            logged++;
+            SeedParityTests.ExpectedLog want = expected.Single(e => e.Iteration == i);
+            output.WriteLine($"iteration {i}: accuracy {got.Accuracy:F4} (seed {want.TrainAccuracy:F4}), loss {got.Loss:F6} (seed {want.Loss:F6})");
+            Assert.InRange(got.Accuracy, want.TrainAccuracy - 0.003, want.TrainAccuracy + 0.003);
         }
-        Assert.Equal(20, result.Log.Count);
-        int[] predictions = Evaluation.Predict(engine, TestPaths.Test.Pixels, TestPaths.Test.Count);
+        double msPerIteration = clock.Elapsed.TotalMilliseconds / 1000;
+        Assert.Equal(20, logged);
+        var probabilities = new double[TestPaths.Test.Count * 10];
+        backend.Predict(TestPaths.Test.Pixels, probabilities);
+        int[] predictions = Enumerable.Range(0, TestPaths.Test.Count)
+            .Select(i => Backends.Cpu.Reference.Reference.ArgMax<double>(probabilities.AsSpan(i * 10, 10))).ToArray();
         double test = Evaluation.Accuracy(predictions, TestPaths.Test.Labels);
-        output.WriteLine($"{name} {kernel}: test accuracy {test:F4} (seed {expectedTest:F4}), {result.MillisecondsPerStep:F2} ms/iteration");
+        output.WriteLine($"{name} {kernel}: test accuracy {test:F4} (seed {expectedTest:F4}), {msPerIteration:F2} ms/iteration");
         Assert.InRange(test, expectedTest - 0.003, expectedTest + 0.003);
     }
 
@@ -202,6 +211,14 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         return path;
     }
 
+    /// <summary>The dedicated workers' managed allocations so far, for either width.</summary>
+    internal static Func<long> WorkerAllocatedBytes(ITrainingBackend b) => b switch
+    {
+        SimdBackend<Avx2Width, System.Runtime.Intrinsics.Vector256<float>> a => () => a.WorkerAllocatedBytes,
+        SimdBackend<Avx512Width, System.Runtime.Intrinsics.Vector512<float>> a => () => a.WorkerAllocatedBytes,
+        _ => throw new ArgumentException($"not a SIMD backend: {b.GetType()}"),
+    };
+
     [SkippableFact]
     public void AutoPicksTheWidestSimdBackendAndSaysWhy()
     {
@@ -219,7 +236,8 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     [InlineData("avx512")]
     public void F64OnASimdBackendIsAClearError(string name)
     {
-        var e = Assert.Throws<BackendUnavailableException>(() => BackendCatalog.Create(BackendRequest.FullBatch(name, Precision.F64, 10, 100), _ => { }));
+        var e = Assert.Throws<BackendUnavailableException>(() =>
+            BackendCatalog.Create(BackendRequest.FullBatch(name, Precision.F64, 10, 100), _ => { }));
         Assert.Contains("f64 is only on the scalar and opencl backends", e.Message);
     }
 
@@ -244,16 +262,15 @@ public sealed class SimdAllocationTests(ITestOutputHelper output)
         // the sparse weight gradient walks rows at H=10, pixel columns at H=128
         foreach (int hidden in new[] { 10, 128 })
         {
-            var (data, weights) = BackendConformance.RandomProblem(hidden, 1000, seed: 5);
-            using IFullBatchBackend b = SimdBackendTests.Create(name, hidden, 2, kernel);
+            var (data, weights) = TrainingBackendConformance.RandomProblem([784, hidden, 10], 1000, seed: 5);
+            using ITrainingBackend b = SimdBackendTests.Create(name, hidden, 2, kernel);
             b.Upload(data);
             b.SetWeights(weights);
-            b.Step(0.1, measure: true); // first call: JIT and lazily created events
-            Func<long> workers = b is Avx2Backend a2 ? () => a2.WorkerAllocatedBytes
-                : () => ((Avx512Backend)b).WorkerAllocatedBytes;
+            b.Step(TrainingBatch.WholeSet, 0.1, measure: true); // first call: JIT and lazily created events
+            Func<long> workers = SimdBackendTests.WorkerAllocatedBytes(b);
             long workersBefore = workers();
             long before = GC.GetAllocatedBytesForCurrentThread();
-            for (int i = 0; i < 100; i++) b.Step(0.1, measure: i % 50 == 0);
+            for (int i = 0; i < 100; i++) b.Step(TrainingBatch.WholeSet, 0.1, measure: i % 50 == 0);
             long caller = GC.GetAllocatedBytesForCurrentThread() - before;
             long worker = workers() - workersBefore;
             output.WriteLine($"{name} {kernel} H={hidden}: 100 steps allocated {caller} bytes on the calling thread, {worker} on the workers");

@@ -16,13 +16,14 @@ public class WorkerPoolTests
     public void EveryWorkerRunsEveryJobOnceBackToBackOrAfterAPause(int count)
     {
         var runs = new int[count];
-        using var pool = new WorkerPool(count, w => Interlocked.Increment(ref runs[w]), "test");
+        using var pool = new WorkerPool(count, "test");
+        Action<int> work = w => Interlocked.Increment(ref runs[w]);
         int jobs = 0;
         for (int round = 0; round < 6; round++)
         {
-            for (int i = 0; i < 500; i++, jobs++) pool.Run();                   // back to back
+            for (int i = 0; i < 500; i++, jobs++) pool.Run(work);                   // back to back
             Thread.Sleep(20);               // a pause: everyone sleeps
-            pool.Run(); jobs++;
+            pool.Run(work); jobs++;
             Assert.All(runs, r => Assert.Equal(jobs, Volatile.Read(ref r)));
         }
     }
@@ -31,14 +32,15 @@ public class WorkerPoolTests
     public void TheCallerWaitsForASlowWorker()
     {
         int finished = 0;
-        using var pool = new WorkerPool(2, w =>
+        using var pool = new WorkerPool(2, "test");
+        Action<int> work = w =>
         {
             if (w == 1) Thread.Sleep(20); // the caller has to block
             Interlocked.Increment(ref finished);
-        }, "test");
+        };
         for (int i = 0; i < 5; i++)
         {
-            pool.Run();
+            pool.Run(work);
             Assert.Equal(2 * (i + 1), Volatile.Read(ref finished));
         }
     }
@@ -48,26 +50,27 @@ public class WorkerPoolTests
     {
         bool fail = true;
         int ran = 0;
-        using var pool = new WorkerPool(2, w =>
+        using var pool = new WorkerPool(2, "test");
+        Action<int> work = w =>
         {
             if (w == 1 && Volatile.Read(ref fail)) throw new InvalidOperationException("worker 1 failed");
             Interlocked.Increment(ref ran);
-        }, "test");
-        var e = Assert.Throws<InvalidOperationException>(pool.Run);
+        };
+        var e = Assert.Throws<InvalidOperationException>(() => pool.Run(work));
         Assert.Equal("worker 1 failed", e.Message);
         Volatile.Write(ref fail, false);
-        pool.Run();
+        pool.Run(work);
         Assert.Equal(3, Volatile.Read(ref ran));
     }
 
     [Fact]
     public void DisposeEndsBusyAndIdleWorkers()
     {
-        var busy = new WorkerPool(2, _ => { }, "test");
-        busy.Run();
+        var busy = new WorkerPool(2, "test");
+        busy.Run(static _ => { });
         busy.Dispose(); // right after a job
-        var sleeping = new WorkerPool(2, _ => { }, "test");
-        sleeping.Run();
+        var sleeping = new WorkerPool(2, "test");
+        sleeping.Run(static _ => { });
         Thread.Sleep(20);
         sleeping.Dispose(); // idle, asleep on its semaphore
         sleeping.Dispose(); // idempotent

@@ -4,235 +4,245 @@ using MnistNative.Core;
 namespace MnistNative.Backends.Cpu.Reference;
 
 /// <summary>
-/// The clean reference: the seed notebook's math as plain loops over row-major arrays, in float64 or
-/// float32. Every faster backend is tested against it. Shapes follow the seed with samples as rows:
-/// x (n,784), z1/a1 (n,h), z2/probs (n,10); w1 (h,784), b1 (h), w2 (10,h), b2 (10).
+/// The clean reference backend: an MLP of any depth (sizes [784, h1, ..., 10], ReLU between layers, softmax and
+/// mean cross-entropy at the end) trained with <see cref="Reference"/>'s per-layer pairs over whole batches, in
+/// float64 or float32, every optimizer through <see cref="OptimizerMath"/>. Every faster backend is tested against
+/// it. A whole-set step runs on the uploaded set in its own order, which is the seed's full-batch step term for
+/// term; a sampled step gathers its rows first.
 /// </summary>
-public sealed class ReferenceBackend<T> : IFullBatchBackend, IProfiledBackend where T : unmanaged, IFloatingPointIeee754<T>
+public sealed partial class ReferenceBackend<T> : ITrainingBackend where T : IFloatingPointIeee754<T>
 {
     private const int In = MlpParameters.InputSize;
-    private const int Out = MlpParameters.Classes;
+    private const int Classes = MlpParameters.Classes;
 
-    private readonly int _h;
-    private T[] _x = [];
+    private readonly int[] _sizes;
+    private readonly int _layers;
+    private readonly T[][] _w, _b, _dw, _db;
+    private readonly T[][][] _mw, _mb; // [moment][layer]
+    private readonly string[] _forwardPhase, _backwardPhase;
+    private T[] _xAll = [];            // the uploaded set, scaled: (count, 784)
+    private byte[] _yAll = [];
+    private int _count;
+    private long _steps;
+
+    // per-batch scratch, grown to the largest batch seen: x and y of a sampled batch; z[l] and a[l] (n, sizes[l+1]);
+    // dz[l] (n, sizes[l+1]); da (n, widest hidden layer)
+    private int _capacity;
+    private T[] _x = [], _da = [];
     private byte[] _y = [];
-    private int _n;
-    private readonly T[] _w1, _b1, _w2, _b2;
-    private readonly T[] _dw1, _db1, _dw2, _db2;
-    private T[] _z1 = [], _a1 = [], _z2 = [], _probs = [], _dz2 = [];
+    private T[][] _z, _a, _dz;
 
-    public ReferenceBackend(int hidden)
+    public ReferenceBackend(IReadOnlyList<int> sizes, OptimizerSettings optimizer)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(hidden, 1);
-        _h = hidden;
-        _w1 = new T[_h * In]; _b1 = new T[_h]; _w2 = new T[Out * _h]; _b2 = new T[Out];
-        _dw1 = new T[_h * In]; _db1 = new T[_h]; _dw2 = new T[Out * _h]; _db2 = new T[Out];
-        Info = new BackendInfo("scalar", typeof(T) == typeof(double) ? Precision.F64 : Precision.F32, 1, "CPU, scalar reference loops");
+        if (sizes.Count < 2 || sizes[0] != In || sizes[^1] != Classes)
+            throw new ArgumentException($"sizes must run from {In} to {Classes}, got {string.Join('-', sizes)}");
+        foreach (int s in sizes) ArgumentOutOfRangeException.ThrowIfLessThan(s, 1, nameof(sizes));
+        optimizer.Validate();
+        _sizes = sizes.ToArray();
+        _layers = _sizes.Length - 1;
+        Optimizer = optimizer;
+        _w = new T[_layers][]; _b = new T[_layers][]; _dw = new T[_layers][]; _db = new T[_layers][];
+        _mw = new T[optimizer.MomentCount][][]; _mb = new T[optimizer.MomentCount][][];
+        for (int k = 0; k < _mw.Length; k++) { _mw[k] = new T[_layers][]; _mb[k] = new T[_layers][]; }
+        _z = new T[_layers][]; _a = new T[_layers][]; _dz = new T[_layers][];
+        _forwardPhase = new string[_layers]; _backwardPhase = new string[_layers];
+        for (int l = 0; l < _layers; l++)
+        {
+            _w[l] = new T[_sizes[l + 1] * _sizes[l]]; _dw[l] = new T[_w[l].Length];
+            _b[l] = new T[_sizes[l + 1]]; _db[l] = new T[_b[l].Length];
+            for (int k = 0; k < _mw.Length; k++) { _mw[k][l] = new T[_w[l].Length]; _mb[k][l] = new T[_b[l].Length]; }
+            _z[l] = []; _a[l] = []; _dz[l] = [];
+            _forwardPhase[l] = $"{Phases.Forward} layer {l + 1}";
+            _backwardPhase[l] = $"{Phases.Backward} layer {l + 1}";
+        }
+        Info = new BackendInfo("scalar", typeof(T) == typeof(double) ? Precision.F64 : Precision.F32, 1,
+            "CPU, scalar reference loops");
     }
 
     public BackendInfo Info { get; }
-
+    public IReadOnlyList<int> Sizes => _sizes;
+    public OptimizerSettings Optimizer { get; }
+    public int MaxBatch => int.MaxValue;
+    public KernelChoice? KernelChoice { get; private set; }
     public Profiler? Profiler { get; set; }
 
     public void Upload(LabeledImages train)
     {
-        _n = train.Count;
-        _x = ScalePixels(train.Pixels);
-        _y = train.Labels;
-        _z1 = new T[_n * _h]; _a1 = new T[_n * _h];
-        _z2 = new T[_n * Out]; _probs = new T[_n * Out]; _dz2 = new T[_n * Out];
+        _count = train.Count;
+        _xAll = new T[train.Pixels.Length];
+        Reference.ScalePixels<T>(_xAll, train.Pixels);
+        _yAll = train.Labels;
+        double density = Core.KernelChoice.MeasureDensity(train.Pixels);
+        KernelChoice = new KernelChoice(KernelMode.Dense, "the reference runs dense loops", density,
+            FlopCount.TrainingStep(_count, _sizes[1]));
     }
 
     public void SetWeights(MlpParameters weights)
     {
-        if (weights.LayerCount != 2 || weights.Sizes[0] != In || weights.Sizes[1] != _h || weights.Sizes[2] != Out)
-            throw new ArgumentException($"the scalar backend was built for 784-{_h}-10, got {string.Join('-', weights.Sizes)}");
-        Convert(weights.W[0], _w1); Convert(weights.B[0], _b1);
-        Convert(weights.W[1], _w2); Convert(weights.B[1], _b2);
+        if (!weights.Sizes.AsSpan().SequenceEqual(_sizes))
+            throw new ArgumentException(
+                $"weights are {string.Join('-', weights.Sizes)}, the backend is {string.Join('-', _sizes)}");
+        for (int l = 0; l < _layers; l++) { Convert(weights.W[l], _w[l]); Convert(weights.B[l], _b[l]); }
     }
 
-    public MlpParameters GetWeights()
+    public MlpParameters GetWeights() => ToParameters(_w, _b);
+
+    public OptimizerState GetOptimizerState() =>
+        new(_steps, Enumerable.Range(0, _mw.Length).Select(k => ToParameters(_mw[k], _mb[k])).ToArray());
+
+    public void SetOptimizerState(OptimizerState state)
     {
-        var p = MlpParameters.ForHidden(_h);
-        Convert(_w1, p.W[0]); Convert(_b1, p.B[0]);
-        Convert(_w2, p.W[1]); Convert(_b2, p.B[1]);
-        return p;
+        if (state.Moments.Length != _mw.Length)
+            throw new ArgumentException(
+                $"the optimizer state has {state.Moments.Length} moment buffers, {Optimizer.Kind} keeps {_mw.Length}");
+        _steps = state.Steps;
+        for (int k = 0; k < _mw.Length; k++)
+            for (int l = 0; l < _layers; l++)
+            {
+                Convert(state.Moments[k].W[l], _mw[k][l]);
+                Convert(state.Moments[k].B[l], _mb[k][l]);
+            }
     }
 
-    public StepMetrics Step(double learningRate, bool measure)
+    public StepMetrics Step(TrainingBatch batch, double learningRate, bool measure)
     {
-        StepMetrics m = ForwardBackward();
-        long t = Profiler.Now();
-        T lr = T.CreateChecked(learningRate);
-        Update(_w1, _dw1, lr); Update(_b1, _db1, lr);
-        Update(_w2, _dw2, lr); Update(_b2, _db2, lr);
-        Profiler?.Record("update", t);
+        StepMetrics m = Gradients(batch);
+        long t = Profiler is null ? 0 : Profiler.Now();
+        _steps++;
+        for (int l = 0; l < _layers; l++)
+        {
+            OptimizerMath.Apply<T>(Optimizer, learningRate, _steps, _w[l], _dw[l],
+                Moment(_mw, 0, l), Moment(_mw, 1, l));
+            OptimizerMath.Apply<T>(Optimizer, learningRate, _steps, _b[l], _db[l],
+                Moment(_mb, 0, l), Moment(_mb, 1, l));
+        }
+        Profiler?.Record(Phases.Update, t);
         return measure ? m : default;
     }
 
-    public StepMetrics ComputeGradients(MlpParameters gradients)
+    public StepMetrics ComputeGradients(TrainingBatch batch, MlpParameters gradients)
     {
-        StepMetrics m = ForwardBackward();
-        Convert(_dw1, gradients.W[0]); Convert(_db1, gradients.B[0]);
-        Convert(_dw2, gradients.W[1]); Convert(_db2, gradients.B[1]);
+        if (!gradients.Sizes.AsSpan().SequenceEqual(_sizes))
+            throw new ArgumentException(
+                $"gradients are {string.Join('-', gradients.Sizes)}, the backend is {string.Join('-', _sizes)}");
+        StepMetrics m = Gradients(batch);
+        for (int l = 0; l < _layers; l++) { Convert(_dw[l], gradients.W[l]); Convert(_db[l], gradients.B[l]); }
         return m;
     }
 
     public void Predict(ReadOnlySpan<byte> images, Span<double> probabilities)
     {
         int n = images.Length / In;
-        if (images.Length != n * In) throw new ArgumentException($"images must be rows of {In} bytes, got {images.Length} bytes");
-        if (probabilities.Length != n * Out) throw new ArgumentException($"need {n * Out} probabilities for {n} images, got {probabilities.Length}");
-        T[] x = ScalePixels(images);
-        var z1 = new T[n * _h]; var a1 = new T[n * _h]; var z2 = new T[n * Out];
-        HiddenForward(z1, a1, x, _w1, _b1, n, _h);
-        OutputForward(z2, a1, _w2, _b2, n, _h);
-        var probs = new T[n * Out];
-        Softmax(probs, z2, n);
+        if (images.Length != n * In)
+            throw new ArgumentException($"images must be rows of {In} bytes, got {images.Length} bytes");
+        if (probabilities.Length != n * Classes)
+            throw new ArgumentException($"need {n * Classes} probabilities for {n} images, got {probabilities.Length}");
+        var x = new T[images.Length];
+        Reference.ScalePixels<T>(x, images);
+        var z = new T[_layers][];
+        T[] input = x;
+        for (int l = 0; l < _layers; l++)
+        {
+            z[l] = new T[n * _sizes[l + 1]];
+            Reference.LinearForward<T>(z[l], input, _w[l], _b[l], n, _sizes[l], _sizes[l + 1]);
+            if (l + 1 == _layers) break;
+            input = new T[z[l].Length];
+            Reference.ReluForward<T>(input, z[l]);
+        }
+        var probs = new T[n * Classes];
+        Reference.SoftmaxCrossEntropyForward<T>(probs, z[^1], default, n, Classes);
         for (int i = 0; i < probs.Length; i++) probabilities[i] = double.CreateChecked(probs[i]);
     }
 
     public void Dispose() { }
 
-    private StepMetrics ForwardBackward()
+    /// <summary>The mean gradients over the batch into _dw, _db, and the metrics of its forward pass.</summary>
+    private StepMetrics Gradients(TrainingBatch batch)
     {
-        if (_n == 0) throw new InvalidOperationException("Upload the training set before training");
-        long t = Profiler.Now();
-        HiddenForward(_z1, _a1, _x, _w1, _b1, _n, _h);
-        OutputForward(_z2, _a1, _w2, _b2, _n, _h);
-        Softmax(_probs, _z2, _n);
-        Profiler?.Record("forward", t);
-        t = Profiler.Now();
-        StepMetrics m = CrossEntropyMetrics(_z2, _y, _n);
-        Profiler?.Record("metrics", t);
-        t = Profiler.Now();
-        OutputBackward(_dz2, _dw2, _db2, _probs, _y, _a1, _n, _h);
-        HiddenBackward(_dw1, _db1, _dz2, _w2, _z1, _x, _n, _h);
-        Profiler?.Record("backward", t);
-        return m;
-    }
-
-    // z1 = x w1^T + b1; a1 = relu(z1)        x (n,784), w1 (h,784), b1 (h) -> z1, a1 (n,h)
-    internal static void HiddenForward(Span<T> z1, Span<T> a1, ReadOnlySpan<T> x, ReadOnlySpan<T> w1, ReadOnlySpan<T> b1, int n, int h)
-    {
-        for (int i = 0; i < n; i++)
+        if (_count == 0) throw new InvalidOperationException("Upload the training set before training");
+        int n = batch.Count(_count);
+        if (n < 1) throw new ArgumentException("a training step needs at least one sample");
+        EnsureScratch(n);
+        Profiler? profiler = Profiler;
+        ReadOnlySpan<T> x = _xAll;
+        ReadOnlySpan<byte> y = _yAll;
+        if (!batch.IsWholeSet)
         {
-            ReadOnlySpan<T> xi = x.Slice(i * In, In);
-            for (int j = 0; j < h; j++)
+            long t0 = profiler is null ? 0 : Profiler.Now();
+            ReadOnlySpan<int> indices = batch.Indices;
+            for (int i = 0; i < n; i++)
             {
-                ReadOnlySpan<T> wj = w1.Slice(j * In, In);
-                T sum = T.Zero;
-                for (int k = 0; k < In; k++) sum += wj[k] * xi[k];
-                T z = sum + b1[j];
-                z1[i * h + j] = z;
-                a1[i * h + j] = T.Max(z, T.Zero);
+                int s = indices[i];
+                if ((uint)s >= (uint)_count)
+                    throw new ArgumentOutOfRangeException(nameof(batch),
+                        $"sample {s} is not among the {_count} uploaded");
+                _xAll.AsSpan(s * In, In).CopyTo(_x.AsSpan(i * In, In));
+                _y[i] = _yAll[s];
             }
+            x = _x.AsSpan(0, n * In);
+            y = _y.AsSpan(0, n);
+            profiler?.Record(Phases.Gather, t0);
         }
-    }
 
-    // z2 = a1 w2^T + b2                       a1 (n,h), w2 (10,h), b2 (10) -> z2 (n,10)
-    internal static void OutputForward(Span<T> z2, ReadOnlySpan<T> a1, ReadOnlySpan<T> w2, ReadOnlySpan<T> b2, int n, int h)
-    {
-        for (int i = 0; i < n; i++)
-            for (int c = 0; c < Out; c++)
-            {
-                T sum = T.Zero;
-                for (int j = 0; j < h; j++) sum += w2[c * h + j] * a1[i * h + j];
-                z2[i * Out + c] = sum + b2[c];
-            }
-    }
-
-    // probs = softmax(z2) per row, shifted by the row's max as the seed does
-    internal static void Softmax(Span<T> probs, ReadOnlySpan<T> z2, int n)
-    {
-        for (int i = 0; i < n; i++)
+        ReadOnlySpan<T> input = x;
+        for (int l = 0; l < _layers; l++)
         {
-            ReadOnlySpan<T> z = z2.Slice(i * Out, Out);
-            T max = z[0];
-            for (int c = 1; c < Out; c++) max = T.Max(max, z[c]);
-            T sum = T.Zero;
-            for (int c = 0; c < Out; c++) sum += T.Exp(z[c] - max);
-            for (int c = 0; c < Out; c++) probs[i * Out + c] = T.Exp(z[c] - max) / sum;
-        }
-    }
-
-    // Correct predictions (argmax of z2, first on ties) and summed cross-entropy -log softmax(z2)[y],
-    // computed as logsumexp(z2) - z2[y] so that it stays finite when a probability rounds to zero.
-    internal static StepMetrics CrossEntropyMetrics(ReadOnlySpan<T> z2, ReadOnlySpan<byte> y, int n)
-    {
-        int correct = 0;
-        double lossSum = 0;
-        for (int i = 0; i < n; i++)
-        {
-            ReadOnlySpan<T> z = z2.Slice(i * Out, Out);
-            int best = 0;
-            for (int c = 1; c < Out; c++) if (z[c] > z[best]) best = c;
-            if (best == y[i]) correct++;
-            double max = double.CreateChecked(z[best]), sum = 0;
-            for (int c = 0; c < Out; c++) sum += Math.Exp(double.CreateChecked(z[c]) - max);
-            lossSum += Math.Log(sum) + max - double.CreateChecked(z[y[i]]);
-        }
-        return new StepMetrics(correct, lossSum, n);
-    }
-
-    // dz2 = probs - onehot(y); dw2 = dz2^T a1 / n; db2 = sum(dz2) / n     -> dz2 (n,10), dw2 (10,h), db2 (10)
-    internal static void OutputBackward(Span<T> dz2, Span<T> dw2, Span<T> db2, ReadOnlySpan<T> probs, ReadOnlySpan<byte> y, ReadOnlySpan<T> a1, int n, int h)
-    {
-        dw2.Clear();
-        db2.Clear();
-        for (int i = 0; i < n; i++)
-            for (int c = 0; c < Out; c++)
+            long t0 = profiler is null ? 0 : Profiler.Now();
+            Span<T> z = _z[l].AsSpan(0, n * _sizes[l + 1]);
+            Reference.LinearForward<T>(z, input, _w[l], _b[l], n, _sizes[l], _sizes[l + 1]);
+            if (l + 1 < _layers)
             {
-                T d = probs[i * Out + c] - (y[i] == c ? T.One : T.Zero);
-                dz2[i * Out + c] = d;
-                db2[c] += d;
-                for (int j = 0; j < h; j++) dw2[c * h + j] += d * a1[i * h + j];
+                Span<T> a = _a[l].AsSpan(0, z.Length);
+                Reference.ReluForward<T>(a, z);
+                input = a;
             }
+            profiler?.Record(_forwardPhase[l], t0);
+        }
+
+        long t = profiler is null ? 0 : Profiler.Now();
+        Span<T> probs = _a[_layers - 1].AsSpan(0, n * Classes);
+        StepMetrics metrics = Reference.SoftmaxCrossEntropyForward<T>(probs, _z[_layers - 1], y, n, Classes);
+        Reference.SoftmaxCrossEntropyBackward<T>(_dz[_layers - 1], probs, y, n, Classes);
+        profiler?.Record(Phases.SoftmaxLoss, t);
+
         T scale = T.One / T.CreateChecked(n);
-        Scale(dw2, scale);
-        Scale(db2, scale);
-    }
-
-    // dz1 = (dz2 w2) * relu'(z1); dw1 = dz1^T x / n; db1 = sum(dz1) / n    -> dw1 (h,784), db1 (h)
-    internal static void HiddenBackward(Span<T> dw1, Span<T> db1, ReadOnlySpan<T> dz2, ReadOnlySpan<T> w2, ReadOnlySpan<T> z1, ReadOnlySpan<T> x, int n, int h)
-    {
-        dw1.Clear();
-        db1.Clear();
-        for (int i = 0; i < n; i++)
+        for (int l = _layers - 1; l >= 0; l--)
         {
-            ReadOnlySpan<T> xi = x.Slice(i * In, In);
-            for (int j = 0; j < h; j++)
-            {
-                if (z1[i * h + j] <= T.Zero) continue; // relu'(z) = 0: this unit passes no gradient
-                T d = T.Zero;
-                for (int c = 0; c < Out; c++) d += w2[c * h + j] * dz2[i * Out + c];
-                db1[j] += d;
-                Span<T> dwj = dw1.Slice(j * In, In);
-                for (int k = 0; k < In; k++) dwj[k] += d * xi[k];
-            }
+            long t0 = profiler is null ? 0 : Profiler.Now();
+            int nIn = _sizes[l], nOut = _sizes[l + 1];
+            ReadOnlySpan<T> layerInput = l == 0 ? x : _a[l - 1].AsSpan(0, n * nIn);
+            Span<T> da = l == 0 ? default : _da.AsSpan(0, n * nIn);
+            Reference.LinearBackward<T>(da, _dw[l], _db[l], _dz[l].AsSpan(0, n * nOut), layerInput, _w[l], n, nIn, nOut,
+                scale);
+            if (l > 0) Reference.ReluBackward<T>(_dz[l - 1].AsSpan(0, n * nIn), da, _z[l - 1].AsSpan(0, n * nIn));
+            profiler?.Record(_backwardPhase[l], t0);
         }
-        T scale = T.One / T.CreateChecked(n);
-        Scale(dw1, scale);
-        Scale(db1, scale);
+        return metrics;
     }
 
-    // w -= lr * dw
-    internal static void Update(Span<T> w, ReadOnlySpan<T> dw, T lr)
+    private void EnsureScratch(int n)
     {
-        for (int i = 0; i < w.Length; i++) w[i] -= lr * dw[i];
+        if (n <= _capacity) return;
+        _capacity = n;
+        _x = new T[n * In];
+        _y = new byte[n];
+        int widest = 0;
+        for (int l = 0; l < _layers; l++)
+        {
+            int width = n * _sizes[l + 1];
+            _z[l] = new T[width]; _a[l] = new T[width]; _dz[l] = new T[width];
+            if (l + 1 < _layers) widest = Math.Max(widest, _sizes[l + 1]);
+        }
+        _da = new T[n * widest];
     }
 
-    private static void Scale(Span<T> v, T s)
-    {
-        for (int i = 0; i < v.Length; i++) v[i] *= s;
-    }
+    private static Span<T> Moment(T[][][] moments, int k, int l) => k < moments.Length ? moments[k][l] : default;
 
-    private static T[] ScalePixels(ReadOnlySpan<byte> pixels)
+    private MlpParameters ToParameters(T[][] w, T[][] b)
     {
-        var x = new T[pixels.Length];
-        T inv = T.CreateChecked(255.0);
-        for (int i = 0; i < pixels.Length; i++) x[i] = T.CreateChecked(pixels[i]) / inv;
-        return x;
+        var p = new MlpParameters(_sizes);
+        for (int l = 0; l < _layers; l++) { Convert(w[l], p.W[l]); Convert(b[l], p.B[l]); }
+        return p;
     }
 
     private static void Convert(ReadOnlySpan<double> from, Span<T> to)

@@ -5,12 +5,13 @@ namespace MnistNative.Backends.Cpu.Simd;
 /// <summary>
 /// Persistent worker threads: worker 0 is the calling thread, workers 1..P-1 are dedicated threads that
 /// sleep on a semaphore between jobs. Parallel.For was seen running both items on one thread on this
-/// 2-core machine, and a fixed worker index per share is what makes the reduction order fixed. Running a
-/// job allocates nothing: the work delegate is created once, and the semaphores only spin and block.
+/// 2-core machine, and a fixed worker index per share is what makes the reduction order fixed. One pool serves
+/// both paths of the SIMD backend (each passes its own job). Running a job allocates nothing when the caller
+/// passes a delegate it created once; the semaphores only spin and block.
 /// </summary>
 internal sealed class WorkerPool : IDisposable
 {
-    private readonly Action<int> _work;
+    private Action<int> _work = static _ => { };
     private readonly Thread[] _threads;
     private readonly SemaphoreSlim[] _go;
     // A semaphore, not a ManualResetEventSlim: the latter allocates its lock object the first time it has to
@@ -21,10 +22,9 @@ internal sealed class WorkerPool : IDisposable
     private volatile bool _stopping;
     private ExceptionDispatchInfo? _failure;
 
-    public WorkerPool(int count, Action<int> work, string name)
+    public WorkerPool(int count, string name)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
-        _work = work;
         Count = count;
         _allocated = new long[count];
         _threads = new Thread[count - 1];
@@ -40,7 +40,8 @@ internal sealed class WorkerPool : IDisposable
 
     public int Count { get; }
 
-    /// <summary>Bytes the dedicated workers have allocated on the managed heap since they started (their own threads only).</summary>
+    /// <summary>Bytes the dedicated workers have allocated on the managed heap since they started (their own
+    /// threads only).</summary>
     public long WorkerAllocatedBytes
     {
         get
@@ -52,8 +53,9 @@ internal sealed class WorkerPool : IDisposable
     }
 
     /// <summary>Runs work(0..Count-1) at once, work(0) on this thread, and returns when all are done.</summary>
-    public void Run()
+    public void Run(Action<int> work)
     {
+        _work = work; // published to the workers by the semaphore release below
         if (_threads.Length > 0)
         {
             Volatile.Write(ref _pending, _threads.Length);

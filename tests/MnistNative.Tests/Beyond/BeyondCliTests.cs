@@ -111,7 +111,7 @@ public sealed class BeyondCliTests : IDisposable
         Assert.True(code == 0, err);
         var whole = ModelFile.Load(P("whole.npz"));
         var resumed = ModelFile.Load(P("resumed.npz"));
-        Assert.Equal(0, DeepBackendTests.MaxDiff(whole, resumed, 0, 0, exact: true));
+        Assert.Equal(0, Conformance.TrainingBackendConformance.MaxDiff(whole, resumed, 0, 0, exact: true));
     }
 
     [Fact]

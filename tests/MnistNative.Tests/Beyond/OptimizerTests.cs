@@ -1,4 +1,4 @@
-using MnistNative.Backends.Cpu.Deep;
+using MnistNative.Backends.Cpu.Reference;
 using MnistNative.Core;
 using Xunit;
 
@@ -90,14 +90,14 @@ public sealed class OptimizerTests
         var data = TinyData.Images(6);
         int[] sizes = [784, 3, 10];
         var o = new OptimizerSettings(kind, WeightDecay: 0.01);
-        using var backend = new DeepReferenceBackend<double>(sizes, o);
+        using var backend = new ReferenceBackend<double>(sizes, o);
         backend.Upload(data);
         MlpParameters w0 = MlpParameters.Initialize(sizes, 3);
         backend.SetWeights(w0);
         int[] batch = [0, 2, 5];
         var g = new MlpParameters(sizes);
-        backend.ComputeGradients(batch, g);
-        backend.StepBatch(batch, 0.05, measure: false);
+        backend.ComputeGradients(TrainingBatch.Of(batch), g);
+        backend.Step(TrainingBatch.Of(batch), 0.05, measure: false);
         MlpParameters w1 = backend.GetWeights();
         for (int l = 0; l < w0.LayerCount; l++)
             for (int i = 0; i < w0.W[l].Length; i += 97)

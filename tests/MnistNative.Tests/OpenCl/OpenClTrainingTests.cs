@@ -1,4 +1,5 @@
 using System.Text.Json;
+using MnistNative.Backends.Cpu.Reference;
 using MnistNative.Backends.OpenCL;
 using MnistNative.Core;
 using Xunit;
@@ -53,7 +54,7 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
         foreach (int[] sizes in new[] { new[] { 784, 7, 10 }, [784, 33, 17, 10], [784, 130, 70, 10] })
         {
             MlpParameters w = MlpParameters.Initialize(sizes, 11);
-            using ITrainingBackend reference = ReferenceOracle.Create(sizes, OptimizerSettings.Gd);
+            using ITrainingBackend reference = new ReferenceBackend<double>(sizes, OptimizerSettings.Gd);
             using OpenClBackend cl = Open(sizes, OptimizerSettings.Gd, 64, precision, variant);
             Assert.Equal(variant, cl.Variant.ToString().ToLowerInvariant());
             reference.Upload(data); cl.Upload(data);
@@ -105,7 +106,7 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
         int[] sizes = [784, hidden, 10];
         LabeledImages data = OpenClTestData.Images(n, seed: hidden);
         MlpParameters w = MlpParameters.Initialize(sizes, 2);
-        using ITrainingBackend reference = ReferenceOracle.Create(sizes, OptimizerSettings.Gd);
+        using ITrainingBackend reference = new ReferenceBackend<double>(sizes, OptimizerSettings.Gd);
         using OpenClBackend cl = Open(sizes, OptimizerSettings.Gd, n, variant: variant);
         reference.Upload(data); cl.Upload(data);
         reference.SetWeights(w); cl.SetWeights(w);
@@ -158,7 +159,7 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
         {
             var o = new OptimizerSettings(kind, WeightDecay: 1e-3);
             double lr = kind == OptimizerKind.Adam ? 1e-3 : 0.05;
-            using ITrainingBackend reference = ReferenceOracle.Create(sizes, o);
+            using ITrainingBackend reference = new ReferenceBackend<double>(sizes, o);
             using OpenClBackend cl = Open(sizes, o, 64, variant: variant);
             reference.Upload(data); cl.Upload(data);
             reference.SetWeights(w); cl.SetWeights(w);

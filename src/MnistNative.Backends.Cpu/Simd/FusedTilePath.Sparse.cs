@@ -10,7 +10,7 @@ namespace MnistNative.Backends.Cpu.Simd;
 /// Hv is Hp rounded up to 1, 2 or 4 vectors or a multiple of 8 (<see cref="SparseRowWidth"/>); the padding columns
 /// stay zero. See docs/cpu-backends.md ("Sparse layer 1").
 /// </summary>
-internal sealed unsafe partial class SimdBackend<TW, TVec>
+internal sealed unsafe partial class FusedTilePath<TW, TVec>
 {
     /// <summary>
     /// How much more a sparse lane costs than a dense one (index decode, the broadcast, the read-modify-write of
@@ -125,6 +125,7 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
     //      entries (rows of the tile's Tile samples), w1T (784, Hv), b1 (Hv) -> rows (Tile, Hv) scratch, a1T (Hp, Tile)
     // Each sample's z1 row is accumulated in registers, one broadcast pixel value times the pixel's weight row per
     // entry, then biased and ReLU'd as vectors and transposed into the hidden-major a1T the output layer reads.
+    // mirrors Reference.LinearForward + Reference.ReluForward (layer 1, non-zero pixels)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void SparseHiddenForward(float* a1T, float* rows, int* offsets, float* values, int* rowStart,
         float* w1T, float* b1, int hp, int hv)
@@ -246,6 +247,7 @@ internal sealed unsafe partial class SimdBackend<TW, TVec>
     // each non-zero of the CSR adds value * dz1[s] straight into its pixel's gradient row (a read-modify-write of
     // one or two vectors); the column walk's per-column overhead and index multiply cost more there than they save.
     // Both in a fixed order: deterministic. See docs/journal/sparse-training.md for the A/B.
+    // mirrors Reference.LinearBackward (dw of layer 1, non-zero pixels)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void SparseHiddenWeightGradient(float* dw1T, float* rows, float* dz1T, int* offsets, float* pixels,
         int* rowStart, ushort* entries, int* entryStart, int* columnOffset, int firstColumn, int endColumn,

@@ -2,29 +2,16 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
-using MnistNative.Backends.Cpu.Simd;
 using MnistNative.Core;
 
-namespace MnistNative.Backends.Cpu.Deep;
-
-/// <summary>Creates the deep SIMD backend at the widest vector width this CPU runs (or the one asked for).</summary>
-public static class DeepSimd
-{
-    public static IMiniBatchBackend Create(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch, int threads = 0, string? width = null)
-    {
-        width ??= CpuFeatures.BestSimdBackend().Name ?? throw new BackendUnavailableException("the deep SIMD backend needs AVX2 + FMA or AVX-512F");
-        return width switch
-        {
-            "avx512" when Avx512Width.IsSupported => new DeepSimdBackend<Avx512Width, System.Runtime.Intrinsics.Vector512<float>>(sizes, optimizer, maxBatch, threads),
-            "avx2" when Avx2Width.IsSupported => new DeepSimdBackend<Avx2Width, System.Runtime.Intrinsics.Vector256<float>>(sizes, optimizer, maxBatch, threads),
-            _ => throw new BackendUnavailableException($"--backend {width}: this CPU or runtime does not offer it for deep training"),
-        };
-    }
-}
+namespace MnistNative.Backends.Cpu.Simd;
 
 /// <summary>
-/// Mini-batch training of an MLP of any depth, float32, multi-threaded and vectorized; it mirrors
-/// <see cref="DeepReferenceBackend{T}"/> layer by layer (LayerForward / LayerBackward, softmax, the optimizer).
+/// The SIMD backend's per-layer path: steps of an MLP of any depth over batches of any size, every optimizer,
+/// float32, multi-threaded and vectorized; it mirrors <see cref="Reference.Reference"/> layer by layer
+/// (LayerForward mirrors LinearForward + ReluForward, Softmax mirrors SoftmaxCrossEntropyForward and Backward,
+/// LayerBackwardWeights and LayerBackwardInputs mirror LinearBackward + ReluBackward, Update mirrors
+/// OptimizerMath.Apply).
 ///
 /// The work is sparse where the data is: every layer's input is kept per batch as a list of its nonzero
 /// entries, per sample (CSR) and per input unit (CSC). MNIST images are about 19% nonzero pixels and ReLU
@@ -41,13 +28,13 @@ public static class DeepSimd
 /// into its gradient pass (the gradient never leaves the registers); deeper layers update in the last phase.
 /// Nothing is allocated per step.
 /// </summary>
-internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
+internal sealed unsafe class LayerPath<TW, TVec>
     where TW : struct, IVectorWidth<TVec>
     where TVec : unmanaged
 {
     private const int In = MlpParameters.InputSize;
     private const int Classes = MlpParameters.Classes;
-    private const float PixelScale = 1f / 255f;
+    private const float PixelDivisor = 255f; // x = byte / 255, as Reference.ScalePixels
 
     private readonly int[] _sizes, _outP;
     private readonly int _layers, _maxBatch;
@@ -71,18 +58,41 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     private NativeBuffer<float> _trainVal = new(0);
     private byte[] _trainLabels = [];
 
-    // the current phase and its arguments (set before _pool.Run; the workers read them)
-    private int _phase, _layer, _batch;
+    // the current job and its arguments (set before _pool.Run; the workers read them)
+    private Job _job;
+    private int _layer, _batch;
     private bool _training, _update;
     private byte* _images;
     private long _t;
     private TVec _lrV, _wdV, _muV, _b1V, _b2V, _1mb1V, _1mb2V, _stepV, _invV, _epsV;
 
-    private const int PhaseGatherImages = 0, PhaseForward = 1, PhasePost = 2, PhaseBackward = 3;
+    private readonly Action<int> _work;
+    private readonly string[] _forwardPhase, _backwardPhase;
 
-    public DeepSimdBackend(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch, int threads)
+    /// <summary>What the workers run in one <see cref="WorkerPool.Run"/>.</summary>
+    private enum Job
     {
-        if (!TW.IsSupported) throw new BackendUnavailableException($"{TW.Name} is not available on this CPU or runtime");
+        /// <summary>Predict's images into layer 0's CSR.</summary>
+        GatherImages,
+
+        /// <summary>LayerForward of one layer (and the CSC of its input when training; and the softmax when the
+        /// layer splits samples and no profiler wants it timed apart).</summary>
+        Forward,
+
+        /// <summary>After a layer's forward, per sample: the next layer's CSR (hidden) or the softmax, loss and dz
+        /// (output).</summary>
+        Activations,
+
+        /// <summary>LayerBackwardWeights and LayerBackwardInputs of one layer (layer 0 with its update fused);
+        /// after layer 0, the updates of the other layers unless a profiler times them apart.</summary>
+        Backward,
+
+        /// <summary>The updates of the layers above 0.</summary>
+        Update,
+    }
+
+    public LayerPath(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch, WorkerPool pool)
+    {
         if (sizes.Count < 2 || sizes[0] != In || sizes[^1] != Classes)
             throw new ArgumentException($"sizes must run from {In} to {Classes}, got {string.Join('-', sizes)}");
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
@@ -91,7 +101,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         _sizes = sizes.ToArray();
         _layers = _sizes.Length - 1;
         _maxBatch = maxBatch;
-        int workers = threads > 0 ? threads : Environment.ProcessorCount;
+        int workers = pool.Count;
         _outP = new int[_layers];
         _wt = new NativeBuffer<float>[_layers]; _b = new NativeBuffer<float>[_layers];
         _dwt = new NativeBuffer<float>[_layers]; _db = new NativeBuffer<float>[_layers];
@@ -116,10 +126,10 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         _csrCap = new int[_layers];
         for (int l = 0; l < _layers; l++)
         {
-            int cap = l == 0 ? In : _outP[l - 1]; // hidden: the padded width, room for whole-vector compaction (Post)
+            int cap = l == 0 ? In : _outP[l - 1]; // hidden: the padded width, room for whole-vector compaction
             _csrCap[l] = cap;
             long entries = (long)maxBatch * cap;
-            if (entries > int.MaxValue) throw new ArgumentException($"batch {maxBatch} is too large for the deep SIMD backend");
+            if (entries > int.MaxValue) throw new ArgumentException($"batch {maxBatch} is too large for the per-layer path");
             _csrIdx[l] = new((int)entries); _csrVal[l] = new((int)entries); _csrCount[l] = new(maxBatch);
             _cscCount[l] = new(_sizes[l]); _cscSample[l] = new((int)entries); _cscVal[l] = new((int)entries);
         }
@@ -127,17 +137,24 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         _batchLabel = new(maxBatch);
         _lossW = new double[workers];
         _correctW = new int[workers];
-        _pool = new WorkerPool(workers, Work, "deep-" + TW.Name);
-        Info = new BackendInfo(TW.Name, Precision.F32, workers, $"CPU, Vector{TW.Count * 32}, sparse inputs");
+        _pool = pool;
+        _work = Work;
+        _forwardPhase = new string[_layers];
+        _backwardPhase = new string[_layers];
+        for (int l = 0; l < _layers; l++)
+        {
+            _forwardPhase[l] = $"{Phases.Forward} layer {l + 1}";
+            _backwardPhase[l] = $"{Phases.Backward} layer {l + 1}";
+        }
     }
 
-    public BackendInfo Info { get; }
-    public IReadOnlyList<int> Sizes => _sizes;
     public OptimizerSettings Optimizer { get; }
-    public int MaxBatch => _maxBatch;
 
-    /// <summary>Bytes the worker threads allocated since they started (for the zero-allocation test).</summary>
-    internal long WorkerAllocatedBytes => _pool.WorkerAllocatedBytes;
+    /// <summary>Where the phases go (the backend's profiler); null when profiling is off.</summary>
+    public Profiler? Profiler { get; set; }
+
+    /// <summary>Optimizer steps taken (Adam's t); the backend sets it when the fused path took steps.</summary>
+    public long Steps { get => _t; set => _t = value; }
 
     public void Upload(LabeledImages train)
     {
@@ -158,7 +175,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
                 byte p = px[s * In + k];
                 if (p == 0) continue;
                 _trainIdx.Pointer[e] = k;
-                _trainVal.Pointer[e] = p * PixelScale;
+                _trainVal.Pointer[e] = p / PixelDivisor;
                 e++;
             }
         }
@@ -252,7 +269,8 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         _update = update;
         if (update) SetOptimizerConstants(lr);
         ForwardAll();
-        for (int l = _layers - 1; l >= 0; l--) RunPhase(PhaseBackward, l);
+        for (int l = _layers - 1; l >= 0; l--) RunJob(Job.Backward, l, _backwardPhase[l]);
+        if (update && _layers > 1 && Profiler is not null) RunJob(Job.Update, 0, Phases.Update);
         double loss = 0;
         int correct = 0;
         for (int w = 0; w < _lossW.Length; w++) { loss += _lossW[w]; correct += _correctW[w]; }
@@ -265,8 +283,9 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         Array.Clear(_correctW);
         for (int l = 0; l < _layers; l++)
         {
-            RunPhase(PhaseForward, l);
-            if (ColumnMode(l)) RunPhase(PhasePost, l);
+            RunJob(Job.Forward, l, _forwardPhase[l]);
+            if (SeparateActivations(l))
+                RunJob(Job.Activations, l, l + 1 < _layers ? _forwardPhase[l] : Phases.SoftmaxLoss);
         }
     }
 
@@ -282,7 +301,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
                 _batch = n;
                 _training = false;
                 _update = false;
-                RunPhase(PhaseGatherImages, 0);
+                RunJob(Job.GatherImages, 0, Phases.Gather);
                 ForwardAll();
                 float* probs = _act[_layers].Pointer;
                 int outP = _outP[_layers - 1];
@@ -293,17 +312,20 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         _images = null;
     }
 
-    private void RunPhase(int phase, int layer)
+    /// <summary>Runs one job on every worker and records it as <paramref name="phase"/> when profiling.</summary>
+    private void RunJob(Job job, int layer, string phase)
     {
-        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-        _phase = phase;
+        Profiler? profiler = Profiler;
+        long t0 = profiler is null ? 0 : Profiler.Now();
+        _job = job;
         _layer = layer;
-        _pool.Run();
-        PhaseTicks[phase * 4 + Math.Min(layer, 3)] += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
+        _pool.Run(_work);
+        profiler?.Record(phase, t0);
     }
 
-    /// <summary>Time spent per (phase, layer) since start, for bench-minibatch's breakdown (4 phases x 4 layers; deeper layers share the last slot).</summary>
-    internal static long[] PhaseTicks => SharedTicks.Values;
+    /// <summary>Whether layer l's activations run as their own job: always when its forward splits output vectors
+    /// (the softmax and the CSR need whole samples), and when a profiler times the softmax apart.</summary>
+    private bool SeparateActivations(int l) => ColumnMode(l) || (l + 1 == _layers && Profiler is not null);
 
     /// <summary>Whether layer l's forward and weight gradient split output vectors among the workers (wide layers) rather than samples / input rows.</summary>
     private bool ColumnMode(int l) => _outP[l] / TW.Count >= _pool.Count;
@@ -314,15 +336,15 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     private void Work(int w)
     {
         int l = _layer, workers = _pool.Count;
-        switch (_phase)
+        switch (_job)
         {
-            case PhaseGatherImages:
+            case Job.GatherImages:
             {
                 var (s0, s1) = Share(_batch, workers, w);
                 GatherImages(s0, s1);
                 break;
             }
-            case PhaseForward:
+            case Job.Forward:
                 if (_training)
                 {
                     var (k0, k1) = Share(_sizes[l], workers, w);
@@ -337,16 +359,19 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
                 {
                     var (s0, s1) = Share(_batch, workers, w);
                     LayerForward(l, s0, s1, 0, _outP[l] / TW.Count);
-                    Post(l, s0, s1, w);
+                    if (!SeparateActivations(l)) Activations(l, s0, s1, w);
                 }
                 break;
-            case PhasePost:
+            case Job.Activations:
             {
                 var (s0, s1) = Share(_batch, workers, w);
-                Post(l, s0, s1, w);
+                Activations(l, s0, s1, w);
                 break;
             }
-            case PhaseBackward:
+            case Job.Update:
+                UpdateLayersAbove0(w);
+                break;
+            case Job.Backward:
             {
                 bool fuse = _update && l == 0;
                 if (ColumnMode(l))
@@ -364,17 +389,20 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
                     var (s0, s1) = Share(_batch, workers, w);
                     LayerBackwardInputs(l, s0, s1);
                 }
-                else if (_update)
-                {
-                    for (int u = 1; u < _layers; u++)
-                    {
-                        var (a0, a1) = Share(_sizes[u] * _outP[u] / TW.Count, workers, w);
-                        UpdateRange(_wt[u], _dwt[u], _m1w[u], _m2w[u], a0 * TW.Count, a1 * TW.Count);
-                        if (w == 0) UpdateRange(_b[u], _db[u], _m1b[u], _m2b[u], 0, _outP[u]);
-                    }
-                }
+                else if (_update && Profiler is null) UpdateLayersAbove0(w);
                 break;
             }
+        }
+    }
+
+    /// <summary>Worker w's share of the updates of layers 1.. (layer 0's is fused into its gradient pass).</summary>
+    private void UpdateLayersAbove0(int w)
+    {
+        for (int u = 1; u < _layers; u++)
+        {
+            var (a0, a1) = Share(_sizes[u] * _outP[u] / TW.Count, _pool.Count, w);
+            UpdateRange(_wt[u], _dwt[u], _m1w[u], _m2w[u], a0 * TW.Count, a1 * TW.Count);
+            if (w == 0) UpdateRange(_b[u], _db[u], _m1b[u], _m2b[u], 0, _outP[u]);
         }
     }
 
@@ -413,7 +441,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
             {
                 if (px[k] == 0) continue;
                 idx[count] = k;
-                val[count++] = px[k] * PixelScale;
+                val[count++] = px[k] / PixelDivisor;
             }
             _csrCount[0].Pointer[s] = count;
         }
@@ -448,6 +476,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     }
 
     // CSR of a (B, in), Wt (in, outP), b (outP) -> act[l+1] (B, outP) = z, ReLU'd for hidden layers; output vectors [v0, v1)
+    // mirrors Reference.LinearForward + Reference.ReluForward
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LayerForward(int l, int s0, int s1, int v0, int v1)
     {
@@ -459,47 +488,17 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
             int nnz = Row(l, s, out int* idx, out float* val);
             float* zs = z + (long)s * outP;
             int v = v0;
-            for (; v + 4 <= v1; v += 4) SparseRows4(zs + v * vc, bias + v * vc, wt + v * vc, outP, idx, val, nnz);
-            for (; v < v1; v++) SparseRows1(zs + v * vc, bias + v * vc, wt + v * vc, outP, idx, val, nnz);
+            for (; v + 4 <= v1; v += 4) VectorKernels<TW, TVec>.SparseAccumulate4(zs + v * vc, bias + v * vc, wt + v * vc, outP, idx, val, nnz);
+            for (; v < v1; v++) VectorKernels<TW, TVec>.SparseAccumulate1(zs + v * vc, bias + v * vc, wt + v * vc, outP, idx, val, nnz);
             if (relu)
                 for (int c = v0 * vc; c < v1 * vc; c += vc) TW.Store(zs + c, TW.Max(TW.Load(zs + c), TW.Zero));
         }
     }
 
-    // dst (4 vectors) = init (4 vectors) + sum over e < n of val[e] * m[rows[e] * stride + (0 .. 4 vectors)]
-    // The inner loop of the forward (rows: input units of a sample, m: Wt) and of the weight gradient (rows:
-    // samples of an input unit, m: dz). A small method of its own so that the JIT keeps every pointer in a
-    // register: inlined into the phase methods, with their many live values, it reloaded three spilled
-    // pointers and recomputed the row address from them for every entry.
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void SparseRows4(float* dst, float* init, float* m, nint stride, int* rows, float* val, int n)
-    {
-        int vc = TW.Count;
-        TVec a0 = TW.Load(init), a1 = TW.Load(init + vc), a2 = TW.Load(init + 2 * vc), a3 = TW.Load(init + 3 * vc);
-        for (int e = 0; e < n; e++)
-        {
-            TVec x = TW.Create(val[e]);
-            float* r = m + rows[e] * stride;
-            a0 = TW.MultiplyAdd(x, TW.Load(r), a0);
-            a1 = TW.MultiplyAdd(x, TW.Load(r + vc), a1);
-            a2 = TW.MultiplyAdd(x, TW.Load(r + 2 * vc), a2);
-            a3 = TW.MultiplyAdd(x, TW.Load(r + 3 * vc), a3);
-        }
-        TW.Store(dst, a0); TW.Store(dst + vc, a1); TW.Store(dst + 2 * vc, a2); TW.Store(dst + 3 * vc, a3);
-    }
-
-    // SparseRows4 for one vector
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static void SparseRows1(float* dst, float* init, float* m, nint stride, int* rows, float* val, int n)
-    {
-        TVec a0 = TW.Load(init);
-        for (int e = 0; e < n; e++) a0 = TW.MultiplyAdd(TW.Create(val[e]), TW.Load(m + rows[e] * stride), a0);
-        TW.Store(dst, a0);
-    }
-
     /// <summary>After layer l's forward, per sample: the CSR of the next layer's input (hidden), or softmax, loss and dz (output).</summary>
+    // mirrors Reference.SoftmaxCrossEntropyForward and Backward (output layer)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Post(int l, int s0, int s1, int w)
+    private void Activations(int l, int s0, int s1, int w)
     {
         int outP = _outP[l];
         float* z = _act[l + 1].Pointer;
@@ -511,7 +510,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
                 float* a = z + (long)s * outP;
                 int* idx = _csrIdx[l + 1].Pointer + (long)s * cap;
                 float* val = _csrVal[l + 1].Pointer + (long)s * cap;
-                _csrCount[l + 1].Pointer[s] = typeof(TVec) == typeof(Vector512<float>) ? CompactNonzero512(a, outP, idx, val) : CompactNonzero(a, nOut, idx, val);
+                _csrCount[l + 1].Pointer[s] = VectorKernels<TW, TVec>.CompactNonzero(a, nOut, idx, val);
             }
             return;
         }
@@ -522,57 +521,29 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         for (int s = s0; s < s1; s++)
         {
             float* zs = z + (long)s * outP;
-            float max = zs[0];
-            int best = 0;
-            for (int c = 1; c < Classes; c++) if (zs[c] > max) { max = zs[c]; best = c; }
+            int best = VectorKernels<TW, TVec>.ArgMax(zs, Classes);
+            float max = zs[best];
             float sum = 0;
-            for (int c = 0; c < Classes; c++) { zs[c] = MathF.Exp(zs[c] - max); sum += zs[c]; }
-            float inv = 1f / sum;
-            for (int c = 0; c < Classes; c++) zs[c] *= inv;
+            for (int c = 0; c < Classes; c++) sum += MathF.Exp(zs[c] - max);
+            if (_training)
+            {
+                // the one loss formula (Reference.CrossEntropy), from the logits before they become probabilities
+                int label = _batchLabel.Pointer[s];
+                if (best == label) correct++;
+                loss += (max + Math.Log(sum)) - zs[label];
+            }
+            for (int c = 0; c < Classes; c++) zs[c] = MathF.Exp(zs[c] - max) / sum;
             if (!_training) continue;
-            int label = _batchLabel.Pointer[s];
-            if (best == label) correct++;
-            loss -= Math.Log(zs[label]);
+            int y = _batchLabel.Pointer[s];
             float* d = dz + (long)s * outP;
-            for (int c = 0; c < Classes; c++) d[c] = (zs[c] - (c == label ? 1f : 0f)) * invN;
+            for (int c = 0; c < Classes; c++) d[c] = (zs[c] - (c == y ? 1f : 0f)) * invN;
         }
         _lossW[w] += loss;
         _correctW[w] += correct;
     }
 
-    // a (len) -> idx, val (count): the nonzero entries, branch-free (about half the ReLU outputs are zero, in no
-    // pattern a predictor could learn)
-    private static int CompactNonzero(float* a, int len, int* idx, float* val)
-    {
-        int count = 0;
-        for (int k = 0; k < len; k++)
-        {
-            float x = a[k];
-            idx[count] = k;
-            val[count] = x;
-            count += x != 0 ? 1 : 0;
-        }
-        return count;
-    }
-
-    // CompactNonzero 16 at a time with register-form vcompressps / vpcompressd (the memory form is microcoded on
-    // AMD). len is the padded width, a multiple of 16 whose padding holds zeros; writes whole vectors, up to len.
-    private static int CompactNonzero512(float* a, int len, int* idx, float* val)
-    {
-        Vector512<int> lane = Vector512<int>.Indices;
-        int count = 0;
-        for (int c = 0; c < len; c += 16)
-        {
-            Vector512<float> x = Vector512.Load(a + c);
-            Vector512<float> keep = ~Vector512.Equals(x, Vector512<float>.Zero);
-            Vector512.Store(Avx512F.Compress(Vector512<int>.Zero, keep.AsInt32(), lane + Vector512.Create(c)), idx + count);
-            Vector512.Store(Avx512F.Compress(Vector512<float>.Zero, keep, x), val + count);
-            count += BitOperations.PopCount(keep.ExtractMostSignificantBits());
-        }
-        return count;
-    }
-
     // CSC of a (in, B), dz[l+1] (B, outP) -> dWt[k, v-range] for k in [k0, k1) (or the optimizer applied to it in place when fused); db likewise
+    // mirrors Reference.LinearBackward (dw, db)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LayerBackwardWeights(int l, int k0, int k1, int v0, int v1, bool fuse, bool bias)
     {
@@ -595,16 +566,16 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
                 long o = rowOff + v * vc;
                 if (!fuse)
                 {
-                    SparseRows4(dwt + o, zero, dz + v * vc, outP, sample + e0, val + e0, n);
+                    VectorKernels<TW, TVec>.SparseAccumulate4(dwt + o, zero, dz + v * vc, outP, sample + e0, val + e0, n);
                     continue;
                 }
-                SparseRows4(g, zero, dz + v * vc, outP, sample + e0, val + e0, n);
+                VectorKernels<TW, TVec>.SparseAccumulate4(g, zero, dz + v * vc, outP, sample + e0, val + e0, n);
                 for (int i = 0; i < 4; i++) Update(wt + o + i * vc, m1 + o + i * vc, m2 + o + i * vc, TW.Load(g + i * vc));
             }
             for (; v < v1; v++)
             {
                 long o = rowOff + v * vc;
-                SparseRows1(fuse ? g : dwt + o, zero, dz + v * vc, outP, sample + e0, val + e0, n);
+                VectorKernels<TW, TVec>.SparseAccumulate1(fuse ? g : dwt + o, zero, dz + v * vc, outP, sample + e0, val + e0, n);
                 if (fuse) Update(wt + o, m1 + o, m2 + o, TW.Load(g));
             }
         }
@@ -625,6 +596,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     // Four entries at a time: one dot product is a chain of dependent FMAs (latency-bound, a quarter of the
     // FMA throughput); four independent chains share each load of dz. Each entry still sums its vectors in
     // ascending order, so the result is the same bit for bit.
+    // mirrors Reference.LinearBackward (dx) + Reference.ReluBackward
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LayerBackwardInputs(int l, int s0, int s1)
     {
@@ -692,6 +664,7 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
     }
 
     /// <summary>One vector of <see cref="OptimizerMath.Apply{T}"/>: w, m1, m2 updated in place from the gradient g.</summary>
+    // mirrors OptimizerMath.Apply
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Update(float* w, float* m1, float* m2, TVec g)
     {
@@ -724,7 +697,6 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
 
     public void Dispose()
     {
-        _pool.Dispose();
         foreach (var set in new[] { _wt, _b, _dwt, _db, _m1w, _m1b, _m2w, _m2b, _act, _dz, _csrVal, _cscVal })
             foreach (var buf in set) buf.Dispose();
         foreach (var set in new[] { _csrIdx, _cscSample, _cscCount, _csrCount })
@@ -732,10 +704,4 @@ internal sealed unsafe class DeepSimdBackend<TW, TVec> : IMiniBatchBackend
         _batchIndex.Dispose(); _batchLabel.Dispose();
         _trainStart.Dispose(); _trainIdx.Dispose(); _trainVal.Dispose();
     }
-}
-
-/// <summary>One tick array for every width's instantiation (a static field of a generic type is per instantiation).</summary>
-internal static class SharedTicks
-{
-    public static readonly long[] Values = new long[16];
 }
