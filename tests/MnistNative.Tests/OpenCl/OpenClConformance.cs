@@ -12,11 +12,14 @@ public abstract class OpenClConformance(string variant, Precision precision) : T
     protected override ITrainingBackend Create(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch)
     {
         OpenClTestDevice.RequireOpenCl();
+        // Profiling: the kernels' rows come from OpenCL event profiling, which the queue must be created with,
+        // as the catalog does for train --profile / --trace
         return new OpenClBackend(sizes, optimizer, maxBatch, new OpenClBackendOptions
         {
             Device = OpenClTestDevice.Device,
             Variant = variant,
             Precision = precision,
+            Profiling = true,
         });
     }
 
