@@ -1,6 +1,6 @@
 using MnistNative.Backends.Cpu.Reference;
 using MnistNative.Core;
-using MnistNative.Tests.Beyond;
+using MnistNative.Tests.Training;
 using Xunit;
 using Xunit.Abstractions;
 

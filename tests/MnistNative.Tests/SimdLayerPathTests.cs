@@ -1,7 +1,7 @@
 using MnistNative.Backends.Cpu.Reference;
 using MnistNative.Backends.Cpu.Simd;
 using MnistNative.Core;
-using MnistNative.Tests.Beyond;
+using MnistNative.Tests.Training;
 using MnistNative.Tests.Conformance;
 using Xunit;
 using Xunit.Abstractions;

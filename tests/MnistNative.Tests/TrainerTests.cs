@@ -2,7 +2,7 @@ using System.Diagnostics.Metrics;
 using MnistNative.Backends;
 using MnistNative.Core;
 using MnistNative.Data;
-using MnistNative.Tests.Beyond;
+using MnistNative.Tests.Training;
 using Xunit;
 
 namespace MnistNative.Tests;

@@ -2,7 +2,7 @@ using MnistNative.Backends.Cpu.Reference;
 using MnistNative.Core;
 using Xunit;
 
-namespace MnistNative.Tests.Beyond;
+namespace MnistNative.Tests.Training;
 
 /// <summary>Each optimizer and schedule against updates computed by hand on tiny problems.</summary>
 public sealed class OptimizerTests

@@ -3,14 +3,14 @@ using MnistNative.Cli;
 using MnistNative.Data;
 using Xunit;
 
-namespace MnistNative.Tests.Beyond;
+namespace MnistNative.Tests.Training;
 
 /// <summary>
 /// The mini-batch flags on the command line: validation, JSON, checkpoints, pictures. Small data, few epochs.
 /// </summary>
-public sealed class BeyondCliTests : IDisposable
+public sealed class TrainFlagsCliTests : IDisposable
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("mnistnative-beyond-").FullName;
+    private readonly string _dir = Directory.CreateTempSubdirectory("mnistnative-train-flags-").FullName;
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
