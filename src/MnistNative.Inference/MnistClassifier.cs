@@ -34,8 +34,6 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     private SmallKernel _small; // the seed's shape (one hidden layer of at most 16 units): the fused kernels (see UseKernel)
     private readonly Int16FirstLayer? _int16; // one hidden layer of at most 10 units: the integer first pass
     private bool _int16Pass;                  // whether it runs (before the small float kernels, which settle near ties)
-    private readonly QuantizedFirstLayer? _quantized; // any other model: layer 1 in int16 with a per-image bound
-    internal bool _quantizedPass;
 
     private enum SmallKernel { None, Avx512, Avx2 }
 
@@ -83,10 +81,6 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
         _maxOutPad = _layers.Max(x => x.OutPad);
         if (layerCount == 2 && sizes[1] <= Int16FirstLayer.Units)
             _int16 = Int16FirstLayer.Build(_layers[0].Wt, _layers[0].Bias, sizes[1], _layers[1].Wt, _layers[1].Bias);
-        if (layerCount >= 2 && !(layerCount == 2 && _layers[0].OutPad == ForwardKernels.Lane))
-            _quantized = QuantizedFirstLayer.Build(_layers.Select(x => (nint)x.Wt).ToArray(),
-                _layers.Select(x => (nint)x.Bias).ToArray(), sizes[..^1],
-                sizes[1..], _layers.Select(x => x.OutPad).ToArray());
         _scratchBytes = (_maxInputs + ForwardKernels.CompactSlack) * (sizeof(int) + sizeof(float)) + _maxOutPad * sizeof(float)
             + ForwardKernels.ByteScratch + SmallGroup * ForwardKernels.Lane * sizeof(float) + ScratchAlignment;
         UseKernel(ForwardKernels.Best);
@@ -102,8 +96,6 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
             : ForwardKernels.CanRunSmall256 ? SmallKernel.Avx2
             : SmallKernel.None;
         _int16Pass = _small != SmallKernel.None && _int16 != null && ForwardKernels.CanRunInt16;
-        _quantizedPass = _quantized != null && kernel == InferenceKernel.Avx512
-            && Environment.GetEnvironmentVariable("MNISTNATIVE_EXP_QUANT") != "0";
     }
 
     /// <summary>
@@ -444,40 +436,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private int ArgMaxOf(byte* pixels, float* x, byte* scratch) =>
-        pixels != null && _small != SmallKernel.None ? PredictSmall(pixels, scratch)
-        : pixels != null && _quantizedPass ? PredictQuantized(pixels, scratch)
-        : ForwardKernels.ArgMax(Forward(pixels, x, scratch), ClassCount);
-
-    internal int QuantizedFallbacks;
-
-    // pixels (784 bytes) -> label: layer 1 from int16 weights, the rest as Forward; a label that the bound does not
-    // certify (see QuantizedFirstLayer) is computed again by Forward.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private int PredictQuantized(byte* pixels, byte* scratch)
-    {
-        int* idx = (int*)AlignScratch(scratch);
-        float* val = (float*)(idx + _maxInputs + ForwardKernels.CompactSlack);
-        float* z = val + _maxInputs + ForwardKernels.CompactSlack;
-        QuantizedFirstLayer q = _quantized!;
-        int n = ForwardKernels.CanCompactBytes ? ForwardKernels.CompactPixelsBytes(pixels, (byte*)(z + _maxOutPad), idx, val)
-            : ForwardKernels.CompactPixels(InferenceKernel.Avx512, pixels, idx, val);
-        var (e, a) = ForwardKernels.BoundSums(q.ResidualMax, q.WeightMax, idx, val, n);
-        float threshold = q.ThresholdFloat(e, a, n);
-        Layer[] layers = _layers;
-        Layer layer = layers[0];
-        ForwardKernels.AccumulateInt16(z, q.Weights, q.Scale, layer.Bias, layer.OutPad, idx, val, n);
-        for (int l = 1; l < layers.Length; l++)
-        {
-            ForwardKernels.Relu(z, layer.OutPad);
-            n = ForwardKernels.CompactFloats(InferenceKernel.Avx512, z, layer.Out, idx, val);
-            layer = layers[l];
-            ForwardKernels.Accumulate(InferenceKernel.Avx512, z, layer.Wt, layer.Bias, layer.OutPad, idx, val, n);
-        }
-        int label = ForwardKernels.CertifiedArgMax(z, ClassCount, threshold);
-        if (label >= 0) return label;
-        QuantizedFallbacks++;
-        return ForwardKernels.ArgMax(Forward(pixels, null, scratch), ClassCount);
-    }
+        pixels != null && _small != SmallKernel.None ? PredictSmall(pixels, scratch) : ForwardKernels.ArgMax(Forward(pixels, x, scratch), ClassCount);
 
     // 784 -> H <= 16 -> 10 from bytes: the integer first pass where it applies and is certain, else the float kernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
