@@ -29,6 +29,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     private readonly int _scratchBytes;
     private readonly float[] _memory; // pinned; the layers point into it
     private readonly Int16FirstLayer? _int16; // one hidden layer of at most 10 units: the integer first pass
+    private readonly PairedFirstLayer? _pairs; // any other shape: layer 1 over pixel pairs in integers
     private int _disposed;
     private InferenceKernel _kernel;
     private ForwardPath _path; // chosen by UsePath: the one object every entry point runs through
@@ -68,6 +69,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
         Sizes = sizes;
         if (layerCount == 2 && sizes[1] <= Int16FirstLayer.Units)
             _int16 = Int16FirstLayer.Build(_layers[0].Wt, _layers[0].Bias, sizes[1], _layers[1].Wt, _layers[1].Bias);
+        bool seedShape = layerCount == 2 && _layers[0].OutPad == ForwardKernels.Lane;
+        if (!seedShape && PairedFirstLayerPath.IsSupported) _pairs = PairedFirstLayer.Build(_layers);
         _scratchBytes = ForwardPath.ScratchBytes(sizes[..^1].Max(), _layers.Max(x => x.OutPad));
         _path = UsePath(ForwardKernels.Best, int16Pass: true);
     }
@@ -90,6 +93,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
             ? new Int16FirstLayerPath(_layers, _int16, small)
             : small ?? kernel switch
             {
+                InferenceKernel.Avx512 when int16Pass && _pairs != null => new PairedFirstLayerPath(_layers, _pairs),
                 InferenceKernel.Avx512 => new SparsePath<Width512, Vector512<float>>(_layers),
                 InferenceKernel.Avx2 => new SparsePath<Width256, Vector256<float>>(_layers),
                 InferenceKernel.Sse41 => new SparsePath<Width128, Vector128<float>>(_layers),
@@ -189,7 +193,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
         UsePath(kernel, int16Pass: true);
     }
 
-    /// <summary>Tests turn the integer first pass off to compare it with the float kernels alone.</summary>
+    /// <summary>Tests turn the integer first passes off to compare them with the float kernels alone.</summary>
     internal void DisableInt16Pass() => UsePath(_kernel, int16Pass: false);
 
     /// <summary>Whether byte images go through the integer first pass (see <see cref="Int16FirstLayer"/>).</summary>
