@@ -15,14 +15,17 @@ internal static unsafe partial class ForwardKernels
     public static bool CanRunPairs => Avx512BW.IsSupported && Avx512F.IsSupported;
 
     // pixels (784 bytes) -> pair (n), value (n): the pairs (2k, 2k+1) with a nonzero pixel, k and the word
-    // r_2k | r_2k+1 << 16, in order. Mirrors CompactPixelsScalar over pairs. Writes whole vectors up to 15 slots past n.
+    // r_2k | r_2k+1 << 16, in order. Mirrors CompactPixelsScalar over pairs. Writes whole vectors up to 15 slots
+    // past n.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int CompactPixelPairs(byte* pixels, int* pair, uint* value)
     {
         int n = 0;
         for (int c = 0; c < 768; c += 32)
-            n = KeepPairs(Avx512BW.ConvertToVector512UInt16(Vector256.Load(pixels + c)).AsUInt32(), c / 2, pair, value, n);
-        Vector256<ushort> last = Avx2.ConvertToVector256Int16(Vector128.Load(pixels + 768)).AsUInt16(); // 16 bytes: no read past the image
+            n = KeepPairs(Avx512BW.ConvertToVector512UInt16(Vector256.Load(pixels + c)).AsUInt32(), c / 2, pair,
+                value, n);
+        // the last 16 pixels: a 16-byte load, no read past the image
+        Vector256<ushort> last = Avx2.ConvertToVector256Int16(Vector128.Load(pixels + 768)).AsUInt16();
         return KeepPairs(Vector512.Create(last, Vector256<ushort>.Zero).AsUInt32(), 384, pair, value, n);
     }
 
@@ -30,7 +33,8 @@ internal static unsafe partial class ForwardKernels
     private static int KeepPairs(Vector512<uint> words, int first, int* pair, uint* value, int n)
     {
         Vector512<uint> keep = ~Vector512.Equals(words, Vector512<uint>.Zero);
-        Vector512.Store(Avx512F.Compress(Vector512<int>.Zero, keep.AsInt32(), Vector512<int>.Indices + Vector512.Create(first)), pair + n);
+        Vector512.Store(Avx512F.Compress(Vector512<int>.Zero, keep.AsInt32(),
+            Vector512<int>.Indices + Vector512.Create(first)), pair + n);
         Vector512.Store(Avx512F.Compress(Vector512<uint>.Zero, keep, words), value + n);
         return n + BitOperations.PopCount(keep.ExtractMostSignificantBits());
     }
@@ -39,7 +43,8 @@ internal static unsafe partial class ForwardKernels
     // words (392, outPad). The int32 sums are exact (PairedFirstLayer keeps them below 2^31). Mirrors
     // SparseKernels.AccumulateScalar with wt = 255 scale q and val = r / 255, as Accumulate512's passes.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void AccumulatePairs(float* output, uint* words, float* scale, float* bias, int outPad, int* pair, uint* value, int n)
+    public static void AccumulatePairs(float* output, uint* words, float* scale, float* bias, int outPad, int* pair,
+        uint* value, int n)
     {
         int c = 0;
         for (; c + 64 <= outPad; c += 64)
@@ -66,28 +71,35 @@ internal static unsafe partial class ForwardKernels
             int i = 0;
             for (; i + 2 <= n; i += 2)
             {
-                a0 += Avx512BW.MultiplyAddAdjacent(Vector512.LoadAligned(w + (nint)pair[i] * outPad).AsInt16(), Vector512.Create(value[i]).AsInt16());
-                a1 += Avx512BW.MultiplyAddAdjacent(Vector512.LoadAligned(w + (nint)pair[i + 1] * outPad).AsInt16(), Vector512.Create(value[i + 1]).AsInt16());
+                a0 += Avx512BW.MultiplyAddAdjacent(Vector512.LoadAligned(w + (nint)pair[i] * outPad).AsInt16(),
+                    Vector512.Create(value[i]).AsInt16());
+                a1 += Avx512BW.MultiplyAddAdjacent(Vector512.LoadAligned(w + (nint)pair[i + 1] * outPad).AsInt16(),
+                    Vector512.Create(value[i + 1]).AsInt16());
             }
-            if (i < n) a0 += Avx512BW.MultiplyAddAdjacent(Vector512.LoadAligned(w + (nint)pair[i] * outPad).AsInt16(), Vector512.Create(value[i]).AsInt16());
+            if (i < n)
+                a0 += Avx512BW.MultiplyAddAdjacent(Vector512.LoadAligned(w + (nint)pair[i] * outPad).AsInt16(),
+                    Vector512.Create(value[i]).AsInt16());
             StoreScaled(a0 + a1, scale + c, bias + c, output + c);
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void StoreScaled(Vector512<int> sum, float* scale, float* bias, float* output) =>
-        Vector512.Store(Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sum), Vector512.LoadAligned(scale), Vector512.LoadAligned(bias)), output);
+        Vector512.Store(Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sum), Vector512.LoadAligned(scale),
+            Vector512.LoadAligned(bias)), output);
 
     // Over the kept pairs: (e, a) of PairedFirstLayer's bound, sum_i (r_2k + r_2k+1) / 255 times residualMax[k] and
     // weightMax[k], and the sum of the pixel values (for the overflow check).
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static float BoundSums(float* residualMax, float* weightMax, int* pair, uint* value, int n, out float a, out int pixelSum)
+    public static float BoundSums(float* residualMax, float* weightMax, int* pair, uint* value, int n, out float a,
+        out int pixelSum)
     {
         float e0 = 0, e1 = 0, a0 = 0, a1 = 0;
         int sum = 0, i = 0;
         for (; i + 2 <= n; i += 2)
         {
-            int s0 = (int)((value[i] & 0xFFFF) + (value[i] >> 16)), s1 = (int)((value[i + 1] & 0xFFFF) + (value[i + 1] >> 16));
+            int s0 = (int)((value[i] & 0xFFFF) + (value[i] >> 16));
+            int s1 = (int)((value[i + 1] & 0xFFFF) + (value[i + 1] >> 16));
             sum += s0 + s1;
             e0 += s0 * residualMax[pair[i]]; a0 += s0 * weightMax[pair[i]];
             e1 += s1 * residualMax[pair[i + 1]]; a1 += s1 * weightMax[pair[i + 1]];
@@ -103,7 +115,9 @@ internal static unsafe partial class ForwardKernels
         return (e0 + e1) * (1f / 255f);
     }
 
-    /// <summary>The first index of the largest of the 10 logits if it leads every other by more than threshold, else -1.</summary>
+    /// <summary>
+    /// The first index of the largest of the 10 logits if it leads every other by more than threshold, else -1.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int CertifiedArgMax10(float* z, float threshold)
     {

@@ -36,7 +36,7 @@ internal abstract unsafe class ForwardPath
     /// <summary>The kernel this path reports (<see cref="MnistClassifier.Kernel"/>).</summary>
     public abstract InferenceKernel Kernel { get; }
 
-    /// <summary>pixels (784 bytes) or x (784 floats, the other null) -> the 10 logits (16 floats, inside scratch).</summary>
+    /// <summary>pixels (784 bytes) or x (784 floats, the other null) -> the 10 logits (16 floats in scratch).</summary>
     public abstract float* Logits(byte* pixels, float* x, byte* scratch);
 
     /// <summary>The first class of the largest logit of <see cref="Logits"/>'s result.</summary>
@@ -60,7 +60,7 @@ internal abstract unsafe class ForwardPath
         (maxInputs + SparseKernels.Slack) * (sizeof(int) + sizeof(float)) + maxOutPad * sizeof(float)
         + ForwardKernels.ByteScratch + SmallGroup * ForwardKernels.Lane * sizeof(float) + ScratchAlignment;
 
-    /// <summary>Images whose layer 1 a small-model batch runs before their layer 2 (see SmallModelPath.PredictRange).</summary>
+    /// <summary>Images whose layer 1 a small-model batch runs before their layer 2 (SmallModelPath).</summary>
     protected const int SmallGroup = 16;
 
     // The kernels store whole 64-byte vectors into scratch; from a 64-byte boundary, those at fixed offsets (the
@@ -168,7 +168,8 @@ internal unsafe class SparsePath<W, TV>(DenseLayer[] layers) : ForwardPath(layer
         int* idx = layout.Idx;
         float* val = layout.Val, z = layout.Z;
         int n = pixels == null ? SparseKernels.CompactFloats<W, TV>(x, MnistClassifier.PixelCount, idx, val)
-            : typeof(W) == typeof(Width512) && ForwardKernels.CanCompactBytes ? ForwardKernels.CompactPixelsBytes(pixels, layout.Tmp, idx, val)
+            : typeof(W) == typeof(Width512) && ForwardKernels.CanCompactBytes
+                ? ForwardKernels.CompactPixelsBytes(pixels, layout.Tmp, idx, val)
             : SparseKernels.CompactPixels<W, TV>(pixels, idx, val);
         DenseLayer[] layers = Layers;
         for (int l = 0; ; l++)
@@ -189,7 +190,7 @@ internal unsafe interface ISmallModelKernels
 {
     static abstract bool IsSupported { get; }
 
-    /// <summary>Layer 1 of one image: h (16 floats, 64-byte aligned) = relu(b1 + W1 x); entries, tmp: scratch.</summary>
+    /// <summary>Layer 1 of one image: h (16 floats, 64-byte aligned) = relu(b1 + W1 x); uses entries, tmp.</summary>
     static abstract void Hidden(in DenseLayer l1, byte* pixels, uint* entries, byte* tmp, float* h);
 
     /// <summary>Layer 2 and the argmax from h.</summary>
@@ -206,7 +207,8 @@ internal readonly unsafe struct SmallModelKernels512 : ISmallModelKernels
         ForwardKernels.HiddenSmall(l1.Wt, l1.Bias, entries, ForwardKernels.CompactPixelsSmall(pixels, tmp, entries), h);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int Output(in DenseLayer l1, in DenseLayer l2, float* h) => ForwardKernels.OutputSmall(l2.Wt, l2.Bias, l1.Out, h);
+    public static int Output(in DenseLayer l1, in DenseLayer l2, float* h) =>
+        ForwardKernels.OutputSmall(l2.Wt, l2.Bias, l1.Out, h);
 }
 
 /// <summary>AVX2 + FMA (ForwardKernels.Small256.cs): AVX2 machines and the x86-64-v3 C ABI.</summary>
@@ -216,7 +218,8 @@ internal readonly unsafe struct SmallModelKernels256 : ISmallModelKernels
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Hidden(in DenseLayer l1, byte* pixels, uint* entries, byte* tmp, float* h) =>
-        ForwardKernels.HiddenSmall256(l1.Wt, l1.Bias, entries, ForwardKernels.CompactPixelsSmall256(pixels, entries), h);
+        ForwardKernels.HiddenSmall256(l1.Wt, l1.Bias, entries, ForwardKernels.CompactPixelsSmall256(pixels, entries),
+            h);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int Output(in DenseLayer l1, in DenseLayer l2, float* h) =>
@@ -255,7 +258,8 @@ internal sealed unsafe class SmallModelPath<W, TV, K>(DenseLayer[] layers) : Spa
             for (int i = 0; i < count; i++)
             {
                 PrefetchImage(images + (long)Math.Min(g + i + PrefetchDistance, end - 1) * MnistClassifier.PixelCount);
-                K.Hidden(l1, images + (long)(g + i) * MnistClassifier.PixelCount, entries, tmp, group + i * ForwardKernels.Lane);
+                K.Hidden(l1, images + (long)(g + i) * MnistClassifier.PixelCount, entries, tmp,
+                    group + i * ForwardKernels.Lane);
             }
             for (int i = 0; i < count; i++) labels[g + i] = K.Output(l1, l2, group + i * ForwardKernels.Lane);
         }
@@ -263,7 +267,8 @@ internal sealed unsafe class SmallModelPath<W, TV, K>(DenseLayer[] layers) : Spa
 }
 
 /// <summary>
-/// The seed's shape with at most 10 hidden units, from bytes: layer 1 in 16-bit integers (<see cref="Int16FirstLayer"/>)
+/// The seed's shape with at most 10 hidden units, from bytes: layer 1 in 16-bit integers (<see
+/// cref="Int16FirstLayer"/>)
 /// and float layer 2 with a certificate; an image without a certain answer (near ties) goes through the small float
 /// kernels of <see cref="Float"/>, which also answer float images and probabilities.
 /// </summary>
@@ -320,13 +325,16 @@ internal sealed unsafe class Int16FirstLayerPath(DenseLayer[] layers, Int16First
             for (int i = 0; i < count; i++)
             {
                 PrefetchImage(images + (long)Math.Min(g + i + PrefetchDistance, end - 1) * MnistClassifier.PixelCount);
-                ForwardKernels.HiddenInt16(images + (long)(g + i) * MnistClassifier.PixelCount, q.Weights, q.Scale, l1.Bias,
+                ForwardKernels.HiddenInt16(images + (long)(g + i) * MnistClassifier.PixelCount, q.Weights, q.Scale,
+                    l1.Bias,
                     group + i * ForwardKernels.Lane);
             }
             for (int i = 0; i < count; i++)
             {
-                int label = ForwardKernels.OutputCertified(l2.Wt, l2.Bias, l1.Out, group + i * ForwardKernels.Lane, q.Threshold);
-                labels[g + i] = label >= 0 ? label : Float.Predict(images + (long)(g + i) * MnistClassifier.PixelCount, scratch);
+                int label = ForwardKernels.OutputCertified(l2.Wt, l2.Bias, l1.Out, group + i * ForwardKernels.Lane,
+                    q.Threshold);
+                labels[g + i] = label >= 0
+                    ? label : Float.Predict(images + (long)(g + i) * MnistClassifier.PixelCount, scratch);
             }
         }
     }
@@ -364,7 +372,8 @@ internal sealed unsafe class PairedFirstLayerPath(DenseLayer[] layers, PairedFir
         float* val = layout.Val, z = layout.Z;
         PairedFirstLayer q = Pairs;
         int n = ForwardKernels.CompactPixelPairs(pixels, idx, (uint*)val);
-        float e = ForwardKernels.BoundSums(q.ResidualMax, q.WeightMax, idx, (uint*)val, n, out float a, out int pixelSum);
+        float e = ForwardKernels.BoundSums(q.ResidualMax, q.WeightMax, idx, (uint*)val, n, out float a,
+            out int pixelSum);
         if (pixelSum > PairedFirstLayer.MaxPixelSum) return -1;
         float threshold = q.ThresholdFloat(e, a, n);
         DenseLayer[] layers = Layers;

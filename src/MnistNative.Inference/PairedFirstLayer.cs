@@ -71,7 +71,8 @@ internal sealed unsafe class PairedFirstLayer
         for (int j = 0; j < units; j++)
         {
             double max = 0;
-            for (int p = 0; p < MnistClassifier.PixelCount; p++) max = Math.Max(max, Math.Abs((double)w1t[(long)p * outPad + j]));
+            for (int p = 0; p < MnistClassifier.PixelCount; p++)
+                max = Math.Max(max, Math.Abs((double)w1t[(long)p * outPad + j]));
             float s = (float)(max / QMax / 255);
             double step = 255.0 * s; // exact: 8 + 24 bits
             for (int p = 0; p < MnistClassifier.PixelCount; p++)
@@ -105,7 +106,8 @@ internal sealed unsafe class PairedFirstLayer
                 biasMax[l] = Math.Max(biasMax[l], Math.Abs((double)layer.Bias[k]));
             }
         }
-        var result = new PairedFirstLayer(weightMemory, weights, tableMemory, scale, residualMax, weightMax, rowSum, biasMax, inputs);
+        var result = new PairedFirstLayer(weightMemory, weights, tableMemory, scale, residualMax, weightMax, rowSum,
+            biasMax, inputs);
         double e = 0, a = 0; // the widest image: every pixel at 1
         for (int k = 0; k < Pairs; k++) { e += 2 * residualMax[k]; a += 2 * weightMax[k]; }
         double threshold = result.Threshold(e, a, Pairs);

@@ -6,18 +6,21 @@ namespace MnistNative.Inference;
 /// <summary>
 /// The kernels of the sparse column form (see <see cref="ForwardKernels"/>), each written once over a SIMD width
 /// (<see cref="IVectorWidth{TVector}"/>: <see cref="Width512"/>, <see cref="Width256"/>, <see cref="Width128"/>)
-/// beside the scalar reference it mirrors. Call them as <c>SparseKernels.Accumulate&lt;Width512, Vector512&lt;float&gt;&gt;</c>.
+/// beside the scalar reference it mirrors. Call them with the width and its vector type:
+/// <c>SparseKernels.Accumulate&lt;Width512, Vector512&lt;float&gt;&gt;</c>.
 /// </summary>
 internal static unsafe class SparseKernels
 {
     private const float PixelScale = 1f / 255f;
 
-    /// <summary>Compaction writes whole vectors past the last kept entry: idx and val need this many spare slots.</summary>
+    /// <summary>Compaction writes whole vectors past the last kept entry: idx, val need these spare slots.</summary>
     public const int Slack = 16;
 
-    // pixels (784 bytes) -> idx, val (n): the nonzero pixels and their values scaled by 1/255. Mirrors CompactPixelsScalar.
+    // pixels (784 bytes) -> idx, val (n): the nonzero pixels and their values scaled by 1/255. Mirrors
+    // CompactPixelsScalar.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static int CompactPixels<W, TV>(byte* pixels, int* idx, float* val) where W : struct, IVectorWidth<TV> where TV : struct
+    public static int CompactPixels<W, TV>(byte* pixels, int* idx, float* val)
+        where W : struct, IVectorWidth<TV> where TV : struct
     {
         TV scale = W.Broadcast(PixelScale);
         int n = 0;
@@ -42,7 +45,8 @@ internal static unsafe class SparseKernels
 
     // a (len floats) -> idx, val (n): the nonzero entries. Mirrors CompactFloatsScalar.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static int CompactFloats<W, TV>(float* a, int len, int* idx, float* val) where W : struct, IVectorWidth<TV> where TV : struct
+    public static int CompactFloats<W, TV>(float* a, int len, int* idx, float* val)
+        where W : struct, IVectorWidth<TV> where TV : struct
     {
         int n = 0, c = 0;
         for (; c + W.Count <= len; c += W.Count) n += W.CompactNonZero(W.Load(a + c), c, idx + n, val + n);
@@ -81,7 +85,8 @@ internal static unsafe class SparseKernels
         int v = W.Count, c = 0;
         for (; c + 4 * v <= outPad; c += 4 * v)
         {
-            TV a0 = W.Load(bias + c), a1 = W.Load(bias + c + v), a2 = W.Load(bias + c + 2 * v), a3 = W.Load(bias + c + 3 * v);
+            TV a0 = W.Load(bias + c), a1 = W.Load(bias + c + v);
+            TV a2 = W.Load(bias + c + 2 * v), a3 = W.Load(bias + c + 3 * v);
             for (int i = 0; i < n; i++)
             {
                 float* w = wt + (nint)idx[i] * outPad + c;
@@ -138,7 +143,7 @@ internal static unsafe class SparseKernels
     }
 
     // z (16 floats: 10 logits, then padding) -> the first index of the largest logit, as numpy's argmax; 0 when
-    // no logit equals the largest (NaN logits, from a model whose sums overflow), as ArgMaxScalar. Mirrors ArgMaxScalar.
+    // no logit equals the largest (NaN logits, from a model whose sums overflow). Mirrors ArgMaxScalar.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int ArgMax10<W, TV>(float* z) where W : struct, IVectorWidth<TV> where TV : struct
     {
@@ -168,8 +173,10 @@ internal static unsafe class SparseKernels
 
     private static float* BuildClassLanes()
     {
-        var lanes = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc(16 * sizeof(float), 64); // process lifetime
-        for (int j = 0; j < 16; j++) lanes[j] = j < MnistClassifier.ClassCount ? BitConverter.Int32BitsToSingle(-1) : 0f;
+        // lives as long as the process
+        var lanes = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc(16 * sizeof(float), 64);
+        for (int j = 0; j < 16; j++) lanes[j] = j < MnistClassifier.ClassCount
+            ? BitConverter.Int32BitsToSingle(-1) : 0f;
         return lanes;
     }
 }

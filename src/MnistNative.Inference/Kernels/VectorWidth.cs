@@ -31,7 +31,7 @@ internal unsafe interface IVectorWidth<TVector> where TVector : struct
 
     static abstract TVector Max(TVector a, TVector b);
 
-    /// <summary>Lanes of <paramref name="a"/> where <paramref name="mask"/> is all ones, else of <paramref name="b"/>.</summary>
+    /// <summary>Lanes of a where mask is all ones, else of b.</summary>
     static abstract TVector Select(TVector mask, TVector a, TVector b);
 
     /// <summary>The largest lane.</summary>
@@ -50,7 +50,8 @@ internal unsafe interface IVectorWidth<TVector> where TVector : struct
     static abstract int CompactNonZero(TVector v, int first, int* idx, float* val);
 }
 
-/// <summary>AVX-512F: 16 floats; the compaction is vpcompressd in registers (the memory form is microcoded on AMD).</summary>
+/// <summary>AVX-512F: 16 floats; the compaction is vpcompressd in registers (the memory form is microcoded on AMD).
+/// </summary>
 internal readonly unsafe struct Width512 : IVectorWidth<Vector512<float>>
 {
     public static bool IsSupported => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
@@ -98,7 +99,8 @@ internal readonly unsafe struct Width512 : IVectorWidth<Vector512<float>>
     public static int CompactNonZero(Vector512<float> v, int first, int* idx, float* val)
     {
         Vector512<float> keep = ~Vector512.Equals(v, Vector512<float>.Zero);
-        Vector512.Store(Avx512F.Compress(Vector512<int>.Zero, keep.AsInt32(), Vector512<int>.Indices + Vector512.Create(first)), idx);
+        Vector512.Store(Avx512F.Compress(Vector512<int>.Zero, keep.AsInt32(),
+            Vector512<int>.Indices + Vector512.Create(first)), idx);
         Vector512.Store(Avx512F.Compress(Vector512<float>.Zero, keep, v), val);
         return BitOperations.PopCount(keep.ExtractMostSignificantBits());
     }
@@ -144,7 +146,8 @@ internal readonly unsafe struct Width256 : IVectorWidth<Vector256<float>>
     public static float MaxAcross(Vector256<float> v) => Width128.MaxAcross(Vector128.Max(v.GetLower(), v.GetUpper()));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static uint EqualsMask(Vector256<float> v, float x) => Vector256.Equals(v, Vector256.Create(x)).ExtractMostSignificantBits();
+    public static uint EqualsMask(Vector256<float> v, float x) =>
+        Vector256.Equals(v, Vector256.Create(x)).ExtractMostSignificantBits();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> WidenBytes(byte* p) => Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(p));
@@ -164,7 +167,8 @@ internal readonly unsafe struct Width256 : IVectorWidth<Vector256<float>>
 
     private static byte* BuildLeftPack()
     {
-        byte* t = (byte*)System.Runtime.InteropServices.NativeMemory.AllocZeroed(256 * 8); // lives as long as the process
+        // lives as long as the process
+        byte* t = (byte*)System.Runtime.InteropServices.NativeMemory.AllocZeroed(256 * 8);
         for (int m = 0; m < 256; m++)
             for (int b = 0, i = 0; b < 8; b++)
                 if ((m & (1 << b)) != 0) t[m * 8 + i++] = (byte)b;
@@ -218,17 +222,20 @@ internal readonly unsafe struct Width128 : IVectorWidth<Vector128<float>>
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static uint EqualsMask(Vector128<float> v, float x) => Vector128.Equals(v, Vector128.Create(x)).ExtractMostSignificantBits();
+    public static uint EqualsMask(Vector128<float> v, float x) =>
+        Vector128.Equals(v, Vector128.Create(x)).ExtractMostSignificantBits();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<float> WidenBytes(byte* p) => Sse2.ConvertToVector128Single(Sse41.ConvertToVector128Int32(p));
+    public static Vector128<float> WidenBytes(byte* p) =>
+        Sse2.ConvertToVector128Single(Sse41.ConvertToVector128Int32(p));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int CompactNonZero(Vector128<float> v, int first, int* idx, float* val)
     {
         uint keep = ~Vector128.Equals(v, Vector128<float>.Zero).ExtractMostSignificantBits() & 0xF;
         Vector128<byte> order = Vector128.Load(LeftPackBytes + keep * 16);
-        Vector128.Store(Ssse3.Shuffle((Vector128<int>.Indices + Vector128.Create(first)).AsByte(), order).AsInt32(), idx);
+        Vector128.Store(Ssse3.Shuffle((Vector128<int>.Indices + Vector128.Create(first)).AsByte(), order).AsInt32(),
+            idx);
         Vector128.Store(Ssse3.Shuffle(v.AsByte(), order).AsSingle(), val);
         return BitOperations.PopCount(keep);
     }
@@ -238,7 +245,8 @@ internal readonly unsafe struct Width128 : IVectorWidth<Vector128<float>>
 
     private static byte* BuildLeftPackBytes()
     {
-        byte* t = (byte*)System.Runtime.InteropServices.NativeMemory.AllocZeroed(16 * 16); // lives as long as the process
+        // lives as long as the process
+        byte* t = (byte*)System.Runtime.InteropServices.NativeMemory.AllocZeroed(16 * 16);
         for (int m = 0; m < 16; m++)
             for (int lane = 0, i = 0; lane < 4; lane++)
                 if ((m & (1 << lane)) != 0)

@@ -64,7 +64,8 @@ public sealed unsafe class SparseKernelTests(ITestOutputHelper output)
                 for (int i = 0; i < n; i++)
                 {
                     Assert.Equal(refIdx.Ints()[i], outIdx[i]);
-                    Assert.Equal(BitConverter.SingleToInt32Bits(refVal.Floats()[i]), BitConverter.SingleToInt32Bits(outVal[i]));
+                    Assert.Equal(BitConverter.SingleToInt32Bits(refVal.Floats()[i]),
+                        BitConverter.SingleToInt32Bits(outVal[i]));
                 }
                 checkedCases++;
             }
@@ -94,7 +95,8 @@ public sealed unsafe class SparseKernelTests(ITestOutputHelper output)
                 int expected = SparseKernels.CompactPixelsScalar(pixels, refIdx.Ints(), refVal.Floats());
                 Assert.Equal(expected, n);
                 Assert.True(new ReadOnlySpan<int>(outIdx, n).SequenceEqual(new ReadOnlySpan<int>(refIdx.Ints(), n)));
-                Assert.True(new ReadOnlySpan<float>(outVal, n).SequenceEqual(new ReadOnlySpan<float>(refVal.Floats(), n)));
+                Assert.True(new ReadOnlySpan<float>(outVal, n).SequenceEqual(new ReadOnlySpan<float>(refVal.Floats(),
+                    n)));
             }
     }
 
@@ -126,9 +128,12 @@ public sealed unsafe class SparseKernelTests(ITestOutputHelper output)
                 }
                 switch (width)
                 {
-                    case 512: SparseKernels.Accumulate<Width512, Vector512<float>>(result.Floats(), wt.Floats(), bias.Floats(), outPad, rows, x, n); break;
-                    case 256: SparseKernels.Accumulate<Width256, Vector256<float>>(result.Floats(), wt.Floats(), bias.Floats(), outPad, rows, x, n); break;
-                    default: SparseKernels.Accumulate<Width128, Vector128<float>>(result.Floats(), wt.Floats(), bias.Floats(), outPad, rows, x, n); break;
+                    case 512: SparseKernels.Accumulate<Width512, Vector512<float>>(result.Floats(), wt.Floats(),
+                        bias.Floats(), outPad, rows, x, n); break;
+                    case 256: SparseKernels.Accumulate<Width256, Vector256<float>>(result.Floats(), wt.Floats(),
+                        bias.Floats(), outPad, rows, x, n); break;
+                    default: SparseKernels.Accumulate<Width128, Vector128<float>>(result.Floats(), wt.Floats(),
+                        bias.Floats(), outPad, rows, x, n); break;
                 }
                 SparseKernels.AccumulateScalar(expected.Floats(), wt.Floats(), bias.Floats(), outPad, rows, x, n);
                 // float32 sums of n + 1 terms of size <= magnitude, in another order: a few units in the last place
@@ -176,7 +181,8 @@ public sealed unsafe class SparseKernelTests(ITestOutputHelper output)
         for (int trial = 0; trial < 4000; trial++)
         {
             float* logits = z.Floats(trial % 4);
-            for (int j = 0; j < 10; j++) logits[j] = trial % 3 == 0 ? rng.Next(-3, 1) : (float)(rng.NextDouble() * 20 - 15);
+            for (int j = 0; j < 10; j++) logits[j] = trial % 3 == 0 ? rng.Next(-3,
+                1) : (float)(rng.NextDouble() * 20 - 15);
             // padding lanes as a layer leaves them: 0, which beats negative logits unless it is ignored
             for (int j = 10; j < 16; j++) logits[j] = trial % 5 == 0 ? float.PositiveInfinity : 0f;
             int expected = SparseKernels.ArgMaxScalar(logits, 10);
