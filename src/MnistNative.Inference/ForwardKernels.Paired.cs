@@ -41,7 +41,7 @@ internal static unsafe partial class ForwardKernels
 
     // out (outPad) = bias + scale * sum_i (r_2k q[2k, :] + r_2k+1 q[2k+1, :]) over the kept pairs k = pair[i],
     // words (392, outPad). The int32 sums are exact (PairedFirstLayer keeps them below 2^31). Mirrors
-    // SparseKernels.AccumulateScalar with wt = 255 scale q and val = r / 255, as Accumulate512's passes.
+    // SparseKernels.AccumulateScalar with wt = 255 scale q and val = r / 255, as SparseKernels.Accumulate's passes.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void AccumulatePairs(float* output, uint* words, float* scale, float* bias, int outPad, int* pair,
         uint* value, int n)

@@ -18,7 +18,7 @@ internal static unsafe partial class ForwardKernels
 
     // pixels (784 bytes) -> entries (n), as CompactPixelsSmall but in one pass: AVX2 has no compress, so each
     // 8-pixel group builds its 8 entries in a register (value bits | row * 8) and left-packs the kept ones with
-    // one vpermd whose lane order comes from LeftPack[keep mask]. A 64-pixel chunk with no ink (MNIST's top and
+    // one vpermd whose lane order comes from Width256.LeftPack[keep mask]. A 64-pixel chunk with no ink (MNIST's top and
     // bottom rows) is skipped after one compare; that branch goes the same way for nearly every MNIST image.
     // Writes whole vectors up to 8 entries past n; those are zero-valued entries of row 768.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

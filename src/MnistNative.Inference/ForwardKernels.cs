@@ -19,6 +19,10 @@ public enum InferenceKernel
 }
 
 /// <summary>
+/// The kernels of particular shapes and instruction sets: the seed's fused small-model kernels, the integer first
+/// layers, the VBMI2 byte compaction, softmax. The general kernels, written once over a width, are in
+/// <see cref="SparseKernels"/>; the paths that call them in ForwardPaths.cs.
+///
 /// The forward pass of one image, layer by layer, in the "sparse column" form:
 /// out = b + sum over the NONZERO inputs k of in[k] * W^T[k, :].
 /// Weights are stored transposed, W^T (in, outPad) with outPad a multiple of 16 floats (one 64-byte line),
