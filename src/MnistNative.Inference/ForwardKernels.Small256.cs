@@ -18,7 +18,7 @@ internal static unsafe partial class ForwardKernels
 
     // pixels (784 bytes) -> entries (n), as CompactPixelsSmall but in one pass: AVX2 has no compress, so each
     // 8-pixel group builds its 8 entries in a register (value bits | row * 8) and left-packs the kept ones with
-    // one vpermd whose lane order comes from LeftPack[keep mask]. A 64-pixel chunk with no ink (MNIST's top and
+    // one vpermd whose lane order comes from Width256.LeftPack[keep mask]. A 64-pixel chunk with no ink (MNIST's top and
     // bottom rows) is skipped after one compare; that branch goes the same way for nearly every MNIST image.
     // Writes whole vectors up to 8 entries past n; those are zero-valued entries of row 768.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -40,7 +40,7 @@ internal static unsafe partial class ForwardKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int PackGroups(byte* pixels, int c, int groups, ulong keep, uint* entries, int n)
     {
-        byte* table = LeftPack;
+        byte* table = Width256.LeftPack;
         Vector256<int> row8 = (Vector256<int>.Indices + Vector256.Create(c)) << 3;
         for (int g = 0; g < groups; g++)
         {
@@ -89,7 +89,9 @@ internal static unsafe partial class ForwardKernels
     public static int OutputSmall256(float* w2t, float* b2, int hidden, float* h)
     {
         var (z, y) = Logits256(w2t, b2, hidden, h);
-        return ArgMax10(z, y);
+        Vector256.Store(z, h); // h is spent: the logits go through the one 10-way argmax
+        Vector256.Store(y, h + 8);
+        return SparseKernels.ArgMax10<Width256, Vector256<float>>(h);
     }
 
     // Layer 2 of the seed's shape with Vector256: logits 0..7 (Low) and 8..15 (High, 10..15 padding), two
@@ -114,16 +116,6 @@ internal static unsafe partial class ForwardKernels
             y0 = Fma.MultiplyAdd(Vector256.LoadAligned(w2t + j * 16 + 8), hj, y0);
         }
         return (z0 + z1, y0 + y1);
-    }
-
-    // First index of the largest of logits 0..7 (z) and 8..9 (lanes 0..1 of y).
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int ArgMax10(Vector256<float> z, Vector256<float> y)
-    {
-        Vector256<float> top = Vector256.Create(Max10(z, y));
-        uint hit = Vector256.Equals(z, top).ExtractMostSignificantBits() | (Vector256.Equals(y, top).ExtractMostSignificantBits() & 3) << 8;
-        int first = BitOperations.TrailingZeroCount(hit);
-        return first < 10 ? first : 0; // NaN logits (a model whose sums overflow) match nothing: 0, as ArgMax
     }
 
     // The largest of logits 0..7 (z) and 8..9 (lanes 0..1 of y).

@@ -14,9 +14,15 @@ public enum InferenceKernel
     Avx2,
     /// <summary>Vector512 with FMA (AVX-512F).</summary>
     Avx512,
+    /// <summary>Vector128 (SSE4.1): the general kernels' 128-bit tier, for x86 machines without AVX2.</summary>
+    Sse41,
 }
 
 /// <summary>
+/// The kernels of particular shapes and instruction sets: the seed's fused small-model kernels, the integer first
+/// layers, the VBMI2 byte compaction, softmax. The general kernels, written once over a width, are in
+/// <see cref="SparseKernels"/>; the paths that call them in ForwardPaths.cs.
+///
 /// The forward pass of one image, layer by layer, in the "sparse column" form:
 /// out = b + sum over the NONZERO inputs k of in[k] * W^T[k, :].
 /// Weights are stored transposed, W^T (in, outPad) with outPad a multiple of 16 floats (one 64-byte line),
@@ -37,99 +43,23 @@ internal static unsafe partial class ForwardKernels
 {
     public const int Lane = 16; // floats per 64-byte line: outPad granularity
 
+    /// <summary>Compaction writes whole vectors past the last kept entry: idx and val need this many spare slots.</summary>
+    public const int CompactSlack = SparseKernels.Slack;
+
     public static InferenceKernel Best { get; } =
-        Vector512.IsHardwareAccelerated && Avx512F.IsSupported ? InferenceKernel.Avx512
-        : Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported ? InferenceKernel.Avx2
+        Width512.IsSupported ? InferenceKernel.Avx512
+        : Width256.IsSupported ? InferenceKernel.Avx2
+        : Width128.IsSupported ? InferenceKernel.Sse41
         : InferenceKernel.Scalar;
 
     public static bool IsSupported(InferenceKernel k) => k switch
     {
         InferenceKernel.Scalar => true,
+        InferenceKernel.Sse41 => Width128.IsSupported,
         InferenceKernel.Avx2 => Avx2.IsSupported && Fma.IsSupported,
         InferenceKernel.Avx512 => Avx512F.IsSupported,
         _ => false,
     };
-
-    /// <summary>Compaction writes whole vectors past the last kept entry: idx and val need this many spare slots.</summary>
-    public const int CompactSlack = 16;
-
-    // pixels (784 bytes) -> idx, val (n): the nonzero pixels and their values scaled by 1/255, with the
-    // instructions of the classifier's kernel (so that each kernel's tests cover its own compaction)
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int CompactPixels(InferenceKernel kernel, byte* pixels, int* idx, float* val)
-    {
-        if (kernel == InferenceKernel.Avx512) return CompactPixels512(pixels, idx, val);
-        if (kernel == InferenceKernel.Avx2) return CompactPixels256(pixels, idx, val);
-        const float Scale = 1f / 255f;
-        int n = 0;
-        for (int c = 0; c < MnistClassifier.PixelCount; c += 16)
-        {
-            uint mask = ~Vector128.Equals(Vector128.Load(pixels + c), Vector128<byte>.Zero).ExtractMostSignificantBits() & 0xFFFF;
-            while (mask != 0)
-            {
-                int k = c + BitOperations.TrailingZeroCount(mask);
-                idx[n] = k;
-                val[n] = pixels[k] * Scale;
-                n++;
-                mask &= mask - 1;
-            }
-        }
-        return n;
-    }
-
-    // AVX2 has no compress instruction: per 8 pixels, widen, compare, and left-pack the kept lanes with one
-    // vpermd whose index vector comes from a table indexed by the 8-bit keep mask (LeftPack); store whole
-    // vectors and advance by the mask's popcount. Branch-free: the scalar bit loop it replaces mispredicted
-    // at the end of nearly every 16-pixel chunk (the C ABI, built for x86-64-v3, runs this path).
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static int CompactPixels256(byte* pixels, int* idx, float* val)
-    {
-        Vector256<int> lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
-        Vector256<float> scale = Vector256.Create(1f / 255f);
-        byte* table = LeftPack;
-        int n = 0;
-        for (int c = 0; c < MnistClassifier.PixelCount; c += 8)
-        {
-            Vector256<int> p = Avx2.ConvertToVector256Int32(pixels + c);
-            uint keep = ~Vector256.Equals(p, Vector256<int>.Zero).ExtractMostSignificantBits() & 0xFF;
-            Vector256<int> order = Avx2.ConvertToVector256Int32(table + keep * 8);
-            Vector256.Store(Avx2.PermuteVar8x32(lane + Vector256.Create(c), order), idx + n);
-            Vector256.Store(Avx2.PermuteVar8x32(Avx.ConvertToVector256Single(p) * scale, order), val + n);
-            n += BitOperations.PopCount(keep);
-        }
-        return n;
-    }
-
-    // LeftPack[m * 8 + i]: the lane of the i-th set bit of the 8-bit mask m (the rest 0), for CompactPixels256
-    private static readonly byte* LeftPack = BuildLeftPack();
-
-    private static byte* BuildLeftPack()
-    {
-        byte* t = (byte*)System.Runtime.InteropServices.NativeMemory.AllocZeroed(256 * 8); // lives as long as the process
-        for (int m = 0; m < 256; m++)
-            for (int b = 0, i = 0; b < 8; b++)
-                if ((m & (1 << b)) != 0) t[m * 8 + i++] = (byte)b;
-        return t;
-    }
-
-    // Branch-free: per 16 pixels, widen, compare, compress the kept indices and values to the front of a
-    // register (register-form vpcompressd: the memory form is microcoded on AMD) and store whole vectors.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static int CompactPixels512(byte* pixels, int* idx, float* val)
-    {
-        Vector512<int> lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        Vector512<float> scale = Vector512.Create(1f / 255f);
-        int n = 0;
-        for (int c = 0; c < MnistClassifier.PixelCount; c += 16)
-        {
-            Vector512<int> v = Avx512F.ConvertToVector512Int32(Vector128.Load(pixels + c));
-            Vector512<int> keep = ~Vector512.Equals(v, Vector512<int>.Zero);
-            Vector512.Store(Avx512F.Compress(Vector512<int>.Zero, keep, lane + Vector512.Create(c)), idx + n);
-            Vector512.Store(Avx512F.Compress(Vector512<float>.Zero, keep.AsSingle(), Avx512F.ConvertToVector512Single(v) * scale), val + n);
-            n += BitOperations.PopCount(keep.ExtractMostSignificantBits());
-        }
-        return n;
-    }
 
     /// <summary>Bytes of scratch <see cref="CompactPixelsBytes"/> and <see cref="CompactPixelsSmall"/> need for their two byte arrays.</summary>
     public const int ByteScratch = 2 * ByteStride;
@@ -264,7 +194,8 @@ internal static unsafe partial class ForwardKernels
             z1 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned(w2t + (j + 1) * 16), Vector512.Create(h[j + 1]), z1);
         }
         if (j < hidden) z0 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned(w2t + j * 16), Vector512.Create(h[j]), z0);
-        return ArgMax10(z0 + z1);
+        Vector512.StoreAligned(z0 + z1, h); // h is spent: the logits go through the one 10-way argmax
+        return SparseKernels.ArgMax10<Width512, Vector512<float>>(h);
     }
 
     // the W1t row of an entry (its low half is the row's byte offset / 8)
@@ -275,199 +206,10 @@ internal static unsafe partial class ForwardKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> ValueOf(uint entry) => Vector512.Create(entry & 0xFFFF0000u).AsSingle();
 
-    // First lane of the largest of lanes 0..9 (the padding lanes are ignored).
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int ArgMax10(Vector512<float> z)
-    {
-        Vector512<float> valid = Vector512.Create(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0).AsSingle();
-        z = Vector512.ConditionalSelect(valid, z, Vector512.Create(float.NegativeInfinity));
-        Vector256<float> m8 = Vector256.Max(z.GetLower(), z.GetUpper());
-        Vector128<float> m4 = Vector128.Max(m8.GetLower(), m8.GetUpper());
-        m4 = Vector128.Max(m4, Sse.Shuffle(m4, m4, 0b01_00_11_10));
-        m4 = Vector128.Max(m4, Sse.Shuffle(m4, m4, 0b10_11_00_01));
-        ulong hit = Vector512.Equals(z, Vector512.Create(m4.ToScalar())).ExtractMostSignificantBits();
-        int first = BitOperations.TrailingZeroCount(hit);
-        return first < 10 ? first : 0; // NaN logits (a model whose sums overflow) match nothing: 0, as ArgMax
-    }
-
-    // a (len floats) -> idx, val (n): the nonzero entries
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int CompactFloats(InferenceKernel kernel, float* a, int len, int* idx, float* val)
-    {
-        int n = 0, c = 0;
-        if (kernel == InferenceKernel.Avx512)
-        {
-            Vector512<int> lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-            for (; c + 16 <= len; c += 16)
-            {
-                Vector512<float> v = Vector512.Load(a + c);
-                Vector512<float> keep = ~Vector512.Equals(v, Vector512<float>.Zero);
-                Vector512.Store(Avx512F.Compress(Vector512<int>.Zero, keep.AsInt32(), lane + Vector512.Create(c)), idx + n);
-                Vector512.Store(Avx512F.Compress(Vector512<float>.Zero, keep, v), val + n);
-                n += BitOperations.PopCount(keep.ExtractMostSignificantBits());
-            }
-        }
-        if (kernel == InferenceKernel.Avx2)
-        {
-            // left-pack 8 at a time through the LeftPack table, as CompactPixels256
-            Vector256<int> lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
-            byte* table = LeftPack;
-            for (; c + 8 <= len; c += 8)
-            {
-                Vector256<float> v = Vector256.Load(a + c);
-                uint keep = ~Vector256.Equals(v, Vector256<float>.Zero).ExtractMostSignificantBits() & 0xFF;
-                Vector256<int> order = Avx2.ConvertToVector256Int32(table + keep * 8);
-                Vector256.Store(Avx2.PermuteVar8x32(lane + Vector256.Create(c), order), idx + n);
-                Vector256.Store(Avx2.PermuteVar8x32(v, order), val + n);
-                n += BitOperations.PopCount(keep);
-            }
-        }
-        for (; c < len; c++)
-        {
-            // branch-free tail: write always, advance only past a nonzero
-            idx[n] = c;
-            val[n] = a[c];
-            n += a[c] != 0f ? 1 : 0;
-        }
-        return n;
-    }
-
-    // out (outPad) = bias + sum_i val[i] * wt[idx[i], :]      wt (in, outPad), bias (outPad)
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Accumulate(InferenceKernel kernel, float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n)
-    {
-        if (kernel == InferenceKernel.Avx512) Accumulate512(output, wt, bias, outPad, idx, val, n);
-        else if (kernel == InferenceKernel.Avx2) Accumulate256(output, wt, bias, outPad, idx, val, n);
-        else AccumulateScalar(output, wt, bias, outPad, idx, val, n);
-    }
-
-    // Mirrors AccumulateScalar. Four output vectors per pass give four independent FMA chains; a lone
-    // vector (outPad 16, e.g. the seed's 10 hidden units) splits the inputs over four accumulators instead,
-    // so the 4-cycle FMA latency never serialises the loop.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Accumulate512(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n)
-    {
-        int c = 0;
-        for (; c + 64 <= outPad; c += 64)
-        {
-            Vector512<float> a0 = Vector512.LoadAligned(bias + c), a1 = Vector512.LoadAligned(bias + c + 16);
-            Vector512<float> a2 = Vector512.LoadAligned(bias + c + 32), a3 = Vector512.LoadAligned(bias + c + 48);
-            for (int i = 0; i < n; i++)
-            {
-                float* w = wt + (nint)idx[i] * outPad + c;
-                Vector512<float> x = Vector512.Create(val[i]);
-                a0 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned(w), x, a0);
-                a1 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned(w + 16), x, a1);
-                a2 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned(w + 32), x, a2);
-                a3 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned(w + 48), x, a3);
-            }
-            Vector512.Store(a0, output + c); Vector512.Store(a1, output + c + 16);
-            Vector512.Store(a2, output + c + 32); Vector512.Store(a3, output + c + 48);
-        }
-        for (; c < outPad; c += 16)
-        {
-            Vector512<float> a0 = Vector512.LoadAligned(bias + c), a1 = Vector512<float>.Zero;
-            Vector512<float> a2 = Vector512<float>.Zero, a3 = Vector512<float>.Zero;
-            float* w = wt + c;
-            int i = 0;
-            for (; i + 4 <= n; i += 4)
-            {
-                a0 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned(w + (nint)idx[i] * outPad), Vector512.Create(val[i]), a0);
-                a1 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned(w + (nint)idx[i + 1] * outPad), Vector512.Create(val[i + 1]), a1);
-                a2 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned(w + (nint)idx[i + 2] * outPad), Vector512.Create(val[i + 2]), a2);
-                a3 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned(w + (nint)idx[i + 3] * outPad), Vector512.Create(val[i + 3]), a3);
-            }
-            for (; i < n; i++)
-                a0 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned(w + (nint)idx[i] * outPad), Vector512.Create(val[i]), a0);
-            Vector512.Store((a0 + a1) + (a2 + a3), output + c);
-        }
-    }
-
-    // Mirrors Accumulate512 with two 256-bit halves per 64-byte line.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Accumulate256(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n)
-    {
-        int c = 0;
-        for (; c + 32 <= outPad; c += 32)
-        {
-            Vector256<float> a0 = Vector256.LoadAligned(bias + c), a1 = Vector256.LoadAligned(bias + c + 8);
-            Vector256<float> a2 = Vector256.LoadAligned(bias + c + 16), a3 = Vector256.LoadAligned(bias + c + 24);
-            for (int i = 0; i < n; i++)
-            {
-                float* w = wt + (nint)idx[i] * outPad + c;
-                Vector256<float> x = Vector256.Create(val[i]);
-                a0 = Fma.MultiplyAdd(Vector256.LoadAligned(w), x, a0);
-                a1 = Fma.MultiplyAdd(Vector256.LoadAligned(w + 8), x, a1);
-                a2 = Fma.MultiplyAdd(Vector256.LoadAligned(w + 16), x, a2);
-                a3 = Fma.MultiplyAdd(Vector256.LoadAligned(w + 24), x, a3);
-            }
-            Vector256.Store(a0, output + c); Vector256.Store(a1, output + c + 8);
-            Vector256.Store(a2, output + c + 16); Vector256.Store(a3, output + c + 24);
-        }
-        for (; c < outPad; c += 16)
-        {
-            // one 64-byte line = two halves; inputs alternate between two accumulator pairs
-            Vector256<float> lo0 = Vector256.LoadAligned(bias + c), hi0 = Vector256.LoadAligned(bias + c + 8);
-            Vector256<float> lo1 = Vector256<float>.Zero, hi1 = Vector256<float>.Zero;
-            float* w = wt + c;
-            int i = 0;
-            for (; i + 2 <= n; i += 2)
-            {
-                float* w0 = w + (nint)idx[i] * outPad, w1 = w + (nint)idx[i + 1] * outPad;
-                Vector256<float> x0 = Vector256.Create(val[i]), x1 = Vector256.Create(val[i + 1]);
-                lo0 = Fma.MultiplyAdd(Vector256.LoadAligned(w0), x0, lo0);
-                hi0 = Fma.MultiplyAdd(Vector256.LoadAligned(w0 + 8), x0, hi0);
-                lo1 = Fma.MultiplyAdd(Vector256.LoadAligned(w1), x1, lo1);
-                hi1 = Fma.MultiplyAdd(Vector256.LoadAligned(w1 + 8), x1, hi1);
-            }
-            if (i < n)
-            {
-                float* w0 = w + (nint)idx[i] * outPad;
-                Vector256<float> x0 = Vector256.Create(val[i]);
-                lo0 = Fma.MultiplyAdd(Vector256.LoadAligned(w0), x0, lo0);
-                hi0 = Fma.MultiplyAdd(Vector256.LoadAligned(w0 + 8), x0, hi0);
-            }
-            Vector256.Store(lo0 + lo1, output + c);
-            Vector256.Store(hi0 + hi1, output + c + 8);
-        }
-    }
-
-    // The reference for the vector kernels: out[j] = b[j] + sum_i val[i] * wt[idx[i], j].
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AccumulateScalar(float* output, float* wt, float* bias, int outPad, int* idx, float* val, int n)
-    {
-        for (int j = 0; j < outPad; j++) output[j] = bias[j];
-        for (int i = 0; i < n; i++)
-        {
-            float* w = wt + (nint)idx[i] * outPad;
-            float x = val[i];
-            for (int j = 0; j < outPad; j++) output[j] += w[j] * x;
-        }
-    }
-
-    // a (len) -> max(a, 0); the padding beyond len is already 0 (zero weights and bias)
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Relu(float* a, int outPad)
-    {
-        for (int c = 0; c < outPad; c += 8)
-            Vector256.Store(Vector256.Max(Vector256.Load(a + c), Vector256<float>.Zero), a + c);
-    }
-
-    /// <summary>First index of the largest value, as numpy's argmax.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int ArgMax(float* z, int len)
-    {
-        int best = 0;
-        float max = z[0];
-        for (int j = 1; j < len; j++)
-            if (z[j] > max) { max = z[j]; best = j; }
-        return best;
-    }
-
     /// <summary>Softmax shifted by the max, as the seed does.</summary>
     public static void Softmax(float* z, int len, Span<float> probs)
     {
-        float max = z[ArgMax(z, len)];
+        float max = z[SparseKernels.ArgMaxScalar(z, len)];
         float sum = 0f;
         for (int j = 0; j < len; j++) { float e = MathF.Exp(z[j] - max); probs[j] = e; sum += e; }
         float inv = 1f / sum;

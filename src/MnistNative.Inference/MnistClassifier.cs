@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using System.Runtime.InteropServices;
 using MnistNative.Formats;
@@ -24,25 +25,14 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     private const int MaxWidth = 1 << 16;
     private const int StackScratchBytes = 48 * 1024;
 
-    private readonly Layer[] _layers;
+    private readonly DenseLayer[] _layers;
     private readonly int _scratchBytes;
-    private readonly int _maxInputs;
-    private readonly int _maxOutPad;
     private readonly float[] _memory; // pinned; the layers point into it
-    private int _disposed;
-    private InferenceKernel _kernel = ForwardKernels.Best;
-    private SmallKernel _small; // the seed's shape (one hidden layer of at most 16 units): the fused kernels (see UseKernel)
     private readonly Int16FirstLayer? _int16; // one hidden layer of at most 10 units: the integer first pass
-    private bool _int16Pass;                  // whether it runs (before the small float kernels, which settle near ties)
-
-    private enum SmallKernel { None, Avx512, Avx2 }
-
-    // One layer: wt (In, OutPad) is W transposed with each row padded to a 64-byte line, bias (OutPad).
-    private readonly struct Layer(int inputs, int outputs, int outPad, float* wt, float* bias)
-    {
-        public readonly int In = inputs, Out = outputs, OutPad = outPad;
-        public readonly float* Wt = wt, Bias = bias;
-    }
+    private readonly PairedFirstLayer? _pairs; // any other shape: layer 1 over pixel pairs in integers
+    private int _disposed;
+    private InferenceKernel _kernel;
+    private ForwardPath _path; // chosen by UsePath: the one object every entry point runs through
 
     private MnistClassifier(string source, Dictionary<string, NpyArray> arrays, List<string> unexpected)
     {
@@ -60,7 +50,7 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
         // zeroed: the padding columns must be 0, they feed ReLU and the next layer; + 15 floats to align to 64 bytes
         _memory = GC.AllocateArray<float>((int)floats + 15, pinned: true);
         float* basePtr = (float*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_memory)) + 63) & ~(nint)63);
-        _layers = new Layer[layerCount];
+        _layers = new DenseLayer[layerCount];
         for (int l = 0; l < layerCount; l++)
         {
             int inputs = sizes[l], outputs = sizes[l + 1], outPad = Pad(outputs);
@@ -74,28 +64,43 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
                 if (!float.IsFinite(wt[i])) throw new DataFormatException(source, $"w{l + 1} holds NaN or infinite values (or values beyond float32 range)");
             for (int j = 0; j < outputs; j++)
                 if (!float.IsFinite(bias[j])) throw new DataFormatException(source, $"b{l + 1} holds NaN or infinite values (or values beyond float32 range)");
-            _layers[l] = new Layer(inputs, outputs, outPad, wt, bias);
+            _layers[l] = new DenseLayer(inputs, outputs, outPad, wt, bias);
         }
         Sizes = sizes;
-        _maxInputs = sizes[..^1].Max();
-        _maxOutPad = _layers.Max(x => x.OutPad);
         if (layerCount == 2 && sizes[1] <= Int16FirstLayer.Units)
             _int16 = Int16FirstLayer.Build(_layers[0].Wt, _layers[0].Bias, sizes[1], _layers[1].Wt, _layers[1].Bias);
-        _scratchBytes = (_maxInputs + ForwardKernels.CompactSlack) * (sizeof(int) + sizeof(float)) + _maxOutPad * sizeof(float)
-            + ForwardKernels.ByteScratch + SmallGroup * ForwardKernels.Lane * sizeof(float) + ScratchAlignment;
-        UseKernel(ForwardKernels.Best);
+        bool seedShape = layerCount == 2 && _layers[0].OutPad == ForwardKernels.Lane;
+        if (!seedShape && PairedFirstLayerPath.IsSupported) _pairs = PairedFirstLayer.Build(_layers);
+        _scratchBytes = ForwardPath.ScratchBytes(sizes[..^1].Max(), _layers.Max(x => x.OutPad));
+        _path = UsePath(ForwardKernels.Best, int16Pass: true);
     }
 
-    // One hidden layer of at most 16 units (W1t rows are one 64-byte line, W2t is (H, 16)) takes the fused path.
-    private void UseKernel(InferenceKernel kernel)
+    // The path for this model and kernel: the seed's shape (one hidden layer of at most 16 units: W1t rows are one
+    // 64-byte line, W2t is (H, 16)) takes the fused small-model kernels, with the integer first pass before them for
+    // at most 10 units; any other model the sparse path of the kernel's width.
+    private ForwardPath UsePath(InferenceKernel kernel, bool int16Pass)
     {
         _kernel = kernel;
-        bool seedShape = _layers.Length == 2 && _layers[0].OutPad == ForwardKernels.Lane && _layers[1].OutPad == ForwardKernels.Lane;
-        _small = !seedShape || kernel == InferenceKernel.Scalar ? SmallKernel.None
-            : kernel == InferenceKernel.Avx512 && ForwardKernels.CanCompactBytes ? SmallKernel.Avx512
-            : ForwardKernels.CanRunSmall256 ? SmallKernel.Avx2
-            : SmallKernel.None;
-        _int16Pass = _small != SmallKernel.None && _int16 != null && ForwardKernels.CanRunInt16;
+        bool seedShape = _layers.Length == 2 && _layers[0].OutPad == ForwardKernels.Lane
+            && _layers[1].OutPad == ForwardKernels.Lane;
+        ForwardPath? small = !seedShape ? null
+            : kernel == InferenceKernel.Avx512 && SmallModelKernels512.IsSupported
+                ? new SmallModelPath<Width512, Vector512<float>, SmallModelKernels512>(_layers)
+            : (kernel == InferenceKernel.Avx512 || kernel == InferenceKernel.Avx2) && SmallModelKernels256.IsSupported
+                ? new SmallModelPath<Width256, Vector256<float>, SmallModelKernels256>(_layers)
+            : null;
+        ForwardPath path = small != null && int16Pass && _int16 != null && Int16FirstLayerPath.IsSupported
+            ? new Int16FirstLayerPath(_layers, _int16, small)
+            : small ?? kernel switch
+            {
+                InferenceKernel.Avx512 when int16Pass && _pairs != null => new PairedFirstLayerPath(_layers, _pairs),
+                InferenceKernel.Avx512 => new SparsePath<Width512, Vector512<float>>(_layers),
+                InferenceKernel.Avx2 => new SparsePath<Width256, Vector256<float>>(_layers),
+                InferenceKernel.Sse41 => new SparsePath<Width128, Vector128<float>>(_layers),
+                _ => new ScalarPath(_layers),
+            };
+        _path = path;
+        return path;
     }
 
     /// <summary>
@@ -185,14 +190,17 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     internal void ForceKernel(InferenceKernel kernel)
     {
         if (!ForwardKernels.IsSupported(kernel)) throw new PlatformNotSupportedException($"kernel {kernel} is not supported by this CPU");
-        UseKernel(kernel);
+        UsePath(kernel, int16Pass: true);
     }
 
-    /// <summary>Tests turn the integer first pass off to compare it with the float kernels alone.</summary>
-    internal void DisableInt16Pass() => _int16Pass = false;
+    /// <summary>Tests turn the integer first passes off to compare them with the float kernels alone.</summary>
+    internal void DisableInt16Pass() => UsePath(_kernel, int16Pass: false);
 
     /// <summary>Whether byte images go through the integer first pass (see <see cref="Int16FirstLayer"/>).</summary>
-    internal bool Int16Pass => _int16Pass;
+    internal bool Int16Pass => _path is Int16FirstLayerPath;
+
+    /// <summary>The path every entry point runs through (tests).</summary>
+    internal ForwardPath Path => _path;
 
     /// <summary>The lead a class needs for the integer pass's answer to stand (see <see cref="Int16FirstLayer"/>).</summary>
     internal float Int16Threshold => _int16?.Threshold ?? float.NaN;
@@ -205,12 +213,12 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     {
         CheckLength(pixels.Length, PixelCount, nameof(pixels));
         CheckLength(hidden.Length, ForwardKernels.Lane, nameof(hidden));
-        if (!_int16Pass) throw new InvalidOperationException("the integer first pass is not in use");
+        if (_path is not Int16FirstLayerPath int16) throw new InvalidOperationException("the integer first pass is not in use");
         float* h = stackalloc float[ForwardKernels.Lane + 16];
-        h = (float*)AlignScratch((byte*)h);
+        h = (float*)ForwardPath.AlignScratch((byte*)h);
         fixed (byte* p = pixels)
         {
-            int label = CertifiedLabel(p, h);
+            int label = int16.CertifiedLabel(p, h);
             new ReadOnlySpan<float>(h, ForwardKernels.Lane).CopyTo(hidden);
             return label;
         }
@@ -223,14 +231,15 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
         Enter();
         try
         {
+            ForwardPath path = _path;
             fixed (byte* p = pixels)
             {
                 if (_scratchBytes <= StackScratchBytes)
                 {
                     byte* scratch = stackalloc byte[_scratchBytes];
-                    return ArgMaxOf(p, null, scratch);
+                    return path.Predict(p, scratch);
                 }
-                fixed (byte* scratch = ThreadScratch()) return ArgMaxOf(p, null, scratch);
+                fixed (byte* scratch = ThreadScratch()) return path.Predict(p, scratch);
             }
         }
         finally { Exit(); }
@@ -243,14 +252,15 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
         Enter();
         try
         {
+            ForwardPath path = _path;
             fixed (float* p = pixels)
             {
                 if (_scratchBytes <= StackScratchBytes)
                 {
                     byte* scratch = stackalloc byte[_scratchBytes];
-                    return ArgMaxOf(null, p, scratch);
+                    return path.ArgMaxOf(path.Logits(null, p, scratch));
                 }
-                fixed (byte* scratch = ThreadScratch()) return ArgMaxOf(null, p, scratch);
+                fixed (byte* scratch = ThreadScratch()) return path.ArgMaxOf(path.Logits(null, p, scratch));
             }
         }
         finally { Exit(); }
@@ -264,16 +274,17 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
         Enter();
         try
         {
+            ForwardPath path = _path;
             fixed (byte* p = pixels)
             {
                 if (_scratchBytes <= StackScratchBytes)
                 {
                     byte* scratch = stackalloc byte[_scratchBytes];
-                    ForwardKernels.Softmax(Forward(p, null, scratch), ClassCount, probs);
+                    ForwardKernels.Softmax(path.Logits(p, null, scratch), ClassCount, probs);
                 }
                 else
                 {
-                    fixed (byte* scratch = ThreadScratch()) ForwardKernels.Softmax(Forward(p, null, scratch), ClassCount, probs);
+                    fixed (byte* scratch = ThreadScratch()) ForwardKernels.Softmax(path.Logits(p, null, scratch), ClassCount, probs);
                 }
             }
         }
@@ -315,198 +326,15 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
 
     internal void PredictRange(byte* images, int* labels, int start, int end)
     {
+        ForwardPath path = _path;
         if (_scratchBytes <= StackScratchBytes)
         {
             byte* scratch = stackalloc byte[_scratchBytes];
-            PredictRange(images, labels, start, end, scratch);
+            path.PredictRange(images, labels, start, end, scratch);
         }
         else
-            fixed (byte* scratch = ThreadScratch()) PredictRange(images, labels, start, end, scratch);
+            fixed (byte* scratch = ThreadScratch()) path.PredictRange(images, labels, start, end, scratch);
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void PredictRange(byte* images, int* labels, int start, int end, byte* scratch)
-    {
-        if (_int16Pass)
-        {
-            PredictRangeInt16(images, labels, start, end, scratch);
-            return;
-        }
-        if (_small != SmallKernel.None)
-        {
-            PredictRangeSmall(images, labels, start, end, scratch);
-            return;
-        }
-        for (int i = start; i < end; i++)
-        {
-            PrefetchImage(images + (long)Math.Min(i + PrefetchDistance, end - 1) * PixelCount);
-            labels[i] = ArgMaxOf(images + (long)i * PixelCount, null, scratch);
-        }
-    }
-
-    // The small-model kernels over a range, SmallGroup images at a time: layer 1 of each image into the group's
-    // hidden vectors, then layer 2 and the argmax of the group. Per image, layer 2 and the argmax are a ~60-cycle
-    // dependency chain that the next image's compaction did not hide; a group's chains are independent (kernel
-    // probe, 1 thread: 137-140 -> 128-130 ns/image). Same arithmetic as PredictSmall.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void PredictRangeSmall(byte* images, int* labels, int start, int end, byte* scratch)
-    {
-        SmallScratch layout = SmallScratchOf(scratch);
-        uint* entries = layout.Entries;
-        byte* tmp = layout.Tmp;
-        float* group = layout.Group;
-        Layer l1 = _layers[0], l2 = _layers[1];
-        bool avx512 = _small == SmallKernel.Avx512;
-        for (int g = start; g < end; g += SmallGroup)
-        {
-            int count = Math.Min(SmallGroup, end - g);
-            for (int i = 0; i < count; i++)
-            {
-                PrefetchImage(images + (long)Math.Min(g + i + PrefetchDistance, end - 1) * PixelCount);
-                byte* pixels = images + (long)(g + i) * PixelCount;
-                float* hidden = group + i * ForwardKernels.Lane;
-                if (avx512) ForwardKernels.HiddenSmall(l1.Wt, l1.Bias, entries, ForwardKernels.CompactPixelsSmall(pixels, tmp, entries), hidden);
-                else ForwardKernels.HiddenSmall256(l1.Wt, l1.Bias, entries, ForwardKernels.CompactPixelsSmall256(pixels, entries), hidden);
-            }
-            for (int i = 0; i < count; i++)
-            {
-                float* hidden = group + i * ForwardKernels.Lane;
-                labels[g + i] = avx512 ? ForwardKernels.OutputSmall(l2.Wt, l2.Bias, l1.Out, hidden) : ForwardKernels.OutputSmall256(l2.Wt, l2.Bias, l1.Out, hidden);
-            }
-        }
-    }
-
-    private const int SmallGroup = 16;
-
-    // As PredictRangeSmall with the integer first pass: layer 1 of the group's images, then layer 2 and the
-    // certificate of each; an image without a certain answer (near ties) goes through the float kernels.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void PredictRangeInt16(byte* images, int* labels, int start, int end, byte* scratch)
-    {
-        Int16FirstLayer q = _int16!;
-        float* group = SmallScratchOf(scratch).Group;
-        Layer l1 = _layers[0], l2 = _layers[1];
-        for (int g = start; g < end; g += SmallGroup)
-        {
-            int count = Math.Min(SmallGroup, end - g);
-            for (int i = 0; i < count; i++)
-            {
-                PrefetchImage(images + (long)Math.Min(g + i + PrefetchDistance, end - 1) * PixelCount);
-                ForwardKernels.HiddenInt16(images + (long)(g + i) * PixelCount, q.Weights, q.Scale, l1.Bias, group + i * ForwardKernels.Lane);
-            }
-            for (int i = 0; i < count; i++)
-            {
-                int label = ForwardKernels.OutputCertified(l2.Wt, l2.Bias, l1.Out, group + i * ForwardKernels.Lane, q.Threshold);
-                labels[g + i] = label >= 0 ? label : PredictSmallFloat(images + (long)(g + i) * PixelCount, scratch);
-            }
-        }
-    }
-
-    // The small kernels' scratch: entries (8 bytes per input, as Forward's idx and val), h (one line), the byte
-    // arrays of the AVX-512 compaction, then SmallGroup hidden vectors; all at 64-byte boundaries. Returned as a
-    // struct: out parameters made the single-image path 5-10% slower (address-taken locals).
-    private readonly struct SmallScratch(uint* entries, float* h, byte* tmp, float* group)
-    {
-        public readonly uint* Entries = entries;
-        public readonly float* H = h;
-        public readonly byte* Tmp = tmp;
-        public readonly float* Group = group;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private SmallScratch SmallScratchOf(byte* scratch)
-    {
-        uint* entries = (uint*)AlignScratch(scratch);
-        float* h = (float*)(entries + 2 * (_maxInputs + ForwardKernels.CompactSlack));
-        byte* tmp = (byte*)(h + _maxOutPad);
-        return new SmallScratch(entries, h, tmp, (float*)(tmp + ForwardKernels.ByteScratch));
-    }
-
-    // A batch streams its images from L3 or memory at ~150 ns an image; the hardware prefetcher alone left the
-    // small-model kernel waiting on them (A/B in docs/inference-benchmarks.md), so each step asks for the 13
-    // lines of the image PrefetchDistance ahead.
-    private const int PrefetchDistance = 4;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PrefetchImage(byte* image)
-    {
-        if (!Sse.IsSupported) return;
-        for (int line = 0; line < PixelCount; line += 64) Sse.Prefetch0(image + line);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private int ArgMaxOf(byte* pixels, float* x, byte* scratch) =>
-        pixels != null && _small != SmallKernel.None ? PredictSmall(pixels, scratch) : ForwardKernels.ArgMax(Forward(pixels, x, scratch), ClassCount);
-
-    // 784 -> H <= 16 -> 10 from bytes: the integer first pass where it applies and is certain, else the float kernels
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private int PredictSmall(byte* pixels, byte* scratch)
-    {
-        if (_int16Pass)
-        {
-            int label = CertifiedLabel(pixels, SmallScratchOf(scratch).H);
-            if (label >= 0) return label;
-        }
-        return PredictSmallFloat(pixels, scratch);
-    }
-
-    // One image through the integer first pass: h (16 floats, 64-byte aligned) its hidden vector, the result its
-    // certified class or -1 (see Int16FirstLayer). The batch path runs the same two kernels, split by group.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private int CertifiedLabel(byte* pixels, float* h)
-    {
-        Int16FirstLayer q = _int16!;
-        Layer l1 = _layers[0], l2 = _layers[1];
-        ForwardKernels.HiddenInt16(pixels, q.Weights, q.Scale, l1.Bias, h);
-        return ForwardKernels.OutputCertified(l2.Wt, l2.Bias, l1.Out, h, q.Threshold);
-    }
-
-    // 784 -> H <= 16 -> 10 from bytes: compaction into 32-bit (W1t row, raw value) entries, then the fused
-    // float kernels, AVX-512 (with VBMI2's byte compress) or AVX2.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private int PredictSmallFloat(byte* pixels, byte* scratch)
-    {
-        SmallScratch layout = SmallScratchOf(scratch);
-        uint* entries = layout.Entries;
-        float* h = layout.H;
-        byte* tmp = layout.Tmp;
-        Layer l1 = _layers[0], l2 = _layers[1];
-        if (_small == SmallKernel.Avx512)
-        {
-            ForwardKernels.HiddenSmall(l1.Wt, l1.Bias, entries, ForwardKernels.CompactPixelsSmall(pixels, tmp, entries), h);
-            return ForwardKernels.OutputSmall(l2.Wt, l2.Bias, l1.Out, h);
-        }
-        ForwardKernels.HiddenSmall256(l1.Wt, l1.Bias, entries, ForwardKernels.CompactPixelsSmall256(pixels, entries), h);
-        return ForwardKernels.OutputSmall256(l2.Wt, l2.Bias, l1.Out, h);
-    }
-
-    // pixels (784 bytes) or x (784 floats) -> logits (10, inside scratch)
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private float* Forward(byte* pixels, float* x, byte* scratch)
-    {
-        int* idx = (int*)AlignScratch(scratch);
-        float* val = (float*)(idx + _maxInputs + ForwardKernels.CompactSlack);
-        float* z = val + _maxInputs + ForwardKernels.CompactSlack;
-        InferenceKernel kernel = _kernel;
-        int n = pixels == null ? ForwardKernels.CompactFloats(kernel, x, PixelCount, idx, val)
-            : kernel == InferenceKernel.Avx512 && ForwardKernels.CanCompactBytes ? ForwardKernels.CompactPixelsBytes(pixels, (byte*)(z + _maxOutPad), idx, val)
-            : ForwardKernels.CompactPixels(kernel, pixels, idx, val);
-        Layer[] layers = _layers;
-        for (int l = 0; ; l++)
-        {
-            Layer layer = layers[l];
-            ForwardKernels.Accumulate(kernel, z, layer.Wt, layer.Bias, layer.OutPad, idx, val, n);
-            if (l == layers.Length - 1) return z;
-            ForwardKernels.Relu(z, layer.OutPad);
-            n = ForwardKernels.CompactFloats(kernel, z, layer.Out, idx, val);
-        }
-    }
-
-    // The kernels store whole 64-byte vectors into scratch; from a 64-byte boundary, those at fixed offsets (the
-    // entries, h) never straddle two cache lines. _scratchBytes holds the room to move up to it.
-    private const int ScratchAlignment = 64;
-
-    private static byte* AlignScratch(byte* scratch) => (byte*)(((nint)scratch + ScratchAlignment - 1) & ~(nint)(ScratchAlignment - 1));
 
     [ThreadStatic] private static byte[]? t_scratch;
 

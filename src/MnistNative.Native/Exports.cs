@@ -25,6 +25,7 @@ internal static unsafe class Exports
             // u8 literals live in the image's read-only data: a stable address for the life of the process.
             InferenceKernel.Avx512 => "0.1.0 (avx512 kernel)\0"u8,
             InferenceKernel.Avx2 => "0.1.0 (avx2 kernel)\0"u8,
+            InferenceKernel.Sse41 => "0.1.0 (sse41 kernel)\0"u8,
             _ => "0.1.0 (scalar kernel)\0"u8,
         }));
 
