@@ -430,41 +430,6 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
         Assert.Throws<DataFormatException>(() => MnistClassifier.Load(good.AsSpan(0, good.Length / 2)));
     }
 
-    /// <summary>Report numbers (not a pass/fail benchmark): run with --filter Category=Timing.</summary>
-    [SkippableFact]
-    [Trait("Category", "Timing")]
-    public void Timing()
-    {
-        var (images, _) = InferenceFixtures.TestSet;
-        MnistClassifier c = Final.Value;
-        int n = 10000;
-        for (int w = 0; w < 30; w++) for (int i = 0; i < n; i++) c.Predict(images.AsSpan(i * 784, 784));
-        var single = new List<double>();
-        for (int r = 0; r < 21; r++)
-        {
-            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-            for (int i = 0; i < n; i++) c.Predict(images.AsSpan(i * 784, 784));
-            single.Add(System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalNanoseconds / n);
-        }
-        var labels = new int[n];
-        var one = new List<double>();
-        for (int r = 0; r < 21; r++)
-        {
-            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-            unsafe { fixed (byte* p = images) fixed (int* l = labels) c.PredictRange(p, l, 0, n); }
-            one.Add(System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
-        }
-        var all = new List<double>();
-        for (int r = 0; r < 21; r++)
-        {
-            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-            c.PredictBatch(images, labels);
-            all.Add(System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
-        }
-        static double Median(List<double> v) { v.Sort(); return v[v.Count / 2]; }
-        output.WriteLine($"kernel {c.Kernel}; single Predict median {Median(single):F1} ns (min {single.Min():F1}); " +
-            $"batch 10000 on 1 thread {Median(one):F2} ms, on {Environment.ProcessorCount} threads {Median(all):F2} ms");
-    }
 }
 
 /// <summary>The model's float64 arrays via the data layer (the test's oracle, not the library under test).</summary>
