@@ -62,34 +62,20 @@ Task("Train").IsDependentOn("Data").IsDependentOn("Native").Does(() =>
     if (code != 0) throw new Exception($"native/examples/classify exited with {code}");
 });
 
-// Temporary: files other engineers are rewriting are not wrapped to 120 characters yet. The line-length check
-// skips paths starting with these prefixes; empty the list once they are wrapped.
+// Temporary: the inference core is being rewritten elsewhere and is not wrapped to 120 characters yet. The
+// line-length check skips paths starting with these prefixes; empty the list once they are wrapped.
 var lineLengthPending = new[]
 {
-    "benchmarks/MnistNative.Benchmarks/",
-    "src/MnistNative.Backends.Cpu/",
-    "src/MnistNative.Backends.OpenCL/",
+    "benchmarks/MnistNative.Benchmarks/InferenceBenchmarks.cs",
     "src/MnistNative.Inference/",
-    "tests/MnistNative.FeatureProbe/",
-    "tests/MnistNative.Tests/Beyond/DeepBackendTests.cs",
-    "tests/MnistNative.Tests/Conformance/",
     "tests/MnistNative.Tests/Inference/",
-    "tests/MnistNative.Tests/MetricsTests.cs",
-    "tests/MnistNative.Tests/OpenCl/",
-    "tests/MnistNative.Tests/SeedParityTests.cs",
-    "tests/MnistNative.Tests/SimdBackendTests.cs",
-    "tests/MnistNative.Tests/Sparse",
 };
-// Temporary, likewise: files in those rewrites whose layout `dotnet format` would change (a misplaced #pragma,
-// a two-space block, `}}`, several switch arms on one line, a `with {` on a continuation line). dotnet format
-// checks every other file; empty this list once `dotnet format` has been run on them.
+// Temporary, likewise: files in that rewrite whose layout `dotnet format` would change. dotnet format checks
+// every other file; empty this list once `dotnet format` has been run on them.
 var formatPending = new[]
 {
-    "src/MnistNative.Backends.OpenCL/OpenClRuntime.cs",
     "src/MnistNative.Inference/MnistClassifier.cs",
     "src/MnistNative.Inference/Onnx/OnnxImporter.cs",
-    "tests/MnistNative.FeatureProbe/KernelBench.cs",
-    "tests/MnistNative.Tests/SimdBackendTests.cs",
 };
 const int MaxLineLength = 120; // .editorconfig's max_line_length for *.cs
 

@@ -11,7 +11,8 @@ public static class Program
     /// dotnet run -c Release -- --filter "*Training*" [--artifacts DIR]. Few, long iterations: one scalar step
     /// at H = 128 takes about a second, and the machine is shared, so medians over 10 iterations are reported.
     /// dotnet run -c Release -- --filter "*Inference*": MnistClassifier, the C ABI (libmnistnative.so from
-    /// MNISTNATIVE_NATIVE_LIB or artifacts/native) and ONNX Runtime; the C ABI rows are left out when the library is missing.
+    /// MNISTNATIVE_NATIVE_LIB or artifacts/native) and ONNX Runtime; the C ABI rows are left out when the library is
+    /// missing.
     /// </summary>
     public static void Main(string[] args)
     {
@@ -27,11 +28,16 @@ public static class Program
             .WithOptions(ConfigOptions.DisableOptimizationsValidator);
         string lib = InferenceBenchmarks.NativeLibPath;
         if (File.Exists(lib))
-            Environment.SetEnvironmentVariable("MNISTNATIVE_NATIVE_LIB", Path.GetFullPath(lib)); // the benchmark processes start elsewhere
+        {
+            // the benchmark processes start elsewhere
+            Environment.SetEnvironmentVariable("MNISTNATIVE_NATIVE_LIB", Path.GetFullPath(lib));
+        }
         else
         {
-            Console.WriteLine($"C ABI benchmarks skipped: {lib} not found (run ./build.sh --target=Native or set MNISTNATIVE_NATIVE_LIB)");
-            config = config.AddFilter(new SimpleFilter(b => !b.Descriptor.Categories.Contains(InferenceBenchmarks.CAbiCategory)));
+            Console.WriteLine($"C ABI benchmarks skipped: {lib} not found "
+                + "(run ./build.sh --target=Native or set MNISTNATIVE_NATIVE_LIB)");
+            config = config.AddFilter(
+                new SimpleFilter(b => !b.Descriptor.Categories.Contains(InferenceBenchmarks.CAbiCategory)));
         }
         string model = InferenceBenchmarks.ModelPath;
         if (File.Exists(model)) Environment.SetEnvironmentVariable("MNISTNATIVE_BENCH_MODEL", Path.GetFullPath(model));

@@ -39,7 +39,9 @@ public class TrainingStepBenchmarks
     }
 }
 
-/// <summary>Forward-only inference over the 10,000 test images, and one image, per backend (seed model shape).</summary>
+/// <summary>
+/// Forward-only inference over the 10,000 test images, and one image, per backend (seed model shape).
+/// </summary>
 [MemoryDiagnoser]
 public class BackendInferenceBenchmarks
 {

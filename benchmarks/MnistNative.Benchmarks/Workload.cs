@@ -23,7 +23,10 @@ public static class Workload
         foreach (string name in BackendCatalog.Backends)
         {
             ITrainingBackend? backend = null;
-            try { backend = BackendCatalog.Create(BackendRequest.FullBatch(name, Precision.F32, 10, 10_000), _ => { }); }
+            try
+            {
+                backend = BackendCatalog.Create(BackendRequest.FullBatch(name, Precision.F32, 10, 10_000), _ => { });
+            }
             catch (BackendUnavailableException) { continue; }
             finally { backend?.Dispose(); }
             yield return name;
@@ -32,7 +35,8 @@ public static class Workload
 
     public static ITrainingBackend Open(string name, int hidden, LabeledImages train)
     {
-        ITrainingBackend backend = BackendCatalog.Create(BackendRequest.FullBatch(name, Precision.F32, hidden, train.Count), _ => { });
+        ITrainingBackend backend =
+            BackendCatalog.Create(BackendRequest.FullBatch(name, Precision.F32, hidden, train.Count), _ => { });
         backend.Upload(train);
         backend.SetWeights(MlpParameters.Initialize([MlpParameters.InputSize, hidden, MlpParameters.Classes], 0));
         return backend;

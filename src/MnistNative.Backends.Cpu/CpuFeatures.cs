@@ -36,18 +36,25 @@ public static class CpuFeatures
     {
         if (CanRunAvx512) return (Avx512Width.Name, "AVX-512F available");
         if (CanRunAvx2) return (Avx2Width.Name, "AVX-512F not available; AVX2 + FMA available");
-        return (null, $"neither AVX-512F nor AVX2 + FMA available (Avx512F.IsSupported={Avx512F}, Avx2.IsSupported={Avx2}, Fma.IsSupported={Fma})");
+        return (null, "neither AVX-512F nor AVX2 + FMA available "
+            + $"(Avx512F.IsSupported={Avx512F}, Avx2.IsSupported={Avx2}, Fma.IsSupported={Fma})");
     }
 
     /// <summary>Human-readable lines for `mnistnative devices`.</summary>
     public static IReadOnlyList<string> Describe() =>
     [
-        $"CPU: {Environment.ProcessorCount} logical cores, {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}, .NET {Environment.Version}",
+        $"CPU: {Environment.ProcessorCount} logical cores, "
+            + $"{System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}, .NET {Environment.Version}",
         $"  AVX2: {YesNo(Avx2)}, FMA: {YesNo(Fma)}, AVX-512F: {YesNo(Avx512F)}",
-        $"  Vector256 hardware accelerated: {YesNo(Vector256Accelerated)}, Vector512 hardware accelerated: {YesNo(Vector512Accelerated)}",
+        $"  Vector256 hardware accelerated: {YesNo(Vector256Accelerated)}, "
+            + $"Vector512 hardware accelerated: {YesNo(Vector512Accelerated)}",
         $"  backend avx512: {Avx512UnavailableReason() ?? "can run"}",
         $"  backend avx2: {Avx2UnavailableReason() ?? "can run"}",
-        $"  best SIMD backend: {BestSimdBackend() switch { (null, var why) => "none (" + why + ")", var (name, why) => name + " (" + why + ")" }}",
+        "  best SIMD backend: " + BestSimdBackend() switch
+        {
+            (null, var why) => "none (" + why + ")",
+            var (name, why) => name + " (" + why + ")",
+        },
     ];
 
     /// <summary>Null when the avx2 backend can run, else the message its constructor throws.</summary>
@@ -55,13 +62,15 @@ public static class CpuFeatures
     {
         if (Avx2Width.IsSupported) return null;
         string missing = !Avx2 && !Fma ? "AVX2 and FMA" : !Avx2 ? "AVX2" : "FMA";
-        return $"backend avx2 needs AVX2 and FMA, but this CPU or runtime lacks {missing} (Avx2.IsSupported={Avx2}, Fma.IsSupported={Fma}; DOTNET_EnableAVX2=0 also turns AVX2 off)";
+        return $"backend avx2 needs AVX2 and FMA, but this CPU or runtime lacks {missing} "
+            + $"(Avx2.IsSupported={Avx2}, Fma.IsSupported={Fma}; DOTNET_EnableAVX2=0 also turns AVX2 off)";
     }
 
     /// <summary>Null when the avx512 backend can run, else the message its constructor throws.</summary>
     public static string? Avx512UnavailableReason() => Avx512Width.IsSupported
         ? null
-        : "backend avx512 needs AVX-512F, but this CPU or runtime lacks AVX-512F (Avx512F.IsSupported=False; DOTNET_EnableAVX512=0 also turns it off)";
+        : "backend avx512 needs AVX-512F, but this CPU or runtime lacks AVX-512F "
+            + "(Avx512F.IsSupported=False; DOTNET_EnableAVX512=0 also turns it off)";
 
     private static string YesNo(bool b) => b ? "yes" : "no";
 }

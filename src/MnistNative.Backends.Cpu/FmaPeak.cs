@@ -21,9 +21,12 @@ public static class FmaPeak
     /// <exception cref="BackendUnavailableException">The width is not supported here.</exception>
     public static double MeasureGflops(int width, int threads, int milliseconds = 50)
     {
-        if (width == 256 && !CpuFeatures.CanRunAvx2) throw new BackendUnavailableException(CpuFeatures.Avx2UnavailableReason()!);
-        if (width == 512 && !CpuFeatures.CanRunAvx512) throw new BackendUnavailableException(CpuFeatures.Avx512UnavailableReason()!);
-        if (width != 256 && width != 512) throw new ArgumentOutOfRangeException(nameof(width), width, "width must be 256 or 512");
+        if (width == 256 && !CpuFeatures.CanRunAvx2)
+            throw new BackendUnavailableException(CpuFeatures.Avx2UnavailableReason()!);
+        if (width == 512 && !CpuFeatures.CanRunAvx512)
+            throw new BackendUnavailableException(CpuFeatures.Avx512UnavailableReason()!);
+        if (width != 256 && width != 512)
+            throw new ArgumentOutOfRangeException(nameof(width), width, "width must be 256 or 512");
         ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
 
         // Calibrate the inner repetitions on one thread so one run takes about the asked time.
@@ -60,7 +63,8 @@ public static class FmaPeak
     private static float Run256(long reps)
     {
         Vector256<float> m = Vector256.Create(0.999999f), a = Vector256.Create(1e-7f);
-        Vector256<float> c0 = Vector256.Create(1f), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+        Vector256<float> c0 = Vector256.Create(1f), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+        Vector256<float> c8 = c0, c9 = c0, c10 = c0, c11 = c0;
         for (long i = 0; i < reps; i++)
         {
             c0 = Fma.MultiplyAdd(c0, m, a); c1 = Fma.MultiplyAdd(c1, m, a); c2 = Fma.MultiplyAdd(c2, m, a);
@@ -75,13 +79,16 @@ public static class FmaPeak
     private static float Run512(long reps)
     {
         Vector512<float> m = Vector512.Create(0.999999f), a = Vector512.Create(1e-7f);
-        Vector512<float> c0 = Vector512.Create(1f), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+        Vector512<float> c0 = Vector512.Create(1f), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+        Vector512<float> c8 = c0, c9 = c0, c10 = c0, c11 = c0;
         for (long i = 0; i < reps; i++)
         {
-            c0 = Avx512F.FusedMultiplyAdd(c0, m, a); c1 = Avx512F.FusedMultiplyAdd(c1, m, a); c2 = Avx512F.FusedMultiplyAdd(c2, m, a);
-            c3 = Avx512F.FusedMultiplyAdd(c3, m, a); c4 = Avx512F.FusedMultiplyAdd(c4, m, a); c5 = Avx512F.FusedMultiplyAdd(c5, m, a);
-            c6 = Avx512F.FusedMultiplyAdd(c6, m, a); c7 = Avx512F.FusedMultiplyAdd(c7, m, a); c8 = Avx512F.FusedMultiplyAdd(c8, m, a);
-            c9 = Avx512F.FusedMultiplyAdd(c9, m, a); c10 = Avx512F.FusedMultiplyAdd(c10, m, a); c11 = Avx512F.FusedMultiplyAdd(c11, m, a);
+            c0 = Avx512F.FusedMultiplyAdd(c0, m, a); c1 = Avx512F.FusedMultiplyAdd(c1, m, a);
+            c2 = Avx512F.FusedMultiplyAdd(c2, m, a); c3 = Avx512F.FusedMultiplyAdd(c3, m, a);
+            c4 = Avx512F.FusedMultiplyAdd(c4, m, a); c5 = Avx512F.FusedMultiplyAdd(c5, m, a);
+            c6 = Avx512F.FusedMultiplyAdd(c6, m, a); c7 = Avx512F.FusedMultiplyAdd(c7, m, a);
+            c8 = Avx512F.FusedMultiplyAdd(c8, m, a); c9 = Avx512F.FusedMultiplyAdd(c9, m, a);
+            c10 = Avx512F.FusedMultiplyAdd(c10, m, a); c11 = Avx512F.FusedMultiplyAdd(c11, m, a);
         }
         return Vector512.Sum(c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10 + c11);
     }

@@ -375,7 +375,9 @@ public sealed unsafe class OpenClBackend : ITrainingBackend
         return layers;
     }
 
-    /// <summary>Enqueues device-side copies of w1, b1, w2, b2 between the per-layer buffers and the packed one.</summary>
+    /// <summary>
+    /// Enqueues device-side copies of w1, b1, w2, b2 between the per-layer buffers and the packed one.
+    /// </summary>
     private void CopyWeights(LayerKernels layers, FusedKernels fused, bool toFused)
     {
         for (int l = 0; l < 2; l++)

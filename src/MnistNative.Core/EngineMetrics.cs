@@ -22,8 +22,9 @@ public static class EngineMetrics
         "mnistnative.inference.samples", "{sample}", "Samples classified");
 
     /// <summary>Phase durations of a profiled run (tag "phase": the names in <see cref="Phases"/>).</summary>
-    public static readonly Histogram<double> PhaseDuration = Meter.CreateHistogram<double>("mnistnative.training.phase.duration",
-        "ms", "Time of one training phase, recorded while a Profiler is attached (train --profile / --trace)");
+    public static readonly Histogram<double> PhaseDuration = Meter.CreateHistogram<double>(
+        "mnistnative.training.phase.duration", "ms",
+        "Time of one training phase, recorded while a Profiler is attached (train --profile / --trace)");
 
     static EngineMetrics()
     {

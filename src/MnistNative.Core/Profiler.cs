@@ -36,7 +36,8 @@ public sealed class Profiler
     private static void PublishToMeter(string phase, long ticks)
     {
         if (EngineMetrics.PhaseDuration.Enabled)
-            EngineMetrics.PhaseDuration.Record(ticks * 1000.0 / Stopwatch.Frequency, new KeyValuePair<string, object?>("phase", phase));
+            EngineMetrics.PhaseDuration.Record(ticks * 1000.0 / Stopwatch.Frequency,
+                new KeyValuePair<string, object?>("phase", phase));
     }
 
     private long _deviceOrigin = long.MinValue, _hostOriginForDevice;

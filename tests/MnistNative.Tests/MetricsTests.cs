@@ -24,7 +24,10 @@ public sealed class MetricsTests
             if (instrument.Name == "mnistnative.training.iterations") Interlocked.Add(ref iterations, value);
             if (instrument.Name == "mnistnative.training.samples") Interlocked.Add(ref samples, value);
         });
-        listener.SetMeasurementEventCallback<double>((instrument, value, _, _) => { lock (gauges) gauges[instrument.Name] = value; });
+        listener.SetMeasurementEventCallback<double>((instrument, value, _, _) =>
+        {
+            lock (gauges) gauges[instrument.Name] = value;
+        });
         listener.Start();
 
         var (data, weights) = TrainingBackendConformance.RandomProblem([784, 5, 10], 40, seed: 7);

@@ -17,7 +17,8 @@ public sealed class SeedParityTests(ITestOutputHelper output)
     {
         using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(TestPaths.SeedParity, "expected.json")));
         var log = doc.RootElement.GetProperty("log").EnumerateArray()
-            .Select(e => new ExpectedLog(e.GetProperty("iteration").GetInt32(), e.GetProperty("train_accuracy").GetDouble(), e.GetProperty("loss").GetDouble()))
+            .Select(e => new ExpectedLog(e.GetProperty("iteration").GetInt32(),
+                e.GetProperty("train_accuracy").GetDouble(), e.GetProperty("loss").GetDouble()))
             .ToList();
         return (log, doc.RootElement.GetProperty("test_accuracy").GetDouble());
     }
@@ -51,7 +52,9 @@ public sealed class SeedParityTests(ITestOutputHelper output)
         foreach (LogEntry got in result.Log)
         {
             ExpectedLog want = expected.Single(e => e.Iteration == got.Iteration);
-            output.WriteLine($"iteration {got.Iteration}: accuracy {got.TrainAccuracy:F4} (seed {want.TrainAccuracy:F4}), loss {got.Loss:F9} (seed {want.Loss:F9}, rel diff {Math.Abs(got.Loss - want.Loss) / want.Loss:E2})");
+            output.WriteLine($"iteration {got.Iteration}: accuracy {got.TrainAccuracy:F4} "
+                + $"(seed {want.TrainAccuracy:F4}), loss {got.Loss:F9} "
+                + $"(seed {want.Loss:F9}, rel diff {Math.Abs(got.Loss - want.Loss) / want.Loss:E2})");
             Assert.InRange(got.TrainAccuracy, want.TrainAccuracy - 0.0002, want.TrainAccuracy + 0.0002);
             Assert.InRange(Math.Abs(got.Loss - want.Loss) / want.Loss, 0, 1e-6);
         }

@@ -79,7 +79,8 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
             {
                 double diff = Math.Abs(one.W[l][i] - two.W[l][i]);
                 max = Math.Max(max, diff);
-                Assert.True(diff <= 1e-5 + 1e-4 * Math.Abs(one.W[l][i]), $"w{l + 1}[{i}]: 1 thread {one.W[l][i]:R}, 2 threads {two.W[l][i]:R}");
+                Assert.True(diff <= 1e-5 + 1e-4 * Math.Abs(one.W[l][i]),
+                    $"w{l + 1}[{i}]: 1 thread {one.W[l][i]:R}, 2 threads {two.W[l][i]:R}");
             }
         output.WriteLine($"{name} {kernel}: max |1 thread - 2 threads| after 20 steps: {max:E2}");
     }
@@ -124,7 +125,8 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
             KernelChoice mnistLike = b.KernelChoice!;
             b.Upload(denseData);
             KernelChoice noZeros = b.KernelChoice!;
-            output.WriteLine($"{name} H={hidden}: {mnistLike.Name}: {mnistLike.Reason}\n{noZeros.Name}: {noZeros.Reason}");
+            output.WriteLine(
+                $"{name} H={hidden}: {mnistLike.Name}: {mnistLike.Reason}\n{noZeros.Name}: {noZeros.Reason}");
             Assert.Equal(KernelMode.Sparse, mnistLike.Kernel);
             Assert.InRange(mnistLike.Density, 0.15, 0.25);
             Assert.StartsWith("auto: ", mnistLike.Reason);
@@ -157,7 +159,8 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
             if (i % 50 != 0) continue;
             logged++;
             SeedParityTests.ExpectedLog want = expected.Single(e => e.Iteration == i);
-            output.WriteLine($"iteration {i}: accuracy {got.Accuracy:F4} (seed {want.TrainAccuracy:F4}), loss {got.Loss:F6} (seed {want.Loss:F6})");
+            output.WriteLine($"iteration {i}: accuracy {got.Accuracy:F4} (seed {want.TrainAccuracy:F4}), "
+                + $"loss {got.Loss:F6} (seed {want.Loss:F6})");
             Assert.InRange(got.Accuracy, want.TrainAccuracy - 0.003, want.TrainAccuracy + 0.003);
         }
         double msPerIteration = clock.Elapsed.TotalMilliseconds / 1000;
@@ -167,18 +170,24 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         int[] predictions = Enumerable.Range(0, TestPaths.Test.Count)
             .Select(i => Backends.Cpu.Reference.Reference.ArgMax<double>(probabilities.AsSpan(i * 10, 10))).ToArray();
         double test = Evaluation.Accuracy(predictions, TestPaths.Test.Labels);
-        output.WriteLine($"{name} {kernel}: test accuracy {test:F4} (seed {expectedTest:F4}), {msPerIteration:F2} ms/iteration");
+        output.WriteLine(
+            $"{name} {kernel}: test accuracy {test:F4} (seed {expectedTest:F4}), {msPerIteration:F2} ms/iteration");
         Assert.InRange(test, expectedTest - 0.003, expectedTest + 0.003);
     }
 
     [SkippableTheory]
     [InlineData("avx512", "DOTNET_EnableAVX512", "avx2")]
     [InlineData("avx2", "DOTNET_EnableAVX2", "none")]
-    public void DisabledInstructionSetIsAClearErrorAndTheNextBestIsChosen(string disabled, string variable, string expectedBest)
+    public void DisabledInstructionSetIsAClearErrorAndTheNextBestIsChosen(string disabled, string variable,
+        string expectedBest)
     {
-        Skip.IfNot(CpuFeatures.CanRunAvx2 && CpuFeatures.CanRunAvx512, "needs a CPU with both AVX2 and AVX-512F to switch one off");
+        Skip.IfNot(CpuFeatures.CanRunAvx2 && CpuFeatures.CanRunAvx512,
+            "needs a CPU with both AVX2 and AVX-512F to switch one off");
         string probe = ProbePath();
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
         start.ArgumentList.Add(probe);
         start.Environment[variable] = "0";
         using Process p = Process.Start(start)!;
@@ -206,7 +215,8 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     {
         var tfm = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
         string config = tfm.Parent!.Name;
-        string path = Path.Combine(TestPaths.RepoRoot, "tests", "MnistNative.FeatureProbe", "bin", config, tfm.Name, "MnistNative.FeatureProbe.dll");
+        string path = Path.Combine(TestPaths.RepoRoot, "tests", "MnistNative.FeatureProbe", "bin", config, tfm.Name,
+            "MnistNative.FeatureProbe.dll");
         Assert.True(File.Exists(path), $"the feature probe is not built at {path}");
         return path;
     }
@@ -223,11 +233,12 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     public void AutoPicksTheWidestSimdBackendAndSaysWhy()
     {
         var said = new List<string>();
-        using ITrainingBackend b = BackendCatalog.Create(BackendRequest.FullBatch("auto", Precision.F32, 10, 100)
-            with { Threads = 1 }, said.Add);
+        BackendRequest request = BackendRequest.FullBatch("auto", Precision.F32, 10, 100) with { Threads = 1 };
+        using ITrainingBackend b = BackendCatalog.Create(request, said.Add);
         var (best, _) = CpuFeatures.BestSimdBackend();
         Assert.Equal(best ?? "scalar", b.Info.Name);
-        Assert.Contains(said, s => s.StartsWith($"backend auto: picked {best ?? "scalar"} (", StringComparison.Ordinal));
+        Assert.Contains(said,
+            s => s.StartsWith($"backend auto: picked {best ?? "scalar"} (", StringComparison.Ordinal));
         output.WriteLine(string.Join("\n", said));
     }
 
@@ -273,7 +284,8 @@ public sealed class SimdAllocationTests(ITestOutputHelper output)
             for (int i = 0; i < 100; i++) b.Step(TrainingBatch.WholeSet, 0.1, measure: i % 50 == 0);
             long caller = GC.GetAllocatedBytesForCurrentThread() - before;
             long worker = workers() - workersBefore;
-            output.WriteLine($"{name} {kernel} H={hidden}: 100 steps allocated {caller} bytes on the calling thread, {worker} on the workers");
+            output.WriteLine($"{name} {kernel} H={hidden}: 100 steps allocated {caller} bytes on the calling thread, "
+                + $"{worker} on the workers");
             Assert.Equal(0, caller);
             Assert.Equal(0, worker);
         }

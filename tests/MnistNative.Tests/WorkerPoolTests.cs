@@ -66,13 +66,17 @@ public class WorkerPoolTests
     [Fact]
     public void DisposeEndsBusyAndIdleWorkers()
     {
+        // Dispose joins the worker threads, so a worker that missed the stop signal shows as a Dispose that does
+        // not return; the bound turns that hang into a failure.
+        static void DisposeWithin(WorkerPool pool, string when) =>
+            Assert.True(Task.Run(pool.Dispose).Wait(TimeSpan.FromSeconds(30)), $"Dispose {when} did not return");
         var busy = new WorkerPool(2, "test");
         busy.Run(static _ => { });
-        busy.Dispose(); // right after a job
+        DisposeWithin(busy, "right after a job");
         var sleeping = new WorkerPool(2, "test");
         sleeping.Run(static _ => { });
         Thread.Sleep(20);
-        sleeping.Dispose(); // idle, asleep on its semaphore
-        sleeping.Dispose(); // idempotent
+        DisposeWithin(sleeping, "of an idle pool, asleep on its semaphore");
+        DisposeWithin(sleeping, "a second time (idempotent)");
     }
 }

@@ -6,10 +6,14 @@ using MnistNative.Core;
 
 namespace MnistNative.Backends.Cpu.Simd;
 
-/// <summary>How the training images are kept between iterations (see docs/cpu-backends.md for the measurements).</summary>
+/// <summary>
+/// How the training images are kept between iterations (see docs/cpu-backends.md for the measurements).
+/// </summary>
 internal enum InputLayout
 {
-    /// <summary>Raw bytes (n, 784); each tile is widened to float once, into a per-worker tile buffer that stays in L1/L2.</summary>
+    /// <summary>
+    /// Raw bytes (n, 784); each tile is widened to float once, into a per-worker tile buffer that stays in L1/L2.
+    /// </summary>
     BytesPerTile,
 
     /// <summary>Pre-converted float32 (n, 784); tiles are read in place, 4x the bytes streamed per iteration.</summary>
@@ -125,7 +129,8 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         if (_layout == InputLayout.Float32)
         {
             _xf = new NativeBuffer<float>(nPad * Pitch);
-            for (int t = 0; t < _tiles; t++) ConvertTile(_xf.Pointer + (long)t * Tile * Pitch, _pixels.Pointer + (long)t * Tile * In, Tile);
+            for (int t = 0; t < _tiles; t++)
+                ConvertTile(_xf.Pointer + (long)t * Tile * Pitch, _pixels.Pointer + (long)t * Tile * In, Tile);
         }
         ChooseKernel(train);
     }
@@ -133,7 +138,8 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     public void SetWeights(MlpParameters weights)
     {
         if (weights.LayerCount != 2 || weights.Sizes[0] != In || weights.Sizes[1] != _h || weights.Sizes[2] != Out)
-            throw new ArgumentException($"the fused path was built for 784-{_h}-10, got {string.Join('-', weights.Sizes)}");
+            throw new ArgumentException(
+                $"the fused path was built for 784-{_h}-10, got {string.Join('-', weights.Sizes)}");
         _w1.Clear(); _b1.Clear(); _w2.Clear(); _b2.Clear();
         Span2D<float> w1 = _w1.AsSpan2D(_h, In, Pitch - In), w2 = _w2.AsSpan2D(Out, _h, _hp - _h);
         for (int j = 0; j < _h; j++)
@@ -190,8 +196,10 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     public void Predict(ReadOnlySpan<byte> images, Span<double> probabilities)
     {
         int n = images.Length / In;
-        if (images.Length != n * In) throw new ArgumentException($"images must be rows of {In} bytes, got {images.Length} bytes");
-        if (probabilities.Length != n * Out) throw new ArgumentException($"need {n * Out} probabilities for {n} images, got {probabilities.Length}");
+        if (images.Length != n * In)
+            throw new ArgumentException($"images must be rows of {In} bytes, got {images.Length} bytes");
+        if (probabilities.Length != n * Out)
+            throw new ArgumentException($"need {n * Out} probabilities for {n} images, got {probabilities.Length}");
         if (n == 0) return;
         SyncDenseW1(); // Predict runs the dense forward: its images come as raw bytes, with no sparse layout
         fixed (byte* pi = images)
@@ -266,7 +274,9 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         }
     }
 
-    /// <summary>One worker's share of the current job: a contiguous range of tiles, always the same for a given thread count.</summary>
+    /// <summary>
+    /// One worker's share of the current job: a contiguous range of tiles, always the same for a given thread count.
+    /// </summary>
     private void Work(int worker)
     {
         if (_predicting)
@@ -300,7 +310,9 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         byte* pixels = _layout == InputLayout.BytesPerTile ? _pixels!.Pointer + (long)tile * Tile * In : null;
         float* labels = _labels!.Pointer + tile * Tile;
         float* valid = _valid!.Pointer + tile * Tile;
-        byte* next = _layout == InputLayout.BytesPerTile && tile + 1 < _tiles ? _pixels!.Pointer + (long)(tile + 1) * Tile * In : null;
+        byte* next = _layout == InputLayout.BytesPerTile && tile + 1 < _tiles
+            ? _pixels!.Pointer + (long)(tile + 1) * Tile * In
+            : null;
         HiddenForward(s.A1, x, _w1.Pointer, _b1.Pointer, _hp, pixels);
         OutputForward(s.Z2, s.A1, _w2.Pointer, _b2.Pointer, _hp);
         Softmax(s.Z2, s.Z2, labels, valid, _measure, ref s.Correct, ref s.LossSum);
@@ -308,7 +320,9 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         HiddenBackward(s.Dw1, s.Db1, s.Dz1, s.Z2, _w2.Pointer, s.A1, x, _hp, next);
     }
 
-    /// <summary>TrainTile or SparseTrainTile with each kernel timed into the worker's PhaseTicks (profiling on).</summary>
+    /// <summary>
+    /// TrainTile or SparseTrainTile with each kernel timed into the worker's PhaseTicks (profiling on).
+    /// </summary>
     private void TimedTrainTile(WorkerScratch s, int tile)
     {
         float* labels = _labels!.Pointer + tile * Tile;
@@ -431,8 +445,10 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
                 // Sse.Max(z, 0) is z > 0 ? z : +0 (NaN and -0 give +0).
                 float* ra = a1T + j * Tile + s, rb = ra + Tile;
                 Vector128<float> scale = Vector128.Create(PixelScale);
-                Sse.Max(Sse.Add(Sse.Multiply(TW.Sum4(a0, a1, a2, a3), scale), Vector128.Create(b1[j])), Vector128<float>.Zero).Store(ra);
-                Sse.Max(Sse.Add(Sse.Multiply(TW.Sum4(b0, b1v, b2, b3), scale), Vector128.Create(b1[j + 1])), Vector128<float>.Zero).Store(rb);
+                Sse.Max(Sse.Add(Sse.Multiply(TW.Sum4(a0, a1, a2, a3), scale), Vector128.Create(b1[j])),
+                    Vector128<float>.Zero).Store(ra);
+                Sse.Max(Sse.Add(Sse.Multiply(TW.Sum4(b0, b1v, b2, b3), scale), Vector128.Create(b1[j + 1])),
+                    Vector128<float>.Zero).Store(rb);
             }
         }
     }
@@ -458,7 +474,8 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     // logsumexp(z2) - z2[y], added in sample order.       z2T (10, Tile) -> probsT (10, Tile), may alias
     // mirrors Reference.SoftmaxCrossEntropyForward
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Softmax(float* probsT, float* z2T, float* labels, float* valid, bool measure, ref int correct, ref double lossSum)
+    internal static void Softmax(float* probsT, float* z2T, float* labels, float* valid, bool measure, ref int correct,
+        ref double lossSum)
     {
         int w = TW.Count;
         float* lossLanes = stackalloc float[16];
@@ -500,15 +517,17 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
                     if (BitConverter.SingleToInt32Bits(hitLanes[i]) != 0) correct++;
                 }
             }
-            for (int c = 0; c < Out; c++) TW.Store(probsT + c * Tile + sv, TW.Divide(TW.Load(probsT + c * Tile + sv), sum));
+            for (int c = 0; c < Out; c++)
+                TW.Store(probsT + c * Tile + sv, TW.Divide(TW.Load(probsT + c * Tile + sv), sum));
         }
     }
 
     // dz2 = (probs - onehot(y)) * valid; dw2 += dz2^T a1; db2 += sum(dz2), as per-lane partials (mean taken in Reduce)
-    //                                     probsT (10, Tile), a1T (Hp, Tile) -> dz2T (10, Tile), dw2 (10, Hp, W), db2 (10, W)
+    //                           probsT (10, Tile), a1T (Hp, Tile) -> dz2T (10, Tile), dw2 (10, Hp, W), db2 (10, W)
     // mirrors Reference.SoftmaxCrossEntropyBackward + Reference.LinearBackward (layer 2)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void OutputBackward(float* dz2T, float* dw2, float* db2, float* probsT, float* labels, float* valid, float* a1T, int hp)
+    internal static void OutputBackward(float* dz2T, float* dw2, float* db2, float* probsT, float* labels, float* valid,
+        float* a1T, int hp)
     {
         int w = TW.Count;
         TVec one = TW.Create(1f);
@@ -528,7 +547,8 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
             {
                 float* acc = dw2 + (c * hp + j) * w;
                 TVec a = TW.Load(acc);
-                for (int sv = 0; sv < Tile; sv += w) a = TW.MultiplyAdd(TW.Load(dz2T + c * Tile + sv), TW.Load(a1T + j * Tile + sv), a);
+                for (int sv = 0; sv < Tile; sv += w)
+                    a = TW.MultiplyAdd(TW.Load(dz2T + c * Tile + sv), TW.Load(a1T + j * Tile + sv), a);
                 TW.Store(acc, a);
             }
     }
@@ -544,7 +564,8 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     // tile's widening reads them from cache instead of waiting on memory.
     // mirrors Reference.LinearBackward (dx of layer 2, dw of layer 1) + Reference.ReluBackward
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void HiddenBackward(float* dw1, float* db1, float* dz1T, float* dz2T, float* w2, float* a1T, float* x, int hp, byte* next = null)
+    internal static void HiddenBackward(float* dw1, float* db1, float* dz1T, float* dz2T, float* w2, float* a1T,
+        float* x, int hp, byte* next = null)
     {
         HiddenDelta(dz1T, db1, dz2T, w2, a1T, hp);
         HiddenWeightGradient(dw1, dz1T, x, hp, next);
@@ -563,7 +584,8 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
             for (int sv = 0; sv < Tile; sv += w)
             {
                 TVec d = TW.Zero;
-                for (int c = 0; c < Out; c++) d = TW.MultiplyAdd(TW.Create(w2[c * hp + j]), TW.Load(dz2T + c * Tile + sv), d);
+                for (int c = 0; c < Out; c++)
+                    d = TW.MultiplyAdd(TW.Create(w2[c * hp + j]), TW.Load(dz2T + c * Tile + sv), d);
                 d = TW.Select(TW.GreaterThan(TW.Load(a1T + j * Tile + sv), TW.Zero), d, TW.Zero);
                 TW.Store(dz1T + j * Tile + sv, d);
                 acc = TW.Add(acc, d);
@@ -584,7 +606,8 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
             if (next != null)
             {
                 int c = k / chunk;
-                for (int line = lines * c / chunks; line < lines * (c + 1) / chunks; line++) Sse.Prefetch1(next + line * 64);
+                for (int line = lines * c / chunks; line < lines * (c + 1) / chunks; line++)
+                    Sse.Prefetch1(next + line * 64);
             }
             for (int j = 0; j < hp; j += 2)
             {
@@ -611,13 +634,20 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
                     a6 = TW.MultiplyAdd(ga, v, a6); b6 = TW.MultiplyAdd(gb, v, b6);
                 }
                 float* ra = dw1 + j * Pitch + k, rb = ra + Pitch;
-                TW.Store(ra, TW.Add(TW.Load(ra), a0)); TW.Store(rb, TW.Add(TW.Load(rb), b0));
-                TW.Store(ra + w, TW.Add(TW.Load(ra + w), a1)); TW.Store(rb + w, TW.Add(TW.Load(rb + w), b1));
-                TW.Store(ra + 2 * w, TW.Add(TW.Load(ra + 2 * w), a2)); TW.Store(rb + 2 * w, TW.Add(TW.Load(rb + 2 * w), b2));
-                TW.Store(ra + 3 * w, TW.Add(TW.Load(ra + 3 * w), a3)); TW.Store(rb + 3 * w, TW.Add(TW.Load(rb + 3 * w), b3));
-                TW.Store(ra + 4 * w, TW.Add(TW.Load(ra + 4 * w), a4)); TW.Store(rb + 4 * w, TW.Add(TW.Load(rb + 4 * w), b4));
-                TW.Store(ra + 5 * w, TW.Add(TW.Load(ra + 5 * w), a5)); TW.Store(rb + 5 * w, TW.Add(TW.Load(rb + 5 * w), b5));
-                TW.Store(ra + 6 * w, TW.Add(TW.Load(ra + 6 * w), a6)); TW.Store(rb + 6 * w, TW.Add(TW.Load(rb + 6 * w), b6));
+                TW.Store(ra, TW.Add(TW.Load(ra), a0));
+                TW.Store(rb, TW.Add(TW.Load(rb), b0));
+                TW.Store(ra + w, TW.Add(TW.Load(ra + w), a1));
+                TW.Store(rb + w, TW.Add(TW.Load(rb + w), b1));
+                TW.Store(ra + 2 * w, TW.Add(TW.Load(ra + 2 * w), a2));
+                TW.Store(rb + 2 * w, TW.Add(TW.Load(rb + 2 * w), b2));
+                TW.Store(ra + 3 * w, TW.Add(TW.Load(ra + 3 * w), a3));
+                TW.Store(rb + 3 * w, TW.Add(TW.Load(rb + 3 * w), b3));
+                TW.Store(ra + 4 * w, TW.Add(TW.Load(ra + 4 * w), a4));
+                TW.Store(rb + 4 * w, TW.Add(TW.Load(rb + 4 * w), b4));
+                TW.Store(ra + 5 * w, TW.Add(TW.Load(ra + 5 * w), a5));
+                TW.Store(rb + 5 * w, TW.Add(TW.Load(rb + 5 * w), b5));
+                TW.Store(ra + 6 * w, TW.Add(TW.Load(ra + 6 * w), a6));
+                TW.Store(rb + 6 * w, TW.Add(TW.Load(rb + 6 * w), b6));
             }
         }
     }
@@ -673,11 +703,13 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     {
         int w = TW.Count, i = 0;
         TVec rate = TW.Create(lr);
-        for (; i + w <= length; i += w) TW.Store(wt + i, TW.Subtract(TW.Load(wt + i), TW.Multiply(rate, TW.Load(dw + i))));
+        for (; i + w <= length; i += w)
+            TW.Store(wt + i, TW.Subtract(TW.Load(wt + i), TW.Multiply(rate, TW.Load(dw + i))));
         for (; i < length; i++) wt[i] -= lr * dw[i];
     }
 
-    private void CopyOut(MlpParameters p, NativeBuffer<float> w1, NativeBuffer<float> b1, NativeBuffer<float> w2, NativeBuffer<float> b2)
+    private void CopyOut(MlpParameters p, NativeBuffer<float> w1, NativeBuffer<float> b1, NativeBuffer<float> w2,
+        NativeBuffer<float> b2)
     {
         // the padding (w2: the odd-H padding unit) is the views' pitch, never copied
         Span2D<float> w1v = w1.AsSpan2D(_h, In, Pitch - In), w2v = w2.AsSpan2D(Out, _h, _hp - _h);

@@ -40,7 +40,8 @@ internal sealed unsafe class LayerPath<TW, TVec>
     private readonly int _layers, _maxBatch;
     private readonly NativeBuffer<float>[] _wt, _b, _dwt, _db;
     private readonly NativeBuffer<float>[] _m1w, _m1b, _m2w, _m2b; // momentum / Adam moments (empty when unused)
-    private readonly NativeBuffer<float>[] _act;   // act[l] (B, outP[l-1]) for hidden l >= 1; act[L] = logits / probabilities (B, outP[L-1])
+    // act[l] (B, outP[l-1]) for hidden l >= 1; act[L] = logits / probabilities (B, outP[L-1])
+    private readonly NativeBuffer<float>[] _act;
     private readonly NativeBuffer<float>[] _dz;    // dz[l] (B, outP[l-1]) for l >= 1
     private readonly NativeBuffer<int>[] _csrIdx, _cscSample, _cscCount, _csrCount;
     private readonly NativeBuffer<float>[] _csrVal, _cscVal;
@@ -120,16 +121,25 @@ internal sealed unsafe class LayerPath<TW, TVec>
         _act = new NativeBuffer<float>[_layers + 1];
         _dz = new NativeBuffer<float>[_layers + 1];
         _act[0] = new(0); _dz[0] = new(0);
-        for (int l = 1; l <= _layers; l++) { _act[l] = new((long)maxBatch * _outP[l - 1] > int.MaxValue ? throw new ArgumentException("batch too large") : maxBatch * _outP[l - 1]); _dz[l] = new(maxBatch * _outP[l - 1]); }
-        _csrIdx = new NativeBuffer<int>[_layers]; _csrVal = new NativeBuffer<float>[_layers]; _csrCount = new NativeBuffer<int>[_layers];
-        _cscCount = new NativeBuffer<int>[_layers]; _cscSample = new NativeBuffer<int>[_layers]; _cscVal = new NativeBuffer<float>[_layers];
+        for (int l = 1; l <= _layers; l++)
+        {
+            _act[l] = new((long)maxBatch * _outP[l - 1] > int.MaxValue
+                ? throw new ArgumentException("batch too large")
+                : maxBatch * _outP[l - 1]);
+            _dz[l] = new(maxBatch * _outP[l - 1]);
+        }
+        _csrIdx = new NativeBuffer<int>[_layers]; _csrVal = new NativeBuffer<float>[_layers];
+        _csrCount = new NativeBuffer<int>[_layers];
+        _cscCount = new NativeBuffer<int>[_layers]; _cscSample = new NativeBuffer<int>[_layers];
+        _cscVal = new NativeBuffer<float>[_layers];
         _csrCap = new int[_layers];
         for (int l = 0; l < _layers; l++)
         {
             int cap = l == 0 ? In : _outP[l - 1]; // hidden: the padded width, room for whole-vector compaction
             _csrCap[l] = cap;
             long entries = (long)maxBatch * cap;
-            if (entries > int.MaxValue) throw new ArgumentException($"batch {maxBatch} is too large for the per-layer path");
+            if (entries > int.MaxValue)
+                throw new ArgumentException($"batch {maxBatch} is too large for the per-layer path");
             _csrIdx[l] = new((int)entries); _csrVal[l] = new((int)entries); _csrCount[l] = new(maxBatch);
             _cscCount[l] = new(_sizes[l]); _cscSample[l] = new((int)entries); _cscVal[l] = new((int)entries);
         }
@@ -186,7 +196,8 @@ internal sealed unsafe class LayerPath<TW, TVec>
     public void SetWeights(MlpParameters weights)
     {
         if (!weights.Sizes.AsSpan().SequenceEqual(_sizes))
-            throw new ArgumentException($"weights are {string.Join('-', weights.Sizes)}, the backend is {string.Join('-', _sizes)}");
+            throw new ArgumentException(
+                $"weights are {string.Join('-', weights.Sizes)}, the backend is {string.Join('-', _sizes)}");
         for (int l = 0; l < _layers; l++) { ToDevice(weights.W[l], weights.B[l], l, _wt[l], _b[l]); }
     }
 
@@ -202,7 +213,9 @@ internal sealed unsafe class LayerPath<TW, TVec>
 
     public void SetOptimizerState(OptimizerState state)
     {
-        if (state.Moments.Length != Optimizer.MomentCount) throw new ArgumentException($"the optimizer state has {state.Moments.Length} moment buffers, {Optimizer.Kind} keeps {Optimizer.MomentCount}");
+        if (state.Moments.Length != Optimizer.MomentCount)
+            throw new ArgumentException($"the optimizer state has {state.Moments.Length} moment buffers, "
+                + $"{Optimizer.Kind} keeps {Optimizer.MomentCount}");
         _t = state.Steps;
         for (int l = 0; l < _layers; l++)
         {
@@ -255,12 +268,16 @@ internal sealed unsafe class LayerPath<TW, TVec>
     private StepMetrics Run(ReadOnlySpan<int> sampleIndices, double lr, bool update)
     {
         int n = sampleIndices.Length;
-        if (n < 1 || n > _maxBatch) throw new ArgumentOutOfRangeException(nameof(sampleIndices), $"a batch of {n} samples; this backend takes 1..{_maxBatch}");
+        if (n < 1 || n > _maxBatch)
+            throw new ArgumentOutOfRangeException(nameof(sampleIndices),
+                $"a batch of {n} samples; this backend takes 1..{_maxBatch}");
         int trainCount = _trainLabels.Length;
         for (int i = 0; i < n; i++)
         {
             int s = sampleIndices[i];
-            if ((uint)s >= (uint)trainCount) throw new ArgumentOutOfRangeException(nameof(sampleIndices), $"sample {s} is not among the {trainCount} uploaded");
+            if ((uint)s >= (uint)trainCount)
+                throw new ArgumentOutOfRangeException(nameof(sampleIndices),
+                    $"sample {s} is not among the {trainCount} uploaded");
             _batchIndex.Pointer[i] = s;
             _batchLabel.Pointer[i] = _trainLabels[s];
         }
@@ -327,7 +344,10 @@ internal sealed unsafe class LayerPath<TW, TVec>
     /// (the softmax and the CSR need whole samples), and when a profiler times the softmax apart.</summary>
     private bool SeparateActivations(int l) => ColumnMode(l) || (l + 1 == _layers && Profiler is not null);
 
-    /// <summary>Whether layer l's forward and weight gradient split output vectors among the workers (wide layers) rather than samples / input rows.</summary>
+    /// <summary>
+    /// Whether layer l's forward and weight gradient split output vectors among the workers (wide layers) rather
+    /// than samples / input rows.
+    /// </summary>
     private bool ColumnMode(int l) => _outP[l] / TW.Count >= _pool.Count;
 
     private static (int Start, int End) Share(int total, int parts, int index) =>
@@ -475,7 +495,8 @@ internal sealed unsafe class LayerPath<TW, TVec>
         }
     }
 
-    // CSR of a (B, in), Wt (in, outP), b (outP) -> act[l+1] (B, outP) = z, ReLU'd for hidden layers; output vectors [v0, v1)
+    // CSR of a (B, in), Wt (in, outP), b (outP) -> act[l+1] (B, outP) = z, ReLU'd for hidden layers;
+    // output vectors [v0, v1)
     // mirrors Reference.LinearForward + Reference.ReluForward
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LayerForward(int l, int s0, int s1, int v0, int v1)
@@ -488,14 +509,19 @@ internal sealed unsafe class LayerPath<TW, TVec>
             int nnz = Row(l, s, out int* idx, out float* val);
             float* zs = z + (long)s * outP;
             int v = v0;
-            for (; v + 4 <= v1; v += 4) VectorKernels<TW, TVec>.SparseAccumulate4(zs + v * vc, bias + v * vc, wt + v * vc, outP, idx, val, nnz);
-            for (; v < v1; v++) VectorKernels<TW, TVec>.SparseAccumulate1(zs + v * vc, bias + v * vc, wt + v * vc, outP, idx, val, nnz);
+            for (; v + 4 <= v1; v += 4)
+                VectorKernels<TW, TVec>.SparseAccumulate4(zs + v * vc, bias + v * vc, wt + v * vc, outP, idx, val, nnz);
+            for (; v < v1; v++)
+                VectorKernels<TW, TVec>.SparseAccumulate1(zs + v * vc, bias + v * vc, wt + v * vc, outP, idx, val, nnz);
             if (relu)
                 for (int c = v0 * vc; c < v1 * vc; c += vc) TW.Store(zs + c, TW.Max(TW.Load(zs + c), TW.Zero));
         }
     }
 
-    /// <summary>After layer l's forward, per sample: the CSR of the next layer's input (hidden), or softmax, loss and dz (output).</summary>
+    /// <summary>
+    /// After layer l's forward, per sample: the CSR of the next layer's input (hidden), or softmax, loss and dz
+    /// (output).
+    /// </summary>
     // mirrors Reference.SoftmaxCrossEntropyForward and Backward (output layer)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Activations(int l, int s0, int s1, int w)
@@ -542,7 +568,8 @@ internal sealed unsafe class LayerPath<TW, TVec>
         _correctW[w] += correct;
     }
 
-    // CSC of a (in, B), dz[l+1] (B, outP) -> dWt[k, v-range] for k in [k0, k1) (or the optimizer applied to it in place when fused); db likewise
+    // CSC of a (in, B), dz[l+1] (B, outP) -> dWt[k, v-range] for k in [k0, k1) (or the optimizer applied to it in
+    // place when fused); db likewise
     // mirrors Reference.LinearBackward (dw, db)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void LayerBackwardWeights(int l, int k0, int k1, int v0, int v1, bool fuse, bool bias)
@@ -566,16 +593,19 @@ internal sealed unsafe class LayerPath<TW, TVec>
                 long o = rowOff + v * vc;
                 if (!fuse)
                 {
-                    VectorKernels<TW, TVec>.SparseAccumulate4(dwt + o, zero, dz + v * vc, outP, sample + e0, val + e0, n);
+                    VectorKernels<TW, TVec>.SparseAccumulate4(dwt + o, zero, dz + v * vc, outP,
+                        sample + e0, val + e0, n);
                     continue;
                 }
                 VectorKernels<TW, TVec>.SparseAccumulate4(g, zero, dz + v * vc, outP, sample + e0, val + e0, n);
-                for (int i = 0; i < 4; i++) Update(wt + o + i * vc, m1 + o + i * vc, m2 + o + i * vc, TW.Load(g + i * vc));
+                for (int i = 0; i < 4; i++)
+                    Update(wt + o + i * vc, m1 + o + i * vc, m2 + o + i * vc, TW.Load(g + i * vc));
             }
             for (; v < v1; v++)
             {
                 long o = rowOff + v * vc;
-                VectorKernels<TW, TVec>.SparseAccumulate1(fuse ? g : dwt + o, zero, dz + v * vc, outP, sample + e0, val + e0, n);
+                VectorKernels<TW, TVec>.SparseAccumulate1(fuse ? g : dwt + o, zero, dz + v * vc, outP,
+                    sample + e0, val + e0, n);
                 if (fuse) Update(wt + o, m1 + o, m2 + o, TW.Load(g));
             }
         }
@@ -613,7 +643,8 @@ internal sealed unsafe class LayerPath<TW, TVec>
             for (; e + 4 <= nnz; e += 4)
             {
                 int k0 = idx[e], k1 = idx[e + 1], k2 = idx[e + 2], k3 = idx[e + 3];
-                float* r0 = wt + (long)k0 * outP, r1 = wt + (long)k1 * outP, r2 = wt + (long)k2 * outP, r3 = wt + (long)k3 * outP;
+                float* r0 = wt + (long)k0 * outP, r1 = wt + (long)k1 * outP;
+                float* r2 = wt + (long)k2 * outP, r3 = wt + (long)k3 * outP;
                 TVec dv = TW.Load(d);
                 TVec a0 = TW.Multiply(dv, TW.Load(r0)), a1 = TW.Multiply(dv, TW.Load(r1));
                 TVec a2 = TW.Multiply(dv, TW.Load(r2)), a3 = TW.Multiply(dv, TW.Load(r3));
@@ -639,7 +670,8 @@ internal sealed unsafe class LayerPath<TW, TVec>
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void UpdateRange(NativeBuffer<float> w, NativeBuffer<float> g, NativeBuffer<float> m1, NativeBuffer<float> m2, int start, int end)
+    private void UpdateRange(NativeBuffer<float> w, NativeBuffer<float> g, NativeBuffer<float> m1,
+        NativeBuffer<float> m2, int start, int end)
     {
         float* pw = w.Pointer, pg = g.Pointer;
         float* p1 = m1.Length > 0 ? m1.Pointer : null, p2 = m2.Length > 0 ? m2.Pointer : null;
@@ -663,7 +695,9 @@ internal sealed unsafe class LayerPath<TW, TVec>
         _epsV = TW.Create((float)o.Epsilon);
     }
 
-    /// <summary>One vector of <see cref="OptimizerMath.Apply{T}"/>: w, m1, m2 updated in place from the gradient g.</summary>
+    /// <summary>
+    /// One vector of <see cref="OptimizerMath.Apply{T}"/>: w, m1, m2 updated in place from the gradient g.
+    /// </summary>
     // mirrors OptimizerMath.Apply
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Update(float* w, float* m1, float* m2, TVec g)

@@ -80,10 +80,12 @@ internal readonly struct Avx2Width : IVectorWidth<Vector256<float>>
     public static unsafe void Store(float* p, Vector256<float> v) => Avx.Store(p, v);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe Vector256<float> LoadBytes(byte* p) => Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(p));
+    public static unsafe Vector256<float> LoadBytes(byte* p) =>
+        Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(p));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> MultiplyAdd(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Fma.MultiplyAdd(a, b, c);
+    public static Vector256<float> MultiplyAdd(Vector256<float> a, Vector256<float> b, Vector256<float> c) =>
+        Fma.MultiplyAdd(a, b, c);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Add(Vector256<float> a, Vector256<float> b) => Avx.Add(a, b);
@@ -127,7 +129,8 @@ internal readonly struct Avx2Width : IVectorWidth<Vector256<float>>
     public static Vector256<float> Equal(Vector256<float> a, Vector256<float> b) => Avx.CompareEqual(a, b);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Select(Vector256<float> mask, Vector256<float> ifTrue, Vector256<float> ifFalse) => Avx.BlendVariable(ifFalse, ifTrue, mask);
+    public static Vector256<float> Select(Vector256<float> mask, Vector256<float> ifTrue, Vector256<float> ifFalse) =>
+        Avx.BlendVariable(ifFalse, ifTrue, mask);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector256<float> v)
@@ -170,10 +173,12 @@ internal readonly struct Avx512Width : IVectorWidth<Vector512<float>>
     public static unsafe void Store(float* p, Vector512<float> v) => Avx512F.Store(p, v);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe Vector512<float> LoadBytes(byte* p) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Sse2.LoadVector128(p)));
+    public static unsafe Vector512<float> LoadBytes(byte* p) =>
+        Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Sse2.LoadVector128(p)));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> MultiplyAdd(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Avx512F.FusedMultiplyAdd(a, b, c);
+    public static Vector512<float> MultiplyAdd(Vector512<float> a, Vector512<float> b, Vector512<float> c) =>
+        Avx512F.FusedMultiplyAdd(a, b, c);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Add(Vector512<float> a, Vector512<float> b) => Avx512F.Add(a, b);
@@ -197,13 +202,15 @@ internal readonly struct Avx512Width : IVectorWidth<Vector512<float>>
         Vector512<float> n = Avx512F.RoundScale(Avx512F.Multiply(a, Vector512.Create(ExpConstants.Log2E)), 0);
         Vector512<float> r = Avx512F.FusedMultiplyAddNegated(n, Vector512.Create(ExpConstants.Ln2Hi), a);
         r = Avx512F.FusedMultiplyAddNegated(n, Vector512.Create(ExpConstants.Ln2Lo), r);
-        Vector512<float> p = Avx512F.FusedMultiplyAdd(Vector512.Create(ExpConstants.P0), r, Vector512.Create(ExpConstants.P1));
+        Vector512<float> p =
+            Avx512F.FusedMultiplyAdd(Vector512.Create(ExpConstants.P0), r, Vector512.Create(ExpConstants.P1));
         p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(ExpConstants.P2));
         p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(ExpConstants.P3));
         p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(ExpConstants.P4));
         p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(ExpConstants.P5));
         p = Avx512F.FusedMultiplyAdd(p, Avx512F.Multiply(r, r), Avx512F.Add(r, Vector512.Create(1f)));
-        Vector512<int> e = Avx512F.ShiftLeftLogical(Avx512F.Add(Avx512F.ConvertToVector512Int32(n), Vector512.Create(127)), 23);
+        Vector512<int> e =
+            Avx512F.ShiftLeftLogical(Avx512F.Add(Avx512F.ConvertToVector512Int32(n), Vector512.Create(127)), 23);
         return Avx512F.Multiply(p, e.AsSingle());
     }
 
@@ -217,18 +224,22 @@ internal readonly struct Avx512Width : IVectorWidth<Vector512<float>>
     public static Vector512<float> Equal(Vector512<float> a, Vector512<float> b) => Vector512.Equals(a, b);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Select(Vector512<float> mask, Vector512<float> ifTrue, Vector512<float> ifFalse) => Vector512.ConditionalSelect(mask, ifTrue, ifFalse);
+    public static Vector512<float> Select(Vector512<float> mask, Vector512<float> ifTrue, Vector512<float> ifFalse) =>
+        Vector512.ConditionalSelect(mask, ifTrue, ifFalse);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector512<float> v) => Avx2Width.Sum(Avx.Add(v.GetLower(), v.GetUpper()));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d) =>
+    public static Vector128<float> Sum4(
+        Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d) =>
         Avx2Width.Sum4(Avx.Add(a.GetLower(), a.GetUpper()), Avx.Add(b.GetLower(), b.GetUpper()),
             Avx.Add(c.GetLower(), c.GetUpper()), Avx.Add(d.GetLower(), d.GetUpper()));
 }
 
-/// <summary>Constants of the Cephes expf the widths share (polynomial for e^r - 1 - r over r^2, |r| &lt;= ln2/2).</summary>
+/// <summary>
+/// Constants of the Cephes expf the widths share (polynomial for e^r - 1 - r over r^2, |r| &lt;= ln2/2).
+/// </summary>
 internal static class ExpConstants
 {
     public const float Low = -87.3f, High = 88.3f; // 2^n stays a normal float: n in [-126, 127]
