@@ -39,7 +39,7 @@ public sealed record OptimizerSettings(OptimizerKind Kind = OptimizerKind.Gd, do
 
 /// <summary>
 /// The optimizer's per-element rules, written once in scalar form: the reference backend calls them, and the
-/// SIMD backend's vector loops mirror them term by term (see DeepSimdBackend.Update).
+/// SIMD backend's vector loops mirror them term by term (see LayerPath.Update).
 /// </summary>
 public static class OptimizerMath
 {

@@ -110,6 +110,16 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     /// <summary>Where the phases go (the backend's profiler); null when profiling is off.</summary>
     public Profiler? Profiler { get; set; }
 
+    /// <summary>A copy of the uploaded set, read back from this path's own buffers (for the per-layer path when a
+    /// run first needs it, so the backend need not hold the caller's images all run).</summary>
+    public LabeledImages TrainingSet()
+    {
+        if (_pixels == null || _labels == null) throw new InvalidOperationException("Upload the training set first");
+        var labels = new byte[_n];
+        for (int i = 0; i < _n; i++) labels[i] = (byte)_labels.Span[i];
+        return new LabeledImages(_pixels.Span[..(_n * In)].ToArray(), labels);
+    }
+
     public void Upload(LabeledImages train)
     {
         SyncDenseW1(); // the weights live in _w1 again until ChooseKernel decides

@@ -65,7 +65,9 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
     private LayerPath<TW, TVec>? _layer;
     private bool _fusedCurrent = true, _layerCurrent = true; // whether each path holds the current weights
     private bool _fusedHasTrain; // the fused path has the uploaded set (it copies it into its own layouts)
+    // the caller's images, held only until every path that may still need them has its own copy
     private LabeledImages? _train;
+    private int _uploadedCount = -1;
     private int[] _wholeSet = [];
     private long _steps;
     private Profiler? _profiler;
@@ -120,12 +122,14 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
     public void Upload(LabeledImages train)
     {
         _train = train;
+        _uploadedCount = train.Count;
         _wholeSet = Enumerable.Range(0, train.Count).ToArray();
         // the fused path keeps its own copy of the set (bytes and the sparse layout): only when its steps apply,
         // else on the first whole-set ComputeGradients
         _fusedHasTrain = false;
         if (FusedStepsApply) FusedWithTrain();
         _layer?.Upload(train);
+        ReleaseTrainWhenCopied();
         if (FusedStepsApply)
             KernelChoice = _fused!.KernelChoice;
         else
@@ -194,7 +198,8 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
             throw new ArgumentException(
                 $"gradients are {string.Join('-', gradients.Sizes)}, the backend is {string.Join('-', _sizes)}");
         // the fused kernels compute the plain gradient whatever the optimizer
-        if (batch.IsWholeSet && _fused != null) return FusedWithTrain().ComputeGradients(gradients);
+        if (batch.IsWholeSet && _fused != null && (_fusedHasTrain || _train != null))
+            return FusedWithTrain().ComputeGradients(gradients);
         return Layer().ComputeGradients(Indices(batch), gradients);
     }
 
@@ -213,7 +218,7 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
 
     private ReadOnlySpan<int> Indices(TrainingBatch batch)
     {
-        if (_train == null) throw new InvalidOperationException("Upload the training set before training");
+        if (_uploadedCount < 0) throw new InvalidOperationException("Upload the training set before training");
         if (!batch.IsWholeSet) return batch.Indices;
         if (_wholeSet.Length > _maxBatch)
             throw new ArgumentException(
@@ -241,8 +246,17 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
         {
             fused.Upload(_train);
             _fusedHasTrain = true;
+            ReleaseTrainWhenCopied();
         }
         return fused;
+    }
+
+    // The caller's images (47 MB for all of MNIST) need not stay alive once the fused path holds a copy (it can give
+    // the set back, TrainingSet), or once the per-layer path does and can take every step the fused path would
+    // have needed the set for (no fused path, or a whole set within its maxBatch).
+    private void ReleaseTrainWhenCopied()
+    {
+        if (_fusedHasTrain || (_layer != null && (_fused == null || _wholeSet.Length <= _maxBatch))) _train = null;
     }
 
     /// <summary>The per-layer path with the current weights, built on first use.</summary>
@@ -252,7 +266,9 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
         {
             _layer = new LayerPath<TW, TVec>(_sizes, Optimizer, _maxBatch, _pool) { Profiler = _profiler };
             if (_train != null) _layer.Upload(_train);
+            else if (_fusedHasTrain) _layer.Upload(_fused!.TrainingSet());
             _layerCurrent = false;
+            ReleaseTrainWhenCopied();
         }
         if (!_layerCurrent)
         {
