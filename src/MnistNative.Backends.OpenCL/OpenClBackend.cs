@@ -290,11 +290,7 @@ public sealed unsafe class OpenClBackend : ITrainingBackend
     public void Predict(ReadOnlySpan<byte> images, Span<double> probabilities)
     {
         ThrowIfDisposed();
-        int n = images.Length / In;
-        if (images.Length != n * In)
-            throw new ArgumentException($"images must be rows of {In} bytes, got {images.Length} bytes");
-        if (probabilities.Length != n * Out)
-            throw new ArgumentException($"need {n * Out} probabilities for {n} images, got {probabilities.Length}");
+        int n = PredictArguments.ImageCount(images, probabilities);
         if (n == 0) return;
         if (!_fusedWeightsCurrent)
         {

@@ -97,6 +97,23 @@ public interface ITrainingBackend : IDisposable
     void Synchronize() { }
 }
 
+/// <summary>Checks of the arguments every backend's <see cref="ITrainingBackend.Predict"/> takes.</summary>
+public static class PredictArguments
+{
+    /// <summary>The number of images, after checking that <paramref name="images"/> is whole rows of 784 bytes and
+    /// <paramref name="probabilities"/> holds 10 values for each.</summary>
+    public static int ImageCount(ReadOnlySpan<byte> images, Span<double> probabilities)
+    {
+        const int In = MlpParameters.InputSize, Out = MlpParameters.Classes;
+        int n = images.Length / In;
+        if (images.Length != n * In)
+            throw new ArgumentException($"images must be rows of {In} bytes, got {images.Length} bytes");
+        if (probabilities.Length != n * Out)
+            throw new ArgumentException($"need {n * Out} probabilities for {n} images, got {probabilities.Length}");
+        return n;
+    }
+}
+
 /// <summary>
 /// The phase names every backend records into a <see cref="Core.Profiler"/>, so a profile reads the same on each.
 /// A backend may add a suffix after a space (a layer, "layer 2 forward"; a kernel, "device: hidden_forward").

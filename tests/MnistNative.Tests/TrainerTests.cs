@@ -2,6 +2,7 @@ using System.Diagnostics.Metrics;
 using MnistNative.Backends;
 using MnistNative.Core;
 using MnistNative.Data;
+using MnistNative.Tests.Conformance;
 using MnistNative.Tests.Training;
 using Xunit;
 
@@ -13,17 +14,6 @@ public sealed class TrainerTests
     private static ITrainingBackend Scalar(Precision precision, int[] sizes, OptimizerSettings optimizer,
         int maxBatch) =>
         BackendCatalog.Create(new BackendRequest("scalar", precision, sizes, optimizer, maxBatch), _ => { });
-
-    private static double MaxAbsDifference(MlpParameters a, MlpParameters b)
-    {
-        double max = 0;
-        for (int l = 0; l < a.LayerCount; l++)
-        {
-            for (int i = 0; i < a.W[l].Length; i++) max = Math.Max(max, Math.Abs(a.W[l][i] - b.W[l][i]));
-            for (int i = 0; i < a.B[l].Length; i++) max = Math.Max(max, Math.Abs(a.B[l][i] - b.B[l][i]));
-        }
-        return max;
-    }
 
     [Fact]
     public void ResumeGivesTheSameWeightsAsAnUninterruptedRunBitwise()
@@ -65,7 +55,7 @@ public sealed class TrainerTests
             second.Upload(data);
             TrainingResult rest = Trainer.Run(second, data.Count, options,
                 new TrainingHooks { RunKey = "k", Resume = CheckpointFile.Load(dir) });
-            Assert.Equal(0, MaxAbsDifference(whole.Weights, rest.Weights));
+            Assert.Equal(0, TrainingBackendConformance.MaxDiff(whole.Weights, rest.Weights, 0, 0, exact: true));
             Assert.Equal(whole.Epochs.Select(e => (e.TrainLoss, e.TrainAccuracy)),
                 rest.Epochs.Select(e => (e.TrainLoss, e.TrainAccuracy)));
             Assert.Throws<ArgumentException>(() => Trainer.Run(second, data.Count, options,
@@ -87,8 +77,8 @@ public sealed class TrainerTests
             return Trainer.Run(b, data.Count,
                 new TrainingOptions(16, 2, null, seed, LearningRateSchedule.Constant(0.05))).Weights;
         }
-        Assert.Equal(0, MaxAbsDifference(Train(1), Train(1)));
-        Assert.NotEqual(0, MaxAbsDifference(Train(1), Train(2)));
+        Assert.Equal(0, TrainingBackendConformance.MaxDiff(Train(1), Train(1), 0, 0, exact: true));
+        Assert.NotEqual(0, TrainingBackendConformance.MaxDiff(Train(1), Train(2), 0, 0, exact: true));
     }
 
     [Fact]

@@ -132,11 +132,7 @@ public sealed partial class ReferenceBackend<T> : ITrainingBackend where T : IFl
 
     public void Predict(ReadOnlySpan<byte> images, Span<double> probabilities)
     {
-        int n = images.Length / In;
-        if (images.Length != n * In)
-            throw new ArgumentException($"images must be rows of {In} bytes, got {images.Length} bytes");
-        if (probabilities.Length != n * Classes)
-            throw new ArgumentException($"need {n * Classes} probabilities for {n} images, got {probabilities.Length}");
+        int n = PredictArguments.ImageCount(images, probabilities);
         var x = new T[images.Length];
         Reference.ScalePixels<T>(x, images);
         var z = new T[_layers][];

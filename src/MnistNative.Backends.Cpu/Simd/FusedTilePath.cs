@@ -205,11 +205,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
 
     public void Predict(ReadOnlySpan<byte> images, Span<double> probabilities)
     {
-        int n = images.Length / In;
-        if (images.Length != n * In)
-            throw new ArgumentException($"images must be rows of {In} bytes, got {images.Length} bytes");
-        if (probabilities.Length != n * Out)
-            throw new ArgumentException($"need {n * Out} probabilities for {n} images, got {probabilities.Length}");
+        int n = PredictArguments.ImageCount(images, probabilities);
         if (n == 0) return;
         SyncDenseW1(); // Predict runs the dense forward: its images come as raw bytes, with no sparse layout
         fixed (byte* pi = images)

@@ -308,7 +308,7 @@ internal sealed unsafe class LayerPath<TW, TVec>
 
     public void Predict(ReadOnlySpan<byte> images, Span<double> probabilities)
     {
-        int count = images.Length / In;
+        int count = PredictArguments.ImageCount(images, probabilities);
         fixed (byte* p = images)
         {
             for (int start = 0; start < count; start += _maxBatch)
