@@ -130,12 +130,18 @@ public sealed unsafe class SparseKernelTests(ITestOutputHelper output)
                 }
                 switch (width)
                 {
-                    case 512: SparseKernels.Accumulate<Width512, Vector512<float>>(result.Floats(), wt.Floats(),
-                        bias.Floats(), outPad, rows, x, n); break;
-                    case 256: SparseKernels.Accumulate<Width256, Vector256<float>>(result.Floats(), wt.Floats(),
-                        bias.Floats(), outPad, rows, x, n); break;
-                    default: SparseKernels.Accumulate<Width128, Vector128<float>>(result.Floats(), wt.Floats(),
-                        bias.Floats(), outPad, rows, x, n); break;
+                    case 512:
+                        SparseKernels.Accumulate<Width512, Vector512<float>>(result.Floats(), wt.Floats(),
+                            bias.Floats(), outPad, rows, x, n);
+                        break;
+                    case 256:
+                        SparseKernels.Accumulate<Width256, Vector256<float>>(result.Floats(), wt.Floats(),
+                            bias.Floats(), outPad, rows, x, n);
+                        break;
+                    default:
+                        SparseKernels.Accumulate<Width128, Vector128<float>>(result.Floats(), wt.Floats(),
+                            bias.Floats(), outPad, rows, x, n);
+                        break;
                 }
                 SparseKernels.AccumulateScalar(expected.Floats(), wt.Floats(), bias.Floats(), outPad, rows, x, n);
                 // float32 sums of n + 1 terms of size <= magnitude, in another order: a few units in the last place
