@@ -8,10 +8,10 @@ namespace MnistNative.Benchmarks;
 
 /// <summary>
 /// Inference of three models (Model: the seed's 784-10-10, and the PyTorch exports 784-128-10 and
-/// 784-384-128-10 in tests/fixtures/onnx, loaded from their .onnx files) side by side: MnistClassifier in process, the same library through
-/// its C ABI (the NativeAOT libmnistnative.so, P/Invoke), and ONNX Runtime on the model exported by
-/// <see cref="OnnxExporter"/>. One image (the first test image; bytes for MnistNative, floats already scaled
-/// to [0, 1] for ONNX Runtime, whose graph takes floats) and the 10,000 test images on 1 and 2 threads.
+/// 784-384-128-10 in tests/fixtures/onnx, loaded from their .onnx files) side by side: MnistClassifier in process,
+/// the same library through its C ABI (the NativeAOT libmnistnative.so, P/Invoke), and ONNX Runtime on the model
+/// exported by <see cref="OnnxExporter"/>. One image (the first test image; bytes for MnistNative, floats already
+/// scaled to [0, 1] for ONNX Runtime, whose graph takes floats) and the 10,000 test images on 1 and 2 threads.
 /// MnistNative returns labels (argmax); ONNX Runtime returns the 10 softmax probabilities per image.
 /// The C ABI rows need the published library (build.cake --target=Native, or MNISTNATIVE_NATIVE_LIB);
 /// without it Program leaves them out with a message.
@@ -47,7 +47,8 @@ public unsafe class InferenceBenchmarks
         : Path.Combine(RepoRoot ?? ".", "tests", "fixtures", "seed-parity", "final.npz");
 
     /// <summary>MNISTNATIVE_NATIVE_LIB, else artifacts/native/libmnistnative.so in the checkout.</summary>
-    public static string NativeLibPath => Environment.GetEnvironmentVariable("MNISTNATIVE_NATIVE_LIB") is { Length: > 0 } p
+    public static string NativeLibPath =>
+        Environment.GetEnvironmentVariable("MNISTNATIVE_NATIVE_LIB") is { Length: > 0 } p
         ? p
         : Path.Combine(RepoRoot ?? ".", "artifacts", "native", "libmnistnative.so");
 
@@ -67,7 +68,8 @@ public unsafe class InferenceBenchmarks
     public string Model { get; set; } = "seed";
 
     /// <summary>MNISTNATIVE_BENCH_MODELS (comma-separated, e.g. "784-384-128-10"), else all three.</summary>
-    public static IEnumerable<string> Models => Environment.GetEnvironmentVariable("MNISTNATIVE_BENCH_MODELS") is { Length: > 0 } list
+    public static IEnumerable<string> Models =>
+        Environment.GetEnvironmentVariable("MNISTNATIVE_BENCH_MODELS") is { Length: > 0 } list
         ? list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
         : ["seed", "784-128-10", "784-384-128-10"];
 
@@ -91,8 +93,10 @@ public unsafe class InferenceBenchmarks
         {
             _lib = NativeLibrary.Load(NativeLibPath);
             var load = (delegate* unmanaged<byte*, ulong*, int>)NativeLibrary.GetExport(_lib, "mn_load_path");
-            _predictU8 = (delegate* unmanaged<ulong, byte*, nuint, int*, int>)NativeLibrary.GetExport(_lib, "mn_predict_u8");
-            _predictBatchU8 = (delegate* unmanaged<ulong, byte*, nuint, nuint, int*, nuint, int>)NativeLibrary.GetExport(_lib, "mn_predict_batch_u8");
+            _predictU8 = (delegate* unmanaged<ulong, byte*, nuint, int*, int>)
+                NativeLibrary.GetExport(_lib, "mn_predict_u8");
+            _predictBatchU8 = (delegate* unmanaged<ulong, byte*, nuint, nuint, int*, nuint, int>)
+                NativeLibrary.GetExport(_lib, "mn_predict_batch_u8");
             _free = (delegate* unmanaged<ulong, int>)NativeLibrary.GetExport(_lib, "mn_free");
             byte[] path = System.Text.Encoding.UTF8.GetBytes(modelFile + "\0");
             ulong model;
@@ -111,9 +115,11 @@ public unsafe class InferenceBenchmarks
         for (int i = 0; i < _images.Length; i++) batchF[i] = _images[i] * (1f / 255f);
         Array.Copy(batchF, oneF, oneF.Length);
         _oneIn = OrtValue.CreateTensorValueFromMemory(oneF, [1, MnistClassifier.PixelCount]);
-        _oneOut = OrtValue.CreateTensorValueFromMemory(new float[MnistClassifier.ClassCount], [1, MnistClassifier.ClassCount]);
+        _oneOut = OrtValue.CreateTensorValueFromMemory(
+            new float[MnistClassifier.ClassCount], [1, MnistClassifier.ClassCount]);
         _batchIn = OrtValue.CreateTensorValueFromMemory(batchF, [Images, MnistClassifier.PixelCount]);
-        _batchOut = OrtValue.CreateTensorValueFromMemory(new float[Images * MnistClassifier.ClassCount], [Images, MnistClassifier.ClassCount]);
+        _batchOut = OrtValue.CreateTensorValueFromMemory(
+            new float[Images * MnistClassifier.ClassCount], [Images, MnistClassifier.ClassCount]);
         _oneIns = [_oneIn]; _oneOuts = [_oneOut]; _batchIns = [_batchIn]; _batchOuts = [_batchOut];
         _binding = _ort1.CreateIoBinding();
         _binding.BindInput(OnnxExporter.InputName, _oneIn);

@@ -101,7 +101,8 @@ internal sealed unsafe class BatchJob : IThreadPoolWorkItem
     private void WaitForWorkers()
     {
         SpinWait spin = default;
-        for (int i = 0; i < SpinsBeforeBlocking && Volatile.Read(ref _pending) != 0; i++) spin.SpinOnce(sleep1Threshold: -1);
+        for (int i = 0; i < SpinsBeforeBlocking && Volatile.Read(ref _pending) != 0; i++)
+            spin.SpinOnce(sleep1Threshold: -1);
         if (Volatile.Read(ref _pending) == 0) return;
         lock (_gate)
             while (Volatile.Read(ref _pending) != 0) Monitor.Wait(_gate);

@@ -54,7 +54,8 @@ internal static unsafe partial class ForwardKernels
         // lanes 0..7 (so the rows are stored in Int16FirstLayer.UnitOfRow order) and 8, 9 in lanes 0 and 4 of r.
         Vector256<float> x = Avx.HorizontalAdd(Fold(a0, a1), Fold(a2, a3));
         Vector256<float> y = Avx.HorizontalAdd(Fold(a4, a5), Fold(a6, a7));
-        Vector256<float> r = Avx.HorizontalAdd(Avx.HorizontalAdd(Fold(a8, a9), Vector256<float>.Zero), Vector256<float>.Zero);
+        Vector256<float> r =
+            Avx.HorizontalAdd(Avx.HorizontalAdd(Fold(a8, a9), Vector256<float>.Zero), Vector256<float>.Zero);
         Vector256<float> low = Avx.HorizontalAdd(x, y);
         Vector256<float> high = Avx2.PermuteVar8x32(r, Vector256.Create(0, 4, 1, 1, 1, 1, 1, 1)); // lanes 2..7: 0
         low = Fma.MultiplyAdd(low, Vector256.LoadAligned(scale), Vector256.LoadAligned(b1));

@@ -13,13 +13,17 @@ namespace MnistNative.Inference;
 /// </summary>
 internal static unsafe partial class ForwardKernels
 {
-    /// <summary>Whether <see cref="CompactPixelsSmall256"/>, <see cref="HiddenSmall256"/> and <see cref="OutputSmall256"/> run here.</summary>
+    /// <summary>
+    /// Whether <see cref="CompactPixelsSmall256"/>, <see cref="HiddenSmall256"/> and <see cref="OutputSmall256"/>
+    /// run here.
+    /// </summary>
     public static bool CanRunSmall256 => Avx2.IsSupported && Fma.IsSupported && Popcnt.IsSupported;
 
     // pixels (784 bytes) -> entries (n), as CompactPixelsSmall but in one pass: AVX2 has no compress, so each
     // 8-pixel group builds its 8 entries in a register (value bits | row * 8) and left-packs the kept ones with
-    // one vpermd whose lane order comes from Width256.LeftPack[keep mask]. A 64-pixel chunk with no ink (MNIST's top and
-    // bottom rows) is skipped after one compare; that branch goes the same way for nearly every MNIST image.
+    // one vpermd whose lane order comes from Width256.LeftPack[keep mask]. A 64-pixel chunk with no ink (MNIST's
+    // top and bottom rows) is skipped after one compare; that branch goes the same way for nearly every MNIST
+    // image.
     // Writes whole vectors up to 8 entries past n; those are zero-valued entries of row 768.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static int CompactPixelsSmall256(byte* pixels, uint* entries)
@@ -27,11 +31,15 @@ internal static unsafe partial class ForwardKernels
         int n = 0;
         for (int c = 0; c < 768; c += 64)
         {
-            ulong keep = ~(Vector256.Equals(Vector256.Load(pixels + c), Vector256<byte>.Zero).ExtractMostSignificantBits()
-                | (ulong)Vector256.Equals(Vector256.Load(pixels + c + 32), Vector256<byte>.Zero).ExtractMostSignificantBits() << 32);
+            ulong keep = ~(Vector256.Equals(Vector256.Load(pixels + c), Vector256<byte>.Zero)
+                    .ExtractMostSignificantBits()
+                | (ulong)Vector256.Equals(Vector256.Load(pixels + c + 32), Vector256<byte>.Zero)
+                    .ExtractMostSignificantBits() << 32);
             if (keep != 0) n = PackGroups(pixels, c, 8, keep, entries, n);
         }
-        n = PackGroups(pixels, 768, 2, ~Vector128.Equals(Vector128.Load(pixels + 768), Vector128<byte>.Zero).ExtractMostSignificantBits() & 0xFFFF, entries, n);
+        n = PackGroups(pixels, 768, 2,
+            ~Vector128.Equals(Vector128.Load(pixels + 768), Vector128<byte>.Zero).ExtractMostSignificantBits() & 0xFFFF,
+            entries, n);
         Vector256.Store(Vector256.Create(768u << 3), entries + n);
         return n;
     }
@@ -45,8 +53,10 @@ internal static unsafe partial class ForwardKernels
         for (int g = 0; g < groups; g++)
         {
             uint keep8 = (uint)(keep >> (8 * g)) & 0xFF;
-            Vector256<int> e = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(pixels + c + 8 * g)).AsInt32() | row8;
-            Vector256.Store(Avx2.PermuteVar8x32(e, Avx2.ConvertToVector256Int32(table + keep8 * 8)).AsUInt32(), entries + n);
+            Vector256<int> e = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(pixels + c + 8 * g)).AsInt32()
+                | row8;
+            Vector256.Store(Avx2.PermuteVar8x32(e, Avx2.ConvertToVector256Int32(table + keep8 * 8)).AsUInt32(),
+                entries + n);
             n += BitOperations.PopCount(keep8);
             row8 += Vector256.Create(8 << 3);
         }
@@ -61,12 +71,15 @@ internal static unsafe partial class ForwardKernels
     public static void HiddenSmall256(float* w1t, float* b1, uint* entries, int n, float* h)
     {
         byte* w = (byte*)w1t;
-        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, c0 = default, c1 = default, c2 = default, c3 = default;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
         Vector256<uint> valueBits = Vector256.Create(0xFFFF0000u);
         for (uint* e = entries, end = entries + ((n + 3) & ~3); e < end; e += 4)
         {
-            Vector256<float> v0 = (Vector256.Create(e[0]) & valueBits).AsSingle(), v1 = (Vector256.Create(e[1]) & valueBits).AsSingle();
-            Vector256<float> v2 = (Vector256.Create(e[2]) & valueBits).AsSingle(), v3 = (Vector256.Create(e[3]) & valueBits).AsSingle();
+            Vector256<float> v0 = (Vector256.Create(e[0]) & valueBits).AsSingle();
+            Vector256<float> v1 = (Vector256.Create(e[1]) & valueBits).AsSingle();
+            Vector256<float> v2 = (Vector256.Create(e[2]) & valueBits).AsSingle();
+            Vector256<float> v3 = (Vector256.Create(e[3]) & valueBits).AsSingle();
             ushort* rows = (ushort*)e;
             float* r0 = (float*)(w + (nuint)rows[0] * 8), r1 = (float*)(w + (nuint)rows[2] * 8);
             float* r2 = (float*)(w + (nuint)rows[4] * 8), r3 = (float*)(w + (nuint)rows[6] * 8);
@@ -80,8 +93,10 @@ internal static unsafe partial class ForwardKernels
             c3 = Fma.MultiplyAdd(Vector256.LoadAligned(r3 + 8), v3, c3);
         }
         Vector256<float> scale = Vector256.Create(1f / 255f);
-        Vector256.Store(Avx.Max(Fma.MultiplyAdd((a0 + a1) + (a2 + a3), scale, Vector256.LoadAligned(b1)), Vector256<float>.Zero), h);
-        Vector256.Store(Avx.Max(Fma.MultiplyAdd((c0 + c1) + (c2 + c3), scale, Vector256.LoadAligned(b1 + 8)), Vector256<float>.Zero), h + 8);
+        Vector256.Store(Avx.Max(Fma.MultiplyAdd((a0 + a1) + (a2 + a3), scale, Vector256.LoadAligned(b1)),
+            Vector256<float>.Zero), h);
+        Vector256.Store(Avx.Max(Fma.MultiplyAdd((c0 + c1) + (c2 + c3), scale, Vector256.LoadAligned(b1 + 8)),
+            Vector256<float>.Zero), h + 8);
     }
 
     // As OutputSmall
@@ -122,7 +137,8 @@ internal static unsafe partial class ForwardKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Max10(Vector256<float> z, Vector256<float> y)
     {
-        y = Vector256.ConditionalSelect(Vector256.Create(-1, -1, 0, 0, 0, 0, 0, 0).AsSingle(), y, Vector256.Create(float.NegativeInfinity));
+        y = Vector256.ConditionalSelect(Vector256.Create(-1, -1, 0, 0, 0, 0, 0, 0).AsSingle(), y,
+            Vector256.Create(float.NegativeInfinity));
         Vector256<float> m8 = Avx.Max(z, y);
         Vector128<float> m4 = Sse.Max(m8.GetLower(), m8.GetUpper());
         m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0b01_00_11_10));

@@ -43,7 +43,9 @@ internal static unsafe partial class ForwardKernels
 {
     public const int Lane = 16; // floats per 64-byte line: outPad granularity
 
-    /// <summary>Compaction writes whole vectors past the last kept entry: idx and val need this many spare slots.</summary>
+    /// <summary>
+    /// Compaction writes whole vectors past the last kept entry: idx and val need this many spare slots.
+    /// </summary>
     public const int CompactSlack = SparseKernels.Slack;
 
     public static InferenceKernel Best { get; } =
@@ -61,7 +63,10 @@ internal static unsafe partial class ForwardKernels
         _ => false,
     };
 
-    /// <summary>Bytes of scratch <see cref="CompactPixelsBytes"/> and <see cref="CompactPixelsSmall"/> need for their two byte arrays.</summary>
+    /// <summary>
+    /// Bytes of scratch <see cref="CompactPixelsBytes"/> and <see cref="CompactPixelsSmall"/> need for their two
+    /// byte arrays.
+    /// </summary>
     public const int ByteScratch = 2 * ByteStride;
     private const int ByteStride = MnistClassifier.PixelCount + 16; // + one Vector128 of slack for the widening reads
 
@@ -80,7 +85,9 @@ internal static unsafe partial class ForwardKernels
         for (int i = 0; i < n; i += 16)
         {
             Vector512.Store(Avx512F.ConvertToVector512Int32(Vector128.Load(lo + i)) - (segments.Next() << 8), idx + i);
-            Vector512.Store(Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(pv + i))) * scale, val + i);
+            Vector512.Store(
+                Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(pv + i))) * scale,
+                val + i);
         }
         return n;
     }
@@ -100,8 +107,10 @@ internal static unsafe partial class ForwardKernels
         var segments = new Segments(CompactBytes(pixels, lo, pv, out int n));
         for (int i = 0; i < n; i += 16)
         {
-            Vector512<int> row8 = (Avx512F.ConvertToVector512Int32(Vector128.Load(lo + i)) - (segments.Next() << 8)) << 3;
-            Vector512<int> value = Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(pv + i))).AsInt32();
+            Vector512<int> row8 =
+                (Avx512F.ConvertToVector512Int32(Vector128.Load(lo + i)) - (segments.Next() << 8)) << 3;
+            Vector512<int> value =
+                Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(pv + i))).AsInt32();
             Vector512.Store((value | row8).AsUInt32(), entries + i);
         }
         return n;
@@ -123,7 +132,8 @@ internal static unsafe partial class ForwardKernels
             {
                 Vector512<byte> p = Vector512.Load(pixels + c);
                 Vector512<byte> keep = ~Vector512.Equals(p, Vector512<byte>.Zero);
-                Vector512.Store(Avx512Vbmi2.Compress(Vector512<byte>.Zero, keep, Vector512<byte>.Indices + Vector512.Create((byte)c)), lo + n);
+                Vector512.Store(Avx512Vbmi2.Compress(Vector512<byte>.Zero, keep,
+                    Vector512<byte>.Indices + Vector512.Create((byte)c)), lo + n);
                 Vector512.Store(Avx512Vbmi2.Compress(Vector512<byte>.Zero, keep, p), pv + n);
                 n += BitOperations.PopCount(keep.ExtractMostSignificantBits());
             }
@@ -147,8 +157,8 @@ internal static unsafe partial class ForwardKernels
     // (each compare is -1 where the entry lies at or past that segment's end).
     private struct Segments(Vector512<int> ends)
     {
-        private readonly Vector512<int> _end0 = Vector512.Create(ends.GetElement(0)), _end1 = Vector512.Create(ends.GetElement(1)),
-            _end2 = Vector512.Create(ends.GetElement(2));
+        private readonly Vector512<int> _end0 = Vector512.Create(ends.GetElement(0)),
+            _end1 = Vector512.Create(ends.GetElement(1)), _end2 = Vector512.Create(ends.GetElement(2));
         private Vector512<int> _position = Vector512<int>.Indices;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -156,7 +166,8 @@ internal static unsafe partial class ForwardKernels
         {
             Vector512<int> p = _position;
             _position = p + Vector512.Create(16);
-            return Vector512.GreaterThanOrEqual(p, _end0) + Vector512.GreaterThanOrEqual(p, _end1) + Vector512.GreaterThanOrEqual(p, _end2);
+            return Vector512.GreaterThanOrEqual(p, _end0) + Vector512.GreaterThanOrEqual(p, _end1)
+                + Vector512.GreaterThanOrEqual(p, _end2);
         }
     }
 
@@ -167,7 +178,8 @@ internal static unsafe partial class ForwardKernels
     public static void HiddenSmall(float* w1t, float* b1, uint* entries, int n, float* h)
     {
         byte* w = (byte*)w1t;
-        Vector512<float> a0 = Vector512<float>.Zero, a1 = Vector512<float>.Zero, a2 = Vector512<float>.Zero, a3 = Vector512<float>.Zero;
+        Vector512<float> a0 = Vector512<float>.Zero, a1 = Vector512<float>.Zero;
+        Vector512<float> a2 = Vector512<float>.Zero, a3 = Vector512<float>.Zero;
         ulong* e = (ulong*)entries, end = (ulong*)(entries + ((n + 3) & ~3));
         for (; e < end; e += 2)
         {
@@ -177,7 +189,8 @@ internal static unsafe partial class ForwardKernels
             a2 = Avx512F.FusedMultiplyAdd(Row(w, (uint)pair1), ValueOf((uint)pair1), a2);
             a3 = Avx512F.FusedMultiplyAdd(Row(w, (uint)(pair1 >> 32)), ValueOf((uint)(pair1 >> 32)), a3);
         }
-        Vector512<float> hidden = Avx512F.FusedMultiplyAdd((a0 + a1) + (a2 + a3), Vector512.Create(1f / 255f), Vector512.LoadAligned(b1));
+        Vector512<float> hidden =
+            Avx512F.FusedMultiplyAdd((a0 + a1) + (a2 + a3), Vector512.Create(1f / 255f), Vector512.LoadAligned(b1));
         Vector512.StoreAligned(Vector512.Max(hidden, Vector512<float>.Zero), h);
     }
 
@@ -200,7 +213,8 @@ internal static unsafe partial class ForwardKernels
 
     // the W1t row of an entry (its low half is the row's byte offset / 8)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Row(byte* w1t, uint entry) => Vector512.LoadAligned((float*)(w1t + (nuint)(ushort)entry * 8));
+    private static Vector512<float> Row(byte* w1t, uint entry) =>
+        Vector512.LoadAligned((float*)(w1t + (nuint)(ushort)entry * 8));
 
     // the raw pixel value of an entry in all 16 lanes (one vpbroadcastd from the register)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

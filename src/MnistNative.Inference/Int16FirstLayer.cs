@@ -6,24 +6,27 @@ namespace MnistNative.Inference;
 /// <summary>
 /// Layer 1 of a 784 -> H &lt;= 10 -> 10 model in 16-bit integers, and the bound that says when its answer is certain.
 ///
-/// Each hidden unit j gets a scale c_j = max_p |w1[j,p]| / (255 * 32767) and weights q[j,p] = round(w1[j,p] / (255 c_j)),
-/// |q| &lt;= 32767. With raw pixels r_p (0..255, exact in int16), vpmaddwd sums r_p * q[j,p] exactly in int32, and
-/// h~_j = c_j * sum + b1_j approximates the float32 model's h_j = sum (r_p / 255) w1[j,p] + b1_j (exact arithmetic) within
-///   E_j = sum_p |w1[j,p] - 255 c_j q[j,p]|                      (quantization; x_p = r_p / 255 is at most 1)
-///       + 2^-20 (784 max_p |w1[j,p]| + |b1_j|)                   (float rounding of the conversion, folds, scale, bias).
+/// Each hidden unit j gets a scale c_j = max_p |w1[j,p]| / (255 * 32767) and weights
+/// q[j,p] = round(w1[j,p] / (255 c_j)), |q| &lt;= 32767. With raw pixels r_p (0..255, exact in int16), vpmaddwd sums
+/// r_p * q[j,p] exactly in int32, and h~_j = c_j * sum + b1_j approximates the float32 model's
+/// h_j = sum (r_p / 255) w1[j,p] + b1_j (exact arithmetic) within
+///   E_j = sum_p |w1[j,p] - 255 c_j q[j,p]|       (quantization; x_p = r_p / 255 is at most 1)
+///       + 2^-20 (784 max_p |w1[j,p]| + |b1_j|)   (float rounding of the conversion, folds, scale, bias).
 /// ReLU moves no value further apart, so each logit z~_k = b2_k + sum_j w2[k,j] relu(h~_j), computed in float32, is
-/// within D_k = sum_j |w2[k,j]| E_j + 2^-19 (|b2_k| + sum_j |w2[k,j]| (784 max_p |w1[j,p]| + |b1_j| + E_j)) of the exact
-/// logit (the second term bounds the rounding of 10 float FMAs on values of at most that size).
+/// within D_k = sum_j |w2[k,j]| E_j + 2^-19 (|b2_k| + sum_j |w2[k,j]| (784 max_p |w1[j,p]| + |b1_j| + E_j)) of the
+/// exact logit (the second term bounds the rounding of 10 float FMAs on values of at most that size).
 ///
 /// If one class k leads every other by more than <see cref="Threshold"/> = 2 max_k D_k, it is the exact model's argmax
 /// and the answer is returned; otherwise (near ties: 37 of the 10,000 MNIST test images for the seed's model, whose
-/// threshold is 0.034 while the largest logit error seen is 0.0002) the caller runs the float32 kernels. So the integer pass changes how fast an answer comes, not which answer: it can differ
-/// from the float32 kernels only where their own rounding decides a tie within ~1e-5.
+/// threshold is 0.034 while the largest logit error seen is 0.0002) the caller runs the float32 kernels. So the
+/// integer pass changes how fast an answer comes, not which answer: it can differ from the float32 kernels only where
+/// their own rounding decides a tie within ~1e-5.
 /// </summary>
 internal sealed unsafe class Int16FirstLayer
 {
     public const int Units = 10;     // accumulators in the kernel; models with fewer hidden units get zero rows
-    public const int Stride = 784;   // shorts per row: 1,568 bytes, a multiple of 32, so every row stays 32-byte aligned
+    public const int Stride = 784;   // shorts per row: 1,568 bytes, a multiple of 32, so every row
+                                     // stays 32-byte aligned
     private const double QMax = 32767;
 
     private readonly short[] _weightMemory; // pinned
@@ -56,7 +59,8 @@ internal sealed unsafe class Int16FirstLayer
     /// </summary>
     public static Int16FirstLayer? Build(float* w1t, float* b1, int hidden, float* w2t, float* b2)
     {
-        if (hidden > Units) throw new ArgumentOutOfRangeException(nameof(hidden), hidden, $"at most {Units} hidden units");
+        if (hidden > Units)
+            throw new ArgumentOutOfRangeException(nameof(hidden), hidden, $"at most {Units} hidden units");
         const int Pixels = MnistClassifier.PixelCount, Lane = ForwardKernels.Lane;
         var weightMemory = GC.AllocateArray<short>(Units * Stride + 32, pinned: true);
         var scaleMemory = GC.AllocateArray<float>(Lane + 16, pinned: true);

@@ -46,10 +46,12 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
             offsets[2 * l] = floats; floats += (long)sizes[l] * outPad;
             offsets[2 * l + 1] = floats; floats += outPad;
         }
-        if (floats > (1L << 28)) throw new DataFormatException(source, $"holds {floats} weights; more than this library accepts (2^28)");
+        if (floats > (1L << 28))
+            throw new DataFormatException(source, $"holds {floats} weights; more than this library accepts (2^28)");
         // zeroed: the padding columns must be 0, they feed ReLU and the next layer; + 15 floats to align to 64 bytes
         _memory = GC.AllocateArray<float>((int)floats + 15, pinned: true);
-        float* basePtr = (float*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_memory)) + 63) & ~(nint)63);
+        float* basePtr = (float*)(((nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_memory)) + 63)
+            & ~(nint)63);
         _layers = new DenseLayer[layerCount];
         for (int l = 0; l < layerCount; l++)
         {
@@ -61,9 +63,13 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
                     wt[(long)k * outPad + j] = ReadFloat(w, (long)j * inputs + k);
             for (int j = 0; j < outputs; j++) bias[j] = ReadFloat(b, j);
             for (long i = 0; i < (long)inputs * outPad; i++)
-                if (!float.IsFinite(wt[i])) throw new DataFormatException(source, $"w{l + 1} holds NaN or infinite values (or values beyond float32 range)");
+                if (!float.IsFinite(wt[i]))
+                    throw new DataFormatException(source,
+                        $"w{l + 1} holds NaN or infinite values (or values beyond float32 range)");
             for (int j = 0; j < outputs; j++)
-                if (!float.IsFinite(bias[j])) throw new DataFormatException(source, $"b{l + 1} holds NaN or infinite values (or values beyond float32 range)");
+                if (!float.IsFinite(bias[j]))
+                    throw new DataFormatException(source,
+                        $"b{l + 1} holds NaN or infinite values (or values beyond float32 range)");
             _layers[l] = new DenseLayer(inputs, outputs, outPad, wt, bias);
         }
         Sizes = sizes;
@@ -123,16 +129,21 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
                 if (OnnxImporter.IsZip(head[..file.ReadAtLeast(head, 4, throwOnEndOfStream: false)]))
                 {
                     var unexpected = new List<string>();
-                    return new MnistClassifier(path, Npz.Read(path, ModelArrays.LayerArraysOnly(unexpected)), unexpected);
+                    return new MnistClassifier(
+                        path, Npz.Read(path, ModelArrays.LayerArraysOnly(unexpected)), unexpected);
                 }
                 if (file.Length > MaxOnnxBytes)
-                    throw new DataFormatException(path, $"is {file.Length} bytes; an ONNX MLP over 784 inputs is read up to {MaxOnnxBytes}");
+                    throw new DataFormatException(path,
+                        $"is {file.Length} bytes; an ONNX MLP over 784 inputs is read up to {MaxOnnxBytes}");
             }
             bytes = File.ReadAllBytes(path);
         }
         catch (FileNotFoundException) { throw new DataFormatException(path, "file not found"); }
         catch (DirectoryNotFoundException) { throw new DataFormatException(path, "file not found"); }
-        catch (UnauthorizedAccessException) { throw new DataFormatException(path, "cannot be read (permission denied)"); }
+        catch (UnauthorizedAccessException)
+        {
+            throw new DataFormatException(path, "cannot be read (permission denied)");
+        }
         catch (IOException e) { throw new DataFormatException(path, $"cannot be read ({e.GetType().Name})"); }
         return FromBytes(bytes, path);
     }
@@ -147,7 +158,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
         {
             using var stream = new MemoryStream(bytes, writable: false);
             var unexpected = new List<string>();
-            return new MnistClassifier(source, Npz.Read(stream, source, ModelArrays.LayerArraysOnly(unexpected)), unexpected);
+            return new MnistClassifier(
+                source, Npz.Read(stream, source, ModelArrays.LayerArraysOnly(unexpected)), unexpected);
         }
         string problem = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)
             ? "is not a valid ONNX model" : "is not a valid .npz (zip) file or ONNX model";
@@ -189,7 +201,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     /// <summary>Tests force a narrower kernel to compare paths on one machine.</summary>
     internal void ForceKernel(InferenceKernel kernel)
     {
-        if (!ForwardKernels.IsSupported(kernel)) throw new PlatformNotSupportedException($"kernel {kernel} is not supported by this CPU");
+        if (!ForwardKernels.IsSupported(kernel))
+            throw new PlatformNotSupportedException($"kernel {kernel} is not supported by this CPU");
         UsePath(kernel, int16Pass: true);
     }
 
@@ -202,7 +215,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     /// <summary>The path every entry point runs through (tests).</summary>
     internal ForwardPath Path => _path;
 
-    /// <summary>The lead a class needs for the integer pass's answer to stand (see <see cref="Int16FirstLayer"/>).</summary>
+    /// <summary>
+    /// The lead a class needs for the integer pass's answer to stand (see <see cref="Int16FirstLayer"/>).
+    /// </summary>
     internal float Int16Threshold => _int16?.Threshold ?? float.NaN;
 
     /// <summary>
@@ -213,7 +228,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     {
         CheckLength(pixels.Length, PixelCount, nameof(pixels));
         CheckLength(hidden.Length, ForwardKernels.Lane, nameof(hidden));
-        if (_path is not Int16FirstLayerPath int16) throw new InvalidOperationException("the integer first pass is not in use");
+        if (_path is not Int16FirstLayerPath int16)
+            throw new InvalidOperationException("the integer first pass is not in use");
         float* h = stackalloc float[ForwardKernels.Lane + 16];
         h = (float*)ForwardPath.AlignScratch((byte*)h);
         fixed (byte* p = pixels)
@@ -224,7 +240,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
         }
     }
 
-    /// <summary>Classifies one image of 784 raw pixels (0..255, row-major 28x28), scaled by 1/255 as the seed does.</summary>
+    /// <summary>
+    /// Classifies one image of 784 raw pixels (0..255, row-major 28x28), scaled by 1/255 as the seed does.
+    /// </summary>
     public int Predict(ReadOnlySpan<byte> pixels)
     {
         CheckLength(pixels.Length, PixelCount, nameof(pixels));
@@ -266,7 +284,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
         finally { Exit(); }
     }
 
-    /// <summary>The softmax of the output layer for one image of 784 raw pixels; <paramref name="probs"/> holds 10 values.</summary>
+    /// <summary>
+    /// The softmax of the output layer for one image of 784 raw pixels; <paramref name="probs"/> holds 10 values.
+    /// </summary>
     public void Probabilities(ReadOnlySpan<byte> pixels, Span<float> probs)
     {
         CheckLength(pixels.Length, PixelCount, nameof(pixels));
@@ -284,7 +304,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
                 }
                 else
                 {
-                    fixed (byte* scratch = ThreadScratch()) ForwardKernels.Softmax(path.Logits(p, null, scratch), ClassCount, probs);
+                    fixed (byte* scratch = ThreadScratch())
+                        ForwardKernels.Softmax(path.Logits(p, null, scratch), ClassCount, probs);
                 }
             }
         }
@@ -300,7 +321,9 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxThreads);
         if (images.Length % PixelCount != 0)
-            throw new ArgumentException($"images holds {images.Length} bytes, not a multiple of {PixelCount} (one 28x28 image)", nameof(images));
+            throw new ArgumentException(
+                $"images holds {images.Length} bytes, not a multiple of {PixelCount} (one 28x28 image)",
+                nameof(images));
         int count = images.Length / PixelCount;
         CheckLength(labels.Length, count, nameof(labels));
         Enter();
@@ -309,7 +332,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
             fixed (byte* p = images)
             fixed (int* l = labels)
             {
-                int threads = Math.Min(maxThreads > 0 ? maxThreads : Environment.ProcessorCount, (count + BatchChunk - 1) / BatchChunk);
+                int threads = Math.Min(maxThreads > 0 ? maxThreads : Environment.ProcessorCount,
+                    (count + BatchChunk - 1) / BatchChunk);
                 if (count < ParallelThreshold || threads < 2) PredictRange(p, l, 0, count);
                 else BatchJob.Run(this, p, l, count, threads);
             }
@@ -342,7 +366,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     private byte[] ThreadScratch()
     {
         byte[]? s = t_scratch;
-        if (s == null || s.Length < _scratchBytes) t_scratch = s = GC.AllocateUninitializedArray<byte>(_scratchBytes, pinned: true);
+        if (s == null || s.Length < _scratchBytes)
+            t_scratch = s = GC.AllocateUninitializedArray<byte>(_scratchBytes, pinned: true);
         return s;
     }
 
@@ -364,7 +389,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void Exit() => GC.KeepAlive(this);
 
-    private static void ThrowDisposed() => throw new ObjectDisposedException(nameof(MnistClassifier), "the model has been disposed");
+    private static void ThrowDisposed() =>
+        throw new ObjectDisposedException(nameof(MnistClassifier), "the model has been disposed");
 
     /// <summary>
     /// Marks the model disposed: later calls throw <see cref="ObjectDisposedException"/>; calls in flight finish
@@ -375,7 +401,8 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
     private static int Pad(int n) => (n + ForwardKernels.Lane - 1) / ForwardKernels.Lane * ForwardKernels.Lane;
 
     private static float ReadFloat(NpyArray a, long i) => a.Descr == "<f8"
-        ? (float)BitConverter.Int64BitsToDouble(System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(a.Data.AsSpan((int)(8 * i))))
+        ? (float)BitConverter.Int64BitsToDouble(
+            System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(a.Data.AsSpan((int)(8 * i))))
         : System.Buffers.Binary.BinaryPrimitives.ReadSingleLittleEndian(a.Data.AsSpan((int)(4 * i)));
 
     // w1..wL and b1..bL, nothing else; shapes chain from 784 to 10; float dtypes. Returns the layer sizes.
@@ -389,16 +416,27 @@ public sealed unsafe partial class MnistClassifier : IDisposable, IRangePredicto
         for (int l = 1; l <= layers; l++)
         {
             NpyArray w = arrays[$"w{l}"], b = arrays[$"b{l}"];
-            if (!w.IsFloat) throw new DataFormatException(source, $"w{l} has dtype {w.Descr}; float64 or float32 expected");
-            if (w.Shape.Length != 2) throw new DataFormatException(source, $"w{l} has shape ({string.Join(", ", w.Shape)}); a 2-D array expected");
-            if (w.Shape[1] != sizes[^1]) throw new DataFormatException(source, $"w{l} has shape ({w.Shape[0]}, {w.Shape[1]}); its second dimension must be {sizes[^1]}");
-            if (w.Shape[0] < 1 || w.Shape[0] > MaxWidth) throw new DataFormatException(source, $"w{l} has {w.Shape[0]} rows; 1..{MaxWidth} expected");
+            if (!w.IsFloat)
+                throw new DataFormatException(source, $"w{l} has dtype {w.Descr}; float64 or float32 expected");
+            if (w.Shape.Length != 2)
+                throw new DataFormatException(source,
+                    $"w{l} has shape ({string.Join(", ", w.Shape)}); a 2-D array expected");
+            if (w.Shape[1] != sizes[^1])
+                throw new DataFormatException(source,
+                    $"w{l} has shape ({w.Shape[0]}, {w.Shape[1]}); its second dimension must be {sizes[^1]}");
+            if (w.Shape[0] < 1 || w.Shape[0] > MaxWidth)
+                throw new DataFormatException(source, $"w{l} has {w.Shape[0]} rows; 1..{MaxWidth} expected");
             int rows = w.Shape[0];
-            bool biasOk = b.IsFloat && ((b.Shape.Length == 1 && b.Shape[0] == rows) || (b.Shape.Length == 2 && b.Shape[0] == rows && b.Shape[1] == 1));
-            if (!biasOk) throw new DataFormatException(source, $"b{l} has shape ({string.Join(", ", b.Shape)}) and dtype {b.Descr}; float ({rows},) or ({rows}, 1) expected");
+            bool biasOk = b.IsFloat && ((b.Shape.Length == 1 && b.Shape[0] == rows)
+                || (b.Shape.Length == 2 && b.Shape[0] == rows && b.Shape[1] == 1));
+            if (!biasOk)
+                throw new DataFormatException(source, $"b{l} has shape ({string.Join(", ", b.Shape)}) and dtype "
+                    + $"{b.Descr}; float ({rows},) or ({rows}, 1) expected");
             sizes.Add(rows);
         }
         if (sizes[^1] != ClassCount)
-            throw new DataFormatException(source, $"w{layers} has {sizes[^1]} rows; the output layer must have {ClassCount}");
+            throw new DataFormatException(source,
+                $"w{layers} has {sizes[^1]} rows; the output layer must have {ClassCount}");
         return sizes.ToArray();
-    }}
+    }
+}

@@ -346,8 +346,9 @@ public static class OnnxImporter
                         if (v[i] == 0) throw RefuseNode(node, index, "divides by zero");
                         scale[i] = 1 / v[i];
                         break;
-                    default: throw RefuseNode(node, index, "divides a constant by the running value (not an "
-                        + "affine map)");
+                    default:
+                        throw RefuseNode(node, index, "divides a constant by the running value (not an "
+                            + "affine map)");
                 }
             }
             ApplyAffine(node, index, scale, shift);
@@ -579,9 +580,20 @@ public static class OnnxImporter
 
     private static string TypeName(int elemType) => elemType switch
     {
-        1 => "float32", 2 => "uint8", 3 => "int8", 4 => "uint16", 5 => "int16", 6 => "int32", 7 => "int64",
+        1 => "float32",
+        2 => "uint8",
+        3 => "int8",
+        4 => "uint16",
+        5 => "int16",
+        6 => "int32",
+        7 => "int64",
         8 => "string",
-        9 => "bool", 10 => "float16", 11 => "float64", 12 => "uint32", 13 => "uint64", 16 => "bfloat16",
+        9 => "bool",
+        10 => "float16",
+        11 => "float64",
+        12 => "uint32",
+        13 => "uint64",
+        16 => "bfloat16",
         _ => $"type #{elemType}",
     };
 }

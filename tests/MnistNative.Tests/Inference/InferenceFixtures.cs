@@ -44,14 +44,18 @@ public static class InferenceFixtures
         for (int l = 0; l < w.Length; l++)
         {
             double scale = Math.Sqrt(2.0 / sizes[l]);
-            w[l] = Enumerable.Range(0, sizes[l + 1] * sizes[l]).Select(_ => (rng.NextDouble() * 2 - 1) * scale * 1.7).ToArray();
+            w[l] = Enumerable.Range(0, sizes[l + 1] * sizes[l])
+                .Select(_ => (rng.NextDouble() * 2 - 1) * scale * 1.7).ToArray();
             b[l] = Enumerable.Range(0, sizes[l + 1]).Select(_ => (rng.NextDouble() * 2 - 1) * 0.1).ToArray();
         }
         return (w, b);
     }
 
-    /// <summary>A .npz in memory; float32 arrays when <paramref name="float32"/>, else float64; biases as columns.</summary>
-    public static byte[] NpzBytes(int[] sizes, double[][] w, double[][] b, bool float32, Action<List<(string Name, string Descr, int[] Shape, byte[] Data)>>? edit = null)
+    /// <summary>
+    /// A .npz in memory; float32 arrays when <paramref name="float32"/>, else float64; biases as columns.
+    /// </summary>
+    public static byte[] NpzBytes(int[] sizes, double[][] w, double[][] b, bool float32,
+        Action<List<(string Name, string Descr, int[] Shape, byte[] Data)>>? edit = null)
     {
         var arrays = new List<(string, string, int[], byte[])>();
         for (int l = 0; l < w.Length; l++)

@@ -17,7 +17,8 @@ public sealed class Int16PassTests(ITestOutputHelper output)
 
     // float32-rounded weights: the classifier's model, evaluated exactly (float64) by the reference
     private static (double[][] W, double[][] B) AsFloat32(double[][] w, double[][] b) =>
-        (w.Select(a => a.Select(v => (double)(float)v).ToArray()).ToArray(), b.Select(a => a.Select(v => (double)(float)v).ToArray()).ToArray());
+        (w.Select(a => a.Select(v => (double)(float)v).ToArray()).ToArray(),
+            b.Select(a => a.Select(v => (double)(float)v).ToArray()).ToArray());
 
     private static double[] LogitsOf(ReadOnlySpan<float> hidden, double[][] w, double[][] b)
     {
@@ -57,12 +58,18 @@ public sealed class Int16PassTests(ITestOutputHelper output)
             double[] approx = LogitsOf(hidden, w, b);
             for (int k = 0; k < 10; k++) worst = Math.Max(worst, Math.Abs(approx[k] - exact[k]));
             Assert.All(hidden[10..], v => Assert.Equal(0f, v));
-            if (label < 0) { settledByFloat++; Assert.True(Lead(exact) < 4 * bound, $"image {i}: lead {Lead(exact)} yet not certified"); }
+            if (label < 0)
+            {
+                settledByFloat++;
+                Assert.True(Lead(exact) < 4 * bound, $"image {i}: lead {Lead(exact)} yet not certified");
+            }
             else Assert.Equal(ArgMax(exact), label);
         }
-        output.WriteLine($"threshold {c.Int16Threshold:E3}; largest logit error {worst:E3} ({worst / bound:P1} of the bound); {settledByFloat} of 10,000 images settled by the float kernels");
+        output.WriteLine($"threshold {c.Int16Threshold:E3}; largest logit error {worst:E3} ({worst / bound:P1} of the "
+            + $"bound); {settledByFloat} of 10,000 images settled by the float kernels");
         Assert.True(worst <= bound, $"logit error {worst} beyond the bound {bound}");
-        Assert.True(settledByFloat < 200, $"{settledByFloat} images fell back to the float kernels: the bound is too loose to help");
+        Assert.True(settledByFloat < 200,
+            $"{settledByFloat} images fell back to the float kernels: the bound is too loose to help");
     }
 
     [SkippableFact]
@@ -110,11 +117,15 @@ public sealed class Int16PassTests(ITestOutputHelper output)
         {
             byte[] image = Enumerable.Repeat(value, 784).ToArray();
             int label = c.Int16Only(image, hidden);
-            double[] exactHidden = Enumerable.Range(0, 10).Select(j => Math.Max(0, Enumerable.Range(0, 784).Sum(k => wf[0][j * 784 + k] * value / 255.0) + bf[0][j])).ToArray();
+            double[] exactHidden = Enumerable.Range(0, 10).Select(j => Math.Max(0,
+                Enumerable.Range(0, 784).Sum(k => wf[0][j * 784 + k] * value / 255.0) + bf[0][j])).ToArray();
             double[] exact = InferenceFixtures.ReferenceLogits(wf, bf, image);
             double[] approx = LogitsOf(hidden, wf, bf);
-            for (int j = 0; j < 10; j++) Assert.True(Math.Abs(hidden[j] - exactHidden[j]) <= 1e-3 * (1 + exactHidden[j]), $"pixel value {value}, unit {j}: {hidden[j]} vs {exactHidden[j]}");
-            for (int k = 0; k < 10; k++) Assert.True(Math.Abs(approx[k] - exact[k]) <= c.Int16Threshold / 2, $"pixel value {value}, logit {k}");
+            for (int j = 0; j < 10; j++)
+                Assert.True(Math.Abs(hidden[j] - exactHidden[j]) <= 1e-3 * (1 + exactHidden[j]),
+                    $"pixel value {value}, unit {j}: {hidden[j]} vs {exactHidden[j]}");
+            for (int k = 0; k < 10; k++)
+                Assert.True(Math.Abs(approx[k] - exact[k]) <= c.Int16Threshold / 2, $"pixel value {value}, logit {k}");
             if (label >= 0) Assert.Equal(ArgMax(exact), label);
             Assert.Equal(ArgMax(exact), c.Predict(image));
         }
@@ -142,7 +153,8 @@ public sealed class Int16PassTests(ITestOutputHelper output)
     public void OnlyOneHiddenLayerOfAtMostTenUnitsTakesThePass()
     {
         Skip.IfNot(ForwardKernels.IsSupported(InferenceKernel.Avx2), "no AVX2 + FMA");
-        foreach (int[] sizes in new[] { new[] { 784, 1, 10 }, [784, 7, 10], [784, 10, 10], [784, 11, 10], [784, 16, 10], [784, 10, 10, 10] })
+        int[][] shapes = [[784, 1, 10], [784, 7, 10], [784, 10, 10], [784, 11, 10], [784, 16, 10], [784, 10, 10, 10]];
+        foreach (int[] sizes in shapes)
         {
             var (w, b) = InferenceFixtures.RandomModel(sizes, seed: 2);
             using var c = MnistClassifier.Load(InferenceFixtures.NpzBytes(sizes, w, b, float32: false));

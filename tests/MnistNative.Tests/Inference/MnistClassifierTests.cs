@@ -28,7 +28,8 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
     private static bool ForwardKernelsSupported(InferenceKernel k) => k switch
     {
         InferenceKernel.Avx512 => System.Runtime.Intrinsics.X86.Avx512F.IsSupported,
-        InferenceKernel.Avx2 => System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported,
+        InferenceKernel.Avx2 => System.Runtime.Intrinsics.X86.Avx2.IsSupported
+            && System.Runtime.Intrinsics.X86.Fma.IsSupported,
         _ => true,
     };
 
@@ -56,9 +57,11 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
             }
         }
         double accuracy = correct / (double)labels.Length;
-        output.WriteLine($"{kernel}: accuracy {accuracy:F4}, {disagree} disagreements with float64, max |prob diff| {maxProbDiff:E2}");
+        output.WriteLine($"{kernel}: accuracy {accuracy:F4}, {disagree} disagreements with float64, "
+            + $"max |prob diff| {maxProbDiff:E2}");
         Assert.True(Math.Abs(accuracy - 0.9139) <= 0.0003, $"accuracy {accuracy} (seed: 0.9139)");
-        Assert.True(disagree <= 3, $"{disagree} predictions differ from the float64 reference (float32 near-ties only expected)");
+        Assert.True(disagree <= 3,
+            $"{disagree} predictions differ from the float64 reference (float32 near-ties only expected)");
         Assert.True(maxProbDiff < 1e-5, $"max probability difference {maxProbDiff}");
     }
 
@@ -67,7 +70,8 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
     public void OddWidthsAndDepthsMatchTheFloat64Reference(InferenceKernel kernel)
     {
         var (images, _) = InferenceFixtures.TestSet;
-        int[][] shapes = [[784, 1, 10], [784, 7, 10], [784, 33, 10], [784, 100, 10], [784, 33, 7, 17, 10], [784, 10], [784, 130, 65, 10]];
+        int[][] shapes = [[784, 1, 10], [784, 7, 10], [784, 33, 10], [784, 100, 10], [784, 33, 7, 17, 10], [784, 10],
+            [784, 130, 65, 10]];
         Skip.IfNot(ForwardKernelsSupported(kernel), $"this CPU cannot run the {kernel} kernel");
         var probs = new float[10];
         foreach (int[] sizes in shapes)
@@ -89,7 +93,8 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
                     double second = reference.Where((v, j) => j != Array.IndexOf(reference, top)).Max();
                     if (top - second > 1e-4) Assert.Equal(Array.IndexOf(reference, top), label);
                 }
-                output.WriteLine($"{kernel} {string.Join("-", sizes)} {(float32 ? "f4" : "f8")}: max |prob diff| {maxDiff:E2}");
+                output.WriteLine(
+                    $"{kernel} {string.Join("-", sizes)} {(float32 ? "f4" : "f8")}: max |prob diff| {maxDiff:E2}");
                 Assert.True(maxDiff < 1e-4, $"{string.Join("-", sizes)}: max probability difference {maxDiff}");
             }
     }
@@ -110,7 +115,8 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
         var rng = new Random(5);
         foreach (double density in new[] { 0.02, 0.3, 0.7, 0.97 })
             for (int k = 0; k < 4; k++)
-                yield return Enumerable.Range(0, 784).Select(_ => rng.NextDouble() < density ? (byte)rng.Next(1, 256) : (byte)0).ToArray();
+                yield return Enumerable.Range(0, 784)
+                    .Select(_ => rng.NextDouble() < density ? (byte)rng.Next(1, 256) : (byte)0).ToArray();
         foreach (int kept in new[] { 14, 15 })
         {
             yield return Enumerable.Repeat((byte)255, 784).ToArray();
@@ -146,7 +152,8 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
                 if (top - second > 1e-4) Assert.Equal(Array.IndexOf(reference, top), label);
                 c.Probabilities(images[i], probs);
                 for (int j = 0; j < 10; j++)
-                    Assert.True(Math.Abs(probs[j] - reference[j]) < 1e-4, $"{string.Join("-", sizes)} image {i}: p[{j}] {probs[j]} vs {reference[j]}");
+                    Assert.True(Math.Abs(probs[j] - reference[j]) < 1e-4,
+                        $"{string.Join("-", sizes)} image {i}: p[{j}] {probs[j]} vs {reference[j]}");
             }
         }
     }
@@ -177,7 +184,8 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
             images.Add(Enumerable.Repeat((byte)255, 784).ToArray());
             images.Add(TailImage(kept));
         }
-        int tailLabel = Array.IndexOf(InferenceFixtures.ReferenceLogits(w, b, images[1]), InferenceFixtures.ReferenceLogits(w, b, images[1]).Max());
+        int tailLabel = Array.IndexOf(InferenceFixtures.ReferenceLogits(w, b, images[1]),
+            InferenceFixtures.ReferenceLogits(w, b, images[1]).Max());
         int trapClass = (tailLabel + 1) % 10;
         for (int c = 0; c < 10; c++) w[1][c * 10] = c == trapClass ? 1000 : 0;
         using var classifier = MnistClassifier.Load(InferenceFixtures.NpzBytes(sizes, w, b, float32: true));
@@ -241,7 +249,8 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
     }
 
     [SkippableFact]
-    public void CallsAfterLoadAllocateNothing() => AssertCallsAllocateNothing(Final.Value, singleImages: 1000, rounds: 5);
+    public void CallsAfterLoadAllocateNothing() =>
+        AssertCallsAllocateNothing(Final.Value, singleImages: 1000, rounds: 5);
 
     /// <summary>Single, float, probability and batch calls on the test set allocate nothing once warmed up.</summary>
     internal static void AssertCallsAllocateNothing(MnistClassifier c, int singleImages, int rounds)
@@ -286,7 +295,8 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
             c.PredictBatch(images.AsSpan(0, 2000 * 784), labels, maxThreads: 2); // this thread's job object
             using var release = new ManualResetEventSlim(false);
             int blockers = ThreadPool.ThreadCount + 4;
-            for (int i = 0; i < blockers; i++) ThreadPool.UnsafeQueueUserWorkItem(static r => r.Wait(), release, preferLocal: false);
+            for (int i = 0; i < blockers; i++)
+                ThreadPool.UnsafeQueueUserWorkItem(static r => r.Wait(), release, preferLocal: false);
             var releaser = new Thread(() => { Thread.Sleep(100); release.Set(); });
             releaser.Start();
             var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -405,9 +415,17 @@ public sealed class MnistClassifierTests(ITestOutputHelper output)
             {
                 case "no-b1": arrays.RemoveAll(a => a.Name == "b1"); break;
                 case "no-w2": arrays.RemoveAll(a => a.Name == "w2"); break;
-                case "w1-shape": arrays[0] = ("w1", "<f8", [10, 783], arrays[0].Data.AsSpan(0, 10 * 783 * 8).ToArray()); break;
-                case "nan": w[1][3] = double.NaN; arrays[2] = ("w2", "<f8", [10, 10], InferenceFixtures.Encode(w[1], false)); break;
-                case "overflow": w[0][3] = 1e300; arrays[0] = ("w1", "<f8", [10, 784], InferenceFixtures.Encode(w[0], false)); break;
+                case "w1-shape":
+                    arrays[0] = ("w1", "<f8", [10, 783], arrays[0].Data.AsSpan(0, 10 * 783 * 8).ToArray());
+                    break;
+                case "nan":
+                    w[1][3] = double.NaN;
+                    arrays[2] = ("w2", "<f8", [10, 10], InferenceFixtures.Encode(w[1], false));
+                    break;
+                case "overflow":
+                    w[0][3] = 1e300;
+                    arrays[0] = ("w1", "<f8", [10, 784], InferenceFixtures.Encode(w[0], false));
+                    break;
                 case "extra": arrays.Add(("extra", "<f8", [1], new byte[8])); break;
                 case "b3": arrays.Add(("b3", "<f8", [10, 1], new byte[80])); break;
                 case "int": arrays[0] = ("w1", "<i4", [10, 784], new byte[10 * 784 * 4]); break;

@@ -8,20 +8,29 @@ namespace MnistNative.Tests.Inference;
 /// <summary>Publishes libmnistnative.so once per test run (NativeAOT, Release) into a temp directory.</summary>
 public sealed class NativeLibraryFixture : IDisposable
 {
-    public string Dir { get; } = Path.Combine(Path.GetTempPath(), "mnistnative-native-" + Guid.NewGuid().ToString("N")[..8]);
+    public string Dir { get; } =
+        Path.Combine(Path.GetTempPath(), "mnistnative-native-" + Guid.NewGuid().ToString("N")[..8]);
     public string? Error { get; }
 
     public NativeLibraryFixture()
     {
         Directory.CreateDirectory(Dir);
         string project = Path.Combine(TestPaths.RepoRoot, "src", "MnistNative.Native", "MnistNative.Native.csproj");
-        var (code, log) = Shell.Run("dotnet", ["publish", project, "-c", "Release", "-r", "linux-x64", "-o", Dir, "-nologo"], TimeSpan.FromMinutes(8));
-        if (code != 0 || !File.Exists(Path.Combine(Dir, "libmnistnative.so"))) { Error = $"dotnet publish failed (exit {code}):\n{log}"; return; }
-        (code, log) = Shell.Run("bash", [Path.Combine(TestPaths.RepoRoot, "native", "examples", "build.sh"), Dir], TimeSpan.FromMinutes(2));
+        var (code, log) = Shell.Run("dotnet",
+            ["publish", project, "-c", "Release", "-r", "linux-x64", "-o", Dir, "-nologo"], TimeSpan.FromMinutes(8));
+        if (code != 0 || !File.Exists(Path.Combine(Dir, "libmnistnative.so")))
+        {
+            Error = $"dotnet publish failed (exit {code}):\n{log}";
+            return;
+        }
+        (code, log) = Shell.Run("bash", [Path.Combine(TestPaths.RepoRoot, "native", "examples", "build.sh"), Dir],
+            TimeSpan.FromMinutes(2));
         if (code != 0) { Error = $"native/examples/build.sh failed (exit {code}):\n{log}"; return; }
         string abi = Path.Combine(TestPaths.RepoRoot, "tests", "MnistNative.Tests", "Inference", "abi_check.c");
-        (code, log) = Shell.Run("cc", ["-std=c11", "-Wall", "-Werror", "-I", Path.Combine(TestPaths.RepoRoot, "native", "include"), abi,
-            "-L", Dir, "-lmnistnative", "-Wl,-rpath,$ORIGIN", "-o", Path.Combine(Dir, "abi_check")], TimeSpan.FromMinutes(2));
+        (code, log) = Shell.Run("cc",
+            ["-std=c11", "-Wall", "-Werror", "-I", Path.Combine(TestPaths.RepoRoot, "native", "include"), abi,
+                "-L", Dir, "-lmnistnative", "-Wl,-rpath,$ORIGIN", "-o", Path.Combine(Dir, "abi_check")],
+            TimeSpan.FromMinutes(2));
         if (code != 0) Error = $"compiling abi_check.c failed (exit {code}):\n{log}";
     }
 
@@ -33,9 +42,13 @@ public sealed class NativeLibraryFixture : IDisposable
 
 internal static class Shell
 {
-    public static (int Code, string Log) Run(string file, IEnumerable<string> args, TimeSpan timeout, string? workDir = null, IDictionary<string, string>? env = null)
+    public static (int Code, string Log) Run(string file, IEnumerable<string> args, TimeSpan timeout,
+        string? workDir = null, IDictionary<string, string>? env = null)
     {
-        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var psi = new ProcessStartInfo(file)
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false
+        };
         foreach (string a in args) psi.ArgumentList.Add(a);
         if (workDir != null) psi.WorkingDirectory = workDir;
         if (env != null) foreach (var (k, v) in env) psi.Environment[k] = v;
@@ -51,14 +64,17 @@ internal static class Shell
     }
 }
 
-public sealed class NativeLibraryTests(NativeLibraryFixture native, ITestOutputHelper output) : IClassFixture<NativeLibraryFixture>
+public sealed class NativeLibraryTests(NativeLibraryFixture native, ITestOutputHelper output)
+    : IClassFixture<NativeLibraryFixture>
 {
     [SkippableFact]
     public void CExampleClassifiesTheTestSetLikeTheCSharpApi()
     {
         var (images, labels) = InferenceFixtures.TestSet;
         Assert.True(native.Error == null, native.Error);
-        var (code, log) = Shell.Run(Path.Combine(native.Dir, "classify"), [InferenceFixtures.FinalModel, InferenceFixtures.TestImagesPath, InferenceFixtures.TestLabelsPath], TimeSpan.FromMinutes(2));
+        var (code, log) = Shell.Run(Path.Combine(native.Dir, "classify"),
+            [InferenceFixtures.FinalModel, InferenceFixtures.TestImagesPath, InferenceFixtures.TestLabelsPath],
+            TimeSpan.FromMinutes(2));
         output.WriteLine(log);
         Assert.True(code == 0, $"classify exited {code}:\n{log}");
 
@@ -73,7 +89,8 @@ public sealed class NativeLibraryTests(NativeLibraryFixture native, ITestOutputH
     public void AbiRejectsNullsShortBuffersAndFreedHandles()
     {
         Assert.True(native.Error == null, native.Error);
-        var (code, log) = Shell.Run(Path.Combine(native.Dir, "abi_check"), [InferenceFixtures.FinalModel], TimeSpan.FromMinutes(1));
+        var (code, log) = Shell.Run(Path.Combine(native.Dir, "abi_check"), [InferenceFixtures.FinalModel],
+            TimeSpan.FromMinutes(1));
         output.WriteLine(log);
         Assert.True(code == 0, $"abi_check exited {code}:\n{log}");
         Assert.Contains("all checks passed", log);
@@ -85,7 +102,8 @@ public sealed class NativeLibraryTests(NativeLibraryFixture native, ITestOutputH
         var (_, labels) = InferenceFixtures.TestSet;
         Assert.True(native.Error == null, native.Error);
         string onnx = Path.Combine(OnnxImportTests.FixtureDir, "mlp_784_128_64_10_norm.onnx");
-        var (code, log) = Shell.Run(Path.Combine(native.Dir, "classify"), [onnx, InferenceFixtures.TestImagesPath, InferenceFixtures.TestLabelsPath], TimeSpan.FromMinutes(2));
+        var (code, log) = Shell.Run(Path.Combine(native.Dir, "classify"),
+            [onnx, InferenceFixtures.TestImagesPath, InferenceFixtures.TestLabelsPath], TimeSpan.FromMinutes(2));
         output.WriteLine(log);
         Assert.True(code == 0, $"classify exited {code}:\n{log}");
         using var c = MnistClassifier.Load(onnx);
@@ -97,13 +115,15 @@ public sealed class NativeLibraryTests(NativeLibraryFixture native, ITestOutputH
         string dir = Directory.CreateTempSubdirectory("mnistnative-onnx-abi-").FullName;
         try
         {
-            string conv = Path.Combine(dir, "conv.onnx"), second = Path.Combine(dir, "second.onnx"), random = Path.Combine(dir, "random.onnx");
+            string conv = Path.Combine(dir, "conv.onnx"), second = Path.Combine(dir, "second.onnx"),
+                random = Path.Combine(dir, "random.onnx");
             File.WriteAllBytes(conv, Google.Protobuf.MessageExtensions.ToByteArray(OnnxModels.Bad("conv")));
             File.WriteAllBytes(second, Google.Protobuf.MessageExtensions.ToByteArray(OnnxModels.Bad("second-input")));
             var bytes = new byte[1000];
             new Random(4).NextBytes(bytes);
             File.WriteAllBytes(random, bytes);
-            (code, log) = Shell.Run(Path.Combine(native.Dir, "abi_check"), [onnx, conv, second, random], TimeSpan.FromMinutes(1));
+            (code, log) = Shell.Run(Path.Combine(native.Dir, "abi_check"), [onnx, conv, second, random],
+                TimeSpan.FromMinutes(1));
             output.WriteLine(log);
             Assert.True(code == 0, $"abi_check exited {code}:\n{log}");
             Assert.Contains("all checks passed", log);

@@ -184,7 +184,8 @@ public sealed class OnnxImportTests(ITestOutputHelper output)
             (code, stdout, stderr) = CliTests.Run("train", "--init-weights", fixture, "--iterations", "1",
                 "--train-count", "200", "--backend", "scalar", "--out", trained);
             Assert.True(code == 0, stderr);
-            Assert.Contains($"Training {string.Join('-', MnistNative.Data.ModelFile.Load(trained).Sizes)} on 200 images", stdout);
+            Assert.Contains(
+                $"Training {string.Join('-', MnistNative.Data.ModelFile.Load(trained).Sizes)} on 200 images", stdout);
             (code, _, stderr) = CliTests.Run("train", "--init-weights", fixture, "--hidden", "10", "--iterations", "1",
                 "--out", trained);
             Assert.Equal(ExitCodes.BadInput, code);

@@ -19,15 +19,19 @@ public sealed class PackagingTests(ITestOutputHelper output)
         string root = Directory.CreateTempSubdirectory("mnistnative-pack-").FullName;
         try
         {
-            string feed = Path.Combine(root, "feed"), app = Path.Combine(root, "app"), cache = Path.Combine(root, "packages");
+            string feed = Path.Combine(root, "feed"), app = Path.Combine(root, "app"),
+                cache = Path.Combine(root, "packages");
             Directory.CreateDirectory(app);
             string version = $"0.1.0-test.{DateTime.UtcNow:yyyyMMddHHmmss}";
             foreach (string project in new[] { "MnistNative.Formats", "MnistNative.Inference" })
             {
                 string csproj = Path.Combine(TestPaths.RepoRoot, "src", project, project + ".csproj");
-                Check(Shell.Run("dotnet", ["pack", csproj, "-c", "Release", "-o", feed, $"-p:Version={version}", "-nologo"], TimeSpan.FromMinutes(4)));
+                Check(Shell.Run("dotnet",
+                    ["pack", csproj, "-c", "Release", "-o", feed, $"-p:Version={version}", "-nologo"],
+                    TimeSpan.FromMinutes(4)));
             }
-            Assert.True(File.Exists(Path.Combine(feed, $"MnistNative.Inference.{version}.nupkg")), "no MnistNative.Inference package in the feed");
+            Assert.True(File.Exists(Path.Combine(feed, $"MnistNative.Inference.{version}.nupkg")),
+                "no MnistNative.Inference package in the feed");
 
             File.WriteAllText(Path.Combine(app, "nuget.config"), $"""
                 <?xml version="1.0" encoding="utf-8"?>
@@ -64,9 +68,14 @@ public sealed class PackagingTests(ITestOutputHelper output)
             const int index = 7;
             File.WriteAllBytes(image, images.AsSpan(index * 784, 784).ToArray());
 
-            var env = new Dictionary<string, string> { ["NUGET_PACKAGES"] = cache, ["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1" };
+            var env = new Dictionary<string, string>
+            {
+                ["NUGET_PACKAGES"] = cache, ["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1"
+            };
             Check(Shell.Run("dotnet", ["restore", "-nologo"], TimeSpan.FromMinutes(4), app, env));
-            var (code, log) = Shell.Run("dotnet", ["run", "--no-restore", "-c", "Release", "--", InferenceFixtures.FinalModel, image], TimeSpan.FromMinutes(4), app, env);
+            var (code, log) = Shell.Run("dotnet",
+                ["run", "--no-restore", "-c", "Release", "--", InferenceFixtures.FinalModel, image],
+                TimeSpan.FromMinutes(4), app, env);
             output.WriteLine(log);
             Assert.True(code == 0, log);
 

@@ -90,7 +90,8 @@ public sealed class PairedPassTests(ITestOutputHelper output)
     public unsafe void ImagesTooBrightForTheIntegerSumsTakeTheFloatPath()
     {
         using MnistClassifier paired = LoadPaired("mlp_784_128_10_gemm.onnx");
-        using MnistClassifier floatOnly = MnistClassifier.Load(Path.Combine(OnnxImportTests.FixtureDir, "mlp_784_128_10_gemm.onnx"));
+        using MnistClassifier floatOnly =
+            MnistClassifier.Load(Path.Combine(OnnxImportTests.FixtureDir, "mlp_784_128_10_gemm.onnx"));
         floatOnly.DisableInt16Pass();
         byte[] white = Enumerable.Repeat((byte)255, 784).ToArray();
         byte* scratch = stackalloc byte[64 * 1024];
@@ -98,7 +99,8 @@ public sealed class PairedPassTests(ITestOutputHelper output)
         Assert.Equal(floatOnly.Predict(white), paired.Predict(white));
         // just below the limit: certified or not, the same answer as the float path
         byte[] bright = new byte[784];
-        for (int k = 0; k < PairedFirstLayer.MaxPixelSum / 255; k++) bright[k * 784 / (PairedFirstLayer.MaxPixelSum / 255)] = 255;
+        for (int k = 0; k < PairedFirstLayer.MaxPixelSum / 255; k++)
+            bright[k * 784 / (PairedFirstLayer.MaxPixelSum / 255)] = 255;
         Assert.Equal(floatOnly.Predict(bright), paired.Predict(bright));
     }
 }

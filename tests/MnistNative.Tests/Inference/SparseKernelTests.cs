@@ -44,7 +44,8 @@ public sealed unsafe class SparseKernelTests(ITestOutputHelper output)
     {
         SkipUnlessSupported(width);
         var rng = new Random(width);
-        using Buffer input = new(200 * 4), idx = new(300 * 4), val = new(300 * 4), refIdx = new(300 * 4), refVal = new(300 * 4);
+        using Buffer input = new(200 * 4), idx = new(300 * 4), val = new(300 * 4), refIdx = new(300 * 4),
+            refVal = new(300 * 4);
         int checkedCases = 0;
         for (int len = 0; len <= 130; len++)
             for (int start = 0; start < 4; start++)
@@ -78,7 +79,8 @@ public sealed unsafe class SparseKernelTests(ITestOutputHelper output)
     {
         SkipUnlessSupported(width);
         var rng = new Random(width + 1);
-        using Buffer image = new(800), idx = new(800 * 4), val = new(800 * 4), refIdx = new(800 * 4), refVal = new(800 * 4);
+        using Buffer image = new(800), idx = new(800 * 4), val = new(800 * 4), refIdx = new(800 * 4),
+            refVal = new(800 * 4);
         foreach (double density in new[] { 0.0, 0.01, 0.2, 0.5, 0.99, 1.0 })
             for (int start = 0; start < 4; start++)
             {
@@ -128,12 +130,18 @@ public sealed unsafe class SparseKernelTests(ITestOutputHelper output)
                 }
                 switch (width)
                 {
-                    case 512: SparseKernels.Accumulate<Width512, Vector512<float>>(result.Floats(), wt.Floats(),
-                        bias.Floats(), outPad, rows, x, n); break;
-                    case 256: SparseKernels.Accumulate<Width256, Vector256<float>>(result.Floats(), wt.Floats(),
-                        bias.Floats(), outPad, rows, x, n); break;
-                    default: SparseKernels.Accumulate<Width128, Vector128<float>>(result.Floats(), wt.Floats(),
-                        bias.Floats(), outPad, rows, x, n); break;
+                    case 512:
+                        SparseKernels.Accumulate<Width512, Vector512<float>>(result.Floats(), wt.Floats(),
+                            bias.Floats(), outPad, rows, x, n);
+                        break;
+                    case 256:
+                        SparseKernels.Accumulate<Width256, Vector256<float>>(result.Floats(), wt.Floats(),
+                            bias.Floats(), outPad, rows, x, n);
+                        break;
+                    default:
+                        SparseKernels.Accumulate<Width128, Vector128<float>>(result.Floats(), wt.Floats(),
+                            bias.Floats(), outPad, rows, x, n);
+                        break;
                 }
                 SparseKernels.AccumulateScalar(expected.Floats(), wt.Floats(), bias.Floats(), outPad, rows, x, n);
                 // float32 sums of n + 1 terms of size <= magnitude, in another order: a few units in the last place
@@ -142,7 +150,8 @@ public sealed unsafe class SparseKernelTests(ITestOutputHelper output)
                 {
                     double diff = Math.Abs(result.Floats()[j] - expected.Floats()[j]);
                     worst = Math.Max(worst, diff / tolerance);
-                    Assert.True(diff <= tolerance, $"outPad {outPad}, n {n}, column {j}: {result.Floats()[j]} vs {expected.Floats()[j]}");
+                    Assert.True(diff <= tolerance,
+                        $"outPad {outPad}, n {n}, column {j}: {result.Floats()[j]} vs {expected.Floats()[j]}");
                 }
             }
         }
@@ -192,7 +201,8 @@ public sealed unsafe class SparseKernelTests(ITestOutputHelper output)
                 256 => SparseKernels.ArgMax10<Width256, Vector256<float>>(logits),
                 _ => SparseKernels.ArgMax10<Width128, Vector128<float>>(logits),
             };
-            Assert.True(expected == label, $"trial {trial}: {label}, {expected} expected ({string.Join(", ", new ReadOnlySpan<float>(logits, 10).ToArray())})");
+            Assert.True(expected == label, $"trial {trial}: {label}, {expected} expected "
+                + $"({string.Join(", ", new ReadOnlySpan<float>(logits, 10).ToArray())})");
             for (int j = expected + 1; j < 10; j++) ties += logits[j] == logits[expected] ? 1 : 0;
         }
         Assert.True(ties > 100, $"only {ties} ties drawn");
