@@ -29,13 +29,9 @@ if (args.Length >= 5 && args[0] == "paths")
     // `paths <mnist dir> <width> <hidden> <threads> [rounds]`: one SIMD backend, gd on the 10,000 seed images,
     // whole-set steps (the fused path) and steps over a batch of all 10,000 indices in order (the per-layer path),
     // interleaved in rounds of 10 steps; median ms per step of each.
-    LabeledImages data = MnistFiles.Load(args[1]).Train.Take(10_000);
-    int hidden = int.Parse(args[3]), threads = int.Parse(args[4]);
+    var (b, data, hidden, threads) = OpenSeedBackend(args);
+    using ITrainingBackend backend = b;
     int rounds = args.Length > 5 ? int.Parse(args[5]) : 10;
-    using ITrainingBackend b = SimdBackend.Create(args[2], [784, hidden, 10], OptimizerSettings.Gd, data.Count,
-        threads, KernelMode.Auto);
-    b.Upload(data);
-    b.SetWeights(MlpParameters.Initialize([784, hidden, 10], 0));
     int[] all = Enumerable.Range(0, data.Count).ToArray();
     var fused = new List<double>();
     var layered = new List<double>();
@@ -56,13 +52,9 @@ if (args.Length >= 5 && args[0] == "bench")
 {
     // `bench <mnist dir> <width> <hidden> <threads> [iterations]`: whole-set gd steps on the 10,000 seed images,
     // median ms/iteration of 5 runs after warm-up.
-    LabeledImages data = MnistFiles.Load(args[1]).Train.Take(10_000);
-    int hidden = int.Parse(args[3]), threads = int.Parse(args[4]);
+    var (b, data, hidden, threads) = OpenSeedBackend(args);
+    using ITrainingBackend backend = b;
     int iterations = args.Length > 5 ? int.Parse(args[5]) : 20;
-    using ITrainingBackend b = SimdBackend.Create(args[2], [784, hidden, 10], OptimizerSettings.Gd, data.Count,
-        threads, KernelMode.Auto);
-    b.Upload(data);
-    b.SetWeights(MlpParameters.Initialize([784, hidden, 10], 0));
     for (int i = 0; i < 5; i++) b.Step(TrainingBatch.WholeSet, 0.1, false);
     var times = new double[5];
     for (int r = 0; r < times.Length; r++)
@@ -79,3 +71,16 @@ if (args.Length >= 5 && args[0] == "bench")
 }
 Console.Error.WriteLine(Usage);
 return 2;
+
+// `MODE <mnist dir> <width> <hidden> <threads> ...`: the SIMD backend of that width on the 10,000 seed images, for
+// gd from the seed's initialisation.
+static (ITrainingBackend Backend, LabeledImages Data, int Hidden, int Threads) OpenSeedBackend(string[] args)
+{
+    LabeledImages data = MnistFiles.Load(args[1]).Train.Take(10_000);
+    int hidden = int.Parse(args[3]), threads = int.Parse(args[4]);
+    ITrainingBackend b = SimdBackend.Create(args[2], [784, hidden, 10], OptimizerSettings.Gd, data.Count, threads,
+        KernelMode.Auto);
+    b.Upload(data);
+    b.SetWeights(MlpParameters.Initialize([784, hidden, 10], 0));
+    return (b, data, hidden, threads);
+}

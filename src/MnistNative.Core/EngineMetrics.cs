@@ -54,14 +54,8 @@ public static class FlopCount
     /// and dz1ᵀ·x, plus the update. The seed's step (n = 10,000, H = 10) is about 320 MFLOP, of which the
     /// two 10 x 784 x 10,000 products are 314.
     /// </summary>
-    public static double TrainingStep(int n, int hidden)
-    {
-        const int In = MlpParameters.InputSize, Out = MlpParameters.Classes;
-        double forward = 2.0 * n * hidden * In + 2.0 * n * Out * hidden;
-        double backward = 2.0 * n * Out * hidden * 2 + 2.0 * n * hidden * In;
-        double update = 2.0 * (hidden * In + hidden + Out * hidden + Out);
-        return forward + backward + update;
-    }
+    public static double TrainingStep(int n, int hidden) =>
+        TrainingStep(n, [MlpParameters.InputSize, hidden, MlpParameters.Classes]);
 
     /// <summary>
     /// One training step of an MLP of any depth on n samples: every layer's forward product and weight gradient,
