@@ -64,3 +64,63 @@ internal static unsafe class SparseKernelBench
         }
     }
 }
+
+/// <summary>`blockedkernels <mnist dir> <avx2|avx512> <H>`: caller CPU ms per step of the sample-blocked forward over
+/// every tile and of the weight gradient over every pixel, one thread.</summary>
+internal static unsafe class BlockedKernelBench
+{
+    public static void Run(string[] args)
+    {
+        if (args[2] == "avx512") Run<Avx512Width, System.Runtime.Intrinsics.Vector512<float>>(args[1],
+            int.Parse(args[3]));
+        else Run<Avx2Width, System.Runtime.Intrinsics.Vector256<float>>(args[1], int.Parse(args[3]));
+    }
+
+    private static void Run<TW, TVec>(string mnist, int hidden)
+        where TW : struct, IVectorWidth<TVec> where TVec : unmanaged
+    {
+        const int T = FusedTilePath<TW, TVec>.Tile;
+        LabeledImages data = MnistFiles.Load(mnist).Train.Take(10_000);
+        int hp = (hidden + 1) & ~1, hv = FusedTilePath<TW, TVec>.SparseRowWidth(hp);
+        int tiles = (data.Count + T - 1) / T, blocksPerTile = T / TW.Count;
+        using PixelBlocks blocks = PixelBlocks.Build(data.Pixels, data.Labels, tiles * T, TW.Count);
+        using var w1T = new NativeBuffer<float>(784 * hv);
+        using var dw1T = new NativeBuffer<float>(784 * hv);
+        using var b1 = new NativeBuffer<float>(hv);
+        using var a1 = new NativeBuffer<float>(hp * T);
+        using var dz1 = new NativeBuffer<float>(blocks.BlockCount * hp * TW.Count);
+        var rng = new Random(1);
+        for (int i = 0; i < w1T.Length; i++) w1T.Span[i] = (float)(rng.NextDouble() - 0.5);
+        for (int i = 0; i < dz1.Length; i++) dz1.Span[i] = (float)(rng.NextDouble() - 0.5);
+        Console.WriteLine($"{typeof(TW).Name} H={hidden}: {blocks.Entries} entries ({blocks.ColumnFraction:P1})");
+        Measure("BlockedHiddenForward", () =>
+        {
+            for (int t = 0; t < tiles; t++)
+                FusedTilePath<TW, TVec>.BlockedHiddenForward(a1.Pointer, blocks, t * blocksPerTile, w1T.Pointer,
+                    b1.Pointer, hp, hv);
+        }, blocks.Entries);
+        Measure("BlockedWeightGradient", () =>
+        {
+            for (int k = 0; k < 784; k++)
+            {
+                int s = blocks.ColumnStart.Pointer[k], n = blocks.ColumnStart.Pointer[k + 1] - s;
+                FusedTilePath<TW, TVec>.BlockedWeightGradient(dw1T.Pointer + k * hv, blocks.ColumnBlock.Pointer + s,
+                    blocks.ColumnBytes.Pointer + (long)s * TW.Count, n, dz1.Pointer, hp, 1f);
+            }
+        }, blocks.Entries);
+    }
+
+    private static void Measure(string name, Action step, long entries)
+    {
+        var times = new double[9];
+        for (int r = 0; r < times.Length; r++)
+        {
+            double c0 = ThreadClock.CpuMs();
+            for (int rep = 0; rep < 5; rep++) step();
+            times[r] = (ThreadClock.CpuMs() - c0) / 5;
+        }
+        Array.Sort(times);
+        Console.WriteLine($"  {name}: median {times[4]:F3} ms per step (min {times[0]:F3}), " +
+            $"{times[4] * 1e6 / entries:F2} ns per entry");
+    }
+}

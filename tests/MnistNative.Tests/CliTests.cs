@@ -244,8 +244,7 @@ public sealed class CliTests : IDisposable
                 "--data", TestPaths.MnistDir, "--out", Path_($"{kernel}.npz"), "--json", "--profile");
             Assert.True(code == 0, stderr);
             string ran = kernel == "dense" ? "dense" : "sparse"; // MNIST is 19% non-zero: auto picks sparse
-            Assert.Contains($"kernel {ran}: {(kernel == "auto" ? "auto: " : $"forced by --kernel {kernel} (")}",
-                stderr);
+            Assert.Contains($"kernel {ran}: {(kernel == "auto" ? "auto: " : $"forced by --kernel {kernel}")}", stderr);
             Assert.Contains($"Layer-1 kernel {ran}: ", stderr); // --profile with --json: the human lines go to stderr
             using var doc = JsonDocument.Parse(stdout);
             Assert.Equal(ran, doc.RootElement.GetProperty("kernel").GetString());

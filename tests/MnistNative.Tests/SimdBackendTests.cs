@@ -91,7 +91,7 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     [MemberData(nameof(Names))]
     public void SparseAndDenseKernelsAgree(string name)
     {
-        foreach (int hidden in new[] { 10, 33, 128 })
+        foreach (int hidden in new[] { 10, 31, 33, 128 }) // 10 and 31 (odd): sample blocks; 33, 128: rows
         {
             MlpParameters dense = Train(name, 2, hidden, 10, KernelMode.Dense);
             MlpParameters sparse = Train(name, 2, hidden, 10, KernelMode.Sparse);
@@ -132,13 +132,31 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
             Assert.StartsWith("auto: ", mnistLike.Reason);
             Assert.Equal(KernelMode.Dense, noZeros.Kernel);
             Assert.Equal(1.0, noZeros.Density);
-            Assert.StartsWith("auto: 100.0", noZeros.Reason, StringComparison.Ordinal);
+            Assert.StartsWith("auto: dense (100.0", noZeros.Reason, StringComparison.Ordinal);
             Assert.True(mnistLike.UsefulFlopsPerStep < 0.5 * FlopCount.TrainingStep(200, hidden));
             Assert.Equal(FlopCount.TrainingStep(200, hidden), noZeros.UsefulFlopsPerStep,
                 1e-6 * noZeros.UsefulFlopsPerStep);
             // after a re-upload the backend trains with the kernel it picked last, from the same weights
             b.SetWeights(MlpParameters.Initialize([784, hidden, 10], 8));
             Assert.Equal(200, b.Step(TrainingBatch.WholeSet, 0.1, measure: true).Count);
+        }
+    }
+
+    /// <summary>MNIST's similar digits share their strokes, so blocks of them keep few pixel columns: auto picks the
+    /// sample blocks at a narrow hidden layer, and the rows at a wide one (the blocks only serve narrow ones).</summary>
+    [SkippableTheory]
+    [MemberData(nameof(Names))]
+    public void AutoPicksSampleBlocksForMnistAtNarrowHiddenLayers(string name)
+    {
+        LabeledImages mnist = TestPaths.Train.Take(2000);
+        foreach ((int hidden, string kernel) in new[] { (10, "sparse sample blocks"), (31, "sparse sample blocks"),
+            (128, "sparse rows") })
+        {
+            using ITrainingBackend b = Create(name, hidden, 1);
+            b.Upload(mnist);
+            output.WriteLine($"{name} H={hidden}: {b.KernelChoice!.Reason}");
+            Assert.Equal(KernelMode.Sparse, b.KernelChoice.Kernel);
+            Assert.StartsWith($"auto: {kernel} (", b.KernelChoice.Reason, StringComparison.Ordinal);
         }
     }
 

@@ -46,32 +46,44 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         return vectors * w;
     }
 
-    /// <summary>Dense or sparse, and why: sparse when its estimated lane work is below the dense kernels'.</summary>
-    internal static (bool Sparse, string Reason) DecideKernel(KernelMode mode, double density, int hp, int hv)
+    /// <summary>
+    /// Dense, sparse rows or sparse sample blocks, and why: the kernels with the least estimated work, dense counting
+    /// 1; the blocks are estimated only when <paramref name="columnFraction"/> (the columns they keep) is known.
+    /// </summary>
+    internal static (Layer1Kernel Kernel, string Reason) DecideKernel(KernelMode mode, double density, int hp, int hv,
+        double? columnFraction)
     {
-        double ratio = density * hv / hp * SparseLaneCost;
-        string measured = $"{density:P1} of the training pixels are non-zero; " +
-            $"sparse work estimated at {ratio:F2}x dense " +
-            $"({hv} lanes per non-zero pixel against {hp} per pixel, x{SparseLaneCost} per sparse lane)";
+        double rows = density * hv / hp * SparseLaneCost;
+        double blocks = columnFraction is double f ? f * BlockedLaneCost : double.PositiveInfinity;
+        string measured = $"{density:P1} of the training pixels are non-zero; sparse rows estimated at {rows:F2}x " +
+            $"dense ({hv} lanes per non-zero pixel against {hp} per pixel, x{SparseLaneCost} per sparse lane)";
+        if (columnFraction is double kept)
+            measured += $"; sample blocks of {TW.Count} keep {kept:P1} of the pixel columns, estimated at " +
+                $"{blocks:F2}x dense (x{BlockedLaneCost} per kept column)";
+        Layer1Kernel sparse = blocks < rows ? Layer1Kernel.SampleBlocks : Layer1Kernel.Rows;
+        string name = sparse == Layer1Kernel.SampleBlocks ? "sparse sample blocks" : "sparse rows";
         return mode switch
         {
-            KernelMode.Dense => (false, $"forced by --kernel dense ({measured})"),
-            KernelMode.Sparse => (true, $"forced by --kernel sparse ({measured})"),
-            _ => ratio < 1 ? (true, $"auto: {measured}") : (false, $"auto: {measured}"),
+            KernelMode.Dense => (Layer1Kernel.Dense, $"forced by --kernel dense ({measured})"),
+            KernelMode.Sparse => (sparse, $"forced by --kernel sparse: {name} ({measured})"),
+            _ => Math.Min(rows, blocks) < 1 ? (sparse, $"auto: {name} ({measured})") :
+                (Layer1Kernel.Dense, $"auto: dense ({measured})"),
         };
     }
 
     private void ChooseKernel(LabeledImages train)
     {
         double density = KernelChoice.MeasureDensity(train.Pixels);
-        (bool sparse, string reason) = DecideKernel(_kernelMode, density, _hp, _hv);
-        if (sparse)
-        {
-            _sparseImages = SparseImages.Build(train.Pixels, _n, _tiles * Tile, _hv, Tile);
-            TransposeW1ToPixelMajor();
-        }
-        _sparse = sparse;
-        KernelChoice = new KernelChoice(sparse ? KernelMode.Sparse : KernelMode.Dense, reason, density,
+        PixelBlocks? blocks = BlockedShape(_hp) && WorthBlocking(_kernelMode, density)
+            ? PixelBlocks.Build(train.Pixels, train.Labels, _tiles * Tile, TW.Count)
+            : null;
+        (Layer1Kernel kernel, string reason) = DecideKernel(_kernelMode, density, _hp, _hv, blocks?.ColumnFraction);
+        if (kernel == Layer1Kernel.SampleBlocks) UploadBlocks(train, blocks!);
+        else blocks?.Dispose();
+        if (kernel == Layer1Kernel.Rows) _sparseImages = SparseImages.Build(train.Pixels, _n, _tiles * Tile, _hv, Tile);
+        _sparse = kernel != Layer1Kernel.Dense;
+        if (_sparse) TransposeW1ToPixelMajor();
+        KernelChoice = new KernelChoice(_sparse ? KernelMode.Sparse : KernelMode.Dense, reason, density,
             Core.KernelChoice.UsefulFlops(_n, _h, density));
     }
 
@@ -362,4 +374,17 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         TW.Store(d + 4 * w, TW.Add(TW.Load(d + 4 * w), a4)); TW.Store(d + 5 * w, TW.Add(TW.Load(d + 5 * w), a5));
         TW.Store(d + 6 * w, TW.Add(TW.Load(d + 6 * w), a6)); TW.Store(d + 7 * w, TW.Add(TW.Load(d + 7 * w), a7));
     }
+}
+
+/// <summary>The layer-1 kernels of the fused path.</summary>
+internal enum Layer1Kernel
+{
+    Dense,
+
+    /// <summary>Each sample's non-zero pixels (<see cref="SparseImages"/>), hidden units across the lanes.</summary>
+    Rows,
+
+    /// <summary>Blocks of samples across the lanes, each keeping its non-zero pixel columns
+    /// (<see cref="PixelBlocks"/>).</summary>
+    SampleBlocks,
 }

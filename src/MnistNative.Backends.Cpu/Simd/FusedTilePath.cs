@@ -105,6 +105,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         for (int i = 0; i < threads; i++) _scratch[i] = new WorkerScratch(_hp, _hv, TW.Count);
         _pool = pool;
         _work = Work;
+        _gradientWork = BlockedWeightGradientWork;
     }
 
     /// <summary>Where the phases go (the backend's profiler); null when profiling is off.</summary>
@@ -243,6 +244,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         _pixels = null; _xf = null; _labels = null; _valid = null;
         _sparseImages?.Dispose();
         _sparseImages = null;
+        DisposeBlocks();
         _sparse = false;
     }
 
@@ -254,6 +256,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         _timed = profiler is not null;
         long start = _timed ? Profiler.Now() : 0;
         _pool.Run(_work);
+        if (_blocks != null) _pool.Run(_gradientWork);
         if (profiler is not null) RecordWorkerPhases(profiler, start);
         long t = profiler is null ? 0 : Profiler.Now();
         StepMetrics m = Reduce(measure);
@@ -295,8 +298,10 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         {
             WorkerScratch s = _scratch[worker];
             s.ClearPartials();
-            (int first, int end) = Share(worker, _tiles);
-            if (_timed)
+            (int first, int end) = _blocks != null ? (_tileShare[worker], _tileShare[worker + 1]) : Share(worker, _tiles);
+            if (_blocks != null)
+                for (int t = first; t < end; t++) BlockedTrainTile(s, t, _timed);
+            else if (_timed)
                 for (int t = first; t < end; t++) TimedTrainTile(s, t);
             else if (_sparse)
                 for (int t = first; t < end; t++) SparseTrainTile(s, t);
@@ -666,7 +671,8 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         float invN = 1f / _n;
         TVec scale1 = TW.Create((float)(1.0 / (255.0 * _n)));
         float* dw1 = _sparse ? _dw1T.Pointer : _dw1.Pointer;
-        int dw1Length = _sparse ? In * _hv : _hp * Pitch;
+        // the blocked kernels' second pass wrote dw1 complete
+        int dw1Length = _blocks != null ? 0 : _sparse ? In * _hv : _hp * Pitch;
         for (int i = 0; i < dw1Length; i += w)
         {
             TVec acc = TW.Load(_scratch[0].Dw1 + i);

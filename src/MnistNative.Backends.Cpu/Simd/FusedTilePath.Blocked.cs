@@ -1,0 +1,305 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using MnistNative.Core;
+
+namespace MnistNative.Backends.Cpu.Simd;
+
+/// <summary>
+/// The sample-blocked sparse layer-1 kernels, for narrow hidden layers (<see cref="PixelBlocks"/>): the samples are
+/// reordered at upload so that blocks of one vector's width (8 or 16) share non-zero pixels, and a block keeps only
+/// the pixel columns that are non-zero in one of its samples. The block's samples lie across the lanes: a kept pixel
+/// column is one widened vector of bytes, and each hidden unit's weight an FMA's broadcast memory operand, so every
+/// FMA does whole-vector work, where the row kernels (<see cref="SparseHiddenForward"/>) use Hp of Hv lanes and need
+/// three loads per non-zero pixel.
+///
+/// A step is two passes over the workers. Pass one runs the tile pipeline with <see cref="BlockedHiddenForward"/> as
+/// layer 1's forward and, instead of the weight gradient, writes each block's dz1 (<see cref="_blockDz1"/>). Pass two
+/// computes dw1 pixel by pixel (<see cref="BlockedWeightGradient"/>), each pixel's blocks in order with the sums in
+/// registers, so each gradient row is written once, complete, by one worker: no partials to reduce, and the result is
+/// bitwise the same for every thread count.
+/// </summary>
+internal sealed unsafe partial class FusedTilePath<TW, TVec>
+{
+    private static int BlockSize => TW.Count;
+    private static int BlocksPerTile => Tile / TW.Count;
+
+    /// <summary>Accumulators per walk over a block's or a pixel's entries: 10 vectors plus the widened pixels and a
+    /// broadcast fit the 16 registers of an AVX2 CPU.</summary>
+    private const int MaxGroupsPerWalk = 10;
+
+    /// <summary>
+    /// The blocked kernels serve hidden layers up to this many units; wider ones walk each block's entries once per
+    /// 10 groups, and the row kernels, which use every lane of a wide row, are faster there
+    /// (docs/journal/sparse-training.md).
+    /// </summary>
+    internal const int BlockedMaxHidden = 32;
+
+    /// <summary>
+    /// How much a blocked FMA costs against a dense one (the widening of each block's bytes, the index loads, the
+    /// second pass). Auto picks the blocked kernels when the blocks' kept column fraction times this is below 1.
+    /// </summary>
+    internal const double BlockedLaneCost = 1.5;
+
+    private PixelBlocks? _blocks;
+    private NativeBuffer<float>? _blockLabels, _blockValid; // (nPad), in the blocks' sample order
+    private NativeBuffer<float>? _blockDz1;                 // (blocks, Hp, Count): each block's dz1
+    private int[] _pixelShare = [];                          // worker w computes pixels [share[w], share[w + 1])
+    private int[] _tileShare = [];                           // worker w runs tiles [share[w], share[w + 1])
+    private readonly Action<int> _gradientWork;
+
+    /// <summary>Whether the blocked kernels would serve this shape (see <see cref="BlockedMaxHidden"/>).</summary>
+    internal static bool BlockedShape(int hp) => hp <= BlockedMaxHidden;
+
+    /// <summary>
+    /// Whether building the blocks can pay: not when dense is forced, nor (auto) when most pixels are non-zero, since a
+    /// block keeps a column whenever one of its samples has it (the ordering takes ~1 ms per 200 images).
+    /// </summary>
+    private static bool WorthBlocking(KernelMode mode, double density) =>
+        mode == KernelMode.Sparse || (mode == KernelMode.Auto && density < 0.5);
+
+    /// <summary>Builds the blocks, the reordered labels and the pixel shares of the workers.</summary>
+    private void UploadBlocks(LabeledImages train, PixelBlocks blocks)
+    {
+        _blocks = blocks;
+        int rows = blocks.Rows;
+        _blockLabels = new NativeBuffer<float>(rows);
+        _blockValid = new NativeBuffer<float>(rows);
+        for (int i = 0; i < rows; i++)
+        {
+            int image = blocks.Order.Pointer[i];
+            _blockLabels.Span[i] = image < 0 ? 0 : train.Labels[image];
+            _blockValid.Span[i] = image < 0 ? 0 : 1;
+        }
+        _blockDz1 = new NativeBuffer<float>(blocks.BlockCount * _hp * TW.Count);
+        // equal shares of the entries (the work of a tile or a pixel is about its entry count; the samples are in
+        // label order, and a block of ones keeps half the columns of a block of zeros), fixed for a thread count
+        int* columnStart = blocks.ColumnStart.Pointer, blockStart = blocks.BlockStart.Pointer;
+        _pixelShare = EqualShares(In, k => columnStart[k], blocks.Entries);
+        _tileShare = EqualShares(_tiles, t => blockStart[t * BlocksPerTile], blocks.Entries);
+        _dw1T.Clear(); // the blocked gradient writes the Hp units of each row; the padding stays zero
+    }
+
+    // share[w] = the first item whose cumulative work reaches w / workers of the total
+    private int[] EqualShares(int items, Func<int, long> workBefore, long total)
+    {
+        int workers = _scratch.Length;
+        var share = new int[workers + 1];
+        for (int w = 1; w < workers; w++)
+        {
+            int i = share[w - 1];
+            while (i < items && workBefore(i) < total * w / workers) i++;
+            share[w] = i;
+        }
+        share[workers] = items;
+        return share;
+    }
+
+    private void DisposeBlocks()
+    {
+        _blocks?.Dispose(); _blockLabels?.Dispose(); _blockValid?.Dispose(); _blockDz1?.Dispose();
+        _blocks = null; _blockLabels = null; _blockValid = null; _blockDz1 = null;
+    }
+
+    /// <summary>Pass one for one tile of the blocks' order: every phase but layer 1's weight gradient.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void BlockedTrainTile(WorkerScratch s, int tile, bool timed)
+    {
+        float* labels = _blockLabels!.Pointer + tile * Tile;
+        float* valid = _blockValid!.Pointer + tile * Tile;
+        long[] ticks = s.PhaseTicks;
+        long t0 = timed ? Profiler.Now() : 0;
+        BlockedHiddenForward(s.A1, _blocks!, tile * BlocksPerTile, _w1T.Pointer, _b1.Pointer, _hp, _hv);
+        long t1 = timed ? Profiler.Now() : 0;
+        OutputForward(s.Z2, s.A1, _w2.Pointer, _b2.Pointer, _hp);
+        long t2 = timed ? Profiler.Now() : 0;
+        Softmax(s.Z2, s.Z2, labels, valid, _measure, ref s.Correct, ref s.LossSum);
+        long t3 = timed ? Profiler.Now() : 0;
+        OutputBackward(s.Z2, s.Dw2, s.Db2, s.Z2, labels, valid, s.A1, _hp);
+        long t4 = timed ? Profiler.Now() : 0;
+        HiddenDelta(s.Dz1, s.Db1, s.Z2, _w2.Pointer, s.A1, _hp);
+        ToBlocks(_blockDz1!.Pointer + (long)tile * BlocksPerTile * _hp * TW.Count, s.Dz1, _hp);
+        if (!timed) return;
+        long t5 = Profiler.Now();
+        ticks[0] += t1 - t0; ticks[1] += t2 - t1; ticks[2] += t3 - t2; ticks[3] += t4 - t3; ticks[4] += t5 - t4;
+    }
+
+    /// <summary>Pass two: one worker's pixels of dw1 = dz1 xᵀ / (255 n), each pixel's blocks in order.</summary>
+    private void BlockedWeightGradientWork(int worker)
+    {
+        long t0 = _timed ? Profiler.Now() : 0;
+        PixelBlocks blocks = _blocks!;
+        float scale = (float)(1.0 / (255.0 * _n));
+        int* columnStart = blocks.ColumnStart.Pointer;
+        for (int k = _pixelShare[worker]; k < _pixelShare[worker + 1]; k++)
+            BlockedWeightGradient(_dw1T.Pointer + k * _hv, blocks.ColumnBlock.Pointer + columnStart[k],
+                blocks.ColumnBytes.Pointer + (long)columnStart[k] * BlockSize, columnStart[k + 1] - columnStart[k],
+                _blockDz1!.Pointer, _hp, scale);
+        if (_timed) _scratch[worker].PhaseTicks[4] += Profiler.Now() - t0;
+    }
+
+    // z1 = x w1^T / 255 + b1; a1 = relu(z1) for the tile's blocks, over the blocks' kept pixel columns
+    //      blocks' entries, w1T (784, Hv), b1 (Hv) -> a1T (Hp, Tile)
+    // mirrors Reference.LinearForward + Reference.ReluForward (layer 1, the blocks' non-zero pixel columns)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void BlockedHiddenForward(float* a1T, PixelBlocks blocks, int firstBlock, float* w1T, float* b1,
+        int hp, int hv)
+    {
+        int groups = hp;
+        for (int i = 0; i < BlocksPerTile; i++)
+        {
+            int b = firstBlock + i, start = blocks.BlockStart.Pointer[b];
+            int count = blocks.BlockStart.Pointer[b + 1] - start;
+            ushort* columns = blocks.BlockColumn.Pointer + start;
+            byte* bytes = blocks.BlockBytes.Pointer + (long)start * BlockSize;
+            for (int g = 0; g < groups; g += MaxGroupsPerWalk)
+            {
+                int n = Math.Min(MaxGroupsPerWalk, groups - g);
+                float* a = a1T + i * BlockSize;
+                switch (n)
+                {
+                    case 1: ForwardWalk<Groups1>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    case 2: ForwardWalk<Groups2>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    case 3: ForwardWalk<Groups3>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    case 4: ForwardWalk<Groups4>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    case 5: ForwardWalk<Groups5>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    case 6: ForwardWalk<Groups6>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    case 7: ForwardWalk<Groups7>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    case 8: ForwardWalk<Groups8>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    case 9: ForwardWalk<Groups9>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    default: ForwardWalk<Groups10>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                }
+            }
+        }
+    }
+
+    // TG.Value groups from `first`: the block's entries once, one accumulator per group (the `if`s fold away in
+    // each instantiation), then scale, bias and ReLU into a1T (row stride Tile, this block's 8 samples)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ForwardWalk<TG>(float* a1T, int first, ushort* columns, byte* bytes, int count, float* w1T,
+        int hv, float* b1) where TG : struct, IGroupCount
+    {
+        float* w = w1T + first;
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero;
+        TVec a5 = TW.Zero, a6 = TW.Zero, a7 = TW.Zero, a8 = TW.Zero, a9 = TW.Zero;
+        for (int e = 0; e < count; e++)
+        {
+            TVec x = TW.LoadBytes(bytes + e * BlockSize);
+            float* wk = w + columns[e] * hv;
+            a0 = TW.MultiplyAdd(TW.Create(wk[0]), x, a0);
+            if (TG.Value > 1) a1 = TW.MultiplyAdd(TW.Create(wk[1]), x, a1);
+            if (TG.Value > 2) a2 = TW.MultiplyAdd(TW.Create(wk[2]), x, a2);
+            if (TG.Value > 3) a3 = TW.MultiplyAdd(TW.Create(wk[3]), x, a3);
+            if (TG.Value > 4) a4 = TW.MultiplyAdd(TW.Create(wk[4]), x, a4);
+            if (TG.Value > 5) a5 = TW.MultiplyAdd(TW.Create(wk[5]), x, a5);
+            if (TG.Value > 6) a6 = TW.MultiplyAdd(TW.Create(wk[6]), x, a6);
+            if (TG.Value > 7) a7 = TW.MultiplyAdd(TW.Create(wk[7]), x, a7);
+            if (TG.Value > 8) a8 = TW.MultiplyAdd(TW.Create(wk[8]), x, a8);
+            if (TG.Value > 9) a9 = TW.MultiplyAdd(TW.Create(wk[9]), x, a9);
+        }
+        StoreActivations(a1T, first, a0, b1);
+        if (TG.Value > 1) StoreActivations(a1T, first + 1, a1, b1);
+        if (TG.Value > 2) StoreActivations(a1T, first + 2, a2, b1);
+        if (TG.Value > 3) StoreActivations(a1T, first + 3, a3, b1);
+        if (TG.Value > 4) StoreActivations(a1T, first + 4, a4, b1);
+        if (TG.Value > 5) StoreActivations(a1T, first + 5, a5, b1);
+        if (TG.Value > 6) StoreActivations(a1T, first + 6, a6, b1);
+        if (TG.Value > 7) StoreActivations(a1T, first + 7, a7, b1);
+        if (TG.Value > 8) StoreActivations(a1T, first + 8, a8, b1);
+        if (TG.Value > 9) StoreActivations(a1T, first + 9, a9, b1);
+    }
+
+    // relu(z / 255 + b1) of one unit into its row of a1T (Hp, Tile)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreActivations(float* a1T, int unit, TVec z, float* b1) =>
+        TW.Store(a1T + unit * Tile, TW.Max(TW.MultiplyAdd(z, TW.Create(PixelScale), TW.Create(b1[unit])), TW.Zero));
+
+    // dw1 row of one pixel (its Hp units) = sum over the pixel's blocks of dz1 . pixels, times scale
+    //      the pixel's entries (block, BlockSize bytes), dz1 (blocks, Hp, Count) -> dw1T row (the Hp units)
+    // mirrors Reference.LinearBackward (dw of layer 1, the blocks' non-zero pixel columns)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void BlockedWeightGradient(float* dw1Row, int* blockOf, byte* bytes, int count, float* dz1, int hp,
+        float scale)
+    {
+        int stride = hp * TW.Count;
+        for (int g = 0; g < hp; g += MaxGroupsPerWalk)
+        {
+            float* d = dz1 + g * TW.Count, r = dw1Row + g;
+            switch (Math.Min(MaxGroupsPerWalk, hp - g))
+            {
+                case 1: GradientWalk<Groups1>(r, blockOf, bytes, count, d, stride, scale); break;
+                case 2: GradientWalk<Groups2>(r, blockOf, bytes, count, d, stride, scale); break;
+                case 3: GradientWalk<Groups3>(r, blockOf, bytes, count, d, stride, scale); break;
+                case 4: GradientWalk<Groups4>(r, blockOf, bytes, count, d, stride, scale); break;
+                case 5: GradientWalk<Groups5>(r, blockOf, bytes, count, d, stride, scale); break;
+                case 6: GradientWalk<Groups6>(r, blockOf, bytes, count, d, stride, scale); break;
+                case 7: GradientWalk<Groups7>(r, blockOf, bytes, count, d, stride, scale); break;
+                case 8: GradientWalk<Groups8>(r, blockOf, bytes, count, d, stride, scale); break;
+                case 9: GradientWalk<Groups9>(r, blockOf, bytes, count, d, stride, scale); break;
+                default: GradientWalk<Groups10>(r, blockOf, bytes, count, d, stride, scale); break;
+            }
+        }
+    }
+
+    // TG.Value units: the pixel's entries once, one accumulator per unit, then each unit's lane sum into the row
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GradientWalk<TG>(float* row, int* blockOf, byte* bytes, int count, float* dz1, int stride,
+        float scale) where TG : struct, IGroupCount
+    {
+        int w = TW.Count;
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero;
+        TVec a5 = TW.Zero, a6 = TW.Zero, a7 = TW.Zero, a8 = TW.Zero, a9 = TW.Zero;
+        for (int e = 0; e < count; e++)
+        {
+            TVec x = TW.LoadBytes(bytes + e * BlockSize);
+            float* d = dz1 + (nint)blockOf[e] * stride;
+            a0 = TW.MultiplyAdd(TW.Load(d), x, a0);
+            if (TG.Value > 1) a1 = TW.MultiplyAdd(TW.Load(d + w), x, a1);
+            if (TG.Value > 2) a2 = TW.MultiplyAdd(TW.Load(d + 2 * w), x, a2);
+            if (TG.Value > 3) a3 = TW.MultiplyAdd(TW.Load(d + 3 * w), x, a3);
+            if (TG.Value > 4) a4 = TW.MultiplyAdd(TW.Load(d + 4 * w), x, a4);
+            if (TG.Value > 5) a5 = TW.MultiplyAdd(TW.Load(d + 5 * w), x, a5);
+            if (TG.Value > 6) a6 = TW.MultiplyAdd(TW.Load(d + 6 * w), x, a6);
+            if (TG.Value > 7) a7 = TW.MultiplyAdd(TW.Load(d + 7 * w), x, a7);
+            if (TG.Value > 8) a8 = TW.MultiplyAdd(TW.Load(d + 8 * w), x, a8);
+            if (TG.Value > 9) a9 = TW.MultiplyAdd(TW.Load(d + 9 * w), x, a9);
+        }
+        row[0] = TW.Sum(a0) * scale;
+        if (TG.Value > 1) row[1] = TW.Sum(a1) * scale;
+        if (TG.Value > 2) row[2] = TW.Sum(a2) * scale;
+        if (TG.Value > 3) row[3] = TW.Sum(a3) * scale;
+        if (TG.Value > 4) row[4] = TW.Sum(a4) * scale;
+        if (TG.Value > 5) row[5] = TW.Sum(a5) * scale;
+        if (TG.Value > 6) row[6] = TW.Sum(a6) * scale;
+        if (TG.Value > 7) row[7] = TW.Sum(a7) * scale;
+        if (TG.Value > 8) row[8] = TW.Sum(a8) * scale;
+        if (TG.Value > 9) row[9] = TW.Sum(a9) * scale;
+    }
+
+    // dz1T (Hp, Tile) -> the tile's blocks of dz1, (BlocksPerTile, Hp, Count)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ToBlocks(float* dst, float* dz1T, int hp)
+    {
+        int w = TW.Count;
+        for (int i = 0; i < BlocksPerTile; i++)
+            for (int j = 0; j < hp; j++) TW.Store(dst + (i * hp + j) * w, TW.Load(dz1T + j * Tile + i * w));
+    }
+}
+
+/// <summary>A compile-time count for the walks of the blocked kernels (each instantiation keeps its accumulators in
+/// registers).</summary>
+internal interface IGroupCount
+{
+    static abstract int Value { get; }
+}
+
+internal readonly struct Groups1 : IGroupCount { public static int Value => 1; }
+internal readonly struct Groups2 : IGroupCount { public static int Value => 2; }
+internal readonly struct Groups3 : IGroupCount { public static int Value => 3; }
+internal readonly struct Groups4 : IGroupCount { public static int Value => 4; }
+internal readonly struct Groups5 : IGroupCount { public static int Value => 5; }
+internal readonly struct Groups6 : IGroupCount { public static int Value => 6; }
+internal readonly struct Groups7 : IGroupCount { public static int Value => 7; }
+internal readonly struct Groups8 : IGroupCount { public static int Value => 8; }
+internal readonly struct Groups9 : IGroupCount { public static int Value => 9; }
+internal readonly struct Groups10 : IGroupCount { public static int Value => 10; }
