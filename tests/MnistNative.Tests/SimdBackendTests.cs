@@ -142,8 +142,8 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>MNIST's similar digits share their strokes, so blocks of them keep few pixel columns: auto picks the
-    /// sample blocks at a narrow hidden layer, and the rows at a wide one (the blocks only serve narrow ones).</summary>
+    /// <summary>MNIST's similar digits share their strokes, so blocks of them keep few pixel columns: auto picks
+    /// the sample blocks at a narrow hidden layer, and the rows at a wide one (blocks only serve narrow ones).</summary>
     [SkippableTheory]
     [MemberData(nameof(Names))]
     public void AutoPicksSampleBlocksForMnistAtNarrowHiddenLayers(string name)

@@ -298,7 +298,8 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         {
             WorkerScratch s = _scratch[worker];
             s.ClearPartials();
-            (int first, int end) = _blocks != null ? (_tileShare[worker], _tileShare[worker + 1]) : Share(worker, _tiles);
+            (int first, int end) =
+                _blocks != null ? (_tileShare[worker], _tileShare[worker + 1]) : Share(worker, _tiles);
             if (_blocks != null)
                 for (int t = first; t < end; t++) BlockedTrainTile(s, t, _timed);
             else if (_timed)
