@@ -83,7 +83,7 @@ internal static unsafe class BlockedKernelBench
         LabeledImages data = MnistFiles.Load(mnist).Train.Take(10_000);
         int hp = (hidden + 1) & ~1, hv = FusedTilePath<TW, TVec>.SparseRowWidth(hp);
         int tiles = (data.Count + T - 1) / T, blocksPerTile = T / TW.Count;
-        using PixelBlocks blocks = PixelBlocks.Build(data.Pixels, data.Labels, tiles * T, TW.Count);
+        using PixelBlocks blocks = PixelBlocks.Build(data.Pixels, data.Labels, tiles * T, TW.Count, pixelsPerColumn: 2);
         using var w1T = new NativeBuffer<float>(784 * hv);
         using var dw1T = new NativeBuffer<float>(784 * hv);
         using var b1 = new NativeBuffer<float>(hv);
@@ -101,11 +101,12 @@ internal static unsafe class BlockedKernelBench
         }, blocks.Entries);
         Measure("BlockedWeightGradient", () =>
         {
-            for (int k = 0; k < 784; k++)
+            for (int c = 0; c < blocks.Columns; c++)
             {
-                int s = blocks.ColumnStart.Pointer[k], n = blocks.ColumnStart.Pointer[k + 1] - s;
-                FusedTilePath<TW, TVec>.BlockedWeightGradient(dw1T.Pointer + k * hv, blocks.ColumnBlock.Pointer + s,
-                    blocks.ColumnBytes.Pointer + (long)s * TW.Count, n, dz1.Pointer, hp, 1f);
+                int s = blocks.ColumnStart.Pointer[c], n = blocks.ColumnStart.Pointer[c + 1] - s;
+                FusedTilePath<TW, TVec>.BlockedWeightGradient(dw1T.Pointer + 2 * c * hv, hv,
+                    blocks.ColumnBlock.Pointer + s, blocks.ColumnBytes.Pointer + (long)s * 2 * TW.Count, n,
+                    dz1.Pointer, hp, 1f);
             }
         }, blocks.Entries);
     }

@@ -13,9 +13,11 @@ namespace MnistNative.Core;
 /// <list type="bullet">
 /// <item>by block (for the forward, z1 = w1 x): block b's entries are <c>BlockStart[b] .. BlockStart[b + 1]</c>,
 /// <see cref="BlockColumn"/> the pixel index and <see cref="BlockBytes"/> the bytes, in pixel order;</item>
-/// <item>by pixel (for the weight gradient, dw1 = dz1 xᵀ): pixel k's entries are
-/// <c>ColumnStart[k] .. ColumnStart[k + 1]</c>, <see cref="ColumnBlock"/> the block and <see cref="ColumnBytes"/>
-/// the bytes, in block order, so one pixel's gradient row is summed in registers by one thread.</item>
+/// <item>by column of <see cref="PixelsPerColumn"/> adjacent pixels (for the weight gradient, dw1 = dz1 xᵀ): column
+/// c's entries are <c>ColumnStart[c] .. ColumnStart[c + 1]</c>, <see cref="ColumnBlock"/> the block and
+/// <see cref="ColumnBytes"/> the bytes of each of the column's pixels in turn (zeros for a pixel the block does not
+/// keep), in block order, so a column's gradient rows are summed in registers by one thread. Two pixels per column
+/// let one load of a block's dz1 serve both (neighbouring pixels are mostly kept together).</item>
 /// </list>
 /// </summary>
 public sealed unsafe class PixelBlocks : IDisposable
@@ -29,24 +31,31 @@ public sealed unsafe class PixelBlocks : IDisposable
     /// </summary>
     private const int CandidatePool = 512;
 
-    private PixelBlocks(int blockSize, int count, int rows, long entries)
+    private PixelBlocks(int blockSize, int pixelsPerColumn, int count, int rows, long entries, long columnEntries)
     {
         BlockSize = blockSize;
+        PixelsPerColumn = pixelsPerColumn;
         Count = count;
         Rows = rows;
         Entries = entries;
-        int stored = (int)Math.Max(1, entries);
+        int stored = (int)Math.Max(1, entries), columnStored = (int)Math.Max(1, columnEntries);
         Order = new NativeBuffer<int>(rows);
         BlockStart = new NativeBuffer<int>(rows / BlockSize + 1);
         BlockColumn = new NativeBuffer<ushort>(stored);
         BlockBytes = new NativeBuffer<byte>(stored * blockSize);
-        ColumnStart = new NativeBuffer<int>(In + 1);
-        ColumnBlock = new NativeBuffer<int>(stored);
-        ColumnBytes = new NativeBuffer<byte>(stored * blockSize);
+        ColumnStart = new NativeBuffer<int>(In / pixelsPerColumn + 1);
+        ColumnBlock = new NativeBuffer<int>(columnStored);
+        ColumnBytes = new NativeBuffer<byte>(columnStored * pixelsPerColumn * blockSize);
     }
 
     /// <summary>Samples per block: the floats of one vector of the kernels that read the blocks (8 or 16).</summary>
     public int BlockSize { get; }
+
+    /// <summary>Adjacent pixels per column of the by-column copy: 1 or 2.</summary>
+    public int PixelsPerColumn { get; }
+
+    /// <summary>The columns of the by-column copy: 784 / <see cref="PixelsPerColumn"/>.</summary>
+    public int Columns => In / PixelsPerColumn;
 
     /// <summary>The images.</summary>
     public int Count { get; }
@@ -78,55 +87,76 @@ public sealed unsafe class PixelBlocks : IDisposable
     /// <param name="labels">count labels (samples are grouped by label first).</param>
     /// <param name="rows">count or more, a multiple of <paramref name="blockSize"/>: the padded positions.</param>
     /// <param name="blockSize">Samples per block, 1 to 64.</param>
-    public static PixelBlocks Build(ReadOnlySpan<byte> pixels, ReadOnlySpan<byte> labels, int rows, int blockSize)
+    /// <param name="pixelsPerColumn">Adjacent pixels per column of the by-column copy, 1 or 2.</param>
+    public static PixelBlocks Build(ReadOnlySpan<byte> pixels, ReadOnlySpan<byte> labels, int rows, int blockSize,
+        int pixelsPerColumn = 1)
     {
         int count = labels.Length;
         if (pixels.Length != count * In) throw new ArgumentException("pixels must be 784 bytes per label");
         if (blockSize is < 1 or > 64) throw new ArgumentOutOfRangeException(nameof(blockSize));
+        if (pixelsPerColumn is not (1 or 2)) throw new ArgumentOutOfRangeException(nameof(pixelsPerColumn));
         if (rows < count || rows % blockSize != 0) throw new ArgumentOutOfRangeException(nameof(rows));
         int[] order = OrderBySharedPixels(pixels, labels);
-        int blocks = rows / blockSize;
+        int blocks = rows / blockSize, columns = In / pixelsPerColumn;
 
-        // pass 1: the entries per block and per pixel, to size the buffers exactly
-        var perColumn = new int[In + 1];
-        long entries = 0;
+        // pass 1: which pixels each block keeps, and the entries per column, to size the buffers exactly
+        var kept = new bool[(long)blocks * In];
+        var perColumn = new int[columns];
+        long entries = 0, columnEntries = 0;
         for (int b = 0; b < blocks; b++)
+        {
             for (int k = 0; k < In; k++)
-                if (AnyNonZero(pixels, order, b * blockSize, blockSize, k))
+                if (kept[(long)b * In + k] = AnyNonZero(pixels, order, b * blockSize, blockSize, k)) entries++;
+            for (int c = 0; c < columns; c++)
+                if (KeepsColumn(kept, b, c, pixelsPerColumn))
                 {
-                    perColumn[k]++;
-                    entries++;
+                    perColumn[c]++;
+                    columnEntries++;
                 }
-        if (entries > int.MaxValue / blockSize)
+        }
+        if (entries > int.MaxValue / blockSize || columnEntries > int.MaxValue / (2 * blockSize))
             throw new ArgumentException($"{entries} pixel blocks do not fit the sparse layout");
 
-        var layout = new PixelBlocks(blockSize, count, rows, entries);
+        var layout = new PixelBlocks(blockSize, pixelsPerColumn, count, rows, entries, columnEntries);
         for (int i = 0; i < rows; i++) layout.Order.Pointer[i] = i < count ? order[i] : -1;
         int* columnStart = layout.ColumnStart.Pointer;
         columnStart[0] = 0;
-        for (int k = 0; k < In; k++) columnStart[k + 1] = columnStart[k] + perColumn[k];
-        var columnNext = new int[In];
-        for (int k = 0; k < In; k++) columnNext[k] = columnStart[k];
+        for (int c = 0; c < columns; c++) columnStart[c + 1] = columnStart[c] + perColumn[c];
+        var columnNext = new int[columns];
+        for (int c = 0; c < columns; c++) columnNext[c] = columnStart[c];
 
-        // pass 2: fill both copies; blocks in order, so each pixel's entries come in block order
+        // pass 2: fill both copies; blocks in order, so each column's entries come in block order
         int e = 0;
         for (int b = 0; b < blocks; b++)
         {
             layout.BlockStart.Pointer[b] = e;
             for (int k = 0; k < In; k++)
             {
-                if (!AnyNonZero(pixels, order, b * blockSize, blockSize, k)) continue;
+                if (!kept[(long)b * In + k]) continue;
                 byte* forward = layout.BlockBytes.Pointer + (long)e * blockSize;
-                int c = columnNext[k]++;
-                byte* gradient = layout.ColumnBytes.Pointer + (long)c * blockSize;
-                for (int s = 0; s < blockSize; s++)
-                    forward[s] = gradient[s] = PixelAt(pixels, order, b * blockSize + s, k);
+                for (int s = 0; s < blockSize; s++) forward[s] = PixelAt(pixels, order, b * blockSize + s, k);
                 layout.BlockColumn.Pointer[e++] = (ushort)k;
-                layout.ColumnBlock.Pointer[c] = b;
+            }
+            for (int c = 0; c < columns; c++)
+            {
+                if (!KeepsColumn(kept, b, c, pixelsPerColumn)) continue;
+                int at = columnNext[c]++;
+                byte* gradient = layout.ColumnBytes.Pointer + (long)at * pixelsPerColumn * blockSize;
+                for (int p = 0, k = c * pixelsPerColumn; p < pixelsPerColumn; p++, k++)
+                    for (int s = 0; s < blockSize; s++)
+                        gradient[p * blockSize + s] = PixelAt(pixels, order, b * blockSize + s, k);
+                layout.ColumnBlock.Pointer[at] = b;
             }
         }
         layout.BlockStart.Pointer[blocks] = e;
         return layout;
+    }
+
+    private static bool KeepsColumn(bool[] kept, int block, int column, int pixelsPerColumn)
+    {
+        for (int p = 0; p < pixelsPerColumn; p++)
+            if (kept[(long)block * In + column * pixelsPerColumn + p]) return true;
+        return false;
     }
 
     /// <summary>

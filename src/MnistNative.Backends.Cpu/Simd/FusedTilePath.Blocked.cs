@@ -24,9 +24,10 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     private static int BlockSize => TW.Count;
     private static int BlocksPerTile => Tile / TW.Count;
 
-    /// <summary>Accumulators per walk over a block's or a pixel's entries: 10 vectors plus the widened pixels and a
-    /// broadcast fit the 16 registers of an AVX2 CPU.</summary>
-    private const int MaxGroupsPerWalk = 10;
+    /// <summary>Accumulators per walk over a block's or a column's entries: 10 vectors plus the widened pixels and a
+    /// broadcast or dz1 vector fit the 16 registers of an AVX2 CPU. A column walk keeps 5 units of its 2 pixels.
+    /// </summary>
+    private const int MaxGroupsPerWalk = 10, UnitsPerGradientWalk = 5;
 
     /// <summary>
     /// The blocked kernels serve hidden layers up to this many units; wider ones walk each block's entries once per
@@ -44,7 +45,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     private PixelBlocks? _blocks;
     private NativeBuffer<float>? _blockLabels, _blockValid; // (nPad), in the blocks' sample order
     private NativeBuffer<float>? _blockDz1;                 // (blocks, Hp, Count): each block's dz1
-    private int[] _pixelShare = [];                          // worker w computes pixels [share[w], share[w + 1])
+    private int[] _columnShare = [];                         // worker w computes columns [share[w], share[w + 1])
     private int[] _tileShare = [];                           // worker w runs tiles [share[w], share[w + 1])
     private readonly Action<int> _gradientWork;
 
@@ -75,7 +76,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         // equal shares of the entries (the work of a tile or a pixel is about its entry count; the samples are in
         // label order, and a block of ones keeps half the columns of a block of zeros), fixed for a thread count
         int* columnStart = blocks.ColumnStart.Pointer, blockStart = blocks.BlockStart.Pointer;
-        _pixelShare = EqualShares(In, k => columnStart[k], blocks.Entries);
+        _columnShare = EqualShares(blocks.Columns, c => columnStart[c], columnStart[blocks.Columns]);
         _tileShare = EqualShares(_tiles, t => blockStart[t * BlocksPerTile], blocks.Entries);
         _dw1T.Clear(); // the blocked gradient writes the Hp units of each row; the padding stays zero
     }
@@ -124,16 +125,17 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         ticks[0] += t1 - t0; ticks[1] += t2 - t1; ticks[2] += t3 - t2; ticks[3] += t4 - t3; ticks[4] += t5 - t4;
     }
 
-    /// <summary>Pass two: one worker's pixels of dw1 = dz1 xᵀ / (255 n), each pixel's blocks in order.</summary>
+    /// <summary>Pass two: one worker's columns (pixel pairs) of dw1 = dz1 xᵀ / (255 n), each column's blocks in
+    /// order.</summary>
     private void BlockedWeightGradientWork(int worker)
     {
         long t0 = _timed ? Profiler.Now() : 0;
         PixelBlocks blocks = _blocks!;
         float scale = (float)(1.0 / (255.0 * _n));
         int* columnStart = blocks.ColumnStart.Pointer;
-        for (int k = _pixelShare[worker]; k < _pixelShare[worker + 1]; k++)
-            BlockedWeightGradient(_dw1T.Pointer + k * _hv, blocks.ColumnBlock.Pointer + columnStart[k],
-                blocks.ColumnBytes.Pointer + (long)columnStart[k] * BlockSize, columnStart[k + 1] - columnStart[k],
+        for (int c = _columnShare[worker]; c < _columnShare[worker + 1]; c++)
+            BlockedWeightGradient(_dw1T.Pointer + 2 * c * _hv, _hv, blocks.ColumnBlock.Pointer + columnStart[c],
+                blocks.ColumnBytes.Pointer + (long)columnStart[c] * 2 * BlockSize, columnStart[c + 1] - columnStart[c],
                 _blockDz1!.Pointer, _hp, scale);
         if (_timed) _scratch[worker].PhaseTicks[4] += Profiler.Now() - t0;
     }
@@ -214,66 +216,72 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     private static void StoreActivations(float* a1T, int unit, TVec z, float* b1) =>
         TW.Store(a1T + unit * Tile, TW.Max(TW.MultiplyAdd(z, TW.Create(PixelScale), TW.Create(b1[unit])), TW.Zero));
 
-    // dw1 row of one pixel (its Hp units) = sum over the pixel's blocks of dz1 . pixels, times scale
-    //      the pixel's entries (block, BlockSize bytes), dz1 (blocks, Hp, Count) -> dw1T row (the Hp units)
+    // dw1 rows of one column's two pixels (their Hp units) = sum over the column's blocks of dz1 . pixels, times
+    // scale       the column's entries (block, 2 x BlockSize bytes), dz1 (blocks, Hp, Count) -> 2 dw1T rows (hv apart)
+    // Each load of a block's dz1 feeds both pixels' FMAs: one pixel per walk read a vector of dz1 from L2 per FMA,
+    // and L2's bandwidth bounded the kernel (docs/journal/sparse-training.md).
     // mirrors Reference.LinearBackward (dw of layer 1, the blocks' non-zero pixel columns)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void BlockedWeightGradient(float* dw1Row, int* blockOf, byte* bytes, int count, float* dz1, int hp,
-        float scale)
+    internal static void BlockedWeightGradient(float* dw1Rows, int hv, int* blockOf, byte* bytes, int count,
+        float* dz1, int hp, float scale)
     {
         int stride = hp * TW.Count;
-        for (int g = 0; g < hp; g += MaxGroupsPerWalk)
+        for (int g = 0; g < hp; g += UnitsPerGradientWalk)
         {
-            float* d = dz1 + g * TW.Count, r = dw1Row + g;
-            switch (Math.Min(MaxGroupsPerWalk, hp - g))
+            float* d = dz1 + g * TW.Count, r = dw1Rows + g;
+            switch (Math.Min(UnitsPerGradientWalk, hp - g))
             {
-                case 1: GradientWalk<Groups1>(r, blockOf, bytes, count, d, stride, scale); break;
-                case 2: GradientWalk<Groups2>(r, blockOf, bytes, count, d, stride, scale); break;
-                case 3: GradientWalk<Groups3>(r, blockOf, bytes, count, d, stride, scale); break;
-                case 4: GradientWalk<Groups4>(r, blockOf, bytes, count, d, stride, scale); break;
-                case 5: GradientWalk<Groups5>(r, blockOf, bytes, count, d, stride, scale); break;
-                case 6: GradientWalk<Groups6>(r, blockOf, bytes, count, d, stride, scale); break;
-                case 7: GradientWalk<Groups7>(r, blockOf, bytes, count, d, stride, scale); break;
-                case 8: GradientWalk<Groups8>(r, blockOf, bytes, count, d, stride, scale); break;
-                case 9: GradientWalk<Groups9>(r, blockOf, bytes, count, d, stride, scale); break;
-                default: GradientWalk<Groups10>(r, blockOf, bytes, count, d, stride, scale); break;
+                case 1: GradientWalk<Groups1>(r, hv, blockOf, bytes, count, d, stride, scale); break;
+                case 2: GradientWalk<Groups2>(r, hv, blockOf, bytes, count, d, stride, scale); break;
+                case 3: GradientWalk<Groups3>(r, hv, blockOf, bytes, count, d, stride, scale); break;
+                case 4: GradientWalk<Groups4>(r, hv, blockOf, bytes, count, d, stride, scale); break;
+                default: GradientWalk<Groups5>(r, hv, blockOf, bytes, count, d, stride, scale); break;
             }
         }
     }
 
-    // TG.Value units: the pixel's entries once, one accumulator per unit, then each unit's lane sum into the row
+    // TG.Value units of both pixels: the column's entries once, one accumulator per unit and pixel, then each lane
+    // sum into its row
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void GradientWalk<TG>(float* row, int* blockOf, byte* bytes, int count, float* dz1, int stride,
-        float scale) where TG : struct, IGroupCount
+    private static void GradientWalk<TG>(float* rowA, int hv, int* blockOf, byte* bytes, int count, float* dz1,
+        int stride, float scale) where TG : struct, IGroupCount
     {
         int w = TW.Count;
-        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero;
-        TVec a5 = TW.Zero, a6 = TW.Zero, a7 = TW.Zero, a8 = TW.Zero, a9 = TW.Zero;
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero; // pixel A
+        TVec b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero, b3 = TW.Zero, b4 = TW.Zero; // pixel B
         for (int e = 0; e < count; e++)
         {
-            TVec x = TW.LoadBytes(bytes + e * BlockSize);
+            TVec xa = TW.LoadBytes(bytes + 2 * e * BlockSize), xb = TW.LoadBytes(bytes + (2 * e + 1) * BlockSize);
             float* d = dz1 + (nint)blockOf[e] * stride;
-            a0 = TW.MultiplyAdd(TW.Load(d), x, a0);
-            if (TG.Value > 1) a1 = TW.MultiplyAdd(TW.Load(d + w), x, a1);
-            if (TG.Value > 2) a2 = TW.MultiplyAdd(TW.Load(d + 2 * w), x, a2);
-            if (TG.Value > 3) a3 = TW.MultiplyAdd(TW.Load(d + 3 * w), x, a3);
-            if (TG.Value > 4) a4 = TW.MultiplyAdd(TW.Load(d + 4 * w), x, a4);
-            if (TG.Value > 5) a5 = TW.MultiplyAdd(TW.Load(d + 5 * w), x, a5);
-            if (TG.Value > 6) a6 = TW.MultiplyAdd(TW.Load(d + 6 * w), x, a6);
-            if (TG.Value > 7) a7 = TW.MultiplyAdd(TW.Load(d + 7 * w), x, a7);
-            if (TG.Value > 8) a8 = TW.MultiplyAdd(TW.Load(d + 8 * w), x, a8);
-            if (TG.Value > 9) a9 = TW.MultiplyAdd(TW.Load(d + 9 * w), x, a9);
+            TVec v = TW.Load(d);
+            a0 = TW.MultiplyAdd(v, xa, a0); b0 = TW.MultiplyAdd(v, xb, b0);
+            if (TG.Value > 1)
+            {
+                v = TW.Load(d + w);
+                a1 = TW.MultiplyAdd(v, xa, a1); b1 = TW.MultiplyAdd(v, xb, b1);
+            }
+            if (TG.Value > 2)
+            {
+                v = TW.Load(d + 2 * w);
+                a2 = TW.MultiplyAdd(v, xa, a2); b2 = TW.MultiplyAdd(v, xb, b2);
+            }
+            if (TG.Value > 3)
+            {
+                v = TW.Load(d + 3 * w);
+                a3 = TW.MultiplyAdd(v, xa, a3); b3 = TW.MultiplyAdd(v, xb, b3);
+            }
+            if (TG.Value > 4)
+            {
+                v = TW.Load(d + 4 * w);
+                a4 = TW.MultiplyAdd(v, xa, a4); b4 = TW.MultiplyAdd(v, xb, b4);
+            }
         }
-        row[0] = TW.Sum(a0) * scale;
-        if (TG.Value > 1) row[1] = TW.Sum(a1) * scale;
-        if (TG.Value > 2) row[2] = TW.Sum(a2) * scale;
-        if (TG.Value > 3) row[3] = TW.Sum(a3) * scale;
-        if (TG.Value > 4) row[4] = TW.Sum(a4) * scale;
-        if (TG.Value > 5) row[5] = TW.Sum(a5) * scale;
-        if (TG.Value > 6) row[6] = TW.Sum(a6) * scale;
-        if (TG.Value > 7) row[7] = TW.Sum(a7) * scale;
-        if (TG.Value > 8) row[8] = TW.Sum(a8) * scale;
-        if (TG.Value > 9) row[9] = TW.Sum(a9) * scale;
+        float* rowB = rowA + hv;
+        rowA[0] = TW.Sum(a0) * scale; rowB[0] = TW.Sum(b0) * scale;
+        if (TG.Value > 1) { rowA[1] = TW.Sum(a1) * scale; rowB[1] = TW.Sum(b1) * scale; }
+        if (TG.Value > 2) { rowA[2] = TW.Sum(a2) * scale; rowB[2] = TW.Sum(b2) * scale; }
+        if (TG.Value > 3) { rowA[3] = TW.Sum(a3) * scale; rowB[3] = TW.Sum(b3) * scale; }
+        if (TG.Value > 4) { rowA[4] = TW.Sum(a4) * scale; rowB[4] = TW.Sum(b4) * scale; }
     }
 
     // dz1T (Hp, Tile) -> the tile's blocks of dz1, (BlocksPerTile, Hp, Count)

@@ -75,7 +75,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     {
         double density = KernelChoice.MeasureDensity(train.Pixels);
         PixelBlocks? blocks = BlockedShape(_hp) && WorthBlocking(_kernelMode, density)
-            ? PixelBlocks.Build(train.Pixels, train.Labels, _tiles * Tile, TW.Count)
+            ? PixelBlocks.Build(train.Pixels, train.Labels, _tiles * Tile, TW.Count, pixelsPerColumn: 2)
             : null;
         (Layer1Kernel kernel, string reason) = DecideKernel(_kernelMode, density, _hp, _hv, blocks?.ColumnFraction);
         if (kernel == Layer1Kernel.SampleBlocks) UploadBlocks(train, blocks!);
