@@ -297,7 +297,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         else
         {
             WorkerScratch s = _scratch[worker];
-            s.ClearPartials();
+            s.ClearPartials(withDw1: _blocks == null); // the blocks' second pass writes dw1 whole
             (int first, int end) =
                 _blocks != null ? (_tileShare[worker], _tileShare[worker + 1]) : Share(worker, _tiles);
             if (_blocks != null)
@@ -771,9 +771,10 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
 
         private static int Padded(int floats) => (floats + 15) & ~15; // whole 64-byte lines
 
-        public void ClearPartials()
+        public void ClearPartials(bool withDw1)
         {
-            new Span<float>(Dw1, _partialFloats).Clear();
+            float* from = withDw1 ? Dw1 : Db1;
+            new Span<float>(from, _partialFloats - (int)(from - Dw1)).Clear();
             Array.Clear(PhaseTicks);
             Correct = 0;
             LossSum = 0;
