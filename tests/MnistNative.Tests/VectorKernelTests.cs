@@ -206,7 +206,7 @@ public abstract unsafe class VectorKernelTests<TW, TVec>(ITestOutputHelper outpu
                 {
                     float got = result.Floats()[j], want = expected.Floats()[j];
                     if (j < blockColumns && Fused)
-                        Assert.True(Bits(got) == Bits(want), $"width {width}, n {n}, block column {j}: {got} vs {want}");
+                        Assert.True(Bits(got) == Bits(want), $"width {width}, n {n}, block column {j}: {got}, {want}");
                     double diff = Math.Abs(got - want);
                     worst = Math.Max(worst, diff / tolerance);
                     Assert.True(diff <= tolerance, $"width {width}, n {n}, column {j}: {got} vs {want}");
