@@ -17,7 +17,7 @@ public unsafe interface IVectorWidth<TVec> where TVec : unmanaged
     /// <summary>Floats per vector.</summary>
     static abstract int Count { get; }
 
-    /// <summary>Whether the CPU and the runtime (DOTNET_EnableAVX512F, DOTNET_EnableAVX2, ...) run this width's
+    /// <summary>Whether the CPU and the runtime (DOTNET_EnableAVX512, DOTNET_EnableAVX2, ...) run this width's
     /// instructions.</summary>
     static abstract bool IsSupported { get; }
 

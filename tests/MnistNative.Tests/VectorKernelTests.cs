@@ -13,7 +13,7 @@ public static class VectorWidths
     /// <summary>The SIMD training backends' widths, by backend name.</summary>
     public static TheoryData<string> BackendNames => new() { Width256.Name, Width512.Name };
 
-    /// <summary>Skips a backend width this CPU or runtime lacks (DOTNET_EnableAVX2=0, DOTNET_EnableAVX512F=0),
+    /// <summary>Skips a backend width this CPU or runtime lacks (DOTNET_EnableAVX2=0, DOTNET_EnableAVX512=0),
     /// except under CI=true, where that fails.</summary>
     public static void Require(string name) =>
         Require(name == Width512.Name ? Width512.IsSupported : Width256.IsSupported, name);
