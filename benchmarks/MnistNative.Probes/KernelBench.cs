@@ -11,8 +11,8 @@ internal static unsafe class KernelBench
 {
     public static void Run(string width, int hidden)
     {
-        if (width == "avx512") Run<Avx512Width, Vector512<float>>(hidden);
-        else Run<Avx2Width, Vector256<float>>(hidden);
+        if (width == "avx512") Run<Width512, Vector512<float>>(hidden);
+        else Run<Width256, Vector256<float>>(hidden);
     }
 
     private static float* Alloc(int n, float fill = 0f)

@@ -8,9 +8,9 @@ internal static unsafe class SparseKernelBench
 {
     public static void Run(string[] args)
     {
-        if (args[2] == "avx512") Run<Avx512Width, System.Runtime.Intrinsics.Vector512<float>>(args[1],
+        if (args[2] == "avx512") Run<Width512, System.Runtime.Intrinsics.Vector512<float>>(args[1],
             int.Parse(args[3]));
-        else Run<Avx2Width, System.Runtime.Intrinsics.Vector256<float>>(args[1], int.Parse(args[3]));
+        else Run<Width256, System.Runtime.Intrinsics.Vector256<float>>(args[1], int.Parse(args[3]));
     }
 
     private static void Run<TW, TVec>(string mnist, int hidden)
@@ -71,9 +71,9 @@ internal static unsafe class BlockedKernelBench
 {
     public static void Run(string[] args)
     {
-        if (args[2] == "avx512") Run<Avx512Width, System.Runtime.Intrinsics.Vector512<float>>(args[1],
+        if (args[2] == "avx512") Run<Width512, System.Runtime.Intrinsics.Vector512<float>>(args[1],
             int.Parse(args[3]));
-        else Run<Avx2Width, System.Runtime.Intrinsics.Vector256<float>>(args[1], int.Parse(args[3]));
+        else Run<Width256, System.Runtime.Intrinsics.Vector256<float>>(args[1], int.Parse(args[3]));
     }
 
     private static void Run<TW, TVec>(string mnist, int hidden)

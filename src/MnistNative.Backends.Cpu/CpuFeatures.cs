@@ -26,16 +26,16 @@ public static class CpuFeatures
     public static IReadOnlyList<string> RunnableSimdBackends()
     {
         var names = new List<string>(2);
-        if (CanRunAvx512) names.Add(Avx512Width.Name);
-        if (CanRunAvx2) names.Add(Avx2Width.Name);
+        if (CanRunAvx512) names.Add(Width512.Name);
+        if (CanRunAvx2) names.Add(Width256.Name);
         return names;
     }
 
     /// <summary>The widest SIMD backend that can run here ("avx512", "avx2", or null for none) and why.</summary>
     public static (string? Name, string Reason) BestSimdBackend()
     {
-        if (CanRunAvx512) return (Avx512Width.Name, "AVX-512F available");
-        if (CanRunAvx2) return (Avx2Width.Name, "AVX-512F not available; AVX2 + FMA available");
+        if (CanRunAvx512) return (Width512.Name, "AVX-512F available");
+        if (CanRunAvx2) return (Width256.Name, "AVX-512F not available; AVX2 + FMA available");
         return (null, "neither AVX-512F nor AVX2 + FMA available "
             + $"(Avx512F.IsSupported={Avx512F}, Avx2.IsSupported={Avx2}, Fma.IsSupported={Fma})");
     }
@@ -60,14 +60,14 @@ public static class CpuFeatures
     /// <summary>Null when the avx2 backend can run, else the message its constructor throws.</summary>
     public static string? Avx2UnavailableReason()
     {
-        if (Avx2Width.IsSupported) return null;
+        if (Width256.IsSupported) return null;
         string missing = !Avx2 && !Fma ? "AVX2 and FMA" : !Avx2 ? "AVX2" : "FMA";
         return $"backend avx2 needs AVX2 and FMA, but this CPU or runtime lacks {missing} "
             + $"(Avx2.IsSupported={Avx2}, Fma.IsSupported={Fma}; DOTNET_EnableAVX2=0 also turns AVX2 off)";
     }
 
     /// <summary>Null when the avx512 backend can run, else the message its constructor throws.</summary>
-    public static string? Avx512UnavailableReason() => Avx512Width.IsSupported
+    public static string? Avx512UnavailableReason() => Width512.IsSupported
         ? null
         : "backend avx512 needs AVX-512F, but this CPU or runtime lacks AVX-512F "
             + "(Avx512F.IsSupported=False; DOTNET_EnableAVX512=0 also turns it off)";

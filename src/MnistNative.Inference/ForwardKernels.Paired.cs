@@ -41,7 +41,8 @@ internal static unsafe partial class ForwardKernels
 
     // out (outPad) = bias + scale * sum_i (r_2k q[2k, :] + r_2k+1 q[2k+1, :]) over the kept pairs k = pair[i],
     // words (392, outPad). The int32 sums are exact (PairedFirstLayer keeps them below 2^31). Mirrors
-    // SparseKernels.AccumulateScalar with wt = 255 scale q and val = r / 255, as SparseKernels.Accumulate's passes.
+    // ScalarKernels.SparseAccumulate with m = 255 scale q and val = r / 255, in VectorKernels.SparseAccumulate's
+    // passes.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void AccumulatePairs(float* output, uint* words, float* scale, float* bias, int outPad, int* pair,
         uint* value, int n)
@@ -121,7 +122,7 @@ internal static unsafe partial class ForwardKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int CertifiedArgMax10(float* z, float threshold)
     {
-        int best = SparseKernels.ArgMax10<Width512, Vector512<float>>(z);
+        int best = VectorKernels<Width512, Vector512<float>>.ArgMax10(z);
         float top = z[best];
         for (int j = 0; j < MnistClassifier.ClassCount; j++)
             if (j != best && !(top - z[j] > threshold)) return -1;

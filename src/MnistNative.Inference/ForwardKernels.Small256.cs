@@ -106,7 +106,7 @@ internal static unsafe partial class ForwardKernels
         var (z, y) = Logits256(w2t, b2, hidden, h);
         Vector256.Store(z, h); // h is spent: the logits go through the one 10-way argmax
         Vector256.Store(y, h + 8);
-        return SparseKernels.ArgMax10<Width256, Vector256<float>>(h);
+        return VectorKernels<Width256, Vector256<float>>.ArgMax10(h);
     }
 
     // Layer 2 of the seed's shape with Vector256: logits 0..7 (Low) and 8..15 (High, 10..15 padding), two

@@ -20,8 +20,8 @@ public enum InferenceKernel
 
 /// <summary>
 /// The kernels of particular shapes and instruction sets: the seed's fused small-model kernels, the integer first
-/// layers, the VBMI2 byte compaction, softmax. The general kernels, written once over a width, are in
-/// <see cref="SparseKernels"/>; the paths that call them in ForwardPaths.cs.
+/// layers, the VBMI2 byte compaction, softmax. The general kernels, written once over a width, are the shared
+/// <see cref="VectorKernels{TW, TVec}"/> (MnistNative.Kernels); the paths that call them in ForwardPaths.cs.
 ///
 /// The forward pass of one image, layer by layer, in the "sparse column" form:
 /// out = b + sum over the NONZERO inputs k of in[k] * W^T[k, :].
@@ -46,10 +46,10 @@ internal static unsafe partial class ForwardKernels
     /// <summary>
     /// Compaction writes whole vectors past the last kept entry: idx and val need this many spare slots.
     /// </summary>
-    public const int CompactSlack = SparseKernels.Slack;
+    public const int CompactSlack = 16;
 
     public static InferenceKernel Best { get; } =
-        Width512.IsSupported ? InferenceKernel.Avx512
+        Width512.IsSupported && Vector512.IsHardwareAccelerated ? InferenceKernel.Avx512
         : Width256.IsSupported ? InferenceKernel.Avx2
         : Width128.IsSupported ? InferenceKernel.Sse41
         : InferenceKernel.Scalar;
@@ -208,7 +208,7 @@ internal static unsafe partial class ForwardKernels
         }
         if (j < hidden) z0 = Avx512F.FusedMultiplyAdd(Vector512.LoadAligned(w2t + j * 16), Vector512.Create(h[j]), z0);
         Vector512.StoreAligned(z0 + z1, h); // h is spent: the logits go through the one 10-way argmax
-        return SparseKernels.ArgMax10<Width512, Vector512<float>>(h);
+        return VectorKernels<Width512, Vector512<float>>.ArgMax10(h);
     }
 
     // the W1t row of an entry (its low half is the row's byte offset / 8)
@@ -223,7 +223,7 @@ internal static unsafe partial class ForwardKernels
     /// <summary>Softmax shifted by the max, as the seed does.</summary>
     public static void Softmax(float* z, int len, Span<float> probs)
     {
-        float max = z[SparseKernels.ArgMaxScalar(z, len)];
+        float max = z[ScalarKernels.ArgMax(z, len)];
         float sum = 0f;
         for (int j = 0; j < len; j++) { float e = MathF.Exp(z[j] - max); probs[j] = e; sum += e; }
         float inv = 1f / sum;

@@ -57,7 +57,7 @@ internal abstract unsafe class ForwardPath
 
     /// <summary>Per-call scratch the paths of a model need, alignment slack included.</summary>
     public static int ScratchBytes(int maxInputs, int maxOutPad) =>
-        (maxInputs + SparseKernels.Slack) * (sizeof(int) + sizeof(float)) + maxOutPad * sizeof(float)
+        (maxInputs + ForwardKernels.CompactSlack) * (sizeof(int) + sizeof(float)) + maxOutPad * sizeof(float)
         + ForwardKernels.ByteScratch + SmallGroup * ForwardKernels.Lane * sizeof(float) + ScratchAlignment;
 
     /// <summary>Images whose layer 1 a small-model batch runs before their layer 2 (SmallModelPath).</summary>
@@ -79,8 +79,8 @@ internal abstract unsafe class ForwardPath
     protected GeneralLayout GeneralScratch(byte* scratch)
     {
         int* idx = (int*)AlignScratch(scratch);
-        float* val = (float*)(idx + MaxInputs + SparseKernels.Slack);
-        float* z = val + MaxInputs + SparseKernels.Slack;
+        float* val = (float*)(idx + MaxInputs + ForwardKernels.CompactSlack);
+        float* z = val + MaxInputs + ForwardKernels.CompactSlack;
         return new GeneralLayout(idx, val, z, (byte*)(z + MaxOutPad));
     }
 
@@ -95,7 +95,7 @@ internal abstract unsafe class ForwardPath
     protected SmallLayout SmallScratch(byte* scratch)
     {
         uint* entries = (uint*)AlignScratch(scratch);
-        float* h = (float*)(entries + 2 * (MaxInputs + SparseKernels.Slack));
+        float* h = (float*)(entries + 2 * (MaxInputs + ForwardKernels.CompactSlack));
         byte* tmp = (byte*)(h + MaxOutPad);
         return new SmallLayout(entries, h, tmp, (float*)(tmp + ForwardKernels.ByteScratch));
     }
@@ -121,8 +121,8 @@ internal abstract unsafe class ForwardPath
 }
 
 /// <summary>
-/// Any model, plain C# loops (the scalar references of <see cref="SparseKernels"/>): what runs where no SIMD width
-/// is available, and the oracle the vector paths are tested against.
+/// Any model, plain C# loops (<see cref="ScalarKernels"/>, the references of the vector kernels): what runs where no
+/// SIMD width is available, and the oracle the vector paths are tested against.
 /// </summary>
 internal sealed unsafe class ScalarPath(DenseLayer[] layers) : ForwardPath(layers)
 {
@@ -133,19 +133,19 @@ internal sealed unsafe class ScalarPath(DenseLayer[] layers) : ForwardPath(layer
         GeneralLayout layout = GeneralScratch(scratch);
         int* idx = layout.Idx;
         float* val = layout.Val, z = layout.Z;
-        int n = pixels != null ? SparseKernels.CompactPixelsScalar(pixels, idx, val)
-            : SparseKernels.CompactFloatsScalar(x, MnistClassifier.PixelCount, idx, val);
+        int n = pixels != null ? ScalarKernels.CompactPixels(pixels, MnistClassifier.PixelCount, idx, val)
+            : ScalarKernels.CompactNonzero(x, MnistClassifier.PixelCount, idx, val);
         for (int l = 0; ; l++)
         {
             DenseLayer layer = Layers[l];
-            SparseKernels.AccumulateScalar(z, layer.Wt, layer.Bias, layer.OutPad, idx, val, n);
+            ScalarKernels.SparseAccumulate(z, layer.Bias, layer.Wt, layer.OutPad, idx, val, n, layer.OutPad);
             if (l == Layers.Length - 1) return z;
-            SparseKernels.ReluScalar(z, layer.OutPad);
-            n = SparseKernels.CompactFloatsScalar(z, layer.Out, idx, val);
+            ScalarKernels.Relu(z, layer.OutPad);
+            n = ScalarKernels.CompactNonzero(z, layer.Out, idx, val);
         }
     }
 
-    public override int ArgMaxOf(float* logits) => SparseKernels.ArgMaxScalar(logits, MnistClassifier.ClassCount);
+    public override int ArgMaxOf(float* logits) => ScalarKernels.ArgMax(logits, MnistClassifier.ClassCount);
 }
 
 /// <summary>
@@ -154,7 +154,7 @@ internal sealed unsafe class ScalarPath(DenseLayer[] layers) : ForwardPath(layer
 /// this path; the small-model paths derive from it for their float and probability entry points.
 /// </summary>
 internal unsafe class SparsePath<W, TV>(DenseLayer[] layers) : ForwardPath(layers)
-    where W : struct, IVectorWidth<TV> where TV : struct
+    where W : struct, IVectorWidth<TV> where TV : unmanaged
 {
     public override InferenceKernel Kernel =>
         typeof(W) == typeof(Width512) ? InferenceKernel.Avx512
@@ -167,22 +167,23 @@ internal unsafe class SparsePath<W, TV>(DenseLayer[] layers) : ForwardPath(layer
         GeneralLayout layout = GeneralScratch(scratch);
         int* idx = layout.Idx;
         float* val = layout.Val, z = layout.Z;
-        int n = pixels == null ? SparseKernels.CompactFloats<W, TV>(x, MnistClassifier.PixelCount, idx, val)
+        int n = pixels == null ? VectorKernels<W, TV>.CompactNonzero(x, MnistClassifier.PixelCount, idx, val)
             : typeof(W) == typeof(Width512) && ForwardKernels.CanCompactBytes
                 ? ForwardKernels.CompactPixelsBytes(pixels, layout.Tmp, idx, val)
-            : SparseKernels.CompactPixels<W, TV>(pixels, idx, val);
+            : VectorKernels<W, TV>.CompactPixels(pixels, MnistClassifier.PixelCount, idx, val);
         DenseLayer[] layers = Layers;
         for (int l = 0; ; l++)
         {
             DenseLayer layer = layers[l];
-            SparseKernels.Accumulate<W, TV>(z, layer.Wt, layer.Bias, layer.OutPad, idx, val, n);
+            VectorKernels<W, TV>.SparseAccumulate(z, layer.Bias, layer.Wt, layer.OutPad, idx, val, n,
+                layer.OutPad);
             if (l == layers.Length - 1) return z;
-            SparseKernels.Relu<W, TV>(z, layer.OutPad);
-            n = SparseKernels.CompactFloats<W, TV>(z, layer.Out, idx, val);
+            VectorKernels<W, TV>.Relu(z, layer.OutPad);
+            n = VectorKernels<W, TV>.CompactNonzero(z, layer.Out, idx, val);
         }
     }
 
-    public override int ArgMaxOf(float* logits) => SparseKernels.ArgMax10<W, TV>(logits);
+    public override int ArgMaxOf(float* logits) => VectorKernels<W, TV>.ArgMax10(logits);
 }
 
 /// <summary>The fused kernels of the seed's shape at one width (see <see cref="SmallModelPath{W, TV, K}"/>).</summary>
@@ -234,7 +235,7 @@ internal readonly unsafe struct SmallModelKernels256 : ISmallModelKernels
 /// hide; a group's chains are independent. Float images and probabilities take the sparse path of width W.
 /// </summary>
 internal sealed unsafe class SmallModelPath<W, TV, K>(DenseLayer[] layers) : SparsePath<W, TV>(layers)
-    where W : struct, IVectorWidth<TV> where TV : struct where K : struct, ISmallModelKernels
+    where W : struct, IVectorWidth<TV> where TV : unmanaged where K : struct, ISmallModelKernels
 {
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override int Predict(byte* pixels, byte* scratch)
@@ -381,10 +382,11 @@ internal sealed unsafe class PairedFirstLayerPath(DenseLayer[] layers, PairedFir
         ForwardKernels.AccumulatePairs(z, q.Weights, q.Scale, layer.Bias, layer.OutPad, idx, (uint*)val, n);
         for (int l = 1; l < layers.Length; l++)
         {
-            SparseKernels.Relu<Width512, Vector512<float>>(z, layer.OutPad);
-            n = SparseKernels.CompactFloats<Width512, Vector512<float>>(z, layer.Out, idx, val);
+            VectorKernels<Width512, Vector512<float>>.Relu(z, layer.OutPad);
+            n = VectorKernels<Width512, Vector512<float>>.CompactNonzero(z, layer.Out, idx, val);
             layer = layers[l];
-            SparseKernels.Accumulate<Width512, Vector512<float>>(z, layer.Wt, layer.Bias, layer.OutPad, idx, val, n);
+            VectorKernels<Width512, Vector512<float>>.SparseAccumulate(z, layer.Bias, layer.Wt, layer.OutPad, idx, val,
+                n, layer.OutPad);
         }
         return ForwardKernels.CertifiedArgMax10(z, threshold);
     }

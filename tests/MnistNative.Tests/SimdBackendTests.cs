@@ -242,8 +242,8 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     /// <summary>The dedicated workers' managed allocations so far, for either width.</summary>
     internal static Func<long> WorkerAllocatedBytes(ITrainingBackend b) => b switch
     {
-        SimdBackend<Avx2Width, System.Runtime.Intrinsics.Vector256<float>> a => () => a.WorkerAllocatedBytes,
-        SimdBackend<Avx512Width, System.Runtime.Intrinsics.Vector512<float>> a => () => a.WorkerAllocatedBytes,
+        SimdBackend<Width256, System.Runtime.Intrinsics.Vector256<float>> a => () => a.WorkerAllocatedBytes,
+        SimdBackend<Width512, System.Runtime.Intrinsics.Vector512<float>> a => () => a.WorkerAllocatedBytes,
         _ => throw new ArgumentException($"not a SIMD backend: {b.GetType()}"),
     };
 

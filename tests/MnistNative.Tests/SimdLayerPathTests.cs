@@ -15,13 +15,13 @@ namespace MnistNative.Tests;
 /// </summary>
 public sealed class SimdLayerPathTests(ITestOutputHelper output)
 {
-    public static TheoryData<string> Widths => VectorKernelTests.Widths;
+    public static TheoryData<string> Widths => VectorWidths.BackendNames;
 
     [SkippableTheory]
     [MemberData(nameof(Widths))]
     public void GradientsMatchTheReferenceOnRealDigits(string width)
     {
-        VectorKernelTests.RequireWidth(width);
+        VectorWidths.Require(width);
         foreach (int[] sizes in new[] { new[] { 784, 33, 10 }, [784, 7, 17, 10], [784, 1, 10], [784, 100, 10] })
             foreach (int n in new[] { 1, 13, 37 })
             {
@@ -50,7 +50,7 @@ public sealed class SimdLayerPathTests(ITestOutputHelper output)
     [MemberData(nameof(Widths))]
     public void OneAndTwoThreadsAreBitwiseTheSameAndAStepAllocatesNothing(string width)
     {
-        VectorKernelTests.RequireWidth(width);
+        VectorWidths.Require(width);
         int[] sizes = [784, 64, 32, 10];
         var data = TinyData.Images(256);
         var o = new OptimizerSettings(OptimizerKind.Adam);
@@ -80,7 +80,7 @@ public sealed class SimdLayerPathTests(ITestOutputHelper output)
     [MemberData(nameof(Widths))]
     public void WholeSetGdRunsTheFusedPathAndSampledStepsThePerLayerPathOnOneModel(string width)
     {
-        VectorKernelTests.RequireWidth(width);
+        VectorWidths.Require(width);
         int[] sizes = [784, 10, 10];
         var data = TinyData.Images(100);
         MlpParameters w = MlpParameters.Initialize(sizes, 4);
@@ -114,12 +114,12 @@ public sealed class SimdLayerPathTests(ITestOutputHelper output)
     [MemberData(nameof(Widths))]
     public void OnlyPlainGdOnOneHiddenLayerTakesTheFusedPath(string width)
     {
-        VectorKernelTests.RequireWidth(width);
+        VectorWidths.Require(width);
         bool Fused(int[] sizes, OptimizerSettings o)
         {
             using ITrainingBackend b = SimdBackend.Create(width, sizes, o, 10, 1, KernelMode.Auto);
-            return b is SimdBackend<Avx2Width, System.Runtime.Intrinsics.Vector256<float>> a2 ? a2.FusedStepsApply
-                : ((SimdBackend<Avx512Width, System.Runtime.Intrinsics.Vector512<float>>)b).FusedStepsApply;
+            return b is SimdBackend<Width256, System.Runtime.Intrinsics.Vector256<float>> a2 ? a2.FusedStepsApply
+                : ((SimdBackend<Width512, System.Runtime.Intrinsics.Vector512<float>>)b).FusedStepsApply;
         }
         Assert.True(Fused([784, 10, 10], OptimizerSettings.Gd));
         Assert.True(Fused([784, 128, 10], OptimizerSettings.Gd));
@@ -134,7 +134,7 @@ public sealed class SimdLayerPathTests(ITestOutputHelper output)
         var e = Assert.Throws<ArgumentException>(() =>
             SimdBackend.Create("avx1024", [784, 10, 10], OptimizerSettings.Gd, 10, 1, KernelMode.Auto));
         Assert.Contains("avx2 or avx512", e.Message);
-        if (!Avx512Width.IsSupported)
+        if (!Width512.IsSupported)
         {
             var missing = Assert.Throws<BackendUnavailableException>(() =>
                 SimdBackend.Create("avx512", [784, 10, 10], OptimizerSettings.Gd, 10, 1, KernelMode.Auto));
@@ -148,7 +148,7 @@ public sealed class SimdLayerPathTests(ITestOutputHelper output)
     [MemberData(nameof(Widths))]
     public void TheBackendDoesNotKeepTheCallersImagesAlive(string width)
     {
-        VectorKernelTests.RequireWidth(width);
+        VectorWidths.Require(width);
         foreach (int[] sizes in new[] { new[] { 784, 16, 8, 10 }, [784, 16, 10] })
         {
             using ITrainingBackend simd = SimdBackend.Create(width, sizes, OptimizerSettings.Gd, 40, 2,

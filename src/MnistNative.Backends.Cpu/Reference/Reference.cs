@@ -137,35 +137,4 @@ public static class Reference
         for (int i = 1; i < v.Length; i++) if (v[i] > v[best]) best = i;
         return best;
     }
-
-    /// <summary>The non-zero entries of a, in order: their indices into idx and values into val; returns their
-    /// count. The scalar reference of the SIMD compaction (<c>VectorKernels.CompactNonzero</c>).</summary>
-    public static int CompactNonzero(ReadOnlySpan<float> a, Span<int> idx, Span<float> val)
-    {
-        int count = 0;
-        for (int k = 0; k < a.Length; k++)
-        {
-            if (a[k] == 0) continue;
-            idx[count] = k;
-            val[count++] = a[k];
-        }
-        return count;
-    }
-
-    /// <summary>
-    /// One row of a sparse product: dst[c] = init[c] + sum over the entries e in order of val[e] * m[rows[e],
-    /// c], for c in [0, width). With (rows, val) a sample's non-zero inputs and m = w^T (in, out) this is a row of
-    /// <see cref="LinearForward{T}"/> (bias as init); with (rows, val) an input unit's samples and m = dz it is a
-    /// row of <see cref="LinearBackward{T}"/>'s dw^T. The scalar reference of <c>VectorKernels.SparseAccumulate</c>.
-    /// </summary>
-    public static void SparseAccumulate(Span<float> dst, ReadOnlySpan<float> init, ReadOnlySpan<float> m, int stride,
-        ReadOnlySpan<int> rows, ReadOnlySpan<float> val, int width)
-    {
-        for (int c = 0; c < width; c++)
-        {
-            float sum = init[c];
-            for (int e = 0; e < rows.Length; e++) sum = MathF.FusedMultiplyAdd(val[e], m[rows[e] * stride + c], sum);
-            dst[c] = sum;
-        }
-    }
 }

@@ -22,7 +22,7 @@ internal enum InputLayout
 
 /// <summary>
 /// The SIMD backend's fused path for the seed's case: whole-set gradient descent on 784-H-10, generic over the
-/// vector width (<see cref="Avx2Width"/>, <see cref="Avx512Width"/>). It mirrors <see cref="Reference.Reference"/>
+/// vector width (<see cref="Width256"/>, <see cref="Width512"/>). It mirrors <see cref="Reference.Reference"/>
 /// pair by pair (HiddenForward and OutputForward mirror LinearForward + ReluForward, Softmax mirrors
 /// SoftmaxCrossEntropyForward, OutputBackward and HiddenBackward mirror SoftmaxCrossEntropyBackward +
 /// LinearBackward + ReluBackward), but fused per tile: a tile

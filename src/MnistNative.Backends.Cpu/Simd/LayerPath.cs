@@ -547,7 +547,7 @@ internal sealed unsafe class LayerPath<TW, TVec>
         for (int s = s0; s < s1; s++)
         {
             float* zs = z + (long)s * outP;
-            int best = VectorKernels<TW, TVec>.ArgMax(zs, Classes);
+            int best = ScalarKernels.ArgMax(zs, Classes);
             float max = zs[best];
             float sum = 0;
             for (int c = 0; c < Classes; c++) sum += MathF.Exp(zs[c] - max);

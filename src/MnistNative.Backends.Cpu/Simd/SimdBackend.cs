@@ -27,11 +27,11 @@ public static class SimdBackend
         {
             case "avx2":
                 if (CpuFeatures.Avx2UnavailableReason() is { } avx2) throw new BackendUnavailableException(avx2);
-                return new SimdBackend<Avx2Width, Vector256<float>>(sizes, optimizer, maxBatch, threads, kernel,
+                return new SimdBackend<Width256, Vector256<float>>(sizes, optimizer, maxBatch, threads, kernel,
                     layout);
             case "avx512":
                 if (CpuFeatures.Avx512UnavailableReason() is { } avx512) throw new BackendUnavailableException(avx512);
-                return new SimdBackend<Avx512Width, Vector512<float>>(sizes, optimizer, maxBatch, threads, kernel,
+                return new SimdBackend<Width512, Vector512<float>>(sizes, optimizer, maxBatch, threads, kernel,
                     layout);
             default:
                 throw new ArgumentException($"unknown SIMD width '{width}': expected avx2 or avx512", nameof(width));

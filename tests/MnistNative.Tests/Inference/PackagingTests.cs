@@ -5,8 +5,8 @@ using Xunit.Abstractions;
 namespace MnistNative.Tests.Inference;
 
 /// <summary>
-/// Packs MnistNative.Formats and MnistNative.Inference into a temp folder feed under a unique version,
-/// restores a throwaway console app from that feed plus nuget.org (with its own package cache, so a stale
+/// Packs MnistNative.Kernels, MnistNative.Formats and MnistNative.Inference into a temp folder feed under a unique
+/// version, restores a throwaway console app from that feed plus nuget.org (with its own package cache, so a stale
 /// copy in ~/.nuget can never be picked), and checks its prediction for one test image.
 /// </summary>
 public sealed class PackagingTests(ITestOutputHelper output)
@@ -23,7 +23,7 @@ public sealed class PackagingTests(ITestOutputHelper output)
                 cache = Path.Combine(root, "packages");
             Directory.CreateDirectory(app);
             string version = $"0.1.0-test.{DateTime.UtcNow:yyyyMMddHHmmss}";
-            foreach (string project in new[] { "MnistNative.Formats", "MnistNative.Inference" })
+            foreach (string project in new[] { "MnistNative.Kernels", "MnistNative.Formats", "MnistNative.Inference" })
             {
                 string csproj = Path.Combine(TestPaths.RepoRoot, "src", project, project + ".csproj");
                 Check(Shell.Run("dotnet",
