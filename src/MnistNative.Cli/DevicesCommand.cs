@@ -12,7 +12,9 @@ public sealed partial class CliApp
         "auto: decided at upload from the training images: sparse when the non-zero fraction " +
         "x the sparse lanes per non-zero pixel / the dense lanes per pixel " +
         "x 3 (the measured cost of a sparse lane) is below 1 (MNIST: 19% non-zero -> sparse; " +
-        "standardised pixels without zeros -> dense); train prints the choice and the figures on stderr.";
+        "standardised pixels without zeros -> dense); opencl's CPU variant: sparse when at most half the pixels " +
+        "are non-zero and the blocks of 8 samples keep under half the pixel columns (the GPU variant is dense); " +
+        "train prints the choice and the figures on stderr.";
 
     private Command DevicesCommand()
     {
@@ -56,7 +58,7 @@ public sealed partial class CliApp
                 Out.WriteLine($"  {name,-8} {BackendCatalog.Availability(name) ?? "can run"}");
             Out.WriteLine($"  {BackendCatalog.AutoRule}");
             Out.WriteLine();
-            string sparseOn = string.Join(" and ", BackendCatalog.SparseBackends);
+            string sparseOn = BackendCatalog.SparseBackendList("and") + " (its CPU variant)";
             Out.WriteLine($"Layer-1 kernels: dense and sparse on {sparseOn}, dense elsewhere " +
                 "(--kernel dense|sparse|auto on train and bench).");
             Out.WriteLine($"  {KernelAutoRule}");

@@ -1,0 +1,150 @@
+// sparse_cpu.cl: the CPU-device variant's sparse layer-1 kernels, on the PixelBlocks layout (Core/PixelBlocks.cs).
+// The samples come reordered and cut into blocks of 8; a block keeps only the pixel columns non-zero in one of its
+// samples, as 8 raw bytes. A block's 8 samples sit across the lanes of a real8, so every FMA does 8 samples' work
+// and a pixel that is zero in all of them costs nothing. Two kernels per step instead of forward_backward_cpu:
+//   sparse_forward_cpu: mirrors, per block, Reference.LinearForward + ReluForward (hidden layer, over the block's
+//     entries), LinearForward (output), SoftmaxCrossEntropy, LinearBackward (output), ReluBackward, and the
+//     hidden bias gradient: -> dz1 (blocks, H, 8) and per-work-item partials [db1 (H) | dw2 (10,H) | db2 (10)],
+//     metrics (items, 2) = (correct, loss sum);
+//   sparse_weight_gradient_cpu: mirrors Reference.LinearBackward's dw1 = dz1 x^T / n, per pixel column over the
+//     column's entries (block, bytes), so each dw1 value is one work-item's and needs no reduction; it also takes
+//     the gradient-descent step on w1 (sparse_forward_cpu, the only reader of w1, has run by then).
+// reduce_update then sums the other partials (its first = B1_OFF). Every work-item owns a fixed range of blocks
+// or pixels (split by the host in proportion to the entries), so the sums run in a fixed order: deterministic
+// for a given item count.
+// The hidden units go in chunks of HC (host-chosen, <= 16, HC * ceil(H / HC) close to H): HC real8 accumulators
+// stay in registers while one chunk walks the entries. The last chunk's units past H repeat unit H-1 (the work is
+// done and dropped) so that the inner loop has a compile-time trip count, which the compiler fully unrolls.
+// The input scale x / 255 goes on the sums, as in forward_backward_cpu.
+
+#define BS 8
+#define convert_real8 CAT(convert_, real8)
+
+inline real hsum8(real8 v) { real4 b = v.lo + v.hi; real2 c = b.lo + b.hi; return c.x + c.y; }
+
+__kernel void sparse_forward_cpu(__global const int* restrict block_split, __global const int* restrict block_start,
+                                 __global const ushort* restrict block_column, __global const uchar* restrict block_bytes,
+                                 __global const uchar* restrict block_labels, __global const real* restrict params,
+                                 __global real* restrict dz1, __global real* restrict partials, const int partial_stride,
+                                 __global real* restrict metrics)
+{
+    const int g = get_global_id(0);
+    __global const real* restrict w1 = params + W1_OFF;
+    __global const real* restrict b1 = params + B1_OFF;
+    __global const real* restrict w2 = params + W2_OFF;
+    __global const real* restrict b2 = params + B2_OFF;
+    // this item's partial, in the packed layout from b1 on
+    __global real* restrict db1 = partials + (size_t)g * partial_stride;
+    __global real* restrict dw2 = db1 + (W2_OFF - B1_OFF);
+    __global real* restrict db2 = db1 + (B2_OFF - B1_OFF);
+    for (int p = 0; p < PARAM_COUNT - B1_OFF; p++) db1[p] = 0;
+
+    int correct = 0;
+    real loss = 0;
+    for (int b = block_split[g]; b < block_split[g + 1]; b++)
+    {
+        const int e0 = block_start[b], e1 = block_start[b + 1];
+        __global real* restrict z = dz1 + (size_t)b * H * BS; // z1, then dz1 in place: (H, 8)
+
+        // LinearForward + ReluForward (hidden): z1 = (w1 x) / 255 + b1 over the block's entries, HC units a pass
+        for (int j0 = 0; j0 < H; j0 += HC)
+        {
+            real8 acc[HC];
+#pragma unroll
+            for (int i = 0; i < HC; i++) acc[i] = 0;
+            for (int e = e0; e < e1; e++)
+            {
+                const int k = block_column[e];
+                const real8 x = convert_real8(vload8(e, block_bytes));
+#pragma unroll
+                for (int i = 0; i < HC; i++) acc[i] = fma((real8)w1[min(j0 + i, H - 1) * IN + k], x, acc[i]);
+            }
+#pragma unroll
+            for (int i = 0; i < HC; i++)
+                if (j0 + i < H) vstore8(acc[i] / (real)255 + (real8)b1[j0 + i], j0 + i, z);
+        }
+
+        // LinearForward (output) and SoftmaxCrossEntropy with the block's samples across the lanes
+        const real8 y = convert_real8(vload8(b, block_labels));
+        const real8 valid = select((real8)0, (real8)1, y < (real8)OUT); // 255 marks the padding
+        real8 z2[OUT];
+        for (int c = 0; c < OUT; c++) z2[c] = (real8)b2[c];
+        for (int j = 0; j < H; j++)
+        {
+            const real8 a = fmax(vload8(j, z), (real8)0);
+            for (int c = 0; c < OUT; c++) z2[c] = fma((real8)w2[c * H + j], a, z2[c]);
+        }
+        real8 best = z2[0], arg = 0, zy = select((real8)0, z2[0], y == (real8)0);
+        for (int c = 1; c < OUT; c++)
+        {
+            const real8 cv = (real8)c;
+            arg = select(arg, cv, z2[c] > best); // first index on ties, as the reference's argmax
+            best = fmax(best, z2[c]);
+            zy = select(zy, z2[c], y == cv);
+        }
+        correct += (int)hsum8(select((real8)0, valid, arg == y));
+        real8 sum = 0;
+        for (int c = 0; c < OUT; c++) { z2[c] = exp(z2[c] - best); sum += z2[c]; }
+        loss += hsum8(((best + log(sum)) - zy) * valid);
+        // dz2 = softmax - onehot(y), zero for padding lanes; LinearBackward (output): db2 += dz2, dw2 += dz2^T a1
+        for (int c = 0; c < OUT; c++)
+        {
+            z2[c] = (z2[c] / sum - select((real8)0, (real8)1, y == (real8)c)) * valid;
+            db2[c] += hsum8(z2[c]);
+        }
+        // LinearBackward (output, dx) + ReluBackward: dz1 = (dz2 w2) * relu'(z1); LinearBackward (hidden): db1 += dz1
+        for (int j = 0; j < H; j++)
+        {
+            const real8 zj = vload8(j, z);
+            const real8 a = fmax(zj, (real8)0);
+            real8 d = 0;
+            for (int c = 0; c < OUT; c++)
+            {
+                dw2[c * H + j] += hsum8(z2[c] * a);
+                d = fma((real8)w2[c * H + j], z2[c], d);
+            }
+            d = select((real8)0, d, zj > (real8)0);
+            db1[j] += hsum8(d);
+            vstore8(d, j, z);
+        }
+    }
+    metrics[2 * g] = (real)correct;
+    metrics[2 * g + 1] = loss;
+}
+
+__kernel void sparse_weight_gradient_cpu(__global const int* restrict column_split,
+                                         __global const int* restrict column_start,
+                                         __global const int* restrict column_block,
+                                         __global const uchar* restrict column_bytes, __global const real* restrict dz1,
+                                         __global real* restrict params, __global real* restrict grads,
+                                         const real scale, const real lr, const int apply)
+{
+    const int g = get_global_id(0);
+    for (int k = column_split[g]; k < column_split[g + 1]; k++)
+    {
+        const int e0 = column_start[k], e1 = column_start[k + 1];
+        for (int j0 = 0; j0 < H; j0 += HC)
+        {
+            real8 acc[HC];
+#pragma unroll
+            for (int i = 0; i < HC; i++) acc[i] = 0;
+            for (int e = e0; e < e1; e++)
+            {
+                __global const real* restrict d = dz1 + (size_t)column_block[e] * H * BS;
+                const real8 x = convert_real8(vload8(e, column_bytes));
+#pragma unroll
+                for (int i = 0; i < HC; i++) acc[i] = fma(vload8(min(j0 + i, H - 1), d), x, acc[i]);
+            }
+            // dw1 = sum / (255 n), the step w1 -= lr dw1
+#pragma unroll
+            for (int i = 0; i < HC; i++)
+                if (j0 + i < H)
+                {
+                    const int p = W1_OFF + (j0 + i) * IN + k;
+                    const real grad = hsum8(acc[i]) * scale;
+                    grads[p] = grad;
+                    if (apply) params[p] -= lr * grad;
+                }
+        }
+    }
+}
