@@ -18,6 +18,9 @@
 // The input scale x / 255 goes on the sums, as in forward_backward_cpu.
 
 #define BS 8
+// the parameters after w1 (b1, w2, b2): what sparse_forward_cpu's partials hold
+#define TAIL (PARAM_COUNT - B1_OFF)
+#define TAIL_PAD ((TAIL + 15) / 16 * 16)
 #define convert_real8 CAT(convert_, real8)
 
 inline real hsum8(real8 v) { real4 b = v.lo + v.hi; real2 c = b.lo + b.hi; return c.x + c.y; }
@@ -33,11 +36,13 @@ __kernel void sparse_forward_cpu(__global const int* restrict block_split, __glo
     __global const real* restrict b1 = params + B1_OFF;
     __global const real* restrict w2 = params + W2_OFF;
     __global const real* restrict b2 = params + B2_OFF;
-    // this item's partial, in the packed layout from b1 on
-    __global real* restrict db1 = partials + (size_t)g * partial_stride;
-    __global real* restrict dw2 = db1 + (W2_OFF - B1_OFF);
-    __global real* restrict db2 = db1 + (B2_OFF - B1_OFF);
-    for (int p = 0; p < PARAM_COUNT - B1_OFF; p++) db1[p] = 0;
+    // this item's partial: [db1 (H) | dw2 (10,H) | db2 (10)] as reduce_update reads it, written at the end from
+    // the same sums kept per lane (TAIL real8s after it), so that a block adds a vector, not a horizontal sum
+    __global real* restrict slice = partials + (size_t)g * partial_stride;
+    __global real* restrict db1 = slice + TAIL_PAD;
+    __global real* restrict dw2 = db1 + (W2_OFF - B1_OFF) * BS;
+    __global real* restrict db2 = db1 + (B2_OFF - B1_OFF) * BS;
+    for (int p = 0; p < TAIL; p++) vstore8((real8)0, p, db1);
 
     int correct = 0;
     real loss = 0;
@@ -90,7 +95,7 @@ __kernel void sparse_forward_cpu(__global const int* restrict block_split, __glo
         for (int c = 0; c < OUT; c++)
         {
             z2[c] = (z2[c] / sum - select((real8)0, (real8)1, y == (real8)c)) * valid;
-            db2[c] += hsum8(z2[c]);
+            vstore8(vload8(c, db2) + z2[c], c, db2);
         }
         // LinearBackward (output, dx) + ReluBackward: dz1 = (dz2 w2) * relu'(z1); LinearBackward (hidden): db1 += dz1
         for (int j = 0; j < H; j++)
@@ -100,14 +105,15 @@ __kernel void sparse_forward_cpu(__global const int* restrict block_split, __glo
             real8 d = 0;
             for (int c = 0; c < OUT; c++)
             {
-                dw2[c * H + j] += hsum8(z2[c] * a);
+                vstore8(fma(z2[c], a, vload8(c * H + j, dw2)), c * H + j, dw2);
                 d = fma((real8)w2[c * H + j], z2[c], d);
             }
             d = select((real8)0, d, zj > (real8)0);
-            db1[j] += hsum8(d);
+            vstore8(vload8(j, db1) + d, j, db1);
             vstore8(d, j, z);
         }
     }
+    for (int p = 0; p < TAIL; p++) slice[p] = hsum8(vload8(p, db1));
     metrics[2 * g] = (real)correct;
     metrics[2 * g + 1] = loss;
 }

@@ -214,8 +214,9 @@ internal sealed unsafe class FusedKernels
         ClBuffer dz1 = _cl.AllocateReals((long)blocks.Rows * Hidden, "hidden-layer deltas");
         _sparseBuffers.Add(dz1);
 
-        int partialStride = (ParameterCount - (int)Offset(0, bias: true) + SliceAlignment - 1)
-            / SliceAlignment * SliceAlignment;
+        // per item: the b1 .. b2 sums (reduce_update's slice), then the same per sample lane (sparse_cpu.cl)
+        int tail = ParameterCount - (int)Offset(0, bias: true);
+        int partialStride = RoundUp(RoundUp(tail, SliceAlignment) + PixelBlocks.BlockSize * tail, SliceAlignment);
         _partials = _cl.AllocateReals((long)items * partialStride, "gradient partials");
         _metrics = _cl.AllocateReals(2L * items, "metrics");
         _metricsHost = new double[2 * items];
@@ -264,7 +265,7 @@ internal sealed unsafe class FusedKernels
             int first = (int)Offset(0, bias: true);
             _cl.SetReal(_reduce, 6, learningRate);
             _reduce.SetArg(7, apply ? 1 : 0);
-            _cl.Enqueue(_reduce, [RoundUp(ParameterCount - first, 64)]);
+            _cl.Enqueue(_reduce, [(nuint)RoundUp(ParameterCount - first, 64)]);
             return;
         }
         if (_variant == OpenClVariant.Cpu)
@@ -273,7 +274,7 @@ internal sealed unsafe class FusedKernels
             _cl.Enqueue(_train, [(nuint)(_groups * _workGroupSize)], [(nuint)_workGroupSize]);
         _cl.SetReal(_reduce, 6, learningRate);
         _reduce.SetArg(7, apply ? 1 : 0);
-        _cl.Enqueue(_reduce, [RoundUp(ParameterCount, 64)]);
+        _cl.Enqueue(_reduce, [(nuint)RoundUp(ParameterCount, 64)]);
     }
 
     /// <summary>The metrics of the last enqueued pass (waits for it).</summary>
@@ -297,7 +298,7 @@ internal sealed unsafe class FusedKernels
         _predict.SetArg(1, n);
         _predict.SetArg(2, Weights);
         _predict.SetArg(3, probabilities);
-        _cl.Enqueue(_predict, [RoundUp(n, 64)]);
+        _cl.Enqueue(_predict, [(nuint)RoundUp(n, 64)]);
     }
 
     private void ReleaseBound()
@@ -347,7 +348,7 @@ internal sealed unsafe class FusedKernels
     private static int EnvInt(string name, int fallback) =>
         int.TryParse(Environment.GetEnvironmentVariable(name), out int v) && v > 0 ? v : fallback;
 
-    private static nuint RoundUp(int value, int multiple) => (nuint)((value + multiple - 1) / multiple * multiple);
+    private static int RoundUp(int value, int multiple) => (value + multiple - 1) / multiple * multiple;
 
     private static long FloorPowerOfTwo(long v)
     {
