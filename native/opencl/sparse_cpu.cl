@@ -23,13 +23,22 @@
 #define TAIL_PAD ((TAIL + 15) / 16 * 16)
 #define convert_real8 CAT(convert_, real8)
 
-inline real hsum8(real8 v) { real4 b = v.lo + v.hi; real2 c = b.lo + b.hi; return c.x + c.y; }
+// the output layer runs on two blocks at once, 16 samples across the lanes: its per-block cost (exp, the divisions,
+// the gradient sums) was a third of the forward kernel's time on 8 lanes
+#define PAIR 16
+#define realP CAT(REAL, 16)
+#define convert_realP CAT(convert_, realP)
 
-__kernel void sparse_forward_cpu(__global const int* restrict block_split, __global const int* restrict block_start,
-                                 __global const ushort* restrict block_column, __global const uchar* restrict block_bytes,
+inline real hsum8(real8 v) { real4 b = v.lo + v.hi; real2 c = b.lo + b.hi; return c.x + c.y; }
+inline real hsum16(realP v) { return hsum8(v.lo + v.hi); }
+
+__kernel void sparse_forward_cpu(__global const int* restrict block_split,
+                                 __global const int* restrict block_start,
+                                 __global const ushort* restrict block_column,
+                                 __global const uchar* restrict block_bytes,
                                  __global const uchar* restrict block_labels, __global const real* restrict params,
-                                 __global real* restrict dz1, __global real* restrict partials, const int partial_stride,
-                                 __global real* restrict metrics)
+                                 __global real* restrict dz1, __global real* restrict partials,
+                                 const int partial_stride, __global real* restrict metrics)
 {
     const int g = get_global_id(0);
     __global const real* restrict w1 = params + W1_OFF;
@@ -37,83 +46,94 @@ __kernel void sparse_forward_cpu(__global const int* restrict block_split, __glo
     __global const real* restrict w2 = params + W2_OFF;
     __global const real* restrict b2 = params + B2_OFF;
     // this item's partial: [db1 (H) | dw2 (10,H) | db2 (10)] as reduce_update reads it, written at the end from
-    // the same sums kept per lane (TAIL real8s after it), so that a block adds a vector, not a horizontal sum
+    // the same sums kept per lane (TAIL real16s after it), so that a block pair adds a vector, not a horizontal sum
     __global real* restrict slice = partials + (size_t)g * partial_stride;
     __global real* restrict db1 = slice + TAIL_PAD;
-    __global real* restrict dw2 = db1 + (W2_OFF - B1_OFF) * BS;
-    __global real* restrict db2 = db1 + (B2_OFF - B1_OFF) * BS;
-    for (int p = 0; p < TAIL; p++) vstore8((real8)0, p, db1);
+    __global real* restrict dw2 = db1 + (W2_OFF - B1_OFF) * PAIR;
+    __global real* restrict db2 = db1 + (B2_OFF - B1_OFF) * PAIR;
+    for (int p = 0; p < TAIL; p++) vstore16((realP)0, p, db1);
 
     int correct = 0;
     real loss = 0;
-    for (int b = block_split[g]; b < block_split[g + 1]; b++)
+    const int last = block_split[g + 1];
+    for (int b0 = block_split[g]; b0 < last; b0 += 2)
     {
-        const int e0 = block_start[b], e1 = block_start[b + 1];
-        __global real* restrict z = dz1 + (size_t)b * H * BS; // z1, then dz1 in place: (H, 8)
-
-        // LinearForward + ReluForward (hidden): z1 = (w1 x) / 255 + b1 over the block's entries, HC units a pass
-        for (int j0 = 0; j0 < H; j0 += HC)
+        const int pair = min(2, last - b0); // 1 for the range's odd last block
+        for (int b = b0; b < b0 + pair; b++)
         {
-            real8 acc[HC];
-#pragma unroll
-            for (int i = 0; i < HC; i++) acc[i] = 0;
-            for (int e = e0; e < e1; e++)
+            const int e0 = block_start[b], e1 = block_start[b + 1];
+            __global real* restrict z = dz1 + (size_t)b * H * BS; // z1, then dz1 in place: (H, 8)
+
+            // LinearForward + ReluForward (hidden): z1 = (w1 x) / 255 + b1 over the block's entries, HC units a pass
+            for (int j0 = 0; j0 < H; j0 += HC)
             {
-                const int k = block_column[e];
-                const real8 x = convert_real8(vload8(e, block_bytes));
+                real8 acc[HC];
 #pragma unroll
-                for (int i = 0; i < HC; i++) acc[i] = fma((real8)w1[min(j0 + i, H - 1) * IN + k], x, acc[i]);
+                for (int i = 0; i < HC; i++) acc[i] = 0;
+                for (int e = e0; e < e1; e++)
+                {
+                    const int k = block_column[e];
+                    const real8 x = convert_real8(vload8(e, block_bytes));
+#pragma unroll
+                    for (int i = 0; i < HC; i++) acc[i] = fma((real8)w1[min(j0 + i, H - 1) * IN + k], x, acc[i]);
+                }
+#pragma unroll
+                for (int i = 0; i < HC; i++)
+                    if (j0 + i < H) vstore8(acc[i] / (real)255 + (real8)b1[j0 + i], j0 + i, z);
             }
-#pragma unroll
-            for (int i = 0; i < HC; i++)
-                if (j0 + i < H) vstore8(acc[i] / (real)255 + (real8)b1[j0 + i], j0 + i, z);
         }
 
-        // LinearForward (output) and SoftmaxCrossEntropy with the block's samples across the lanes
-        const real8 y = convert_real8(vload8(b, block_labels));
-        const real8 valid = select((real8)0, (real8)1, y < (real8)OUT); // 255 marks the padding
-        real8 z2[OUT];
-        for (int c = 0; c < OUT; c++) z2[c] = (real8)b2[c];
+        // LinearForward (output) and SoftmaxCrossEntropy with the pair's 16 samples across the lanes (block b0 in
+        // the low half; a lone block's high half repeats it, masked out as padding)
+        __global real* restrict za = dz1 + (size_t)b0 * H * BS;
+        __global real* restrict zb = pair == 2 ? za + H * BS : za;
+        const uchar8 none = (uchar8)255;
+        const uchar8 yb = pair == 2 ? vload8(b0 + 1, block_labels) : none;
+        const realP y = convert_realP((uchar16)(vload8(b0, block_labels), yb));
+        const realP valid = select((realP)0, (realP)1, y < (realP)OUT); // 255 marks the padding
+        realP z2[OUT];
+        for (int c = 0; c < OUT; c++) z2[c] = (realP)b2[c];
         for (int j = 0; j < H; j++)
         {
-            const real8 a = fmax(vload8(j, z), (real8)0);
-            for (int c = 0; c < OUT; c++) z2[c] = fma((real8)w2[c * H + j], a, z2[c]);
+            const realP a = fmax((realP)(vload8(j, za), vload8(j, zb)), (realP)0);
+            for (int c = 0; c < OUT; c++) z2[c] = fma((realP)w2[c * H + j], a, z2[c]);
         }
-        real8 best = z2[0], arg = 0, zy = select((real8)0, z2[0], y == (real8)0);
+        realP best = z2[0], arg = 0, zy = select((realP)0, z2[0], y == (realP)0);
         for (int c = 1; c < OUT; c++)
         {
-            const real8 cv = (real8)c;
+            const realP cv = (realP)c;
             arg = select(arg, cv, z2[c] > best); // first index on ties, as the reference's argmax
             best = fmax(best, z2[c]);
             zy = select(zy, z2[c], y == cv);
         }
-        correct += (int)hsum8(select((real8)0, valid, arg == y));
-        real8 sum = 0;
+        correct += (int)hsum16(select((realP)0, valid, arg == y));
+        realP sum = 0;
         for (int c = 0; c < OUT; c++) { z2[c] = exp(z2[c] - best); sum += z2[c]; }
-        loss += hsum8(((best + log(sum)) - zy) * valid);
+        loss += hsum16(((best + log(sum)) - zy) * valid);
         // dz2 = softmax - onehot(y), zero for padding lanes; LinearBackward (output): db2 += dz2, dw2 += dz2^T a1
         for (int c = 0; c < OUT; c++)
         {
-            z2[c] = (z2[c] / sum - select((real8)0, (real8)1, y == (real8)c)) * valid;
-            vstore8(vload8(c, db2) + z2[c], c, db2);
+            z2[c] = (z2[c] / sum - select((realP)0, (realP)1, y == (realP)c)) * valid;
+            vstore16(vload16(c, db2) + z2[c], c, db2);
         }
         // LinearBackward (output, dx) + ReluBackward: dz1 = (dz2 w2) * relu'(z1); LinearBackward (hidden): db1 += dz1
         for (int j = 0; j < H; j++)
         {
-            const real8 zj = vload8(j, z);
-            const real8 a = fmax(zj, (real8)0);
-            real8 d = 0;
+            const realP zj = (realP)(vload8(j, za), vload8(j, zb));
+            const realP a = fmax(zj, (realP)0);
+            realP d = 0;
             for (int c = 0; c < OUT; c++)
             {
-                vstore8(fma(z2[c], a, vload8(c * H + j, dw2)), c * H + j, dw2);
-                d = fma((real8)w2[c * H + j], z2[c], d);
+                vstore16(fma(z2[c], a, vload16(c * H + j, dw2)), c * H + j, dw2);
+                d = fma((realP)w2[c * H + j], z2[c], d);
             }
-            d = select((real8)0, d, zj > (real8)0);
-            vstore8(vload8(j, db1) + d, j, db1);
-            vstore8(d, j, z);
+            d = select((realP)0, d, zj > (realP)0);
+            vstore16(vload16(j, db1) + d, j, db1);
+            vstore8(d.lo, j, za);
+            if (pair == 2) vstore8(d.hi, j, zb);
         }
     }
-    for (int p = 0; p < TAIL; p++) slice[p] = hsum8(vload8(p, db1));
+    for (int p = 0; p < TAIL; p++) slice[p] = hsum16(vload16(p, db1));
     metrics[2 * g] = (real)correct;
     metrics[2 * g + 1] = loss;
 }

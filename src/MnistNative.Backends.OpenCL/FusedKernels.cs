@@ -214,9 +214,9 @@ internal sealed unsafe class FusedKernels
         ClBuffer dz1 = _cl.AllocateReals((long)blocks.Rows * Hidden, "hidden-layer deltas");
         _sparseBuffers.Add(dz1);
 
-        // per item: the b1 .. b2 sums (reduce_update's slice), then the same per sample lane (sparse_cpu.cl)
+        // per item: the b1 .. b2 sums (reduce_update's slice), then the same per lane of a block pair (sparse_cpu.cl)
         int tail = ParameterCount - (int)Offset(0, bias: true);
-        int partialStride = RoundUp(RoundUp(tail, SliceAlignment) + PixelBlocks.BlockSize * tail, SliceAlignment);
+        int partialStride = RoundUp(RoundUp(tail, SliceAlignment) + 2 * PixelBlocks.BlockSize * tail, SliceAlignment);
         _partials = _cl.AllocateReals((long)items * partialStride, "gradient partials");
         _metrics = _cl.AllocateReals(2L * items, "metrics");
         _metricsHost = new double[2 * items];
