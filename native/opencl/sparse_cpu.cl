@@ -146,30 +146,56 @@ __kernel void sparse_weight_gradient_cpu(__global const int* restrict column_spl
                                          const real scale, const real lr, const int apply)
 {
     const int g = get_global_id(0);
-    for (int k = column_split[g]; k < column_split[g + 1]; k++)
+    const int last = column_split[g + 1];
+    // two neighbouring pixels at a time, their entry lists merged by block: a block in both lists loads its dz1
+    // once for both (the loads of dz1 from L2 bounded this kernel, neighbours share most blocks); a block in one
+    // list only multiplies zeros for the other
+    for (int k = column_split[g]; k < last; k += 2)
     {
-        const int e0 = column_start[k], e1 = column_start[k + 1];
-        for (int j0 = 0; j0 < H; j0 += HC)
+        const int pair = min(2, last - k);
+        const int ea = column_start[k], ea1 = column_start[k + 1];
+        const int eb = pair == 2 ? ea1 : 0, eb1 = pair == 2 ? column_start[k + 2] : 0;
+        for (int j0 = 0; j0 < H; j0 += HC2)
         {
-            real8 acc[HC];
+            real8 acc[HC2], bcc[HC2];
 #pragma unroll
-            for (int i = 0; i < HC; i++) acc[i] = 0;
-            for (int e = e0; e < e1; e++)
+            for (int i = 0; i < HC2; i++) acc[i] = bcc[i] = 0;
+            int e = ea, f = eb;
+            while (e < ea1 || f < eb1)
             {
-                __global const real* restrict d = dz1 + (size_t)column_block[e] * H * BS;
-                const real8 x = convert_real8(vload8(e, column_bytes));
+                // clamped indices keep the loads in the buffer (entry 0 always exists); a finished list reads as
+                // block INT_MAX
+                const int ei = e < ea1 ? e : 0, fi = f < eb1 ? f : 0;
+                const int be = e < ea1 ? column_block[ei] : INT_MAX, bf = f < eb1 ? column_block[fi] : INT_MAX;
+                const int b = min(be, bf);
+                const real8 x = convert_real8(vload8(ei, column_bytes)) * (real)(be == b);
+                const real8 y = convert_real8(vload8(fi, column_bytes)) * (real)(bf == b);
+                e += be == b;
+                f += bf == b;
+                __global const real* restrict d = dz1 + (size_t)b * H * BS;
 #pragma unroll
-                for (int i = 0; i < HC; i++) acc[i] = fma(vload8(min(j0 + i, H - 1), d), x, acc[i]);
+                for (int i = 0; i < HC2; i++)
+                {
+                    const real8 v = vload8(min(j0 + i, H - 1), d);
+                    acc[i] = fma(v, x, acc[i]);
+                    bcc[i] = fma(v, y, bcc[i]);
+                }
             }
             // dw1 = sum / (255 n), the step w1 -= lr dw1
 #pragma unroll
-            for (int i = 0; i < HC; i++)
+            for (int i = 0; i < HC2; i++)
                 if (j0 + i < H)
                 {
                     const int p = W1_OFF + (j0 + i) * IN + k;
                     const real grad = hsum8(acc[i]) * scale;
                     grads[p] = grad;
                     if (apply) params[p] -= lr * grad;
+                    if (pair == 2)
+                    {
+                        const real next = hsum8(bcc[i]) * scale;
+                        grads[p + 1] = next;
+                        if (apply) params[p + 1] -= lr * next;
+                    }
                 }
         }
     }

@@ -55,7 +55,7 @@ internal sealed unsafe class FusedKernels
             Tile = EnvInt("MNISTNATIVE_OPENCL_CPU_TILE", CpuTile);
             if (Tile is not (8 or 16))
                 throw new ArgumentException($"MNISTNATIVE_OPENCL_CPU_TILE must be 8 or 16, got {Tile}");
-            defines += $" -D VW={width} -D TS={Tile} -D HC={HiddenChunk(hidden)}";
+            defines += $" -D VW={width} -D TS={Tile} -D HC={HiddenChunk(hidden, 16)} -D HC2={HiddenChunk(hidden, 12)}";
             files = ["common.cl", "forward_backward_cpu.cl", "sparse_cpu.cl", "reduce_update.cl", "predict.cl"];
             _workGroupSize = 1;
         }
@@ -333,14 +333,14 @@ internal sealed unsafe class FusedKernels
     }
 
     /// <summary>
-    /// The hidden units the sparse kernels keep in registers per pass over the entries: at most 16 (with the
-    /// pixels and the broadcast weight they fill the 32 vector registers of AVX-512 and spill little on 16), in
-    /// as few passes as that allows, split evenly so that the last pass repeats few units.
+    /// The hidden units the sparse kernels keep in registers per pass over the entries: at most
+    /// <paramref name="most"/> (16 for the forward's one accumulator per unit, 12 for the gradient's two: with the
+    /// pixels and the loaded value they fit the 32 vector registers of AVX-512), in as few passes as that allows,
+    /// split evenly so that the last pass repeats few units.
     /// </summary>
-    internal static int HiddenChunk(int hidden)
+    internal static int HiddenChunk(int hidden, int most)
     {
-        const int MaxChunk = 16;
-        int passes = (hidden + MaxChunk - 1) / MaxChunk;
+        int passes = (hidden + most - 1) / most;
         return (hidden + passes - 1) / passes;
     }
 

@@ -309,14 +309,17 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData(1, 1)]
-    [InlineData(10, 10)]
-    [InlineData(16, 16)]
-    [InlineData(17, 9)]
-    [InlineData(33, 11)]
-    [InlineData(128, 16)]
-    public void SparseHiddenChunksHoldAtMost16UnitsAndRepeatFew(int hidden, int chunk) =>
-        Assert.Equal(chunk, FusedKernels.HiddenChunk(hidden));
+    [InlineData(1, 16, 1)]
+    [InlineData(10, 16, 10)]
+    [InlineData(16, 16, 16)]
+    [InlineData(17, 16, 9)]
+    [InlineData(33, 16, 11)]
+    [InlineData(128, 16, 16)]
+    [InlineData(10, 12, 10)]
+    [InlineData(13, 12, 7)]
+    [InlineData(128, 12, 12)]
+    public void SparseHiddenChunksHoldAtMostTheLimitAndRepeatFew(int hidden, int most, int chunk) =>
+        Assert.Equal(chunk, FusedKernels.HiddenChunk(hidden, most));
 
     private static double TrainingBackendConformanceDiff(MlpParameters a, MlpParameters b) =>
         Conformance.TrainingBackendConformance.MaxDiff(a, b, 0, 0, exact: true);
