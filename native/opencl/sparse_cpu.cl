@@ -9,7 +9,7 @@
 //   sparse_weight_gradient_cpu: mirrors Reference.LinearBackward's dw1 = dz1 x^T / n, per pixel column over the
 //     column's entries (block, bytes), so each dw1 value is one work-item's and needs no reduction; it also takes
 //     the gradient-descent step on w1 (sparse_forward_cpu, the only reader of w1, has run by then).
-// reduce_update then sums the other partials (its first = B1_OFF). Every work-item owns a fixed range of blocks
+// The gradient kernel also sums the other partials, as reduce_update does for the dense kernel. Every work-item owns a fixed range of blocks
 // or pixels (split by the host in proportion to the entries), so the sums run in a fixed order: deterministic
 // for a given item count.
 // The hidden units go in chunks of HC (host-chosen, <= 16, HC * ceil(H / HC) close to H): HC real8 accumulators
@@ -143,9 +143,21 @@ __kernel void sparse_weight_gradient_cpu(__global const int* restrict column_spl
                                          __global const int* restrict column_block,
                                          __global const uchar* restrict column_bytes, __global const real* restrict dz1,
                                          __global real* restrict params, __global real* restrict grads,
-                                         const real scale, const real lr, const int apply)
+                                         const real scale, const real lr, const int apply,
+                                         __global const real* restrict partials, const int items,
+                                         const int partial_stride, const real inv_n)
 {
     const int g = get_global_id(0);
+    // reduce_update's work for b1 .. b2 (sparse_forward_cpu's partials), a slice per item: one launch less
+    const int per = (TAIL + items - 1) / items;
+    for (int q = g * per; q < min(TAIL, (g + 1) * per); q++)
+    {
+        real sum = 0;
+        for (int h = 0; h < items; h++) sum += partials[(size_t)h * partial_stride + q];
+        const real grad = sum * inv_n;
+        grads[B1_OFF + q] = grad;
+        if (apply) params[B1_OFF + q] -= lr * grad;
+    }
     const int last = column_split[g + 1];
     // two neighbouring pixels at a time, their entry lists merged by block: a block in both lists loads its dz1
     // once for both (the loads of dz1 from L2 bounded this kernel, neighbours share most blocks); a block in one

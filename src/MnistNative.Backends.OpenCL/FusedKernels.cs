@@ -159,7 +159,6 @@ internal sealed unsafe class FusedKernels
         _reduce.SetArg(3, Weights);
         _reduce.SetArg(4, Gradients);
         _cl.SetReal(_reduce, 5, 1.0 / n);
-        _reduce.SetArg(8, 0);
     }
 
     /// <summary>
@@ -243,13 +242,10 @@ internal sealed unsafe class FusedKernels
         w.SetArg(5, Weights);
         w.SetArg(6, Gradients);
         _cl.SetReal(w, 7, 1.0 / (255.0 * n));
-        _reduce.SetArg(0, _partials);
-        _reduce.SetArg(1, items);
-        _reduce.SetArg(2, partialStride);
-        _reduce.SetArg(3, Weights);
-        _reduce.SetArg(4, Gradients);
-        _cl.SetReal(_reduce, 5, 1.0 / n);
-        _reduce.SetArg(8, (int)Offset(0, bias: true));
+        w.SetArg(10, _partials);
+        w.SetArg(11, items);
+        w.SetArg(12, partialStride);
+        _cl.SetReal(w, 13, 1.0 / n);
     }
 
     /// <summary>Enqueues the fused forward/backward pass and the reduction into <see cref="Gradients"/>; with
@@ -262,10 +258,6 @@ internal sealed unsafe class FusedKernels
             _cl.SetReal(_sparseGradient!, 8, learningRate);
             _sparseGradient!.SetArg(9, apply ? 1 : 0);
             _cl.Enqueue(_sparseGradient!, [(nuint)_groups], [1]);
-            int first = (int)Offset(0, bias: true);
-            _cl.SetReal(_reduce, 6, learningRate);
-            _reduce.SetArg(7, apply ? 1 : 0);
-            _cl.Enqueue(_reduce, [(nuint)RoundUp(ParameterCount - first, 64)]);
             return;
         }
         if (_variant == OpenClVariant.Cpu)
