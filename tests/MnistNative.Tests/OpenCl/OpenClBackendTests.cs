@@ -232,9 +232,10 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
             (new LabeledImages(noZeros, new byte[300]), KernelMode.Dense, "100.0 % of the training pixels"),
             (OpenClTestData.Images(300, seed: 5), KernelMode.Dense, "not under 50"),
         };
+        MlpParameters weights = MlpParameters.Initialize([784, 10, 10], 1);
         foreach (var (data, want, why) in cases)
         {
-            using OpenClBackend backend = Open([784, 10, 10], options, data, MlpParameters.Initialize([784, 10, 10], 1));
+            using OpenClBackend backend = Open([784, 10, 10], options, data, weights);
             output.WriteLine($"{want}: {backend.KernelChoice!.Reason}");
             Assert.Equal(want, backend.KernelChoice.Kernel);
             Assert.StartsWith("auto: ", backend.KernelChoice.Reason);
