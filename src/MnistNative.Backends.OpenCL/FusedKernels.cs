@@ -8,6 +8,8 @@ namespace MnistNative.Backends.OpenCL;
 /// forward_backward_cpu.cl / forward_backward_gpu.cl run the whole forward and backward pass per tile of samples
 /// into per-group gradient partials, reduce_update.cl sums them and takes the gradient-descent step, predict.cl
 /// runs inference. The weights live in one packed buffer in the seed's layout [w1 (H,784) | b1 | w2 (10,H) | b2].
+/// On the CPU variant the layer-1 products can instead run sparse (<see cref="BindSparse"/>): sparse_cpu.cl's
+/// forward per block of 8 samples and weight gradient per pixel column, on the set's <see cref="PixelBlocks"/>.
 /// Everything is created through the <see cref="OpenClAccelerator"/>, which owns and releases it.
 /// </summary>
 internal sealed unsafe class FusedKernels

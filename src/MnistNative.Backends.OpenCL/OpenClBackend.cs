@@ -65,7 +65,7 @@ public sealed unsafe class OpenClBackend : ITrainingBackend
     private LayerKernels? _layers;
     // Where the current weights are: in the fused family's packed buffer, the per-layer buffers, or both.
     private bool _fusedWeightsCurrent, _layerWeightsCurrent;
-    // Auto takes the sparse kernels when more than this share of the pixels are zero...
+    // Auto takes the sparse kernels when at most this share of the pixels are non-zero...
     internal const double SparseMaxDensity = 0.5;
     // ...and the blocks of 8 keep fewer than this share of the 784 pixel columns (docs/journal/sparse-training.md).
     internal const double SparseMaxColumnFraction = 0.5;
