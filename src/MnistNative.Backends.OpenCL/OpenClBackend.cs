@@ -31,6 +31,13 @@ public sealed record OpenClBackendOptions
     /// host's phases only (transfers, gathers).
     /// </summary>
     public bool Profiling { get; init; }
+
+    /// <summary>
+    /// Layer-1 kernels of the fused 784-H-10 path: Sparse (the CPU variant only) runs sparse_cpu.cl on the
+    /// training set's <see cref="PixelBlocks"/>, Dense the fused dense kernel, Auto picks at upload from the
+    /// measured density and the blocks' share of the pixel columns (<see cref="OpenClBackend.ChooseKernel"/>).
+    /// </summary>
+    public KernelMode Kernel { get; init; } = KernelMode.Auto;
 }
 
 /// <summary>
@@ -58,7 +65,16 @@ public sealed unsafe class OpenClBackend : ITrainingBackend
     private LayerKernels? _layers;
     // Where the current weights are: in the fused family's packed buffer, the per-layer buffers, or both.
     private bool _fusedWeightsCurrent, _layerWeightsCurrent;
+    // Auto takes the sparse kernels when at most this share of the pixels are non-zero...
+    internal const double SparseMaxDensity = 0.5;
+    // ...and the blocks of 8 keep fewer than this share of the 784 pixel columns (docs/journal/sparse-training.md).
+    internal const double SparseMaxColumnFraction = 0.5;
+
+    private readonly KernelMode _kernelMode;
     private ClBuffer? _pixels, _labels;
+    // The training set's blocks while the sparse kernels are chosen (a lazily built FusedKernels binds them too).
+    private PixelBlocks? _pixelBlocks;
+    private byte[] _trainLabels = [];
     private int[] _wholeSetIndices = [];
     private int _n;
     private long _t;
@@ -84,10 +100,14 @@ public sealed unsafe class OpenClBackend : ITrainingBackend
         if (variant?.ToLowerInvariant() is not (null or "" or "auto" or "gpu" or "cpu"))
             throw new ArgumentException($"unknown OpenCL kernel variant '{variant}' (choose gpu, cpu or auto)",
                 nameof(options));
+        _kernelMode = options.Kernel;
         _cl = new OpenClAccelerator(options.Device, options.Precision, options.Profiling);
         try
         {
             Variant = ResolveVariant(variant, _cl.Device, nameof(options));
+            if (_kernelMode == KernelMode.Sparse && Variant == OpenClVariant.Gpu)
+                throw new BackendUnavailableException("OpenCL's GPU kernel variant has no sparse kernels; " +
+                    "--kernel sparse on opencl goes with the CPU variant (--opencl-variant cpu)");
             // The family the run's steps will take is built now, so that a kernel that does not compile or a
             // device that cannot run it is an error when the backend opens; the other one when it is first needed.
             if (FusedSteps) Fused();
@@ -172,13 +192,49 @@ public sealed unsafe class OpenClBackend : ITrainingBackend
         fixed (byte* p = train.Labels)
             _labels = _cl.Allocate(train.Labels.LongLength, "training labels", p, MemFlags.ReadOnly);
         _n = train.Count;
-        _fused?.Bind(_pixels, _labels, _n);
-        _layers?.Bind(_pixels, _labels);
+        _pixelBlocks?.Dispose();
+        _pixelBlocks = null;
+        _trainLabels = train.Labels;
         double density = KernelChoice.MeasureDensity(train.Pixels);
-        KernelChoice = FusedSteps
-            ? new KernelChoice(KernelMode.Dense, "OpenCL's fused kernels are dense", density,
-                Core.KernelChoice.UsefulFlops(_n, _sizes[1], density))
-            : new KernelChoice(KernelMode.Dense, "per-layer path", density, 0);
+        if (!FusedShape)
+            KernelChoice = new KernelChoice(KernelMode.Dense, "per-layer path", density, 0);
+        else
+        {
+            (_pixelBlocks, string reason) = ChooseKernel(_kernelMode, Variant, density, train);
+            KernelChoice = new KernelChoice(_pixelBlocks != null ? KernelMode.Sparse : KernelMode.Dense, reason,
+                density, Core.KernelChoice.UsefulFlops(_n, _sizes[1], density));
+        }
+        if (_fused != null) BindFused(_fused);
+        _layers?.Bind(_pixels, _labels);
+    }
+
+    /// <summary>
+    /// The fused path's layer-1 kernels for a training set, and why: the blocks to run the sparse kernels on, or
+    /// null for the dense kernel. Auto takes sparse on the CPU variant when at most
+    /// <see cref="SparseMaxDensity"/> of the pixels are non-zero and the blocks keep under
+    /// <see cref="SparseMaxColumnFraction"/> of the pixel columns (each kept column costs a block's 8 samples an
+    /// FMA whether they are zero or not).
+    /// </summary>
+    internal static (PixelBlocks? Blocks, string Reason) ChooseKernel(KernelMode mode, OpenClVariant variant,
+        double density, LabeledImages train)
+    {
+        string measured = $"{density:P1} of the training pixels are non-zero";
+        if (variant == OpenClVariant.Gpu)
+            return (null, $"{(mode == KernelMode.Dense ? "forced by --kernel dense" : "auto")}: the GPU variant's " +
+                $"fused kernels are dense (no sparse GPU variant yet; {measured})");
+        if (mode == KernelMode.Dense) return (null, $"forced by --kernel dense ({measured})");
+        if (mode == KernelMode.Auto && density > SparseMaxDensity)
+            return (null, $"auto: {measured}, more than {SparseMaxDensity:P0}");
+        const int BlockSize = FusedKernels.SparseBlockSize;
+        PixelBlocks blocks = PixelBlocks.Build(train.Pixels, train.Labels,
+            (train.Count + BlockSize - 1) / BlockSize * BlockSize, BlockSize);
+        string kept = $"{measured}; blocks of {BlockSize} samples keep {blocks.ColumnFraction:P1} " +
+            "of the pixel columns";
+        if (mode == KernelMode.Sparse) return (blocks, $"forced by --kernel sparse ({kept})");
+        if (blocks.ColumnFraction < SparseMaxColumnFraction)
+            return (blocks, $"auto: {kept}, under {SparseMaxColumnFraction:P0}");
+        blocks.Dispose();
+        return (null, $"auto: {kept}, not under {SparseMaxColumnFraction:P0}");
     }
 
     public void SetWeights(MlpParameters weights)
@@ -327,6 +383,7 @@ public sealed unsafe class OpenClBackend : ITrainingBackend
         _disposed = true;
         try
         {
+            _pixelBlocks?.Dispose();
             _layers?.ReleaseIndexWrite();
         }
         finally
@@ -339,8 +396,14 @@ public sealed unsafe class OpenClBackend : ITrainingBackend
     {
         if (_fused != null) return _fused;
         _fused = new FusedKernels(_cl, Variant, _sizes[1], _kernelsDirectory);
-        if (_pixels != null) _fused.Bind(_pixels, _labels!, _n);
+        if (_pixels != null) BindFused(_fused);
         return _fused;
+    }
+
+    private void BindFused(FusedKernels fused)
+    {
+        if (_pixelBlocks != null) fused.BindSparse(_pixelBlocks, _trainLabels);
+        else fused.Bind(_pixels!, _labels!, _n);
     }
 
     private LayerKernels Layers()

@@ -56,8 +56,9 @@ public static class BackendCatalog
     /// <summary>The values of --kernel.</summary>
     public static IReadOnlyList<string> KernelNames { get; } = ["auto", "dense", "sparse"];
 
-    /// <summary>The backends that have sparse layer-1 kernels (the others run dense under --kernel auto).</summary>
-    public static IReadOnlyList<string> SparseBackends { get; } = ["avx2", "avx512"];
+    /// <summary>The backends that have sparse layer-1 kernels (the others run dense under --kernel auto); opencl's
+    /// only in its CPU variant.</summary>
+    public static IReadOnlyList<string> SparseBackends { get; } = ["avx2", "avx512", "opencl"];
 
     /// <summary>How auto chooses, in the order it tries.</summary>
     public const string AutoRule =
@@ -88,8 +89,17 @@ public static class BackendCatalog
         _ => $"unknown backend '{name}' (choose from {string.Join(", ", Names)})",
     };
 
+    /// <summary>"avx2, avx512 or opencl" (with <paramref name="conjunction"/>).</summary>
+    public static string SparseBackendList(string conjunction) =>
+        $"{string.Join(", ", SparseBackends.Take(SparseBackends.Count - 1))} {conjunction} {SparseBackends[^1]}";
+
     /// <summary>The layer-1 kernels a backend has.</summary>
-    public static string KernelsOf(string name) => SparseBackends.Contains(name) ? "dense, sparse" : "dense";
+    public static string KernelsOf(string name) => name switch
+    {
+        "opencl" => "dense, sparse (CPU variant)",
+        _ when SparseBackends.Contains(name) => "dense, sparse",
+        _ => "dense",
+    };
 
     /// <summary>Creates the backend; <paramref name="explain"/> hears, for auto, what it picked and why.</summary>
     public static ITrainingBackend Create(BackendRequest request, Action<string> explain)
@@ -99,7 +109,7 @@ public static class BackendCatalog
         if (request.Kernel == KernelMode.Sparse && request.Backend != "auto" &&
             !SparseBackends.Contains(request.Backend))
             throw new BackendUnavailableException($"backend {request.Backend} has no sparse kernels; " +
-                $"--kernel sparse goes with {string.Join(" or ", SparseBackends)}");
+                $"--kernel sparse goes with {SparseBackendList("or")}");
         return request.Backend switch
         {
             "auto" => CreateAuto(request, explain),
@@ -130,8 +140,7 @@ public static class BackendCatalog
             return CreateScalar(request);
         }
         if (request.Kernel == KernelMode.Sparse)
-            explain("backend auto: not opencl (--kernel sparse: the sparse kernels are on " + string.Join(" and ",
-                SparseBackends) + ")");
+            explain("backend auto: not opencl (--kernel sparse: OpenCL's GPU variant has no sparse kernels)");
         else if (OpenClRuntime.FindGpu(out string noGpu) is { } gpu)
         {
             explain($"backend auto: picked opencl on GPU {gpu.Id} {gpu.Name}");
@@ -154,7 +163,7 @@ public static class BackendCatalog
     {
         if (request.Kernel == KernelMode.Sparse)
             throw new BackendUnavailableException("backend scalar has no sparse kernels; " +
-                $"--kernel sparse goes with {string.Join(" or ", SparseBackends)}");
+                $"--kernel sparse goes with {SparseBackendList("or")}");
         return request.Precision == Precision.F64
             ? new ReferenceBackend<double>(request.Sizes, request.Optimizer)
             : new ReferenceBackend<float>(request.Sizes, request.Optimizer);
@@ -177,5 +186,6 @@ public static class BackendCatalog
             KernelsDirectory = request.KernelsDirectory,
             Precision = request.Precision,
             Profiling = request.Profiling,
+            Kernel = request.Kernel,
         });
 }

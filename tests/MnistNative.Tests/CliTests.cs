@@ -205,16 +205,15 @@ public sealed class CliTests : IDisposable
         Assert.Equal("can run", doc.RootElement.GetProperty("backends").GetProperty("scalar").GetString());
     }
 
-    [Theory]
-    [InlineData("scalar")]
-    [InlineData("opencl")]
-    public void ForcedSparseOnABackendWithoutSparseKernelsIsAClearError(string backend)
+    [Fact]
+    public void ForcedSparseOnABackendWithoutSparseKernelsIsAClearError()
     {
-        var (code, stdout, stderr) = Run("train", "--backend", backend, "--kernel", "sparse",
+        var (code, stdout, stderr) = Run("train", "--backend", "scalar", "--kernel", "sparse",
             "--data", TestPaths.MnistDir,
             "--out", Path_("m.npz"));
         Assert.Equal(ExitCodes.BadInput, code);
-        Assert.Contains($"backend {backend} has no sparse kernels; --kernel sparse goes with avx2 or avx512", stderr);
+        Assert.Contains("backend scalar has no sparse kernels; --kernel sparse goes with avx2, avx512 or opencl",
+            stderr);
         Assert.Equal("", stdout);
         Assert.False(File.Exists(Path_("m.npz")));
     }

@@ -205,13 +205,127 @@ public sealed class OpenClBackendTests(ITestOutputHelper output)
         Assert.Null(seedShape.KernelChoice);
         seedShape.Upload(data);
         Assert.Equal(KernelMode.Dense, seedShape.KernelChoice!.Kernel);
-        Assert.Contains("fused", seedShape.KernelChoice.Reason);
+        Assert.Contains("of the pixel columns", seedShape.KernelChoice.Reason);
         Assert.InRange(seedShape.KernelChoice.Density, 0.01, 0.5);
         using var deep = new OpenClBackend([784, 10, 10, 10], OptimizerSettings.Gd, 40,
             new OpenClBackendOptions { Device = OpenClTestDevice.Device });
         deep.Upload(data);
         Assert.Equal("per-layer path", deep.KernelChoice!.Reason);
     }
+
+    /// <summary>
+    /// Auto on the CPU variant: digits (most pixels zero, blocks of similar digits keep few columns) get the
+    /// sparse kernels; images without a zero pixel (standardised data) and random 80 %-zero images (whose blocks
+    /// of 8 keep most columns) get the dense kernel; the reason says which and why.
+    /// </summary>
+    [SkippableFact]
+    public void AutoTakesSparseOnDigitsAndDenseOnDenseData()
+    {
+        OpenClTestDevice.RequireOpenCl();
+        var options = new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = "cpu" };
+        var noZeros = new byte[300 * 784];
+        new Random(3).NextBytes(noZeros);
+        for (int i = 0; i < noZeros.Length; i++) noZeros[i] = (byte)Math.Max(1, (int)noZeros[i]);
+        var cases = new (LabeledImages Data, KernelMode Want, string Why)[]
+        {
+            (TestPaths.Train.Take(1000), KernelMode.Sparse, "auto: "),
+            (new LabeledImages(noZeros, new byte[300]), KernelMode.Dense, "100.0 % of the training pixels"),
+            (OpenClTestData.Images(300, seed: 5), KernelMode.Dense, "not under 50"),
+        };
+        MlpParameters weights = MlpParameters.Initialize([784, 10, 10], 1);
+        foreach (var (data, want, why) in cases)
+        {
+            using OpenClBackend backend = Open([784, 10, 10], options, data, weights);
+            output.WriteLine($"{want}: {backend.KernelChoice!.Reason}");
+            Assert.Equal(want, backend.KernelChoice.Kernel);
+            Assert.StartsWith("auto: ", backend.KernelChoice.Reason);
+            Assert.Contains(why, backend.KernelChoice.Reason);
+            backend.Step(TrainingBatch.WholeSet, 0.1, measure: true);
+        }
+    }
+
+    /// <summary>The GPU variant has no sparse kernels: forcing them is a clear error when the backend opens; auto
+    /// and dense say in the reason that the GPU kernels are dense.</summary>
+    [SkippableFact]
+    public void TheGpuVariantIsDenseAndSaysSo()
+    {
+        OpenClTestDevice.RequireOpenCl();
+        var options = new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = "gpu" };
+        var e = Assert.Throws<BackendUnavailableException>(() =>
+            new OpenClBackend([784, 10, 10], OptimizerSettings.Gd, 100, options with { Kernel = KernelMode.Sparse }));
+        Assert.Contains("GPU kernel variant has no sparse kernels", e.Message);
+        using OpenClBackend backend = Open([784, 10, 10], options, TestPaths.Train.Take(100),
+            MlpParameters.Initialize([784, 10, 10], 1));
+        Assert.Equal(KernelMode.Dense, backend.KernelChoice!.Kernel);
+        Assert.Contains("GPU variant's fused kernels are dense", backend.KernelChoice.Reason);
+    }
+
+    /// <summary>The sparse kernels' steps are bitwise repeatable (each work-item sums a fixed range in a fixed
+    /// order), and the profiler shows their two kernels once per step (the gradient kernel also reduces the
+    /// partials: no reduce_update).</summary>
+    [SkippableFact]
+    public void SparseStepsAreDeterministicAndProfiledPerKernel()
+    {
+        OpenClTestDevice.RequireOpenCl();
+        LabeledImages data = TestPaths.Train.Take(501);
+        MlpParameters weights = MlpParameters.Initialize([784, 10, 10], 7);
+        var options = new OpenClBackendOptions
+        {
+            Device = OpenClTestDevice.Device, Variant = "cpu", Kernel = KernelMode.Sparse, Profiling = true,
+        };
+        using OpenClBackend first = Open([784, 10, 10], options, data, weights);
+        using OpenClBackend second = Open([784, 10, 10], options, data, weights);
+        var profiler = new Profiler();
+        first.Profiler = profiler;
+        var metrics = new List<StepMetrics>();
+        foreach (OpenClBackend b in new[] { first, second })
+            for (int i = 0; i < 4; i++) metrics.Add(b.Step(TrainingBatch.WholeSet, 0.5, measure: i == 3));
+        first.Synchronize();
+        Assert.Equal(0, TrainingBackendConformanceDiff(first.GetWeights(), second.GetWeights()));
+        Assert.Equal(metrics[3], metrics[7]);
+        Assert.Equal(501, metrics[3].Count);
+        IReadOnlyList<PhaseStat> rows = profiler.Summary();
+        foreach (string kernel in new[] { "sparse_forward_cpu", "sparse_weight_gradient_cpu" })
+            Assert.Equal(4, rows.Single(r => r.Phase == Phases.DevicePrefix + kernel).Calls);
+        foreach (string kernel in new[] { "forward_backward_cpu", "reduce_update" })
+            Assert.DoesNotContain(rows, r => r.Phase == Phases.DevicePrefix + kernel);
+    }
+
+    [Theory]
+    [InlineData(100, 6)]
+    [InlineData(5, 6)]
+    [InlineData(784, 1)]
+    public void SparseWorkSplitsIntoConsecutiveRangesOfAboutEqualWeight(int count, int parts)
+    {
+        Func<int, long> weight = i => 1 + i % 7 * 10;
+        int[] bounds = FusedKernels.Split(count, parts, weight);
+        Assert.Equal(parts + 1, bounds.Length);
+        Assert.Equal(0, bounds[0]);
+        Assert.Equal(count, bounds[^1]);
+        long total = Enumerable.Range(0, count).Sum(i => weight(i)), heaviest = 61;
+        for (int p = 0; p < parts; p++)
+        {
+            Assert.True(bounds[p] <= bounds[p + 1]);
+            long part = Enumerable.Range(bounds[p], bounds[p + 1] - bounds[p]).Sum(i => weight(i));
+            if (count >= parts * 10) Assert.InRange(part, total / parts - heaviest, total / parts + heaviest);
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 16, 1)]
+    [InlineData(10, 16, 10)]
+    [InlineData(16, 16, 16)]
+    [InlineData(17, 16, 9)]
+    [InlineData(33, 16, 11)]
+    [InlineData(128, 16, 16)]
+    [InlineData(10, 12, 10)]
+    [InlineData(13, 12, 7)]
+    [InlineData(128, 12, 12)]
+    public void SparseHiddenChunksHoldAtMostTheLimitAndRepeatFew(int hidden, int most, int chunk) =>
+        Assert.Equal(chunk, FusedKernels.HiddenChunk(hidden, most));
+
+    private static double TrainingBackendConformanceDiff(MlpParameters a, MlpParameters b) =>
+        Conformance.TrainingBackendConformance.MaxDiff(a, b, 0, 0, exact: true);
 
     internal static OpenClBackend Open(int[] sizes, OpenClBackendOptions options, LabeledImages data,
         MlpParameters weights)

@@ -20,20 +20,22 @@ public sealed class OpenClSeedParityTests(ITestOutputHelper output)
     // The GPU variant on a CPU device (PoCL runs each work-group's barriers as loops) takes ~0.1 s an
     // iteration, so there it runs the first 101 iterations; on a GPU device it runs all 1000.
     [SkippableTheory]
-    [InlineData("cpu")]
-    [InlineData("gpu")]
-    public void OpenClF32MatchesTheSeedFor1000Iterations(string variant)
+    [InlineData("cpu", KernelMode.Dense)]
+    [InlineData("cpu", KernelMode.Sparse)]
+    [InlineData("gpu", KernelMode.Dense)]
+    public void OpenClF32MatchesTheSeedFor1000Iterations(string variant, KernelMode kernel)
     {
         OpenClTestDevice.RequireOpenCl();
         var (expected, expectedTest) = SeedParityTests.Expected();
         using var backend = new OpenClBackend([784, 10, 10], OptimizerSettings.Gd, 10_000,
-            new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = variant });
+            new OpenClBackendOptions { Device = OpenClTestDevice.Device, Variant = variant, Kernel = kernel });
         int iterations = variant == "gpu" && backend.Device.Type != OpenClDeviceType.Gpu ? 101 : 1000;
         backend.Upload(TestPaths.Train.Take(10_000));
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
+        Assert.Equal(kernel, backend.KernelChoice!.Kernel);
         var clock = Stopwatch.StartNew();
         TrainingResult result = Trainer.Run(backend, 10_000, TrainingOptions.FullBatch(iterations, 0.1, 50));
-        output.WriteLine($"{backend.Info.Device}: {iterations} iterations, " +
+        output.WriteLine($"{backend.Info.Device}, {kernel} layer 1: {iterations} iterations, " +
                          $"{clock.Elapsed.TotalMilliseconds / iterations:F2} ms/iteration including the first launch");
         foreach (LogEntry got in result.Log)
         {

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using MnistNative.Backends.Cpu.Reference;
 using MnistNative.Backends.OpenCL;
+using MnistNative.Cli;
 using MnistNative.Core;
 using Xunit;
 using Xunit.Abstractions;
@@ -17,9 +18,14 @@ namespace MnistNative.Tests.OpenCl;
 public sealed class OpenClTrainingTests(ITestOutputHelper output)
 {
     private static OpenClBackend Open(int[] sizes, OptimizerSettings o, int maxBatch,
-        Precision precision = Precision.F32, string? variant = null) =>
-        new(sizes, o, maxBatch,
-            new OpenClBackendOptions { Device = OpenClTestDevice.Device, Precision = precision, Variant = variant });
+        Precision precision = Precision.F32, string? variant = null, KernelMode kernel = KernelMode.Auto) =>
+        new(sizes, o, maxBatch, new OpenClBackendOptions
+        {
+            Device = OpenClTestDevice.Device,
+            Precision = precision,
+            Variant = variant,
+            Kernel = kernel,
+        });
 
     /// <summary>n images of uniformly random pixels (dense, unlike digits: every weight gets a gradient) and random
     /// labels.</summary>
@@ -91,24 +97,35 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
     }
 
     /// <summary>The fused whole-set kernels on hidden widths that are odd, tiny or wide and sample counts that are
-    /// not multiples of any tile: gradients, metrics and one step against the reference.</summary>
+    /// not multiples of any tile (nor of the sparse kernels' block of 8, nor of their work-item count): gradients,
+    /// metrics and one step against the reference. The sparse widths cover one register chunk (1, 7, 16), chunks
+    /// that repeat units (17 = 9 + 8, 33 = 11 x 3) and many chunks (128, 256).</summary>
     [SkippableTheory]
-    [InlineData("cpu", 1, 37)]
-    [InlineData("cpu", 7, 100)]
-    [InlineData("cpu", 128, 129)]
-    [InlineData("cpu", 256, 31)]
-    [InlineData("gpu", 1, 37)]
-    [InlineData("gpu", 33, 63)]
-    [InlineData("gpu", 128, 129)]
-    public void FusedKernelsMatchTheReferenceOnOddAndWideHiddenLayers(string variant, int hidden, int n)
+    [InlineData("cpu", 1, 37, KernelMode.Dense)]
+    [InlineData("cpu", 7, 100, KernelMode.Dense)]
+    [InlineData("cpu", 128, 129, KernelMode.Dense)]
+    [InlineData("cpu", 256, 31, KernelMode.Dense)]
+    [InlineData("cpu", 1, 37, KernelMode.Sparse)]
+    [InlineData("cpu", 7, 100, KernelMode.Sparse)]
+    [InlineData("cpu", 16, 3, KernelMode.Sparse)]
+    [InlineData("cpu", 17, 61, KernelMode.Sparse)]
+    [InlineData("cpu", 33, 250, KernelMode.Sparse)]
+    [InlineData("cpu", 128, 129, KernelMode.Sparse)]
+    [InlineData("cpu", 256, 31, KernelMode.Sparse)]
+    [InlineData("gpu", 1, 37, KernelMode.Dense)]
+    [InlineData("gpu", 33, 63, KernelMode.Dense)]
+    [InlineData("gpu", 128, 129, KernelMode.Dense)]
+    public void FusedKernelsMatchTheReferenceOnOddAndWideHiddenLayers(string variant, int hidden, int n,
+        KernelMode kernel)
     {
         OpenClTestDevice.RequireOpenCl();
         int[] sizes = [784, hidden, 10];
         LabeledImages data = OpenClTestData.Images(n, seed: hidden);
         MlpParameters w = MlpParameters.Initialize(sizes, 2);
         using ITrainingBackend reference = new ReferenceBackend<double>(sizes, OptimizerSettings.Gd);
-        using OpenClBackend cl = Open(sizes, OptimizerSettings.Gd, n, variant: variant);
+        using OpenClBackend cl = Open(sizes, OptimizerSettings.Gd, n, variant: variant, kernel: kernel);
         reference.Upload(data); cl.Upload(data);
+        Assert.Equal(kernel, cl.KernelChoice!.Kernel);
         reference.SetWeights(w); cl.SetWeights(w);
         var gr = new MlpParameters(sizes);
         var gc = new MlpParameters(sizes);
@@ -120,7 +137,8 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
         reference.Step(TrainingBatch.WholeSet, 0.1, measure: false);
         cl.Step(TrainingBatch.WholeSet, 0.1, measure: false);
         double diff = OpenClTestData.MaxAbsDiff(reference.GetWeights(), cl.GetWeights());
-        output.WriteLine($"{variant} 784-{hidden}-10, n = {n}: max weight difference after one step {diff:E2}");
+        output.WriteLine($"{variant} {kernel} 784-{hidden}-10, n = {n}: max weight difference after one step " +
+            $"{diff:E2}");
         Assert.InRange(diff, 0, 1e-5);
     }
 
@@ -254,6 +272,35 @@ public sealed class OpenClTrainingTests(ITestOutputHelper output)
             using OpenClBackend empty = Open([784, 8, 10], OptimizerSettings.Gd, 16);
             empty.Step(TrainingBatch.WholeSet, 0.1, measure: false);
         });
+    }
+
+    /// <summary>--kernel goes through to opencl: its CPU variant runs what was asked and says so (auto takes sparse
+    /// on digits); the GPU variant has no sparse kernels, a clear error.</summary>
+    [SkippableFact]
+    public void TrainOnOpenClSaysWhichLayer1KernelRanAndWhy()
+    {
+        OpenClTestDevice.RequireOpenCl();
+        string dir = Directory.CreateTempSubdirectory("mnistnative-clkernel-").FullName;
+        foreach (string kernel in new[] { "auto", "dense", "sparse" })
+        {
+            var (code, stdout, stderr) = CliTests.Run("train", "--backend", "opencl", "--opencl-variant", "cpu",
+                "--kernel", kernel, "--train-count", "300", "--iterations", "3",
+                "--data", TestPaths.MnistDir, "--out", Path.Combine(dir, $"{kernel}.npz"), "--json", "--profile");
+            Assert.True(code == 0, stderr);
+            string ran = kernel == "dense" ? "dense" : "sparse";
+            Assert.Contains($"kernel {ran}: {(kernel == "auto" ? "auto: " : $"forced by --kernel {kernel} (")}",
+                stderr);
+            Assert.Contains(ran == "sparse" ? "device: sparse_weight_gradient_cpu" : "device: forward_backward_cpu",
+                stderr);
+            using var doc = JsonDocument.Parse(stdout);
+            Assert.Equal(ran, doc.RootElement.GetProperty("kernel").GetString());
+        }
+        var (gpuCode, gpuOut, gpuErr) = CliTests.Run("train", "--backend", "opencl", "--opencl-variant", "gpu",
+            "--kernel", "sparse", "--data", TestPaths.MnistDir, "--out", Path.Combine(dir, "gpu.npz"));
+        Assert.Equal(ExitCodes.BadInput, gpuCode);
+        Assert.Contains("GPU kernel variant has no sparse kernels", gpuErr);
+        Assert.Equal("", gpuOut);
+        Directory.Delete(dir, recursive: true);
     }
 
     [SkippableFact]
