@@ -143,7 +143,7 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     }
 
     /// <summary>MNIST's similar digits share their strokes, so blocks of them keep few pixel columns: auto picks
-    /// the sample blocks at a narrow hidden layer, and the rows at a wide one (blocks only serve narrow ones).</summary>
+    /// the sample blocks at a narrow hidden layer, and the rows at a wide one (blocks serve narrow ones).</summary>
     [SkippableTheory]
     [MemberData(nameof(Names))]
     public void AutoPicksSampleBlocksForMnistAtNarrowHiddenLayers(string name)
