@@ -148,7 +148,7 @@ Task("Compare").IsDependentOn("Data").Does(() =>
 {
     var iterations = Argument("iterations", 1000);
     var backends = Argument("backends", "scalar,avx2,avx512,opencl").Split(',', StringSplitOptions.RemoveEmptyEntries);
-    // --kernels=dense,sparse runs avx2/avx512 once per layer-1 kernel (the other backends have only dense ones)
+    // --kernels=dense,sparse runs avx2/avx512/opencl once per layer-1 kernel (scalar has only dense ones)
     var kernels = Argument("kernels", "auto").Split(',', StringSplitOptions.RemoveEmptyEntries);
     string python = "/usr/bin/python3";
     // Debian's numpy runs on whichever libblas.so.3 is installed; the reference BLAS makes the seed ~7x slower
@@ -167,7 +167,7 @@ Task("Compare").IsDependentOn("Data").Does(() =>
     rows.Add(("numpy (seed, float64)", numpy.GetProperty("ms_per_iteration").GetDouble(), numpy.GetProperty("test_accuracy").GetDouble()));
     Information($"numpy {numpy.GetProperty("numpy").GetString()} with BLAS {numpy.GetProperty("blas").GetString()}");
     foreach (var backend in backends)
-        foreach (var kernel in backend is "avx2" or "avx512" ? kernels : new[] { "auto" })
+        foreach (var kernel in backend is "avx2" or "avx512" or "opencl" ? kernels : new[] { "auto" })
         {
             try
             {
