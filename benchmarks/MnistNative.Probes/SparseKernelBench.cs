@@ -99,16 +99,18 @@ internal static unsafe class BlockedKernelBench
                 FusedTilePath<TW, TVec>.BlockedHiddenForward(a1.Pointer, blocks, t * blocksPerTile, w1T.Pointer,
                     b1.Pointer, hp, hv);
         }, blocks.Entries);
-        Measure("BlockedWeightGradient", () =>
-        {
-            for (int c = 0; c < blocks.Columns; c++)
-            {
-                int s = blocks.ColumnStart.Pointer[c], n = blocks.ColumnStart.Pointer[c + 1] - s;
-                FusedTilePath<TW, TVec>.BlockedWeightGradient(dw1T.Pointer + 2 * c * hv, hv,
-                    blocks.ColumnBlock.Pointer + s, blocks.ColumnBytes.Pointer + (long)s * 2 * TW.Count, n,
-                    dz1.Pointer, hp, 1f);
-            }
-        }, blocks.Entries);
+        for (int round = 0; round < 2; round++)
+            foreach (int units in new[] { 5, 10 })
+                Measure($"BlockedWeightGradient, {units} units per walk", () =>
+                {
+                    for (int c = 0; c < blocks.Columns; c++)
+                    {
+                        int s = blocks.ColumnStart.Pointer[c], n = blocks.ColumnStart.Pointer[c + 1] - s;
+                        FusedTilePath<TW, TVec>.BlockedWeightGradient(dw1T.Pointer + 2 * c * hv, hv,
+                            blocks.ColumnBlock.Pointer + s, blocks.ColumnBytes.Pointer + (long)s * 2 * TW.Count, n,
+                            dz1.Pointer, hp, 1f, units);
+                    }
+                }, blocks.Entries);
     }
 
     private static void Measure(string name, Action step, long entries)

@@ -24,10 +24,15 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     private static int BlockSize => TW.Count;
     private static int BlocksPerTile => Tile / TW.Count;
 
-    /// <summary>Accumulators per walk over a block's or a column's entries: 10 vectors plus the widened pixels and a
-    /// broadcast or dz1 vector fit the 16 registers of an AVX2 CPU. A column walk keeps 5 units of its 2 pixels.
+    /// <summary>Accumulators per walk over a block's entries: 10 vectors plus the widened pixels and a broadcast fit
+    /// the 16 registers of an AVX2 CPU.</summary>
+    private const int MaxGroupsPerWalk = 10;
+
+    /// <summary>
+    /// Units per walk over a column's entries, each with an accumulator for both pixels: 10 (20 accumulators) where
+    /// EVEX gives 32 vector registers, else 5. More units per walk widen each entry's pixels fewer times.
     /// </summary>
-    private const int MaxGroupsPerWalk = 10, UnitsPerGradientWalk = 5;
+    internal static int UnitsPerGradientWalk => Avx512F.VL.IsSupported ? 10 : 5;
 
     /// <summary>
     /// The blocked kernels serve hidden layers up to this many units; wider ones walk each block's entries once per
@@ -136,7 +141,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         for (int c = _columnShare[worker]; c < _columnShare[worker + 1]; c++)
             BlockedWeightGradient(_dw1T.Pointer + 2 * c * _hv, _hv, blocks.ColumnBlock.Pointer + columnStart[c],
                 blocks.ColumnBytes.Pointer + (long)columnStart[c] * 2 * BlockSize, columnStart[c + 1] - columnStart[c],
-                _blockDz1!.Pointer, _hp, scale);
+                _blockDz1!.Pointer, _hp, scale, UnitsPerGradientWalk);
         if (_timed) _scratch[worker].PhaseTicks[4] += Profiler.Now() - t0;
     }
 
@@ -223,19 +228,24 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     // mirrors Reference.LinearBackward (dw of layer 1, the blocks' non-zero pixel columns)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void BlockedWeightGradient(float* dw1Rows, int hv, int* blockOf, byte* bytes, int count,
-        float* dz1, int hp, float scale)
+        float* dz1, int hp, float scale, int unitsPerWalk)
     {
         int stride = hp * TW.Count;
-        for (int g = 0; g < hp; g += UnitsPerGradientWalk)
+        for (int g = 0; g < hp; g += unitsPerWalk)
         {
             float* d = dz1 + g * TW.Count, r = dw1Rows + g;
-            switch (Math.Min(UnitsPerGradientWalk, hp - g))
+            switch (Math.Min(unitsPerWalk, hp - g))
             {
                 case 1: GradientWalk<Groups1>(r, hv, blockOf, bytes, count, d, stride, scale); break;
                 case 2: GradientWalk<Groups2>(r, hv, blockOf, bytes, count, d, stride, scale); break;
                 case 3: GradientWalk<Groups3>(r, hv, blockOf, bytes, count, d, stride, scale); break;
                 case 4: GradientWalk<Groups4>(r, hv, blockOf, bytes, count, d, stride, scale); break;
-                default: GradientWalk<Groups5>(r, hv, blockOf, bytes, count, d, stride, scale); break;
+                case 5: GradientWalk<Groups5>(r, hv, blockOf, bytes, count, d, stride, scale); break;
+                case 6: GradientWalk<Groups6>(r, hv, blockOf, bytes, count, d, stride, scale); break;
+                case 7: GradientWalk<Groups7>(r, hv, blockOf, bytes, count, d, stride, scale); break;
+                case 8: GradientWalk<Groups8>(r, hv, blockOf, bytes, count, d, stride, scale); break;
+                case 9: GradientWalk<Groups9>(r, hv, blockOf, bytes, count, d, stride, scale); break;
+                default: GradientWalk<Groups10>(r, hv, blockOf, bytes, count, d, stride, scale); break;
             }
         }
     }
@@ -248,7 +258,9 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     {
         int w = TW.Count;
         TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero; // pixel A
+        TVec a5 = TW.Zero, a6 = TW.Zero, a7 = TW.Zero, a8 = TW.Zero, a9 = TW.Zero;
         TVec b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero, b3 = TW.Zero, b4 = TW.Zero; // pixel B
+        TVec b5 = TW.Zero, b6 = TW.Zero, b7 = TW.Zero, b8 = TW.Zero, b9 = TW.Zero;
         for (int e = 0; e < count; e++)
         {
             TVec xa = TW.LoadBytes(bytes + 2 * e * BlockSize), xb = TW.LoadBytes(bytes + (2 * e + 1) * BlockSize);
@@ -257,7 +269,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
             a0 = TW.MultiplyAdd(v, xa, a0); b0 = TW.MultiplyAdd(v, xb, b0);
             if (TG.Value > 1)
             {
-                v = TW.Load(d + w);
+                v = TW.Load(d + 1 * w);
                 a1 = TW.MultiplyAdd(v, xa, a1); b1 = TW.MultiplyAdd(v, xb, b1);
             }
             if (TG.Value > 2)
@@ -275,6 +287,31 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
                 v = TW.Load(d + 4 * w);
                 a4 = TW.MultiplyAdd(v, xa, a4); b4 = TW.MultiplyAdd(v, xb, b4);
             }
+            if (TG.Value > 5)
+            {
+                v = TW.Load(d + 5 * w);
+                a5 = TW.MultiplyAdd(v, xa, a5); b5 = TW.MultiplyAdd(v, xb, b5);
+            }
+            if (TG.Value > 6)
+            {
+                v = TW.Load(d + 6 * w);
+                a6 = TW.MultiplyAdd(v, xa, a6); b6 = TW.MultiplyAdd(v, xb, b6);
+            }
+            if (TG.Value > 7)
+            {
+                v = TW.Load(d + 7 * w);
+                a7 = TW.MultiplyAdd(v, xa, a7); b7 = TW.MultiplyAdd(v, xb, b7);
+            }
+            if (TG.Value > 8)
+            {
+                v = TW.Load(d + 8 * w);
+                a8 = TW.MultiplyAdd(v, xa, a8); b8 = TW.MultiplyAdd(v, xb, b8);
+            }
+            if (TG.Value > 9)
+            {
+                v = TW.Load(d + 9 * w);
+                a9 = TW.MultiplyAdd(v, xa, a9); b9 = TW.MultiplyAdd(v, xb, b9);
+            }
         }
         float* rowB = rowA + hv;
         rowA[0] = TW.Sum(a0) * scale; rowB[0] = TW.Sum(b0) * scale;
@@ -282,6 +319,11 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         if (TG.Value > 2) { rowA[2] = TW.Sum(a2) * scale; rowB[2] = TW.Sum(b2) * scale; }
         if (TG.Value > 3) { rowA[3] = TW.Sum(a3) * scale; rowB[3] = TW.Sum(b3) * scale; }
         if (TG.Value > 4) { rowA[4] = TW.Sum(a4) * scale; rowB[4] = TW.Sum(b4) * scale; }
+        if (TG.Value > 5) { rowA[5] = TW.Sum(a5) * scale; rowB[5] = TW.Sum(b5) * scale; }
+        if (TG.Value > 6) { rowA[6] = TW.Sum(a6) * scale; rowB[6] = TW.Sum(b6) * scale; }
+        if (TG.Value > 7) { rowA[7] = TW.Sum(a7) * scale; rowB[7] = TW.Sum(b7) * scale; }
+        if (TG.Value > 8) { rowA[8] = TW.Sum(a8) * scale; rowB[8] = TW.Sum(b8) * scale; }
+        if (TG.Value > 9) { rowA[9] = TW.Sum(a9) * scale; rowB[9] = TW.Sum(b9) * scale; }
     }
 
     // dz1T (Hp, Tile) -> the tile's blocks of dz1, (BlocksPerTile, Hp, Count)
