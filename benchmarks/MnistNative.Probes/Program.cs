@@ -9,6 +9,11 @@ const string Usage = "usage: MnistNative.Probes bench <mnist dir> <avx2|avx512> 
     + "paths <mnist dir> <avx2|avx512> <hidden> <threads> [rounds] | kernels <avx2|avx512> <hidden> | "
     + "sparsekernels <mnist dir> <avx2|avx512> <hidden> | "
     + "kernelab <mnist dir> <avx2|avx512> <hidden> <threads> [rounds] [iterations]";
+if (args.Length >= 3 && args[0] == "tilephases")
+{
+    TilePhaseBench.Run(args);
+    return 0;
+}
 if (args.Length >= 4 && args[0] == "blockedkernels")
 {
     BlockedKernelBench.Run(args);

@@ -288,8 +288,8 @@ public abstract unsafe class VectorKernelTests<TW, TVec>(ITestOutputHelper outpu
         RequireWidth();
         int w = TW.Count;
         var rng = new Random(TW.Count + 5);
-        using Buffer a = new(4 * w * 4), b = new(4 * w * 4), r = new(4 * w * 4), bytes = new(w);
-        double worstExp = 0;
+        using Buffer a = new(4 * w * 4), b = new(4 * w * 4), r = new(4 * w * 4), bytes = new(w), l = new(w * 4);
+        double worstExp = 0, worstLog = 0;
         for (int trial = 0; trial < 500; trial++)
         {
             for (int i = 0; i < 4 * w; i++)
@@ -305,6 +305,18 @@ public abstract unsafe class VectorKernelTests<TW, TVec>(ITestOutputHelper outpu
                 double want = Math.Exp(a.Floats()[i]), rel = Math.Abs(r.Floats()[i] - want) / want;
                 worstExp = Math.Max(worstExp, rel);
                 Assert.True(rel < 2e-7, $"exp({a.Floats()[i]}) = {r.Floats()[i]}, {want} expected");
+            }
+            // Log over positive normals, from just above the smallest to the largest magnitudes the softmax sums reach
+            for (int i = 0; i < w; i++)
+                l.Floats()[i] = trial % 2 == 0 ? (float)(1 + rng.NextDouble() * 20)
+                    : MathF.Pow(2, (float)(rng.NextDouble() * 250 - 125));
+            TW.Store(r.Floats(), TW.Log(TW.Load(l.Floats())));
+            for (int i = 0; i < w; i++)
+            {
+                double want = Math.Log(l.Floats()[i]), err = Math.Abs(r.Floats()[i] - want);
+                worstLog = Math.Max(worstLog, err / Math.Max(1, Math.Abs(want)));
+                Assert.True(err <= 2.5e-7 * Math.Max(1, Math.Abs(want)),
+                    $"log({l.Floats()[i]:R}) = {r.Floats()[i]:R}, {want:R} expected");
             }
             TW.Store(r.Floats(), TW.Select(TW.GreaterThan(va, vb), va, TW.Create(-1f)));
             for (int i = 0; i < w; i++)
@@ -335,6 +347,6 @@ public abstract unsafe class VectorKernelTests<TW, TVec>(ITestOutputHelper outpu
                 Assert.True(Math.Abs(one - want) <= tolerance, $"Sum of vector {v}: {one} vs {want}");
             }
         }
-        output.WriteLine($"{TW.Name}: Exp within {worstExp:E2} relative of exp");
+        output.WriteLine($"{TW.Name}: Exp within {worstExp:E2} relative of exp, Log within {worstLog:E2}");
     }
 }

@@ -483,15 +483,15 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
 
     // probs = softmax(z2) per sample (samples across lanes, shifted by the max as the seed does); when
     // measuring, also the correct predictions (first argmax on ties) and the summed cross-entropy
-    // logsumexp(z2) - z2[y], added in sample order.       z2T (10, Tile) -> probsT (10, Tile), may alias
+    // logsumexp(z2) - z2[y], summed per vector of samples (the padding's lanes masked), vectors in order.
+    //                                                       z2T (10, Tile) -> probsT (10, Tile), may alias
     // mirrors Reference.SoftmaxCrossEntropyForward
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Softmax(float* probsT, float* z2T, float* labels, float* valid, bool measure, ref int correct,
         ref double lossSum)
     {
-        int w = TW.Count;
-        float* lossLanes = stackalloc float[16];
-        float* hitLanes = stackalloc float[16];
+        int w = TW.Count, hits = 0;
+        double loss = 0;
         for (int sv = 0; sv < Tile; sv += w)
         {
             TVec max = TW.Load(z2T + sv);
@@ -510,7 +510,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
                     zy = TW.Select(TW.Equal(y, cv), z, zy);
                 }
             }
-            // one exp per logit (the loss reuses the sum, same order as before)
+            // one exp per logit (the loss reuses the sum), then one division for the ten probabilities
             TVec sum = TW.Zero;
             for (int c = 0; c < Out; c++)
             {
@@ -520,18 +520,18 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
             }
             if (measure)
             {
-                TW.Store(lossLanes, TW.Subtract(TW.Add(TW.Log(sum), max), zy));
-                TW.Store(hitLanes, TW.Equal(bestIndex, y));
-                for (int i = 0; i < w; i++)
-                {
-                    if (valid[sv + i] == 0f) continue;
-                    lossSum += lossLanes[i];
-                    if (BitConverter.SingleToInt32Bits(hitLanes[i]) != 0) correct++;
-                }
+                // valid is 1 or 0 per lane: the padding adds nothing to the loss or the hits
+                TVec v = TW.Load(valid + sv), counted = TW.GreaterThan(v, TW.Zero);
+                loss += TW.Sum(TW.Select(counted, TW.Subtract(TW.Add(TW.Log(sum), max), zy), TW.Zero));
+                hits += (int)TW.Sum(TW.Select(TW.Equal(bestIndex, y), v, TW.Zero));
             }
+            TVec inverse = TW.Divide(TW.Create(1f), sum);
             for (int c = 0; c < Out; c++)
-                TW.Store(probsT + c * Tile + sv, TW.Divide(TW.Load(probsT + c * Tile + sv), sum));
+                TW.Store(probsT + c * Tile + sv, TW.Multiply(TW.Load(probsT + c * Tile + sv), inverse));
         }
+        if (!measure) return;
+        correct += hits;
+        lossSum += loss;
     }
 
     // dz2 = (probs - onehot(y)) * valid; dw2 += dz2^T a1; db2 += sum(dz2), as per-lane partials (mean taken in Reduce)
