@@ -23,6 +23,28 @@ typedef REAL real;
 // 128 bytes (what PoCL and GPUs report), every row of w1, dw1 and x starts 64-byte aligned.
 #define IN_V (IN / VW)
 
+// Reference.SoftmaxCrossEntropyForward and the softmax part of SoftmaxCrossEntropyBackward over one vector of
+// samples (type T, a lane per sample), for the kernels that keep samples across the lanes: z2[OUT] holds the
+// logits and becomes dz2 = (softmax - onehot(y)) * valid; adds the correct predictions (first argmax on ties,
+// as the reference) and the loss logsumexp(z2) - z2[y] of the valid lanes through HSUM.
+#define SOFTMAX_CROSS_ENTROPY(T, HSUM, z2, y, valid, correct, loss)                                             \
+    do                                                                                                          \
+    {                                                                                                           \
+        T best_ = z2[0], arg_ = 0, zy_ = select((T)0, z2[0], y == (T)0);                                        \
+        for (int c_ = 1; c_ < OUT; c_++)                                                                        \
+        {                                                                                                       \
+            const T cv_ = (T)c_;                                                                                \
+            arg_ = select(arg_, cv_, z2[c_] > best_);                                                           \
+            best_ = fmax(best_, z2[c_]);                                                                        \
+            zy_ = select(zy_, z2[c_], y == cv_);                                                                \
+        }                                                                                                       \
+        correct += (int)HSUM(select((T)0, valid, arg_ == y));                                                   \
+        T sum_ = 0;                                                                                             \
+        for (int c_ = 0; c_ < OUT; c_++) { z2[c_] = exp(z2[c_] - best_); sum_ += z2[c_]; }                      \
+        loss += HSUM(((best_ + log(sum_)) - zy_) * valid);                                                      \
+        for (int c_ = 0; c_ < OUT; c_++) z2[c_] = (z2[c_] / sum_ - select((T)0, (T)1, y == (T)c_)) * valid;     \
+    } while (0)
+
 // One parameter buffer holds the whole model, in the seed's orientation:
 // w1 (H,784) | b1 (H) | w2 (10,H) | b2 (10). Gradient partials use the same layout.
 #define W1_OFF 0

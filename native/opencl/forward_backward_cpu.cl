@@ -143,24 +143,9 @@ __kernel void forward_backward_cpu(__global const uchar* restrict pixels, __glob
             const realT a = fmax(vloadT(0, z1[j]), (realT)0);
             for (int c = 0; c < OUT; c++) z2[c] = fma((realT)w2[c * H + j], a, z2[c]);
         }
-        realT best = z2[0], arg = 0, zy = select((realT)0, z2[0], y == (realT)0);
-        for (int c = 1; c < OUT; c++)
-        {
-            const realT cv = (realT)c;
-            arg = select(arg, cv, z2[c] > best); // first index on ties, as the reference's argmax
-            best = fmax(best, z2[c]);
-            zy = select(zy, z2[c], y == cv);
-        }
-        correct += (int)hsumT(select((realT)0, validMask, arg == y));
-        realT sum = 0;
-        for (int c = 0; c < OUT; c++) { z2[c] = exp(z2[c] - best); sum += z2[c]; }
-        loss += hsumT(((best + log(sum)) - zy) * validMask);
-        // dz2 = softmax - onehot(y), zero for padding lanes; LinearBackward (output): db2 += dz2, dw2 += dz2^T a1
-        for (int c = 0; c < OUT; c++)
-        {
-            z2[c] = (z2[c] / sum - select((realT)0, (realT)1, y == (realT)c)) * validMask;
-            db2[c] += hsumT(z2[c]);
-        }
+        SOFTMAX_CROSS_ENTROPY(realT, hsumT, z2, y, validMask, correct, loss);
+        // LinearBackward (output): db2 += dz2, dw2 += dz2^T a1
+        for (int c = 0; c < OUT; c++) db2[c] += hsumT(z2[c]);
         // LinearBackward (output, dx) + ReluBackward: dz1 = (dz2 w2) * relu'(z1); LinearBackward (hidden): db1 += dz1
         for (int j = 0; j < H; j++)
         {

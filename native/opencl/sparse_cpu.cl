@@ -98,24 +98,9 @@ __kernel void sparse_forward_cpu(__global const int* restrict block_split,
             const realP a = fmax((realP)(vload8(j, za), vload8(j, zb)), (realP)0);
             for (int c = 0; c < OUT; c++) z2[c] = fma((realP)w2[c * H + j], a, z2[c]);
         }
-        realP best = z2[0], arg = 0, zy = select((realP)0, z2[0], y == (realP)0);
-        for (int c = 1; c < OUT; c++)
-        {
-            const realP cv = (realP)c;
-            arg = select(arg, cv, z2[c] > best); // first index on ties, as the reference's argmax
-            best = fmax(best, z2[c]);
-            zy = select(zy, z2[c], y == cv);
-        }
-        correct += (int)hsum16(select((realP)0, valid, arg == y));
-        realP sum = 0;
-        for (int c = 0; c < OUT; c++) { z2[c] = exp(z2[c] - best); sum += z2[c]; }
-        loss += hsum16(((best + log(sum)) - zy) * valid);
-        // dz2 = softmax - onehot(y), zero for padding lanes; LinearBackward (output): db2 += dz2, dw2 += dz2^T a1
-        for (int c = 0; c < OUT; c++)
-        {
-            z2[c] = (z2[c] / sum - select((realP)0, (realP)1, y == (realP)c)) * valid;
-            vstore16(vload16(c, db2) + z2[c], c, db2);
-        }
+        SOFTMAX_CROSS_ENTROPY(realP, hsum16, z2, y, valid, correct, loss);
+        // LinearBackward (output): db2 += dz2, dw2 += dz2^T a1
+        for (int c = 0; c < OUT; c++) vstore16(vload16(c, db2) + z2[c], c, db2);
         // LinearBackward (output, dx) + ReluBackward: dz1 = (dz2 w2) * relu'(z1); LinearBackward (hidden): db1 += dz1
         for (int j = 0; j < H; j++)
         {
