@@ -470,14 +470,25 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void OutputForward(float* z2T, float* a1T, float* w2, float* b2, int hp)
     {
+        // two classes x two vectors of samples per pass: four independent sums, each still in unit order (one
+        // chain of Hp dependent FMAs at a time left the FMA pipes waiting on its latency)
         int w = TW.Count;
-        for (int sv = 0; sv < Tile; sv += w)
-            for (int c = 0; c < Out; c++)
+        for (int sv = 0; sv < Tile; sv += 2 * w)
+            for (int c = 0; c < Out; c += 2)
             {
-                float* wc = w2 + c * hp;
-                TVec acc = TW.Zero;
-                for (int j = 0; j < hp; j++) acc = TW.MultiplyAdd(TW.Create(wc[j]), TW.Load(a1T + j * Tile + sv), acc);
-                TW.Store(z2T + c * Tile + sv, TW.Add(acc, TW.Create(b2[c])));
+                float* wc = w2 + c * hp, wd = wc + hp;
+                TVec a0 = TW.Zero, a1 = TW.Zero, b0 = TW.Zero, b1 = TW.Zero;
+                for (int j = 0; j < hp; j++)
+                {
+                    TVec x0 = TW.Load(a1T + j * Tile + sv), x1 = TW.Load(a1T + j * Tile + sv + w);
+                    TVec u = TW.Create(wc[j]), v = TW.Create(wd[j]);
+                    a0 = TW.MultiplyAdd(u, x0, a0); a1 = TW.MultiplyAdd(u, x1, a1);
+                    b0 = TW.MultiplyAdd(v, x0, b0); b1 = TW.MultiplyAdd(v, x1, b1);
+                }
+                TVec bc = TW.Create(b2[c]), bd = TW.Create(b2[c + 1]);
+                TW.Store(z2T + c * Tile + sv, TW.Add(a0, bc)); TW.Store(z2T + c * Tile + sv + w, TW.Add(a1, bc));
+                TW.Store(z2T + (c + 1) * Tile + sv, TW.Add(b0, bd));
+                TW.Store(z2T + (c + 1) * Tile + sv + w, TW.Add(b1, bd));
             }
     }
 
@@ -589,18 +600,25 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void HiddenDelta(float* dz1T, float* db1, float* dz2T, float* w2, float* a1T, int hp)
     {
+        // two vectors of samples per pass: two independent sums over the classes, each in class order
         int w = TW.Count;
         for (int j = 0; j < hp; j++)
         {
             TVec acc = TW.Load(db1 + j * w);
-            for (int sv = 0; sv < Tile; sv += w)
+            for (int sv = 0; sv < Tile; sv += 2 * w)
             {
-                TVec d = TW.Zero;
+                TVec d0 = TW.Zero, d1 = TW.Zero;
                 for (int c = 0; c < Out; c++)
-                    d = TW.MultiplyAdd(TW.Create(w2[c * hp + j]), TW.Load(dz2T + c * Tile + sv), d);
-                d = TW.Select(TW.GreaterThan(TW.Load(a1T + j * Tile + sv), TW.Zero), d, TW.Zero);
-                TW.Store(dz1T + j * Tile + sv, d);
-                acc = TW.Add(acc, d);
+                {
+                    TVec u = TW.Create(w2[c * hp + j]);
+                    d0 = TW.MultiplyAdd(u, TW.Load(dz2T + c * Tile + sv), d0);
+                    d1 = TW.MultiplyAdd(u, TW.Load(dz2T + c * Tile + sv + w), d1);
+                }
+                d0 = TW.Select(TW.GreaterThan(TW.Load(a1T + j * Tile + sv), TW.Zero), d0, TW.Zero);
+                d1 = TW.Select(TW.GreaterThan(TW.Load(a1T + j * Tile + sv + w), TW.Zero), d1, TW.Zero);
+                TW.Store(dz1T + j * Tile + sv, d0);
+                TW.Store(dz1T + j * Tile + sv + w, d1);
+                acc = TW.Add(TW.Add(acc, d0), d1);
             }
             TW.Store(db1 + j * w, acc);
         }
