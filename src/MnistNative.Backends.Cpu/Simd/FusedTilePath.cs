@@ -565,14 +565,21 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
                 TW.Store(db2 + c * w, TW.Add(TW.Load(db2 + c * w), d));
             }
         }
-        for (int c = 0; c < Out; c++)
-            for (int j = 0; j < hp; j++)
+        // two classes x two units per pass: four independent sums over the sample vectors, each in their order,
+        // and each loaded row serves two of them
+        for (int c = 0; c < Out; c += 2)
+            for (int j = 0; j < hp; j += 2)
             {
-                float* acc = dw2 + (c * hp + j) * w;
-                TVec a = TW.Load(acc);
+                float* p00 = dw2 + (c * hp + j) * w, p01 = p00 + w, p10 = p00 + hp * w, p11 = p10 + w;
+                TVec a00 = TW.Load(p00), a01 = TW.Load(p01), a10 = TW.Load(p10), a11 = TW.Load(p11);
                 for (int sv = 0; sv < Tile; sv += w)
-                    a = TW.MultiplyAdd(TW.Load(dz2T + c * Tile + sv), TW.Load(a1T + j * Tile + sv), a);
-                TW.Store(acc, a);
+                {
+                    TVec d0 = TW.Load(dz2T + c * Tile + sv), d1 = TW.Load(dz2T + (c + 1) * Tile + sv);
+                    TVec x0 = TW.Load(a1T + j * Tile + sv), x1 = TW.Load(a1T + (j + 1) * Tile + sv);
+                    a00 = TW.MultiplyAdd(d0, x0, a00); a01 = TW.MultiplyAdd(d0, x1, a01);
+                    a10 = TW.MultiplyAdd(d1, x0, a10); a11 = TW.MultiplyAdd(d1, x1, a11);
+                }
+                TW.Store(p00, a00); TW.Store(p01, a01); TW.Store(p10, a10); TW.Store(p11, a11);
             }
     }
 
