@@ -91,7 +91,8 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     [MemberData(nameof(Names))]
     public void SparseAndDenseKernelsAgree(string name)
     {
-        foreach (int hidden in new[] { 10, 31, 33, 128 }) // 10 and 31 (odd): sample blocks; 33, 128: rows
+        // 10 and 31 (odd): sample blocks; 33, 128: the blocks' forward and the rows' gradient
+        foreach (int hidden in new[] { 10, 31, 33, 128 })
         {
             MlpParameters dense = Train(name, 2, hidden, 10, KernelMode.Dense);
             MlpParameters sparse = Train(name, 2, hidden, 10, KernelMode.Sparse);
@@ -143,14 +144,14 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
     }
 
     /// <summary>MNIST's similar digits share their strokes, so blocks of them keep few pixel columns: auto picks
-    /// the sample blocks at a narrow hidden layer, and the rows at a wide one (blocks serve narrow ones).</summary>
+    /// the sample blocks at a narrow hidden layer, and at a wide one their forward with the rows' gradient.</summary>
     [SkippableTheory]
     [MemberData(nameof(Names))]
     public void AutoPicksSampleBlocksForMnistAtNarrowHiddenLayers(string name)
     {
         LabeledImages mnist = TestPaths.Train.Take(2000);
         foreach ((int hidden, string kernel) in new[] { (10, "sparse sample blocks"), (31, "sparse sample blocks"),
-            (128, "sparse rows") })
+            (128, "sparse sample blocks forward, rows gradient") })
         {
             using ITrainingBackend b = Create(name, hidden, 1);
             b.Upload(mnist);

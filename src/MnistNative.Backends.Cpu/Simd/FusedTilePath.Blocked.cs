@@ -35,9 +35,8 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     internal static int UnitsPerGradientWalk => Avx512F.VL.IsSupported ? 10 : 5;
 
     /// <summary>
-    /// The blocked kernels serve hidden layers up to this many units; wider ones walk each block's entries once per
-    /// 10 groups, and the row kernels, which use every lane of a wide row, are faster there
-    /// (docs/journal/sparse-training.md).
+    /// The blocks' weight gradient serves hidden layers up to this many units: its dz1 (Hp vectors per block) must
+    /// stay in L2; wider layers take the rows' gradient (docs/journal/sparse-training.md).
     /// </summary>
     internal const int BlockedMaxHidden = 32;
 
@@ -48,6 +47,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     internal const double BlockedLaneCost = 1.5;
 
     private PixelBlocks? _blocks;
+    private bool _gradientByBlocks; // pass two computes dw1 from the blocks; else the rows, per tile
     private NativeBuffer<float>? _blockLabels, _blockValid; // (nPad), in the blocks' sample order
     private NativeBuffer<float>? _blockDz1;                 // (blocks, Hp, Count): each block's dz1
     private int[] _columnShare = [];                         // worker w computes columns [share[w], share[w + 1])
@@ -65,9 +65,12 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         mode == KernelMode.Sparse || (mode == KernelMode.Auto && density < 0.5);
 
     /// <summary>Builds the blocks, the reordered labels and the pixel shares of the workers.</summary>
-    private void UploadBlocks(LabeledImages train, PixelBlocks blocks)
+    /// <param name="gradientByBlocks">Whether the weight gradient also runs on the blocks (pass two); else the rows
+    /// kernel computes it per tile (<see cref="RowsGradientTrainTile"/>), in the blocks' sample order.</param>
+    private void UploadBlocks(LabeledImages train, PixelBlocks blocks, bool gradientByBlocks)
     {
         _blocks = blocks;
+        _gradientByBlocks = gradientByBlocks;
         int rows = blocks.Rows;
         _blockLabels = new NativeBuffer<float>(rows);
         _blockValid = new NativeBuffer<float>(rows);
@@ -77,7 +80,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
             _blockLabels.Span[i] = image < 0 ? 0 : train.Labels[image];
             _blockValid.Span[i] = image < 0 ? 0 : 1;
         }
-        _blockDz1 = new NativeBuffer<float>(blocks.BlockCount * _hp * TW.Count);
+        if (gradientByBlocks) _blockDz1 = new NativeBuffer<float>(blocks.BlockCount * _hp * TW.Count);
         // equal shares of the entries (the work of a tile or a pixel is about its entry count; the samples are in
         // label order, and a block of ones keeps half the columns of a block of zeros), fixed for a thread count
         int* columnStart = blocks.ColumnStart.Pointer, blockStart = blocks.BlockStart.Pointer;
@@ -105,6 +108,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     {
         _blocks?.Dispose(); _blockLabels?.Dispose(); _blockValid?.Dispose(); _blockDz1?.Dispose();
         _blocks = null; _blockLabels = null; _blockValid = null; _blockDz1 = null;
+        _gradientByBlocks = false;
     }
 
     /// <summary>Pass one for one tile of the blocks' order: every phase but layer 1's weight gradient.</summary>
@@ -125,6 +129,37 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         long t4 = timed ? Profiler.Now() : 0;
         HiddenDelta(s.Dz1, s.Db1, s.Z2, _w2.Pointer, s.A1, _hp);
         ToBlocks(_blockDz1!.Pointer + (long)tile * BlocksPerTile * _hp * TW.Count, s.Dz1, _hp);
+        if (!timed) return;
+        long t5 = Profiler.Now();
+        ticks[0] += t1 - t0; ticks[1] += t2 - t1; ticks[2] += t3 - t2; ticks[3] += t4 - t3; ticks[4] += t5 - t4;
+    }
+
+    /// <summary>
+    /// One tile of the blocks' order for wider hidden layers: the blocks' forward (every FMA whole-vector work, the
+    /// weights broadcast from L1, where the rows' forward reads a w1T row of Hv floats per non-zero from L2), then
+    /// the rows' weight gradient over the same samples (<see cref="SparseImages"/> built in the blocks' order).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void RowsGradientTrainTile(WorkerScratch s, int tile, bool timed)
+    {
+        float* labels = _blockLabels!.Pointer + tile * Tile;
+        float* valid = _blockValid!.Pointer + tile * Tile;
+        long[] ticks = s.PhaseTicks;
+        long t0 = timed ? Profiler.Now() : 0;
+        BlockedHiddenForward(s.A1, _blocks!, tile * BlocksPerTile, _w1T.Pointer, _b1.Pointer, _hp, _hv);
+        long t1 = timed ? Profiler.Now() : 0;
+        OutputForward(s.Z2, s.A1, _w2.Pointer, _b2.Pointer, _hp);
+        long t2 = timed ? Profiler.Now() : 0;
+        Softmax(s.Z2, s.Z2, labels, valid, _measure, ref s.Correct, ref s.LossSum);
+        long t3 = timed ? Profiler.Now() : 0;
+        OutputBackward(s.Z2, s.Dw2, s.Db2, s.Z2, labels, valid, s.A1, _hp);
+        long t4 = timed ? Profiler.Now() : 0;
+        HiddenDelta(s.Dz1, s.Db1, s.Z2, _w2.Pointer, s.A1, _hp);
+        SparseImages images = _sparseImages!;
+        SparseHiddenWeightGradient(s.Dw1, s.Rows, s.Dz1, images.Offsets.Pointer, images.Values.Pointer,
+            images.RowStart.Pointer + tile * Tile, images.ColumnEntries.Pointer, images.ColumnEntryStart.Pointer,
+            images.ColumnOffset.Pointer, images.TileColumnStart.Pointer[tile], images.TileColumnStart.Pointer[tile + 1],
+            _pixelValues.Pointer, _hp, _hv);
         if (!timed) return;
         long t5 = Profiler.Now();
         ticks[0] += t1 - t0; ticks[1] += t2 - t1; ticks[2] += t3 - t2; ticks[3] += t4 - t3; ticks[4] += t5 - t4;

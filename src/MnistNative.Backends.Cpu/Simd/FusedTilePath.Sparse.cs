@@ -48,7 +48,9 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
 
     /// <summary>
     /// Dense, sparse rows or sparse sample blocks, and why: the kernels with the least estimated work, dense counting
-    /// 1; the blocks are estimated only when <paramref name="columnFraction"/> (the columns they keep) is known.
+    /// 1; the blocks are estimated only when <paramref name="columnFraction"/> (the columns they keep) is known. The
+    /// blocks' weight gradient serves only narrow hidden layers (<see cref="BlockedShape"/>); for wider ones the
+    /// blocks can still run the forward, with the rows' gradient.
     /// </summary>
     internal static (Layer1Kernel Kernel, string Reason) DecideKernel(KernelMode mode, double density, int hp, int hv,
         double? columnFraction)
@@ -60,8 +62,9 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         if (columnFraction is double kept)
             measured += $"; sample blocks of {TW.Count} keep {kept:P1} of the pixel columns, estimated at " +
                 $"{blocks:F2}x dense (x{BlockedLaneCost} per kept column)";
-        Layer1Kernel sparse = blocks < rows ? Layer1Kernel.SampleBlocks : Layer1Kernel.Rows;
-        string name = sparse == Layer1Kernel.SampleBlocks ? "sparse sample blocks" : "sparse rows";
+        (Layer1Kernel sparse, string name) = blocks >= rows ? (Layer1Kernel.Rows, "sparse rows")
+            : BlockedShape(hp) ? (Layer1Kernel.SampleBlocks, "sparse sample blocks")
+            : (Layer1Kernel.SampleBlocksForward, "sparse sample blocks forward, rows gradient");
         return mode switch
         {
             KernelMode.Dense => (Layer1Kernel.Dense, $"forced by --kernel dense ({measured})"),
@@ -71,20 +74,52 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         };
     }
 
+    /// <summary>With <see cref="KernelMode.Sparse"/>, take the sample blocks whatever the estimates say (the tests
+    /// run every kernel on data of every kind).</summary>
+    internal bool PreferSampleBlocks { get; set; }
+
     private void ChooseKernel(LabeledImages train)
     {
         double density = KernelChoice.MeasureDensity(train.Pixels);
-        PixelBlocks? blocks = BlockedShape(_hp) && WorthBlocking(_kernelMode, density)
+        bool forceBlocks = _kernelMode == KernelMode.Sparse && PreferSampleBlocks;
+        PixelBlocks? blocks = forceBlocks || WorthBlocking(_kernelMode, density)
             ? PixelBlocks.Build(train.Pixels, train.Labels, _tiles * Tile, TW.Count, pixelsPerColumn: 2)
             : null;
         (Layer1Kernel kernel, string reason) = DecideKernel(_kernelMode, density, _hp, _hv, blocks?.ColumnFraction);
-        if (kernel == Layer1Kernel.SampleBlocks) UploadBlocks(train, blocks!);
-        else blocks?.Dispose();
-        if (kernel == Layer1Kernel.Rows) _sparseImages = SparseImages.Build(train.Pixels, _n, _tiles * Tile, _hv, Tile);
+        if (forceBlocks)
+            (kernel, reason) = BlockedShape(_hp)
+                ? (Layer1Kernel.SampleBlocks, $"forced: sparse sample blocks ({reason})")
+                : (Layer1Kernel.SampleBlocksForward, $"forced: sparse sample blocks forward, rows gradient ({reason})");
+        switch (kernel)
+        {
+            case Layer1Kernel.SampleBlocks:
+                UploadBlocks(train, blocks!, gradientByBlocks: true);
+                break;
+            case Layer1Kernel.SampleBlocksForward:
+                UploadBlocks(train, blocks!, gradientByBlocks: false);
+                _sparseImages = SparseImages.Build(InBlockOrder(train.Pixels, blocks!), _n, _tiles * Tile, _hv, Tile);
+                break;
+            case Layer1Kernel.Rows:
+                blocks?.Dispose();
+                _sparseImages = SparseImages.Build(train.Pixels, _n, _tiles * Tile, _hv, Tile);
+                break;
+            default:
+                blocks?.Dispose();
+                break;
+        }
         _sparse = kernel != Layer1Kernel.Dense;
         if (_sparse) TransposeW1ToPixelMajor();
         KernelChoice = new KernelChoice(_sparse ? KernelMode.Sparse : KernelMode.Dense, reason, density,
             Core.KernelChoice.UsefulFlops(_n, _h, density));
+    }
+
+    // the images in the blocks' sample order (the rows' layout for the same tiles as the blocks')
+    private static byte[] InBlockOrder(ReadOnlySpan<byte> pixels, PixelBlocks blocks)
+    {
+        var ordered = new byte[(long)blocks.Count * In];
+        for (int i = 0; i < blocks.Count; i++)
+            pixels.Slice(blocks.Order.Pointer[i] * In, In).CopyTo(ordered.AsSpan(i * In, In));
+        return ordered;
     }
 
     // w1 (Hp, Pitch) -> w1T (784, Hv), padding columns zero
@@ -387,4 +422,8 @@ internal enum Layer1Kernel
     /// <summary>Blocks of samples across the lanes, each keeping its non-zero pixel columns
     /// (<see cref="PixelBlocks"/>).</summary>
     SampleBlocks,
+
+    /// <summary>For wider hidden layers: the sample blocks' forward, the rows' weight gradient (in the blocks'
+    /// sample order).</summary>
+    SampleBlocksForward,
 }

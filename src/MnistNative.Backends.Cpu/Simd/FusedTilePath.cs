@@ -256,7 +256,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         _timed = profiler is not null;
         long start = _timed ? Profiler.Now() : 0;
         _pool.Run(_work);
-        if (_blocks != null) _pool.Run(_gradientWork);
+        if (_blocks != null && _gradientByBlocks) _pool.Run(_gradientWork);
         if (profiler is not null) RecordWorkerPhases(profiler, start);
         long t = profiler is null ? 0 : Profiler.Now();
         StepMetrics m = Reduce(measure);
@@ -297,11 +297,13 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         else
         {
             WorkerScratch s = _scratch[worker];
-            s.ClearPartials(withDw1: _blocks == null); // the blocks' second pass writes dw1 whole
+            s.ClearPartials(withDw1: !_gradientByBlocks); // the blocks' second pass writes dw1 whole
             (int first, int end) =
                 _blocks != null ? (_tileShare[worker], _tileShare[worker + 1]) : Share(worker, _tiles);
-            if (_blocks != null)
+            if (_blocks != null && _gradientByBlocks)
                 for (int t = first; t < end; t++) BlockedTrainTile(s, t, _timed);
+            else if (_blocks != null)
+                for (int t = first; t < end; t++) RowsGradientTrainTile(s, t, _timed);
             else if (_timed)
                 for (int t = first; t < end; t++) TimedTrainTile(s, t);
             else if (_sparse)
@@ -698,7 +700,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         TVec scale1 = TW.Create((float)(1.0 / (255.0 * _n)));
         float* dw1 = _sparse ? _dw1T.Pointer : _dw1.Pointer;
         // the blocked kernels' second pass wrote dw1 complete
-        int dw1Length = _blocks != null ? 0 : _sparse ? In * _hv : _hp * Pitch;
+        int dw1Length = _gradientByBlocks ? 0 : _sparse ? In * _hv : _hp * Pitch;
         for (int i = 0; i < dw1Length; i += w)
         {
             TVec acc = TW.Load(_scratch[0].Dw1 + i);

@@ -54,7 +54,14 @@ public static class SimdBackend
 /// first use when the fused one applies, since its scratch is sized by the batch (hundreds of MB for a whole-set
 /// batch of 60,000 that the fused path never needs).
 /// </summary>
-internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
+/// <summary>Test access to the fused path's choice between the two sparse kernel families.</summary>
+internal interface ISparseFamilyChoice
+{
+    /// <summary>See FusedTilePath.PreferSampleBlocks; set before Upload.</summary>
+    bool PreferSampleBlocks { set; }
+}
+
+internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend, ISparseFamilyChoice
     where TW : struct, IVectorWidth<TVec>
     where TVec : unmanaged
 {
@@ -71,6 +78,14 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend
     private int[] _wholeSet = [];
     private long _steps;
     private Profiler? _profiler;
+
+    bool ISparseFamilyChoice.PreferSampleBlocks
+    {
+        set
+        {
+            if (_fused != null) _fused.PreferSampleBlocks = value;
+        }
+    }
 
     public SimdBackend(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch, int threads,
         KernelMode kernel, InputLayout layout = InputLayout.BytesPerTile)
