@@ -11,9 +11,10 @@ public sealed partial class CliApp
     private const string KernelAutoRule =
         "auto: decided at upload from the training images, the kernels with the least estimated work. avx2/avx512: " +
         "dense, sparse rows (each sample's non-zero pixels; work = non-zero fraction x lanes per non-zero pixel / " +
-        "lanes per pixel x 3) or, for hidden layers up to 32 units, sparse sample blocks (samples ordered so that " +
-        "blocks of one vector's width share pixels; work = the pixel columns a block keeps x 1.5); MNIST: sample " +
-        "blocks at H=10, rows at H=128. opencl's CPU variant: sparse when at most half the pixels are non-zero and " +
+        "lanes per pixel x 3) or sparse sample blocks (samples ordered so that blocks of one vector's width share " +
+        "pixels; work = the pixel columns a block keeps x 1.5; above 32 hidden units only their forward, with the " +
+        "rows' gradient); MNIST: sample blocks at H=10 and H=128. opencl's CPU variant: sparse when at most half " +
+        "the pixels are non-zero and " +
         "the blocks of 8 samples keep under half the pixel columns (the GPU variant is dense). Standardised pixels " +
         "without zeros -> dense. train prints the choice and the figures on stderr.";
 
