@@ -66,7 +66,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
 
     /// <summary>Builds the blocks, the reordered labels and the pixel shares of the workers.</summary>
     /// <param name="gradientByBlocks">Whether the weight gradient also runs on the blocks (pass two); else the rows
-    /// kernel computes it per tile (<see cref="RowsGradientTrainTile"/>), in the blocks' sample order.</param>
+    /// kernel computes it per tile (<see cref="BlockedTrainTile"/>), in the blocks' sample order.</param>
     private void UploadBlocks(LabeledImages train, PixelBlocks blocks, bool gradientByBlocks)
     {
         _blocks = blocks;
@@ -111,7 +111,12 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         _gradientByBlocks = false;
     }
 
-    /// <summary>Pass one for one tile of the blocks' order: every phase but layer 1's weight gradient.</summary>
+    /// <summary>
+    /// One tile of the blocks' order: every phase, layer 1's forward on the blocks. Its weight gradient: for narrow
+    /// hidden layers dz1 goes to <see cref="_blockDz1"/> for pass two; for wider ones the rows' kernel runs here, on
+    /// <see cref="SparseImages"/> built in the blocks' order (the blocks' forward broadcasts the weights from L1,
+    /// where the rows' forward reads a w1T row of Hv floats per non-zero pixel from L2).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void BlockedTrainTile(WorkerScratch s, int tile, bool timed)
     {
@@ -128,38 +133,16 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         OutputBackward(s.Z2, s.Dw2, s.Db2, s.Z2, labels, valid, s.A1, _hp);
         long t4 = timed ? Profiler.Now() : 0;
         HiddenDelta(s.Dz1, s.Db1, s.Z2, _w2.Pointer, s.A1, _hp);
-        ToBlocks(_blockDz1!.Pointer + (long)tile * BlocksPerTile * _hp * TW.Count, s.Dz1, _hp);
-        if (!timed) return;
-        long t5 = Profiler.Now();
-        ticks[0] += t1 - t0; ticks[1] += t2 - t1; ticks[2] += t3 - t2; ticks[3] += t4 - t3; ticks[4] += t5 - t4;
-    }
-
-    /// <summary>
-    /// One tile of the blocks' order for wider hidden layers: the blocks' forward (every FMA whole-vector work, the
-    /// weights broadcast from L1, where the rows' forward reads a w1T row of Hv floats per non-zero from L2), then
-    /// the rows' weight gradient over the same samples (<see cref="SparseImages"/> built in the blocks' order).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void RowsGradientTrainTile(WorkerScratch s, int tile, bool timed)
-    {
-        float* labels = _blockLabels!.Pointer + tile * Tile;
-        float* valid = _blockValid!.Pointer + tile * Tile;
-        long[] ticks = s.PhaseTicks;
-        long t0 = timed ? Profiler.Now() : 0;
-        BlockedHiddenForward(s.A1, _blocks!, tile * BlocksPerTile, _w1T.Pointer, _b1.Pointer, _hp, _hv);
-        long t1 = timed ? Profiler.Now() : 0;
-        OutputForward(s.Z2, s.A1, _w2.Pointer, _b2.Pointer, _hp);
-        long t2 = timed ? Profiler.Now() : 0;
-        Softmax(s.Z2, s.Z2, labels, valid, _measure, ref s.Correct, ref s.LossSum);
-        long t3 = timed ? Profiler.Now() : 0;
-        OutputBackward(s.Z2, s.Dw2, s.Db2, s.Z2, labels, valid, s.A1, _hp);
-        long t4 = timed ? Profiler.Now() : 0;
-        HiddenDelta(s.Dz1, s.Db1, s.Z2, _w2.Pointer, s.A1, _hp);
-        SparseImages images = _sparseImages!;
-        SparseHiddenWeightGradient(s.Dw1, s.Rows, s.Dz1, images.Offsets.Pointer, images.Values.Pointer,
-            images.RowStart.Pointer + tile * Tile, images.ColumnEntries.Pointer, images.ColumnEntryStart.Pointer,
-            images.ColumnOffset.Pointer, images.TileColumnStart.Pointer[tile], images.TileColumnStart.Pointer[tile + 1],
-            _pixelValues.Pointer, _hp, _hv);
+        if (_gradientByBlocks)
+            ToBlocks(_blockDz1!.Pointer + (long)tile * BlocksPerTile * _hp * TW.Count, s.Dz1, _hp);
+        else
+        {
+            SparseImages images = _sparseImages!;
+            SparseHiddenWeightGradient(s.Dw1, s.Rows, s.Dz1, images.Offsets.Pointer, images.Values.Pointer,
+                images.RowStart.Pointer + tile * Tile, images.ColumnEntries.Pointer, images.ColumnEntryStart.Pointer,
+                images.ColumnOffset.Pointer, images.TileColumnStart.Pointer[tile],
+                images.TileColumnStart.Pointer[tile + 1], _pixelValues.Pointer, _hp, _hv);
+        }
         if (!timed) return;
         long t5 = Profiler.Now();
         ticks[0] += t1 - t0; ticks[1] += t2 - t1; ticks[2] += t3 - t2; ticks[3] += t4 - t3; ticks[4] += t5 - t4;

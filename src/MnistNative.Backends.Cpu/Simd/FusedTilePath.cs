@@ -300,10 +300,8 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
             s.ClearPartials(withDw1: !_gradientByBlocks); // the blocks' second pass writes dw1 whole
             (int first, int end) =
                 _blocks != null ? (_tileShare[worker], _tileShare[worker + 1]) : Share(worker, _tiles);
-            if (_blocks != null && _gradientByBlocks)
+            if (_blocks != null)
                 for (int t = first; t < end; t++) BlockedTrainTile(s, t, _timed);
-            else if (_blocks != null)
-                for (int t = first; t < end; t++) RowsGradientTrainTile(s, t, _timed);
             else if (_timed)
                 for (int t = first; t < end; t++) TimedTrainTile(s, t);
             else if (_sparse)
