@@ -161,13 +161,26 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>Every layer-1 kernel at both widths: dense, the sparse family auto would take on MNIST (sample
+    /// blocks), and the sparse rows forced.</summary>
+    public static TheoryData<string, KernelMode, bool> NamesKernelsAndRows => new()
+    {
+        { "avx2", KernelMode.Dense, false }, { "avx2", KernelMode.Sparse, false }, { "avx2", KernelMode.Sparse, true },
+        { "avx512", KernelMode.Dense, false }, { "avx512", KernelMode.Sparse, false },
+        { "avx512", KernelMode.Sparse, true },
+    };
+
     [SkippableTheory]
-    [MemberData(nameof(NamesAndKernels))]
-    public void Float32MatchesTheSeedFor1000Iterations(string name, KernelMode kernel)
+    [MemberData(nameof(NamesKernelsAndRows))]
+    public void Float32MatchesTheSeedFor1000Iterations(string name, KernelMode kernel, bool rows)
     {
         var (expected, expectedTest) = SeedParityTests.Expected();
         using ITrainingBackend backend = Create(name, 10, 0, kernel, maxBatch: 10_000);
+        if (rows) ((ISparseFamilyChoice)backend).SparseFamily = Layer1Kernel.Rows;
         backend.Upload(TestPaths.Train.Take(10_000));
+        string ran = backend.KernelChoice!.Reason;
+        if (kernel == KernelMode.Sparse)
+            Assert.StartsWith(rows ? "forced: sparse rows (" : "forced by --kernel sparse: sparse sample blocks (", ran);
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
         var clock = Stopwatch.StartNew();
         int logged = 0;

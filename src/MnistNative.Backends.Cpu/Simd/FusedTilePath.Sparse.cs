@@ -74,14 +74,16 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         };
     }
 
-    /// <summary>With <see cref="KernelMode.Sparse"/>, take the sample blocks whatever the estimates say (the tests
-    /// run every kernel on data of every kind).</summary>
-    internal bool PreferSampleBlocks { get; set; }
+    /// <summary>With <see cref="KernelMode.Sparse"/>, this sparse family whatever the estimates say (Rows, or
+    /// SampleBlocks: their forward and gradient at narrow hidden layers, their forward at wide ones); the tests run
+    /// every kernel on data of every kind. Null: the cheaper family.</summary>
+    internal Layer1Kernel? SparseFamily { get; set; }
 
     private void ChooseKernel(LabeledImages train)
     {
         double density = KernelChoice.MeasureDensity(train.Pixels);
-        bool forceBlocks = _kernelMode == KernelMode.Sparse && PreferSampleBlocks;
+        Layer1Kernel? forced = _kernelMode == KernelMode.Sparse ? SparseFamily : null;
+        bool forceBlocks = forced is Layer1Kernel.SampleBlocks or Layer1Kernel.SampleBlocksForward;
         PixelBlocks? blocks = forceBlocks || WorthBlocking(_kernelMode, density)
             ? PixelBlocks.Build(train.Pixels, train.Labels, _tiles * Tile, TW.Count, pixelsPerColumn: 2)
             : null;
@@ -90,6 +92,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
             (kernel, reason) = BlockedShape(_hp)
                 ? (Layer1Kernel.SampleBlocks, $"forced: sparse sample blocks ({reason})")
                 : (Layer1Kernel.SampleBlocksForward, $"forced: sparse sample blocks forward, rows gradient ({reason})");
+        else if (forced == Layer1Kernel.Rows) (kernel, reason) = (Layer1Kernel.Rows, $"forced: sparse rows ({reason})");
         switch (kernel)
         {
             case Layer1Kernel.SampleBlocks:

@@ -57,8 +57,8 @@ public static class SimdBackend
 /// <summary>Test access to the fused path's choice between the two sparse kernel families.</summary>
 internal interface ISparseFamilyChoice
 {
-    /// <summary>See FusedTilePath.PreferSampleBlocks; set before Upload.</summary>
-    bool PreferSampleBlocks { set; }
+    /// <summary>See FusedTilePath.SparseFamily; set before Upload.</summary>
+    Layer1Kernel? SparseFamily { set; }
 }
 
 internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend, ISparseFamilyChoice
@@ -79,11 +79,11 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend, ISparseF
     private long _steps;
     private Profiler? _profiler;
 
-    bool ISparseFamilyChoice.PreferSampleBlocks
+    Layer1Kernel? ISparseFamilyChoice.SparseFamily
     {
         set
         {
-            if (_fused != null) _fused.PreferSampleBlocks = value;
+            if (_fused != null) _fused.SparseFamily = value;
         }
     }
 

@@ -43,7 +43,7 @@ public abstract class SimdConformance(string width, int threads, KernelMode kern
     protected override ITrainingBackend Create(IReadOnlyList<int> sizes, OptimizerSettings optimizer, int maxBatch)
     {
         ITrainingBackend backend = SimdBackend.Create(width, sizes, optimizer, maxBatch, threads, kernel);
-        ((ISparseFamilyChoice)backend).PreferSampleBlocks = sampleBlocks;
+        if (sampleBlocks) ((ISparseFamilyChoice)backend).SparseFamily = Layer1Kernel.SampleBlocks;
         return backend;
     }
 }
