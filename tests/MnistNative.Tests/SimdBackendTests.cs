@@ -180,7 +180,8 @@ public sealed class SimdBackendTests(ITestOutputHelper output)
         backend.Upload(TestPaths.Train.Take(10_000));
         string ran = backend.KernelChoice!.Reason;
         if (kernel == KernelMode.Sparse)
-            Assert.StartsWith(rows ? "forced: sparse rows (" : "forced by --kernel sparse: sparse sample blocks (", ran);
+            Assert.StartsWith(rows ? "forced: sparse rows (" : "forced by --kernel sparse: sparse sample blocks (",
+                ran);
         backend.SetWeights(ModelFile.Load(Path.Combine(TestPaths.SeedParity, "init.npz")));
         var clock = Stopwatch.StartNew();
         int logged = 0;
