@@ -6,18 +6,19 @@ using MnistNative.Core;
 namespace MnistNative.Backends.Cpu.Simd;
 
 /// <summary>
-/// The sample-blocked sparse layer-1 kernels, for narrow hidden layers (<see cref="PixelBlocks"/>): the samples are
-/// reordered at upload so that blocks of one vector's width (8 or 16) share non-zero pixels, and a block keeps only
-/// the pixel columns that are non-zero in one of its samples. The block's samples lie across the lanes: a kept pixel
-/// column is one widened vector of bytes, and each hidden unit's weight an FMA's broadcast memory operand, so every
-/// FMA does whole-vector work, where the row kernels (<see cref="SparseHiddenForward"/>) use Hp of Hv lanes and need
-/// three loads per non-zero pixel.
+/// The sample-blocked sparse layer-1 kernels (<see cref="PixelBlocks"/>): the samples are reordered at upload so that
+/// blocks of one vector's width (8 or 16) share non-zero pixels, and a block keeps only the pixel columns that are
+/// non-zero in one of its samples. The block's samples lie across the lanes: a kept pixel column is one widened vector
+/// of bytes, and each hidden unit's weight an FMA's broadcast memory operand, so every FMA does whole-vector work,
+/// where the row kernels (<see cref="SparseHiddenForward"/>) use Hp of Hv lanes and need three loads per non-zero.
 ///
-/// A step is two passes over the workers. Pass one runs the tile pipeline with <see cref="BlockedHiddenForward"/> as
-/// layer 1's forward and, instead of the weight gradient, writes each block's dz1 (<see cref="_blockDz1"/>). Pass two
-/// computes dw1 pixel by pixel (<see cref="BlockedWeightGradient"/>), each pixel's blocks in order with the sums in
-/// registers, so each gradient row is written once, complete, by one worker: no partials to reduce, and the result is
-/// bitwise the same for every thread count.
+/// For narrow hidden layers a step is two passes over the workers. Pass one runs the tile pipeline with
+/// <see cref="BlockedHiddenForward"/> as layer 1's forward and, instead of the weight gradient, writes each block's
+/// dz1 (<see cref="_blockDz1"/>). Pass two computes dw1 per column of two adjacent pixels
+/// (<see cref="BlockedWeightGradient"/>), the column's blocks in order with the sums in registers, so each gradient
+/// row is written once, complete, by one worker: no partials to reduce, and the result is bitwise the same for every
+/// thread count. Wider layers take the blocks' forward and the rows' gradient in one pass
+/// (<see cref="BlockedTrainTile"/>).
 /// </summary>
 internal sealed unsafe partial class FusedTilePath<TW, TVec>
 {
@@ -64,7 +65,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     private static bool WorthBlocking(KernelMode mode, double density) =>
         mode == KernelMode.Sparse || (mode == KernelMode.Auto && density < 0.5);
 
-    /// <summary>Builds the blocks, the reordered labels and the pixel shares of the workers.</summary>
+    /// <summary>Keeps the blocks, with the reordered labels and the workers' shares of tiles (and columns).</summary>
     /// <param name="gradientByBlocks">Whether the weight gradient also runs on the blocks (pass two); else the rows
     /// kernel computes it per tile (<see cref="BlockedTrainTile"/>), in the blocks' sample order.</param>
     private void UploadBlocks(LabeledImages train, PixelBlocks blocks, bool gradientByBlocks)
@@ -84,8 +85,9 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         // equal shares of the entries (the work of a tile or a pixel is about its entry count; the samples are in
         // label order, and a block of ones keeps half the columns of a block of zeros), fixed for a thread count
         int* columnStart = blocks.ColumnStart.Pointer, blockStart = blocks.BlockStart.Pointer;
-        _columnShare = EqualShares(blocks.Columns, c => columnStart[c], columnStart[blocks.Columns]);
         _tileShare = EqualShares(_tiles, t => blockStart[t * BlocksPerTile], blocks.Entries);
+        if (gradientByBlocks)
+            _columnShare = EqualShares(blocks.Columns, c => columnStart[c], columnStart[blocks.Columns]);
         _dw1T.Clear(); // the blocked gradient writes the Hp units of each row; the padding stays zero
     }
 
