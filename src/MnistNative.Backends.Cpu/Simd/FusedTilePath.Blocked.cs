@@ -25,9 +25,9 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     private static int BlockSize => TW.Count;
     private static int BlocksPerTile => Tile / TW.Count;
 
-    /// <summary>Accumulators per walk over a block's entries: 10 vectors plus the widened pixels and a broadcast fit
-    /// the 16 registers of an AVX2 CPU.</summary>
-    private const int MaxGroupsPerWalk = 10;
+    /// <summary>Accumulators per walk over a block's entries: 16 where EVEX gives 32 vector registers, else 10 (with
+    /// the widened pixels and a broadcast, the 16 registers of an AVX2 CPU).</summary>
+    internal static int UnitsPerForwardWalk => Avx512F.VL.IsSupported ? 16 : 10;
 
     /// <summary>
     /// Units per walk over a column's entries, each with an accumulator for both pixels: 10 (20 accumulators) where
@@ -179,9 +179,9 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
             int count = blocks.BlockStart.Pointer[b + 1] - start;
             ushort* columns = blocks.BlockColumn.Pointer + start;
             byte* bytes = blocks.BlockBytes.Pointer + (long)start * BlockSize;
-            for (int g = 0; g < groups; g += MaxGroupsPerWalk)
+            for (int g = 0; g < groups; g += UnitsPerForwardWalk)
             {
-                int n = Math.Min(MaxGroupsPerWalk, groups - g);
+                int n = Math.Min(UnitsPerForwardWalk, groups - g);
                 float* a = a1T + i * BlockSize;
                 switch (n)
                 {
@@ -194,7 +194,13 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
                     case 7: ForwardWalk<Groups7>(a, g, columns, bytes, count, w1T, hv, b1); break;
                     case 8: ForwardWalk<Groups8>(a, g, columns, bytes, count, w1T, hv, b1); break;
                     case 9: ForwardWalk<Groups9>(a, g, columns, bytes, count, w1T, hv, b1); break;
-                    default: ForwardWalk<Groups10>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    case 10: ForwardWalk<Groups10>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    case 11: ForwardWalk<Groups11>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    case 12: ForwardWalk<Groups12>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    case 13: ForwardWalk<Groups13>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    case 14: ForwardWalk<Groups14>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    case 15: ForwardWalk<Groups15>(a, g, columns, bytes, count, w1T, hv, b1); break;
+                    default: ForwardWalk<Groups16>(a, g, columns, bytes, count, w1T, hv, b1); break;
                 }
             }
         }
@@ -209,6 +215,7 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         float* w = w1T + first;
         TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero;
         TVec a5 = TW.Zero, a6 = TW.Zero, a7 = TW.Zero, a8 = TW.Zero, a9 = TW.Zero;
+        TVec a10 = TW.Zero, a11 = TW.Zero, a12 = TW.Zero, a13 = TW.Zero, a14 = TW.Zero, a15 = TW.Zero;
         for (int e = 0; e < count; e++)
         {
             TVec x = TW.LoadBytes(bytes + e * BlockSize);
@@ -223,6 +230,12 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
             if (TG.Value > 7) a7 = TW.MultiplyAdd(TW.Create(wk[7]), x, a7);
             if (TG.Value > 8) a8 = TW.MultiplyAdd(TW.Create(wk[8]), x, a8);
             if (TG.Value > 9) a9 = TW.MultiplyAdd(TW.Create(wk[9]), x, a9);
+            if (TG.Value > 10) a10 = TW.MultiplyAdd(TW.Create(wk[10]), x, a10);
+            if (TG.Value > 11) a11 = TW.MultiplyAdd(TW.Create(wk[11]), x, a11);
+            if (TG.Value > 12) a12 = TW.MultiplyAdd(TW.Create(wk[12]), x, a12);
+            if (TG.Value > 13) a13 = TW.MultiplyAdd(TW.Create(wk[13]), x, a13);
+            if (TG.Value > 14) a14 = TW.MultiplyAdd(TW.Create(wk[14]), x, a14);
+            if (TG.Value > 15) a15 = TW.MultiplyAdd(TW.Create(wk[15]), x, a15);
         }
         StoreActivations(a1T, first, a0, b1);
         if (TG.Value > 1) StoreActivations(a1T, first + 1, a1, b1);
@@ -234,6 +247,12 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         if (TG.Value > 7) StoreActivations(a1T, first + 7, a7, b1);
         if (TG.Value > 8) StoreActivations(a1T, first + 8, a8, b1);
         if (TG.Value > 9) StoreActivations(a1T, first + 9, a9, b1);
+        if (TG.Value > 10) StoreActivations(a1T, first + 10, a10, b1);
+        if (TG.Value > 11) StoreActivations(a1T, first + 11, a11, b1);
+        if (TG.Value > 12) StoreActivations(a1T, first + 12, a12, b1);
+        if (TG.Value > 13) StoreActivations(a1T, first + 13, a13, b1);
+        if (TG.Value > 14) StoreActivations(a1T, first + 14, a14, b1);
+        if (TG.Value > 15) StoreActivations(a1T, first + 15, a15, b1);
     }
 
     // relu(z / 255 + b1) of one unit into its row of a1T (Hp, Tile)
@@ -373,3 +392,9 @@ internal readonly struct Groups7 : IGroupCount { public static int Value => 7; }
 internal readonly struct Groups8 : IGroupCount { public static int Value => 8; }
 internal readonly struct Groups9 : IGroupCount { public static int Value => 9; }
 internal readonly struct Groups10 : IGroupCount { public static int Value => 10; }
+internal readonly struct Groups11 : IGroupCount { public static int Value => 11; }
+internal readonly struct Groups12 : IGroupCount { public static int Value => 12; }
+internal readonly struct Groups13 : IGroupCount { public static int Value => 13; }
+internal readonly struct Groups14 : IGroupCount { public static int Value => 14; }
+internal readonly struct Groups15 : IGroupCount { public static int Value => 15; }
+internal readonly struct Groups16 : IGroupCount { public static int Value => 16; }
