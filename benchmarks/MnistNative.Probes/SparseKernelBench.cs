@@ -68,9 +68,14 @@ internal static unsafe class SparseKernelBench
                 hp, hv)),
             ("SparseHiddenWeightGradient, pixel pairs", t => Gradient(t, images.ColumnOffset.Pointer)),
             ("  the same, gradient rows L1-hot", t => Gradient(t, hotOffsets.Pointer)),
+            ("  the same, only the transpose of dz1", t => FusedTilePath<TW, TVec>.SparseHiddenWeightGradient(
+                dw1T.Pointer, rows.Pointer, dz1.Pointer, images.Offsets.Pointer, images.Values.Pointer,
+                images.RowStart.Pointer + t * T, images.ColumnEntries.Pointer, images.ColumnEntryStart.Pointer,
+                images.ColumnOffset.Pointer, 0, 0, values.Pointer, hp, hv)),
             ("  single-pixel columns (before)", t => singles.Gradient(dw1T.Pointer, rows.Pointer, dz1.Pointer, t,
                 values.Pointer, hp, hv)),
         ];
+        if (hv / TW.Count <= 2) kernels = kernels[..2]; // the gradient scatters the rows; no columns to compare
         const int Rounds = 9;
         var times = new double[kernels.Length, Rounds];
         int hot = int.Parse(Environment.GetEnvironmentVariable("SK_TILES") ?? "0");
@@ -104,6 +109,8 @@ internal sealed unsafe class SinglePixelColumns<TW, TVec> : IDisposable
     private const int T = FusedTilePath<TW, TVec>.Tile;
     private readonly NativeBuffer<int> _tileStart, _offset, _entryStart;
     private readonly NativeBuffer<ushort> _entries;
+
+    // rows of 4 vectors walk 2 entries at a time (4 x 2 chains), wider ones 8 vectors per walk
 
     public SinglePixelColumns(ReadOnlySpan<byte> pixels, int count, int tiles, int rowWidth)
     {
@@ -157,8 +164,38 @@ internal sealed unsafe class SinglePixelColumns<TW, TVec> : IDisposable
             ushort* e = _entries.Pointer + _entryStart.Pointer[c];
             int count = _entryStart.Pointer[c + 1] - _entryStart.Pointer[c];
             float* d = dw1T + _offset.Pointer[c];
-            for (int v = 0; v < vectors; v += 8) ColumnSum8(d + v * w, rows + v * w, e, count, valueTable, hv);
+            if (vectors == 4) ColumnSum4(d, rows, e, count, valueTable, hv);
+            else
+                for (int v = 0; v < vectors; v += 8) ColumnSum8(d + v * w, rows + v * w, e, count, valueTable, hv);
         }
+    }
+
+    private static void ColumnSum4(float* d, float* rows, ushort* e, int count, float* valueTable, int hv)
+    {
+        int w = TW.Count;
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero,
+            b3 = TW.Zero;
+        int i = 0;
+        for (; i + 2 <= count; i += 2)
+        {
+            int e0 = e[i], e1 = e[i + 1];
+            TVec v0 = TW.Create(valueTable[e0 & 0xFF]), v1 = TW.Create(valueTable[e1 & 0xFF]);
+            float* r0 = rows + (e0 >> 8) * hv, r1 = rows + (e1 >> 8) * hv;
+            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
+            a2 = TW.MultiplyAdd(TW.Load(r0 + 2 * w), v0, a2); a3 = TW.MultiplyAdd(TW.Load(r0 + 3 * w), v0, a3);
+            b0 = TW.MultiplyAdd(TW.Load(r1), v1, b0); b1 = TW.MultiplyAdd(TW.Load(r1 + w), v1, b1);
+            b2 = TW.MultiplyAdd(TW.Load(r1 + 2 * w), v1, b2); b3 = TW.MultiplyAdd(TW.Load(r1 + 3 * w), v1, b3);
+        }
+        if (i < count)
+        {
+            TVec v0 = TW.Create(valueTable[e[i] & 0xFF]);
+            float* r0 = rows + (e[i] >> 8) * hv;
+            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
+            a2 = TW.MultiplyAdd(TW.Load(r0 + 2 * w), v0, a2); a3 = TW.MultiplyAdd(TW.Load(r0 + 3 * w), v0, a3);
+        }
+        TW.Store(d, TW.Add(TW.Load(d), TW.Add(a0, b0))); TW.Store(d + w, TW.Add(TW.Load(d + w), TW.Add(a1, b1)));
+        TW.Store(d + 2 * w, TW.Add(TW.Load(d + 2 * w), TW.Add(a2, b2)));
+        TW.Store(d + 3 * w, TW.Add(TW.Load(d + 3 * w), TW.Add(a3, b3)));
     }
 
     private static void ColumnSum8(float* d, float* rows, ushort* e, int count, float* valueTable, int hv)
