@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using MnistNative.Core;
 
 namespace MnistNative.Backends.Cpu.Simd;
@@ -289,27 +291,27 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         TW.Store(z + 4 * w, a4); TW.Store(z + 5 * w, a5); TW.Store(z + 6 * w, a6); TW.Store(z + 7 * w, a7);
     }
 
+    /// <summary>Whether the column kernels may keep 2 x 8 accumulators: EVEX gives 32 vector registers (at both
+    /// widths); a plain AVX2 CPU has 16, and walks 2 x 4 so nothing spills.</summary>
+    private static bool WidePairWalks => Avx512F.VL.IsSupported;
+
     // dw1 += dz1^T x over the non-zero pixels only
     //      dz1T (Hp, Tile), the tile's non-zeros -> rows (Tile, Hv) scratch, dw1T (784, Hv) partial
     // dz1 is transposed to sample-major rows first (Tile x Hv floats: 2 KB at H=10, 16 KB at H=128, in L1).
-    // Rows of 4 or more vectors (CSC): for each pixel column the tile's samples that light it add value * dz1[s]
-    // in registers, and the column's gradient row is read and written once per tile. Rows of 1 or 2 vectors (H=10):
-    // each non-zero of the CSR adds value * dz1[s] straight into its pixel's gradient row (a read-modify-write of
-    // one or two vectors); the column walk's per-column overhead and index multiply cost more there than they save.
+    // Rows of 4 or more vectors (CSC of pixel pairs): for each column of two adjacent pixels the tile's samples
+    // that light either add value * dz1[s] for both pixels in registers, each dz1 vector loaded once for two FMAs,
+    // and the two gradient rows are read and written once per tile. Rows of 1 or 2 vectors (H=10): each non-zero
+    // of the CSR adds value * dz1[s] straight into its pixel's gradient row (a read-modify-write of one or two
+    // vectors); the column walk's per-column overhead and index multiply cost more there than they save.
     // Both in a fixed order: deterministic. See docs/journal/sparse-training.md for the A/B.
     // mirrors Reference.LinearBackward (dw of layer 1, non-zero pixels)
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void SparseHiddenWeightGradient(float* dw1T, float* rows, float* dz1T, int* offsets, float* pixels,
-        int* rowStart, ushort* entries, int* entryStart, int* columnOffset, int firstColumn, int endColumn,
+        int* rowStart, uint* entries, int* entryStart, int* columnOffset, int firstColumn, int endColumn,
         float* valueTable, int hp, int hv)
     {
         int w = TW.Count, vectors = hv / w;
-        for (int s = 0; s < Tile; s++)
-        {
-            float* g = rows + s * hv;
-            for (int j = 0; j < hp; j++) g[j] = dz1T[j * Tile + s];
-            for (int j = hp; j < hv; j++) g[j] = 0;
-        }
+        ToSampleRows(rows, dz1T, hp, hv);
         if (vectors <= 2)
         {
             for (int s = 0; s < Tile; s++)
@@ -324,13 +326,42 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         }
         for (int c = firstColumn; c < endColumn; c++)
         {
-            ushort* e = entries + entryStart[c];
+            uint* e = entries + entryStart[c];
             int count = entryStart[c + 1] - entryStart[c];
             float* d = dw1T + columnOffset[c];
-            if (vectors == 4) ColumnSum4(d, rows, e, count, valueTable, hv);
+            if (vectors == 4 || !WidePairWalks)
+                for (int v = 0; v < vectors; v += 4)
+                    PairColumnSum4(d + v * w, rows + v * w, e, count, valueTable, hv);
             else
-                for (int v = 0; v < vectors; v += 8) ColumnSum8(d + v * w, rows + v * w, e, count, valueTable, hv);
+                for (int v = 0; v < vectors; v += 8)
+                    PairColumnSum8(d + v * w, rows + v * w, e, count, valueTable, hv);
         }
+    }
+
+    // dz1T (Hp, Tile) -> rows (Tile, Hv), the padding columns zero. 4 x 4 blocks transposed in registers: element
+    // by element it took a seventh of the wide gradient's time (docs/journal/sparse-training.md).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ToSampleRows(float* rows, float* dz1T, int hp, int hv)
+    {
+        int j = 0;
+        if (Sse.IsSupported)
+            for (; j + 4 <= hp; j += 4)
+                for (int s = 0; s < Tile; s += 4)
+                {
+                    float* src = dz1T + j * Tile + s, dst = rows + s * hv + j;
+                    Vector128<float> r0 = Sse.LoadVector128(src), r1 = Sse.LoadVector128(src + Tile);
+                    Vector128<float> r2 = Sse.LoadVector128(src + 2 * Tile), r3 = Sse.LoadVector128(src + 3 * Tile);
+                    Vector128<float> t0 = Sse.UnpackLow(r0, r1), t1 = Sse.UnpackLow(r2, r3);   // samples s, s + 1
+                    Vector128<float> t2 = Sse.UnpackHigh(r0, r1), t3 = Sse.UnpackHigh(r2, r3); // samples s + 2, s + 3
+                    Sse.Store(dst, Sse.MoveLowToHigh(t0, t1));
+                    Sse.Store(dst + hv, Sse.MoveHighToLow(t1, t0));
+                    Sse.Store(dst + 2 * hv, Sse.MoveLowToHigh(t2, t3));
+                    Sse.Store(dst + 3 * hv, Sse.MoveHighToLow(t3, t2));
+                }
+        for (; j < hp; j++)
+            for (int s = 0; s < Tile; s++) rows[s * hv + j] = dz1T[j * Tile + s];
+        for (int s = 0; s < Tile; s++)
+            for (int k = hp; k < hv; k++) rows[s * hv + k] = 0;
     }
 
     // dw1T rows += value * g (W) for each of one sample's non-zeros
@@ -360,57 +391,76 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         }
     }
 
-    // d (4W): 4 vectors x 2 chains
+    // d and d + hv (4W each), one column of two pixels: 4 dz1 vectors per entry, each feeding 2 FMAs (8 chains)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ColumnSum4(float* d, float* rows, ushort* e, int count, float* valueTable, int hv)
+    private static void PairColumnSum4(float* d, float* rows, uint* e, int count, float* valueTable, int hv)
     {
         int w = TW.Count;
-        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero,
-            b3 = TW.Zero;
-        int i = 0;
-        for (; i + 2 <= count; i += 2)
+        TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero; // first pixel
+        TVec b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero, b3 = TW.Zero; // second pixel
+        for (int i = 0; i < count; i++)
         {
-            int e0 = e[i], e1 = e[i + 1];
-            TVec v0 = TW.Create(valueTable[e0 & 0xFF]), v1 = TW.Create(valueTable[e1 & 0xFF]);
-            float* r0 = rows + (e0 >> 8) * hv, r1 = rows + (e1 >> 8) * hv;
-            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
-            a2 = TW.MultiplyAdd(TW.Load(r0 + 2 * w), v0, a2); a3 = TW.MultiplyAdd(TW.Load(r0 + 3 * w), v0, a3);
-            b0 = TW.MultiplyAdd(TW.Load(r1), v1, b0); b1 = TW.MultiplyAdd(TW.Load(r1 + w), v1, b1);
-            b2 = TW.MultiplyAdd(TW.Load(r1 + 2 * w), v1, b2); b3 = TW.MultiplyAdd(TW.Load(r1 + 3 * w), v1, b3);
+            uint x = e[i];
+            TVec va = TW.Create(valueTable[x & 0xFF]), vb = TW.Create(valueTable[(x >> 8) & 0xFF]);
+            float* r = rows + (nint)(x >> 16) * hv;
+            TVec g = TW.Load(r);
+            a0 = TW.MultiplyAdd(g, va, a0); b0 = TW.MultiplyAdd(g, vb, b0);
+            g = TW.Load(r + w);
+            a1 = TW.MultiplyAdd(g, va, a1); b1 = TW.MultiplyAdd(g, vb, b1);
+            g = TW.Load(r + 2 * w);
+            a2 = TW.MultiplyAdd(g, va, a2); b2 = TW.MultiplyAdd(g, vb, b2);
+            g = TW.Load(r + 3 * w);
+            a3 = TW.MultiplyAdd(g, va, a3); b3 = TW.MultiplyAdd(g, vb, b3);
         }
-        if (i < count)
-        {
-            TVec v0 = TW.Create(valueTable[e[i] & 0xFF]);
-            float* r0 = rows + (e[i] >> 8) * hv;
-            a0 = TW.MultiplyAdd(TW.Load(r0), v0, a0); a1 = TW.MultiplyAdd(TW.Load(r0 + w), v0, a1);
-            a2 = TW.MultiplyAdd(TW.Load(r0 + 2 * w), v0, a2); a3 = TW.MultiplyAdd(TW.Load(r0 + 3 * w), v0, a3);
-        }
-        TW.Store(d, TW.Add(TW.Load(d), TW.Add(a0, b0))); TW.Store(d + w, TW.Add(TW.Load(d + w), TW.Add(a1, b1)));
-        TW.Store(d + 2 * w, TW.Add(TW.Load(d + 2 * w), TW.Add(a2, b2)));
-        TW.Store(d + 3 * w, TW.Add(TW.Load(d + 3 * w), TW.Add(a3, b3)));
+        AddTo(d, a0, a1, a2, a3);
+        AddTo(d + hv, b0, b1, b2, b3);
     }
 
-    // d (8W) of a wider row: 8 independent chains
+    // d and d + hv (8W each), one column of two pixels: 8 dz1 vectors per entry, each feeding 2 FMAs (16 chains,
+    // with the loaded vector and the two broadcasts 19 registers: EVEX only)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ColumnSum8(float* d, float* rows, ushort* e, int count, float* valueTable, int hv)
+    private static void PairColumnSum8(float* d, float* rows, uint* e, int count, float* valueTable, int hv)
     {
         int w = TW.Count;
         TVec a0 = TW.Zero, a1 = TW.Zero, a2 = TW.Zero, a3 = TW.Zero, a4 = TW.Zero, a5 = TW.Zero, a6 = TW.Zero,
-            a7 = TW.Zero;
+            a7 = TW.Zero; // first pixel
+        TVec b0 = TW.Zero, b1 = TW.Zero, b2 = TW.Zero, b3 = TW.Zero, b4 = TW.Zero, b5 = TW.Zero, b6 = TW.Zero,
+            b7 = TW.Zero; // second pixel
         for (int i = 0; i < count; i++)
         {
-            int e0 = e[i];
-            TVec v = TW.Create(valueTable[e0 & 0xFF]);
-            float* r = rows + (e0 >> 8) * hv;
-            a0 = TW.MultiplyAdd(TW.Load(r), v, a0); a1 = TW.MultiplyAdd(TW.Load(r + w), v, a1);
-            a2 = TW.MultiplyAdd(TW.Load(r + 2 * w), v, a2); a3 = TW.MultiplyAdd(TW.Load(r + 3 * w), v, a3);
-            a4 = TW.MultiplyAdd(TW.Load(r + 4 * w), v, a4); a5 = TW.MultiplyAdd(TW.Load(r + 5 * w), v, a5);
-            a6 = TW.MultiplyAdd(TW.Load(r + 6 * w), v, a6); a7 = TW.MultiplyAdd(TW.Load(r + 7 * w), v, a7);
+            uint x = e[i];
+            TVec va = TW.Create(valueTable[x & 0xFF]), vb = TW.Create(valueTable[(x >> 8) & 0xFF]);
+            float* r = rows + (nint)(x >> 16) * hv;
+            TVec g = TW.Load(r);
+            a0 = TW.MultiplyAdd(g, va, a0); b0 = TW.MultiplyAdd(g, vb, b0);
+            g = TW.Load(r + w);
+            a1 = TW.MultiplyAdd(g, va, a1); b1 = TW.MultiplyAdd(g, vb, b1);
+            g = TW.Load(r + 2 * w);
+            a2 = TW.MultiplyAdd(g, va, a2); b2 = TW.MultiplyAdd(g, vb, b2);
+            g = TW.Load(r + 3 * w);
+            a3 = TW.MultiplyAdd(g, va, a3); b3 = TW.MultiplyAdd(g, vb, b3);
+            g = TW.Load(r + 4 * w);
+            a4 = TW.MultiplyAdd(g, va, a4); b4 = TW.MultiplyAdd(g, vb, b4);
+            g = TW.Load(r + 5 * w);
+            a5 = TW.MultiplyAdd(g, va, a5); b5 = TW.MultiplyAdd(g, vb, b5);
+            g = TW.Load(r + 6 * w);
+            a6 = TW.MultiplyAdd(g, va, a6); b6 = TW.MultiplyAdd(g, vb, b6);
+            g = TW.Load(r + 7 * w);
+            a7 = TW.MultiplyAdd(g, va, a7); b7 = TW.MultiplyAdd(g, vb, b7);
         }
-        TW.Store(d, TW.Add(TW.Load(d), a0)); TW.Store(d + w, TW.Add(TW.Load(d + w), a1));
-        TW.Store(d + 2 * w, TW.Add(TW.Load(d + 2 * w), a2)); TW.Store(d + 3 * w, TW.Add(TW.Load(d + 3 * w), a3));
-        TW.Store(d + 4 * w, TW.Add(TW.Load(d + 4 * w), a4)); TW.Store(d + 5 * w, TW.Add(TW.Load(d + 5 * w), a5));
-        TW.Store(d + 6 * w, TW.Add(TW.Load(d + 6 * w), a6)); TW.Store(d + 7 * w, TW.Add(TW.Load(d + 7 * w), a7));
+        AddTo(d, a0, a1, a2, a3);
+        AddTo(d + 4 * w, a4, a5, a6, a7);
+        AddTo(d + hv, b0, b1, b2, b3);
+        AddTo(d + hv + 4 * w, b4, b5, b6, b7);
+    }
+
+    // d (4W) += s0..s3
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddTo(float* d, TVec s0, TVec s1, TVec s2, TVec s3)
+    {
+        int w = TW.Count;
+        TW.Store(d, TW.Add(TW.Load(d), s0)); TW.Store(d + w, TW.Add(TW.Load(d + w), s1));
+        TW.Store(d + 2 * w, TW.Add(TW.Load(d + 2 * w), s2)); TW.Store(d + 3 * w, TW.Add(TW.Load(d + 3 * w), s3));
     }
 }
 

@@ -10,14 +10,18 @@ namespace MnistNative.Backends.Cpu.Simd;
 /// <see cref="Values"/> (the raw byte as a float), in pixel order. Finding a weight row takes no multiply and the
 /// value is an FMA's broadcast memory operand: 3 instructions per non-zero. Packing both in one 32-bit word
 /// (<c>offset &lt;&lt; 8 | byte</c>) halved the bytes but cost a shift, a mask and a table load per non-zero.</item>
-/// <item>Columns per tile (CSC, for the weight gradient): tile t's pixel columns that hold a non-zero are
-/// <c>TileColumnStart[t] .. TileColumnStart[t + 1]</c>; column c is pixel row offset <c>ColumnOffset[c]</c> and the
-/// 16-bit entries <c>ColumnEntries[ColumnEntryStart[c] .. ColumnEntryStart[c + 1])</c>, each
-/// <c>sample-in-tile &lt;&lt; 8 | value</c>, in sample order. A column's sum over the tile's samples then stays in
-/// registers and its gradient row is read and written once per tile instead of once per non-zero.</item>
+/// <item>Columns of two adjacent pixels per tile (CSC, for the weight gradient): tile t's columns, each the pixels
+/// (2j, 2j + 1) when one of them is non-zero in one of the tile's samples, are
+/// <c>TileColumnStart[t] .. TileColumnStart[t + 1]</c>; column c is the row offset of its first pixel
+/// <c>ColumnOffset[c]</c> (the second's row follows, rowWidth floats on) and the 32-bit entries
+/// <c>ColumnEntries[ColumnEntryStart[c] .. ColumnEntryStart[c + 1])</c>, one per sample where either pixel is
+/// non-zero, each <c>sample-in-tile &lt;&lt; 16 | second byte &lt;&lt; 8 | first byte</c> (one of them may be 0), in
+/// sample order. The column's sums over the tile's samples stay in registers, each load of a sample's dz1 row feeds
+/// both pixels, and the two gradient rows are read and written once per tile instead of once per non-zero.</item>
 /// </list>
-/// 8 bytes per non-zero in the rows and 2 in the columns (an MNIST step streams ~12-15 MB; the dense path reads
-/// 7.8 MB of bytes); a tile's rows are read from memory once per step, by the forward, and again from cache.
+/// 8 bytes per non-zero in the rows and 4 per entry in the columns (MNIST: 0.58 entries per non-zero, 2.3 bytes; an
+/// MNIST step streams ~12-15 MB; the dense path reads 7.8 MB of bytes); a tile's rows are read from memory once per
+/// step, by the forward, and again from cache.
 /// </summary>
 internal sealed unsafe class SparseImages : IDisposable
 {
@@ -33,11 +37,14 @@ internal sealed unsafe class SparseImages : IDisposable
 
     /// <summary>(tiles + 1) indices into the column arrays.</summary>
     public NativeBuffer<int> TileColumnStart { get; private set; }
-    /// <summary>Per column: k * rowWidth, the offset of its pixel row.</summary>
+    /// <summary>Per column: 2j * rowWidth, the offset of its first pixel's row.</summary>
     public NativeBuffer<int> ColumnOffset { get; private set; }
     /// <summary>(columns + 1) indices into <see cref="ColumnEntries"/>.</summary>
     public NativeBuffer<int> ColumnEntryStart { get; private set; }
-    public NativeBuffer<ushort> ColumnEntries { get; private set; }
+    public NativeBuffer<uint> ColumnEntries { get; private set; }
+
+    /// <summary>The entries of all tiles' columns (samples where either pixel of a pair is non-zero).</summary>
+    public long ColumnEntryCount { get; private set; }
 
     /// <summary>(rows + 1) indices into <see cref="Offsets"/> and <see cref="Values"/>; rows past the images' count are
     /// empty.</summary>
@@ -83,43 +90,54 @@ internal sealed unsafe class SparseImages : IDisposable
 
     private void BuildColumns(ReadOnlySpan<byte> pixels, int count, int rows, int rowWidth, int tile)
     {
-        const int In = MlpParameters.InputSize;
+        const int In = MlpParameters.InputSize, Pairs = In / 2;
         int tiles = rows / tile;
-        long columns = 0; // pass 1: how many columns, to size the buffers exactly
+        long columns = 0, entries = 0; // pass 1: how many columns and entries, to size the buffers exactly
         for (int t = 0; t < tiles; t++)
         {
             int samples = Math.Clamp(count - t * tile, 0, tile);
-            for (int k = 0; k < In; k++)
+            for (int j = 0; j < Pairs; j++)
+            {
+                int lit = 0;
                 for (int s = 0; s < samples; s++)
-                    if (pixels[(t * tile + s) * In + k] != 0) { columns++; break; }
+                    if (PairBytes(pixels, (t * tile + s) * In + 2 * j) != 0) lit++;
+                entries += lit;
+                if (lit > 0) columns++;
+            }
         }
+        if (entries > int.MaxValue)
+            throw new ArgumentException($"{entries} pixel-pair entries do not fit the sparse layout");
+        ColumnEntryCount = entries;
         TileColumnStart = new NativeBuffer<int>(tiles + 1);
         ColumnOffset = new NativeBuffer<int>((int)Math.Max(1, columns));
         ColumnEntryStart = new NativeBuffer<int>((int)columns + 1);
-        ColumnEntries = new NativeBuffer<ushort>((int)Math.Max(1, NonZeros));
+        ColumnEntries = new NativeBuffer<uint>((int)Math.Max(1, entries));
         int* tileStart = TileColumnStart.Pointer, offset = ColumnOffset.Pointer, entryStart = ColumnEntryStart.Pointer;
-        ushort* e = ColumnEntries.Pointer;
+        uint* e = ColumnEntries.Pointer;
         int column = 0, next = 0;
         for (int t = 0; t < tiles; t++)
         {
             tileStart[t] = column;
             int samples = Math.Clamp(count - t * tile, 0, tile);
-            for (int k = 0; k < In; k++)
+            for (int j = 0; j < Pairs; j++)
             {
                 int first = next;
                 for (int s = 0; s < samples; s++)
                 {
-                    byte v = pixels[(t * tile + s) * In + k];
-                    if (v != 0) e[next++] = (ushort)(s << 8 | v);
+                    uint both = PairBytes(pixels, (t * tile + s) * In + 2 * j);
+                    if (both != 0) e[next++] = (uint)s << 16 | both;
                 }
                 if (next == first) continue;
-                offset[column] = k * rowWidth;
+                offset[column] = 2 * j * rowWidth;
                 entryStart[column++] = first;
             }
         }
         tileStart[tiles] = column;
         entryStart[column] = next;
     }
+
+    // second byte << 8 | first byte of the pixels (k, k + 1)
+    private static uint PairBytes(ReadOnlySpan<byte> pixels, int k) => (uint)(pixels[k + 1] << 8 | pixels[k]);
 
     public void Dispose()
     {
