@@ -4,8 +4,8 @@ using Xunit;
 namespace MnistNative.Tests;
 
 /// <summary>
-/// The persistent pool's hand-off: back-to-back jobs and jobs after a pause (workers and caller asleep on their
-/// semaphores), every worker runs every job exactly once, a worker's exception reaches the caller, and Dispose
+/// The persistent pool's hand-off: back-to-back jobs (workers spinning), jobs after a pause (workers and caller asleep
+/// on their semaphores) and jobs arriving just as a waiter goes to sleep, every worker runs every job exactly once, a worker's exception reaches the caller, and Dispose
 /// ends the threads whether they just finished a job or have been idle.
 /// </summary>
 public class WorkerPoolTests
@@ -26,6 +26,44 @@ public class WorkerPoolTests
             pool.Run(work); jobs++;
             Assert.All(runs, r => Assert.Equal(jobs, Volatile.Read(ref r)));
         }
+    }
+
+    [Fact]
+    public async Task JobsArrivingAsTheWaitersGoToSleepAreNotLost()
+    {
+        // Pauses spread over twice the spin time, before a job (the worker goes to sleep) and inside worker 1's share
+        // (the caller goes to sleep), hit the hand-off between spinning and sleeping on both sides. A lost wake-up
+        // shows as a Run that never returns; the bound turns that hang into a failure.
+        var runs = new int[2];
+        var random = new Random(7);
+        long maxPause = 2 * (long)(WorkerPool.SpinTime.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+        long workerPause = 0;
+        Action<int> work = w =>
+        {
+            if (w == 1) SpinFor(Volatile.Read(ref workerPause));
+            Interlocked.Increment(ref runs[w]);
+        };
+        Task jobs = Task.Run(() =>
+        {
+            using var pool = new WorkerPool(2, "test");
+            for (int job = 1; job <= 1500; job++)
+            {
+                SpinFor(random.NextInt64(maxPause));
+                Volatile.Write(ref workerPause, job % 2 == 0 ? random.NextInt64(maxPause) : 0);
+                pool.Run(work);
+                Assert.Equal(job, Volatile.Read(ref runs[0]));
+                Assert.Equal(job, Volatile.Read(ref runs[1]));
+            }
+        });
+        Assert.True(await Task.WhenAny(jobs, Task.Delay(TimeSpan.FromSeconds(60))) == jobs,
+            "a job was lost in the hand-off between spinning and sleeping");
+        await jobs; // its assertions
+    }
+
+    private static void SpinFor(long ticks)
+    {
+        long until = System.Diagnostics.Stopwatch.GetTimestamp() + ticks;
+        while (System.Diagnostics.Stopwatch.GetTimestamp() < until) Thread.SpinWait(4);
     }
 
     [Fact]
