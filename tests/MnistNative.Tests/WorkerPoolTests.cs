@@ -5,8 +5,9 @@ namespace MnistNative.Tests;
 
 /// <summary>
 /// The persistent pool's hand-off: back-to-back jobs (workers spinning), jobs after a pause (workers and caller asleep
-/// on their semaphores) and jobs arriving just as a waiter goes to sleep, every worker runs every job exactly once, a worker's exception reaches the caller, and Dispose
-/// ends the threads whether they just finished a job or have been idle.
+/// on their semaphores) and jobs arriving just as a waiter goes to sleep, every worker runs every job exactly once, a
+/// worker's exception reaches the caller, and Dispose ends the threads whether they just finished a job or have been
+/// idle.
 /// </summary>
 public class WorkerPoolTests
 {
