@@ -179,6 +179,11 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
             int count = blocks.BlockStart.Pointer[b + 1] - start;
             ushort* columns = blocks.BlockColumn.Pointer + start;
             byte* bytes = blocks.BlockBytes.Pointer + (long)start * BlockSize;
+            if (typeof(TVec) == typeof(Vector256<float>))
+            {
+                UnitPairForward(a1T + i * BlockSize, columns, bytes, count, w1T, b1, hp, hv);
+                continue;
+            }
             for (int g = 0; g < groups; g += UnitsPerForwardWalk)
             {
                 int n = Math.Min(UnitsPerForwardWalk, groups - g);
@@ -253,6 +258,111 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         if (TG.Value > 13) StoreActivations(a1T, first + 13, a13, b1);
         if (TG.Value > 14) StoreActivations(a1T, first + 14, a14, b1);
         if (TG.Value > 15) StoreActivations(a1T, first + 15, a15, b1);
+    }
+
+    // The 256-bit forward of one block of 8: two hidden units per FMA. `vbroadcastsd` puts the pair (w_j, w_j+1) in
+    // every lane pair and the block's samples are split into two vectors of four, each duplicated into lane pairs
+    // (x0 x0 x1 x1 x2 x2 x3 x3), so a column costs one weight load per two units where the embedded broadcast costs
+    // one per unit, and the loads, not the FMAs, bounded that walk (docs/journal/sparse-training.md). Each unit still
+    // sums its entries in order with one FMA each: the same bits as ForwardWalk.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void UnitPairForward(float* a1T, ushort* columns, byte* bytes, int count, float* w1T, float* b1,
+        int hp, int hv)
+    {
+        for (int j = 0; j < hp; j += 2 * UnitPairsPerWalk)
+            switch (Math.Min(UnitPairsPerWalk, (hp - j) / 2))
+            {
+                case 1: UnitPairWalk<Groups1>(a1T, j, columns, bytes, count, w1T, hv, b1); break;
+                case 2: UnitPairWalk<Groups2>(a1T, j, columns, bytes, count, w1T, hv, b1); break;
+                case 3: UnitPairWalk<Groups3>(a1T, j, columns, bytes, count, w1T, hv, b1); break;
+                case 4: UnitPairWalk<Groups4>(a1T, j, columns, bytes, count, w1T, hv, b1); break;
+                case 5: UnitPairWalk<Groups5>(a1T, j, columns, bytes, count, w1T, hv, b1); break;
+                case 6: UnitPairWalk<Groups6>(a1T, j, columns, bytes, count, w1T, hv, b1); break;
+                case 7: UnitPairWalk<Groups7>(a1T, j, columns, bytes, count, w1T, hv, b1); break;
+                default: UnitPairWalk<Groups8>(a1T, j, columns, bytes, count, w1T, hv, b1); break;
+            }
+    }
+
+    /// <summary>Unit pairs per walk of <see cref="UnitPairForward"/>: two accumulators each, plus four working
+    /// registers: 8 pairs where EVEX gives 32 registers, else 5 (14 of AVX2's 16).</summary>
+    private static int UnitPairsPerWalk => Avx512F.VL.IsSupported ? 8 : 5;
+
+    // TG.Value unit pairs from unit `first` (even): lo* hold samples 0-3, hi* samples 4-7, each as (unit, unit + 1)
+    // lane pairs
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void UnitPairWalk<TG>(float* a1T, int first, ushort* columns, byte* bytes, int count, float* w1T,
+        int hv, float* b1) where TG : struct, IGroupCount
+    {
+        Vector256<int> lowSamples = Vector256.Create(0, 0, 1, 1, 2, 2, 3, 3);
+        Vector256<int> highSamples = Vector256.Create(4, 4, 5, 5, 6, 6, 7, 7);
+        Vector256<float> lo0 = default, lo1 = default, lo2 = default, lo3 = default, lo4 = default, lo5 = default,
+            lo6 = default, lo7 = default;
+        Vector256<float> hi0 = default, hi1 = default, hi2 = default, hi3 = default, hi4 = default, hi5 = default,
+            hi6 = default, hi7 = default;
+        float* w = w1T + first;
+        for (int e = 0; e < count; e++)
+        {
+            Vector256<float> x = Width256.LoadBytes(bytes + e * 8);
+            Vector256<float> xl = Avx2.PermuteVar8x32(x, lowSamples), xh = Avx2.PermuteVar8x32(x, highSamples);
+            double* wk = (double*)(w + columns[e] * hv);
+            Vector256<float> p = Avx.BroadcastScalarToVector256(wk).AsSingle();
+            lo0 = Fma.MultiplyAdd(p, xl, lo0); hi0 = Fma.MultiplyAdd(p, xh, hi0);
+            if (TG.Value > 1)
+            {
+                p = Avx.BroadcastScalarToVector256(wk + 1).AsSingle();
+                lo1 = Fma.MultiplyAdd(p, xl, lo1); hi1 = Fma.MultiplyAdd(p, xh, hi1);
+            }
+            if (TG.Value > 2)
+            {
+                p = Avx.BroadcastScalarToVector256(wk + 2).AsSingle();
+                lo2 = Fma.MultiplyAdd(p, xl, lo2); hi2 = Fma.MultiplyAdd(p, xh, hi2);
+            }
+            if (TG.Value > 3)
+            {
+                p = Avx.BroadcastScalarToVector256(wk + 3).AsSingle();
+                lo3 = Fma.MultiplyAdd(p, xl, lo3); hi3 = Fma.MultiplyAdd(p, xh, hi3);
+            }
+            if (TG.Value > 4)
+            {
+                p = Avx.BroadcastScalarToVector256(wk + 4).AsSingle();
+                lo4 = Fma.MultiplyAdd(p, xl, lo4); hi4 = Fma.MultiplyAdd(p, xh, hi4);
+            }
+            if (TG.Value > 5)
+            {
+                p = Avx.BroadcastScalarToVector256(wk + 5).AsSingle();
+                lo5 = Fma.MultiplyAdd(p, xl, lo5); hi5 = Fma.MultiplyAdd(p, xh, hi5);
+            }
+            if (TG.Value > 6)
+            {
+                p = Avx.BroadcastScalarToVector256(wk + 6).AsSingle();
+                lo6 = Fma.MultiplyAdd(p, xl, lo6); hi6 = Fma.MultiplyAdd(p, xh, hi6);
+            }
+            if (TG.Value > 7)
+            {
+                p = Avx.BroadcastScalarToVector256(wk + 7).AsSingle();
+                lo7 = Fma.MultiplyAdd(p, xl, lo7); hi7 = Fma.MultiplyAdd(p, xh, hi7);
+            }
+        }
+        StoreUnitPair(a1T, first, lo0, hi0, b1);
+        if (TG.Value > 1) StoreUnitPair(a1T, first + 2, lo1, hi1, b1);
+        if (TG.Value > 2) StoreUnitPair(a1T, first + 4, lo2, hi2, b1);
+        if (TG.Value > 3) StoreUnitPair(a1T, first + 6, lo3, hi3, b1);
+        if (TG.Value > 4) StoreUnitPair(a1T, first + 8, lo4, hi4, b1);
+        if (TG.Value > 5) StoreUnitPair(a1T, first + 10, lo5, hi5, b1);
+        if (TG.Value > 6) StoreUnitPair(a1T, first + 12, lo6, hi6, b1);
+        if (TG.Value > 7) StoreUnitPair(a1T, first + 14, lo7, hi7, b1);
+    }
+
+    // units j and j + 1 from their lane pairs: the even lanes of lo and hi are unit j's samples (0 1 | 4 5 | 2 3 | 6 7
+    // after the in-lane shuffle, put in order by a 64-bit permute), the odd lanes unit j + 1's
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreUnitPair(float* a1T, int j, Vector256<float> lo, Vector256<float> hi, float* b1)
+    {
+        Vector256<float> even = Avx.Shuffle(lo, hi, 0b10_00_10_00), odd = Avx.Shuffle(lo, hi, 0b11_01_11_01);
+        even = Avx2.Permute4x64(even.AsDouble(), 0b11_01_10_00).AsSingle();
+        odd = Avx2.Permute4x64(odd.AsDouble(), 0b11_01_10_00).AsSingle();
+        StoreActivations(a1T, j, Unsafe.As<Vector256<float>, TVec>(ref even), b1);
+        StoreActivations(a1T, j + 1, Unsafe.As<Vector256<float>, TVec>(ref odd), b1);
     }
 
     // relu(z / 255 + b1) of one unit into its row of a1T (Hp, Tile)
