@@ -9,8 +9,9 @@ namespace MnistNative.Backends.Cpu.Simd;
 /// The sample-blocked sparse layer-1 kernels (<see cref="PixelBlocks"/>): the samples are reordered at upload so that
 /// blocks of one vector's width (8 or 16) share non-zero pixels, and a block keeps only the pixel columns that are
 /// non-zero in one of its samples. The block's samples lie across the lanes: a kept pixel column is one widened vector
-/// of bytes, and each hidden unit's weight an FMA's broadcast memory operand, so every FMA does whole-vector work,
-/// where the row kernels (<see cref="SparseHiddenForward"/>) use Hp of Hv lanes and need three loads per non-zero.
+/// of bytes, and each hidden unit's weight an FMA's broadcast memory operand (at 256 bits a pair of units per FMA,
+/// <see cref="UnitPairForward"/>), so every FMA does whole-vector work, where the row kernels
+/// (<see cref="SparseHiddenForward"/>) use Hp of Hv lanes and need three loads per non-zero.
 ///
 /// For narrow hidden layers a step is two passes over the workers. Pass one runs the tile pipeline with
 /// <see cref="BlockedHiddenForward"/> as layer 1's forward and, instead of the weight gradient, writes each block's
