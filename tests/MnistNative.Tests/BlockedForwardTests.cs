@@ -63,7 +63,8 @@ public sealed unsafe class BlockedForwardTests
                 b1.Pointer, hp, hv);
             for (int i = 0; i < Tile / block; i++)
             {
-                int b = t * Tile / block + i, start = blocks.BlockStart.Pointer[b], end = blocks.BlockStart.Pointer[b + 1];
+                int b = t * Tile / block + i;
+                int start = blocks.BlockStart.Pointer[b], end = blocks.BlockStart.Pointer[b + 1];
                 for (int j = 0; j < hp; j++)
                     for (int s = 0; s < block; s++)
                     {
