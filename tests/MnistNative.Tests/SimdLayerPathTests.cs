@@ -48,6 +48,25 @@ public sealed class SimdLayerPathTests(ITestOutputHelper output)
 
     [SkippableTheory]
     [MemberData(nameof(Widths))]
+    public void ItsKernelChoiceSaysWhenKernelDenseDoesNotApply(string width)
+    {
+        // the per-layer path has only its sparse inputs: a forced dense kernel is reported as not applying
+        VectorWidths.Require(width);
+        int[] sizes = [784, 16, 12, 10];
+        var data = TinyData.Images(32);
+        foreach (KernelMode mode in new[] { KernelMode.Dense, KernelMode.Auto, KernelMode.Sparse })
+        {
+            using ITrainingBackend b = SimdBackend.Create(width, sizes, OptimizerSettings.Gd, 32, 1, mode);
+            b.Upload(data);
+            KernelChoice choice = b.KernelChoice!;
+            Assert.Equal(KernelMode.Sparse, choice.Kernel);
+            Assert.StartsWith("per-layer path", choice.Reason);
+            Assert.Equal(mode == KernelMode.Dense, choice.Reason.Contains("--kernel dense"));
+        }
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Widths))]
     public void OneAndTwoThreadsAreBitwiseTheSameAndAStepAllocatesNothing(string width)
     {
         VectorWidths.Require(width);

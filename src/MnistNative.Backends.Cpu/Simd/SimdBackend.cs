@@ -67,6 +67,7 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend, ISparseF
 {
     private readonly int[] _sizes;
     private readonly int _maxBatch;
+    private readonly KernelMode _kernelMode; // the fused path applies it; the per-layer path only reports it
     private readonly WorkerPool _pool;
     private readonly FusedTilePath<TW, TVec>? _fused; // null unless the shape is 784-H-10
     private LayerPath<TW, TVec>? _layer;
@@ -100,6 +101,7 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend, ISparseF
         optimizer.Validate();
         _sizes = sizes.ToArray();
         _maxBatch = maxBatch;
+        _kernelMode = kernel;
         Optimizer = optimizer;
         if (threads == 0) threads = Environment.ProcessorCount;
         _pool = new WorkerPool(threads, TW.Name);
@@ -150,8 +152,11 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend, ISparseF
         else
         {
             double density = Core.KernelChoice.MeasureDensity(train.Pixels);
-            KernelChoice = new KernelChoice(KernelMode.Sparse,
-                "per-layer path: every layer's input as the list of its non-zero entries", density,
+            string reason = "per-layer path: every layer's input as the list of its non-zero entries";
+            if (_kernelMode == KernelMode.Dense)
+                reason += " (--kernel dense chooses layer 1's kernels on the fused path, for whole-set gd steps of one " +
+                    "hidden layer; this path has no dense kernels)";
+            KernelChoice = new KernelChoice(KernelMode.Sparse, reason, density,
                 Core.KernelChoice.UsefulFlops(train.Count, _sizes[1], density));
         }
     }
