@@ -154,8 +154,8 @@ internal sealed partial class SimdBackend<TW, TVec> : ITrainingBackend, ISparseF
             double density = Core.KernelChoice.MeasureDensity(train.Pixels);
             string reason = "per-layer path: every layer's input as the list of its non-zero entries";
             if (_kernelMode == KernelMode.Dense)
-                reason += " (--kernel dense chooses layer 1's kernels on the fused path, for whole-set gd steps of one " +
-                    "hidden layer; this path has no dense kernels)";
+                reason += " (--kernel dense chooses layer 1's kernels on the fused path, for whole-set gd steps " +
+                    "of one hidden layer; this path has no dense kernels)";
             KernelChoice = new KernelChoice(KernelMode.Sparse, reason, density,
                 Core.KernelChoice.UsefulFlops(train.Count, _sizes[1], density));
         }
