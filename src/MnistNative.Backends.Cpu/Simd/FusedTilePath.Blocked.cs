@@ -26,15 +26,21 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     private static int BlockSize => TW.Count;
     private static int BlocksPerTile => Tile / TW.Count;
 
-    /// <summary>Accumulators per walk over a block's entries: 16 where EVEX gives 32 vector registers, else 10 (with
-    /// the widened pixels and a broadcast, the 16 registers of an AVX2 CPU).</summary>
-    internal static int UnitsPerForwardWalk => Avx512F.VL.IsSupported ? 16 : 10;
+    /// <summary>
+    /// Whether the register-blocked walks may keep more accumulators: EVEX (AVX-512VL) gives 32 vector registers at
+    /// both widths, where a plain AVX2 CPU has 16. Every walk sizes its register block from this one answer.
+    /// </summary>
+    internal static bool ThirtyTwoVectorRegisters => Avx512F.VL.IsSupported;
+
+    /// <summary>Accumulators per walk over a block's entries: 16 with 32 vector registers, else 10 (with the widened
+    /// pixels and a broadcast, the 16 registers of an AVX2 CPU).</summary>
+    internal static int UnitsPerForwardWalk => ThirtyTwoVectorRegisters ? 16 : 10;
 
     /// <summary>
     /// Units per walk over a column's entries, each with an accumulator for both pixels: 10 (20 accumulators) where
-    /// EVEX gives 32 vector registers, else 5. More units per walk widen each entry's pixels fewer times.
+    /// there are 32 vector registers, else 5. More units per walk widen each entry's pixels fewer times.
     /// </summary>
-    internal static int UnitsPerGradientWalk => Avx512F.VL.IsSupported ? 10 : 5;
+    internal static int UnitsPerGradientWalk => ThirtyTwoVectorRegisters ? 10 : 5;
 
     /// <summary>
     /// The blocks' weight gradient serves hidden layers up to this many units: its dz1 (Hp vectors per block) must
@@ -285,8 +291,8 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
     }
 
     /// <summary>Unit pairs per walk of <see cref="UnitPairForward"/>: two accumulators each, plus four working
-    /// registers: 8 pairs where EVEX gives 32 registers, else 5 (14 of AVX2's 16).</summary>
-    private static int UnitPairsPerWalk => Avx512F.VL.IsSupported ? 8 : 5;
+    /// registers: 8 pairs with 32 vector registers, else 5 (14 of AVX2's 16).</summary>
+    private static int UnitPairsPerWalk => ThirtyTwoVectorRegisters ? 8 : 5;
 
     // TG.Value unit pairs from unit `first` (even): lo* hold samples 0-3, hi* samples 4-7, each as (unit, unit + 1)
     // lane pairs

@@ -291,10 +291,6 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
         TW.Store(z + 4 * w, a4); TW.Store(z + 5 * w, a5); TW.Store(z + 6 * w, a6); TW.Store(z + 7 * w, a7);
     }
 
-    /// <summary>Whether the column kernels may keep 2 x 8 accumulators: EVEX gives 32 vector registers (at both
-    /// widths); a plain AVX2 CPU has 16, and walks 2 x 4 so nothing spills.</summary>
-    private static bool WidePairWalks => Avx512F.VL.IsSupported;
-
     // dw1 += dz1^T x over the non-zero pixels only
     //      dz1T (Hp, Tile), the tile's non-zeros -> rows (Tile, Hv) scratch, dw1T (784, Hv) partial
     // dz1 is transposed to sample-major rows first (Tile x Hv floats: 2 KB at H=10, 16 KB at H=128, in L1).
@@ -329,7 +325,8 @@ internal sealed unsafe partial class FusedTilePath<TW, TVec>
             uint* e = entries + entryStart[c];
             int count = entryStart[c + 1] - entryStart[c];
             float* d = dw1T + columnOffset[c];
-            if (vectors == 4 || !WidePairWalks)
+            // 2 x 8 accumulators only with 32 vector registers; with 16, walks of 2 x 4 so nothing spills
+            if (vectors == 4 || !ThirtyTwoVectorRegisters)
                 for (int v = 0; v < vectors; v += 4)
                     PairColumnSum4(d + v * w, rows + v * w, e, count, valueTable, hv);
             else
